@@ -1,0 +1,31 @@
+# The two commands a newcomer needs: `make demo` and `make test`. Both create .venv if missing and install
+# the project into it with plain pip. TORCH pins the builds this project is tested with; override it on
+# other platforms, e.g. `make demo TORCH="torch torchvision"`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH ?= torch==2.14.1 torchvision==0.29.1
+export DO_NOT_TRACK := 1
+
+.PHONY: install demo test lint clean-storage
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(PY) -m flows.cutswap --preset configs/demo.yaml
+
+test: install
+	$(PY) -m pytest
+
+lint: install
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+clean-storage:
+	rm -rf storage/ingest storage/saliency storage/cluster storage/pairs storage/train storage/evaluate

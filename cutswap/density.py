@@ -1,0 +1,33 @@
+"""Gaussian density estimator (GDE) over embeddings, as CutPaste scores images.
+
+Fitted on the embeddings of the **normal training images only** (fitting on augmented negatives is a
+known reimplementation bug, LilitYolyan/CutPaste#24). The covariance uses Ledoit-Wolf shrinkage because
+a category has a few hundred images for a 512-d embedding. The score is the Mahalanobis distance.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.covariance import LedoitWolf
+
+
+@dataclass(frozen=True)
+class GaussianDensity:
+    mean: np.ndarray  # (D,)
+    precision: np.ndarray  # (D, D)
+
+    @classmethod
+    def fit(cls, embeddings: np.ndarray) -> GaussianDensity:
+        """Mean and Ledoit-Wolf shrunk inverse covariance of (N, D) normal embeddings."""
+        x = np.asarray(embeddings, dtype=np.float64)
+        if x.ndim != 2 or x.shape[0] < 2:
+            raise ValueError(f"need at least 2 embeddings of shape (N, D), got {x.shape}")
+        estimator = LedoitWolf().fit(x)
+        return cls(estimator.location_, estimator.precision_)
+
+    def score(self, embeddings: np.ndarray) -> np.ndarray:
+        """Mahalanobis distance of each (N, D) embedding; larger means more anomalous."""
+        d = np.asarray(embeddings, dtype=np.float64) - self.mean
+        return np.sqrt(np.maximum(np.einsum("nd,de,ne->n", d, self.precision, d), 0.0))

@@ -1,0 +1,147 @@
+"""Report: gather evaluated runs into ``reports/<run>/`` (see ``cutswap.report`` for the layout).
+
+The report folder is written beside its final place and swapped in whole, and it is skipped when its
+``provenance.json`` already names the same input keys.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from cutswap.augment import cut_paste, random_pairs, swap_patches
+from cutswap.report import overlay_figure, summary_markdown
+from cutswap.settings import Settings
+from cutswap.stages.ingest import train_indices
+from cutswap.errors import StoreError
+from cutswap.stores import CODE_VERSIONS, StoreRef, library_versions, open_store, stage_key
+
+
+@dataclass(frozen=True)
+class CategoryRefs:
+    """The stores behind one category's rows."""
+
+    ingest: StoreRef
+    saliency: StoreRef
+    cluster: StoreRef
+    pairs: StoreRef
+    evaluations: list[StoreRef]
+
+
+def results_table(settings: Settings, categories: dict[str, CategoryRefs]) -> pd.DataFrame:
+    rows = []
+    for category, refs in categories.items():
+        sal = open_store(refs.saliency).attrs
+        pairs = open_store(refs.pairs).attrs
+        for ev_ref in refs.evaluations:
+            ev = open_store(ev_ref).attrs
+            train_ref = StoreRef(**ev["inputs"]["train"])
+            tr = open_store(train_ref).attrs
+            rows.append(
+                {
+                    "dataset": settings.dataset.name,
+                    "category": category,
+                    "method": ev["method"],
+                    "seed": ev["seed"],
+                    **ev["metrics"],
+                    "n_train": ev["n_train"],
+                    "n_test": ev["n_test"],
+                    "image_size": settings.dataset.image_size,
+                    "steps": settings.train.steps,
+                    "batch_size": settings.train.batch_size,
+                    "lr": settings.train.lr,
+                    "pretrained": settings.train.pretrained,
+                    "head_dims": "-".join(map(str, settings.train.head_dims)),
+                    "backbone": sal["backbone"]["name"],
+                    "backbone_sha256": sal["backbone"]["weights_sha256"],
+                    "backbone_fallback": bool(sal["backbone"].get("fallback_reason")),
+                    "levels": "+".join(sal["levels"]),
+                    "cluster_method": settings.cluster.method,
+                    "cluster_k": settings.cluster.k,
+                    "draws": settings.pairs.draws,
+                    "pair_fallback_rate": round(pairs["fallback_rate"], 4),
+                    "device": tr["device"],
+                    "train_seconds": tr["seconds"],
+                    "train_images_per_s": tr["images_per_s"],
+                    "train_key": train_ref.key,
+                    "evaluate_key": ev_ref.key,
+                    "saliency_key": refs.saliency.key,
+                }
+            )
+    return pd.DataFrame(rows).sort_values(["category", "method", "seed"], kind="stable").reset_index(drop=True)
+
+
+def _figure(path: Path, settings: Settings, refs: CategoryRefs, n_images: int = 2, n_negatives: int = 4) -> None:
+    ingest = open_store(refs.ingest)
+    idx = train_indices(ingest)[:n_images]
+    images = ingest["images"][:][idx]
+    sal = open_store(refs.saliency)
+    maps = sal["maps"][: len(idx)]
+    tops = open_store(refs.cluster)["top"][: len(idx)]
+    boxes = open_store(refs.pairs)["boxes"][: len(idx)]
+    gen = torch.Generator().manual_seed(0)
+    batch = torch.from_numpy(images[np.arange(n_negatives) % len(idx)]).permute(0, 3, 1, 2).float() / 255
+    draw = torch.from_numpy(boxes.reshape(len(idx), -1, 6)[np.arange(n_negatives) % len(idx), 0].astype(np.int64))
+    h, w = images.shape[1:3]
+    negatives = {
+        "cutswap": swap_patches(batch, draw),
+        "random-swap": swap_patches(batch, random_pairs(n_negatives, h, w, settings.pairs.area, settings.pairs.aspect, gen)),
+        "cutpaste": cut_paste(batch, settings.pairs.area, settings.pairs.aspect, gen),
+    }
+    as_images = {k: (v.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8) for k, v in negatives.items()}
+    overlay_figure(path, images, maps, tops, as_images, list(sal.attrs["levels"]))
+
+
+def write_report(settings: Settings, categories: dict[str, CategoryRefs], mode: str = "run") -> tuple[Path, bool]:
+    """Write the report of one run; returns its folder and whether it was written now."""
+    inputs = {
+        f"{c}/{k}": getattr(r, k).key for c, r in categories.items() for k in ("ingest", "saliency", "cluster", "pairs")
+    }
+    inputs.update({f"{c}/eval/{e.name}": e.key for c, r in categories.items() for e in r.evaluations})
+    key = stage_key("report", {"run": settings.run}, inputs)
+    final = Path(settings.reports_root) / settings.run
+    prov_path = final / "provenance.json"
+    if mode == "reuse":
+        if not prov_path.is_file():
+            raise StoreError(f"no report at {final}; include 'report' in the stages to run")
+        return final, False
+    if mode != "force" and prov_path.is_file() and json.loads(prov_path.read_text()).get("key") == key:
+        return final, False
+
+    results = results_table(settings, categories)
+    first = next(iter(categories.values()))
+    provenance = {
+        "run": settings.run,
+        "key": key,
+        "code_version": CODE_VERSIONS["report"],
+        "settings": json.loads(settings.model_dump_json()),
+        "backbone": dict(open_store(first.saliency).attrs["backbone"]),
+        "versions": library_versions(),
+        "stores": {c: {k: getattr(r, k).to_dict() for k in ("ingest", "saliency", "cluster", "pairs")} for c, r in categories.items()},
+        "inputs": inputs,
+    }
+    tmp = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        (tmp / "figures").mkdir(parents=True)
+        results.to_csv(tmp / "results.csv", index=False)
+        (tmp / "summary.md").write_text(summary_markdown(results, provenance))
+        for category, refs in categories.items():
+            _figure(tmp / "figures" / f"{category}.png", settings, refs)
+        (tmp / "provenance.json").write_text(json.dumps(provenance, indent=2, default=str))
+        if final.exists():
+            aside = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
+            final.rename(aside)
+            tmp.rename(final)
+            shutil.rmtree(aside, ignore_errors=True)
+        else:
+            tmp.rename(final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final, True

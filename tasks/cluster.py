@@ -1,0 +1,16 @@
+"""Prefect task of the cluster stage."""
+
+from __future__ import annotations
+
+from prefect import task
+from prefect.cache_policies import NONE
+
+from cutswap.settings import Settings
+from cutswap.stages.cluster import cluster_category
+from cutswap.stores import StoreRef
+from tasks._logging import run_logged
+
+
+@task(name="cluster", cache_policy=NONE, task_run_name="cluster-{saliency.name}")
+def cluster(settings: Settings, saliency: StoreRef, mode: str = "run") -> StoreRef:
+    return run_logged("cluster", saliency.name, lambda: cluster_category(settings, saliency, mode))

@@ -1,0 +1,18 @@
+"""Prefect task of the evaluate stage."""
+
+from __future__ import annotations
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NONE
+
+from cutswap.settings import Settings
+from cutswap.stages.evaluate import evaluate_run
+from cutswap.stores import StoreRef, open_store
+from tasks._logging import run_logged
+
+
+@task(name="evaluate", cache_policy=NONE, task_run_name="evaluate-{train.name}")
+def evaluate(settings: Settings, ingest: StoreRef, train: StoreRef, mode: str = "run") -> StoreRef:
+    ref = run_logged("evaluate", train.name, lambda: evaluate_run(settings, ingest, train, mode))
+    get_run_logger().info("%s: image_AUROC %.4f", train.name, open_store(ref).attrs["metrics"]["image_AUROC"])
+    return ref

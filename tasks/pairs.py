@@ -1,0 +1,16 @@
+"""Prefect task of the pairs stage."""
+
+from __future__ import annotations
+
+from prefect import task
+from prefect.cache_policies import NONE
+
+from cutswap.settings import Settings
+from cutswap.stages.pairs import pairs_category
+from cutswap.stores import StoreRef
+from tasks._logging import run_logged
+
+
+@task(name="pairs", cache_policy=NONE, task_run_name="pairs-{cluster.name}")
+def pairs(settings: Settings, cluster: StoreRef, mode: str = "run") -> StoreRef:
+    return run_logged("pairs", cluster.name, lambda: pairs_category(settings, cluster, mode))

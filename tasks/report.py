@@ -1,0 +1,36 @@
+"""Prefect task of the report stage: files under ``reports/<run>/`` plus Prefect artifacts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+from prefect import task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NONE
+
+from cutswap.settings import Settings
+from cutswap.stages.report import CategoryRefs, write_report
+from tasks._logging import run_logged
+
+
+def _artifact_key(run: str, what: str) -> str:
+    slug = "".join(c if c.isalnum() else "-" for c in run.lower()).strip("-")
+    return f"cutswap-{slug}-{what}"
+
+
+@task(name="report", cache_policy=NONE)
+def report(settings: Settings, categories: dict[str, CategoryRefs], mode: str = "run") -> Path:
+    folder = run_logged("report", settings.run, lambda: write_report(settings, categories, mode))
+    results = pd.read_csv(Path(folder) / "results.csv")
+    create_table_artifact(
+        table=results.astype(object).where(results.notna(), None).to_dict(orient="records"),
+        key=_artifact_key(settings.run, "results"),
+        description=f"Per-seed results of run {settings.run} ({Path(folder) / 'results.csv'})",
+    )
+    create_markdown_artifact(
+        markdown=(Path(folder) / "summary.md").read_text(),
+        key=_artifact_key(settings.run, "summary"),
+        description=f"Summary of run {settings.run}",
+    )
+    return Path(folder)

@@ -1,0 +1,16 @@
+"""Prefect task of the saliency stage."""
+
+from __future__ import annotations
+
+from prefect import task
+from prefect.cache_policies import NONE
+
+from cutswap.settings import Settings
+from cutswap.stages.saliency import saliency_category
+from cutswap.stores import StoreRef
+from tasks._logging import run_logged
+
+
+@task(name="saliency", cache_policy=NONE, task_run_name="saliency-{ingest.name}")
+def saliency(settings: Settings, ingest: StoreRef, mode: str = "run") -> StoreRef:
+    return run_logged("saliency", ingest.name, lambda: saliency_category(settings, ingest, mode))
