@@ -60,7 +60,7 @@ def test_flow_runs_reuses_and_recomputes_only_downstream(preset):
     assert new == {"train", "evaluate"}
     assert all(after[k] == v for k, v in first.items())
 
-    # Rerunning only the last stages with a new seed reuses upstream and adds the seed's rows.
+    # Rerunning only the last stages with a new seed reuses upstream; the report holds that seed's rows.
     folder = Path(cutswap(str(preset), overrides={"train.seeds": [7]}, stages=["train", "evaluate", "report"]))
     assert set(pd.read_csv(folder / "results.csv")["seed"]) == {7}
     assert all(_stores(storage)[k] == v for k, v in first.items())
