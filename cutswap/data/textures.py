@@ -1,0 +1,635 @@
+"""The embedded default dataset ``textures``: real texture photographs with synthetic defects.
+
+It lets a newcomer run the whole benchmark with no download: the photographs ship inside scikit-image's
+wheel, and the defects are drawn here, deterministically from a seed. On disk it has the MVTec AD layout,
+so it goes through exactly the code path a real dataset does (``cutswap.data.mvtec.scan_mvtec``)::
+
+    <root>/
+      README.md                          # what this is, how it was built, the seed and the counts
+      .cutswap-textures.json             # build marker: parameters and generator version
+      brick/ grass/ gravel/              # one category per photograph
+        train/good/000.png ...           # n_train normal crops
+        test/good/000.png ...            # n_test_good normal crops
+        test/<kind>/000.png ...          # n_test_defect crops per defect kind: crack, hole, scratch, stain
+        ground_truth/<kind>/000_mask.png # 0/255 mask of the pixels the defect changed
+
+Images are 8-bit grayscale PNGs of ``image_size x image_size`` (the photographs are grayscale; readers
+convert to RGB).
+
+How the images are made:
+
+- **Photographs**: ``skimage.data.brick()``, ``grass()`` and ``gravel()``, 512 x 512 grayscale, CC0.
+
+  - The brick wall is photographed in perspective (its courses converge above the photo, so bricks get
+    wider towards the bottom and tilt more towards the sides); it is rectified first (512 x 610 px), or
+    held-out test crops would show bricks of a width and tilt no training crop has.
+  - Slow illumination gradients are divided out (Gaussian low-pass, sigma 48 px), so that the held-out
+    test region is not systematically brighter or darker than the training one.
+
+- **Normal crops**: 224 x 224 px windows of the photo at a random position, a random flip (brick keeps
+  its vertical courses: flips only) or any of the 8 flips/90-degree rotations (grass, gravel), a mild
+  brightness jitter (gain 0.92-1.08, offset +-6 grey levels), resized to ``image_size``.
+  **Train and test never share pixels**: training crops come from the left 288 columns of the photo, test
+  crops (normal and defective) from the right 224 columns (each at a random height).
+- **Defects** are drawn on test crops, never pasted or swapped from elsewhere (which is what the training
+  augmentations do), with varied size, position, orientation and contrast:
+
+  - ``scratch``: a thin curved (quadratic Bezier) anti-aliased line, bright on dark areas and dark on
+    bright ones, fading towards its ends;
+  - ``stain``: a soft-edged irregular blob that darkens (or, less often, lightens) the texture and
+    flattens its contrast, with a faint tide mark at its edge;
+  - ``hole``: a dark elliptical pit with a shaded floor and a rim lit from one side;
+  - ``crack``: a jagged, tapering dark polyline with one to three branches.
+
+  The mask holds the defect's core plus every pixel it changed by at least ``VISIBLE_CHANGE`` grey
+  levels, with enclosed holes filled; outside the mask the image differs from the defect-free crop by less
+  than that. A defect is redrawn (deterministically) until most of its mask is visibly changed and it
+  stays clear of the image border.
+
+The build is deterministic (same parameters and library versions => byte-identical files) and atomic: it
+is written to a temporary sibling folder and renamed into place. A root that already holds a build with
+the same parameters and ``GENERATOR_VERSION`` is reused as it is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+from cutswap.errors import DatasetError
+
+__all__ = [
+    "CATEGORIES",
+    "DEFECT_KINDS",
+    "GENERATOR_VERSION",
+    "MARKER",
+    "VISIBLE_CHANGE",
+    "add_defect",
+    "build_textures",
+]
+
+GENERATOR_VERSION = "1"
+"""Bump whenever the output of the same parameters changes; an existing build is then rebuilt."""
+
+MARKER = ".cutswap-textures.json"
+VISIBLE_CHANGE = 12.0
+"""Grey levels (of 255) from which a change counts as visible, and is therefore inside the mask."""
+
+DEFECT_KINDS = ("crack", "hole", "scratch", "stain")
+
+_REFERENCE_SIZE = 256  # defect sizes are specified at this image size and scaled with image_size
+_ILLUMINATION_SIGMA = 48.0
+_CROP_FRACTION = 7 / 16  # 224 px of a 512 px photograph
+_PNG_COMPRESS_LEVEL = 1  # textures barely compress better at 6, which is 2-3x slower
+
+
+@dataclass(frozen=True)
+class _Photo:
+    loader: str  # function name in skimage.data
+    rotations: bool  # whether 90-degree rotations keep the texture "normal"
+    source: str  # where the photograph comes from, for the README
+    vanishing_point: tuple[float, float] | None = None  # (x, y) in pixels, for photos taken in perspective
+
+
+CATEGORIES: dict[str, _Photo] = {
+    "brick": _Photo(
+        "brick",
+        rotations=False,
+        source="brick wall, CC0Textures 'Bricks25' (https://cc0textures.com/view.php?tex=Bricks25), "
+        "perspective-transformed, rotated and cropped by scikit-image",
+        # The courses converge towards a point above the photo: brick width grows from 30 px (top) to 41 px
+        # (bottom) and the courses tilt by up to 10 degrees. Measured from the mortar lines' positions in
+        # 32-row bands (a straight-line fit of their spacing against the row, and the one line that stays
+        # at x = 219.5 in every band).
+        vanishing_point=(219.5, -1166.0),
+    ),
+    "grass": _Photo(
+        "grass",
+        rotations=True,
+        source="grass, 'Grass 01' by linolafett on DeviantArt "
+        "(https://www.deviantart.com/linolafett/art/Grass-01-434853879), cropped and converted to "
+        "grayscale by scikit-image",
+    ),
+    "gravel": _Photo(
+        "gravel",
+        rotations=True,
+        source="gravel, CC0Textures 'Gravel04' (https://cc0textures.com/view.php?tex=Gravel04), rescaled, "
+        "cropped and converted to grayscale by scikit-image",
+    ),
+}
+"""Category name -> photograph. All are CC0 and ship inside the scikit-image wheel (no download)."""
+
+
+def build_textures(
+    root: Path,
+    seed: int = 0,
+    image_size: int = 256,
+    n_train: int = 60,
+    n_test_good: int = 20,
+    n_test_defect: int = 6,
+) -> Path:
+    """Build (or reuse) the ``textures`` dataset under ``root`` in the MVTec AD layout.
+
+    Args:
+        root: Folder to hold the dataset. It must not exist, be empty, or hold an earlier textures build
+            (which is replaced); any other folder is refused so a wrong path never deletes user data.
+        seed: Seed of every random choice; the same seed gives byte-identical files.
+        image_size: Side of the square images, in pixels (at least 32).
+        n_train: Normal training images per category (at least 1).
+        n_test_good: Normal test images per category.
+        n_test_defect: Test images per category and defect kind.
+
+    Returns:
+        ``root``, holding a complete build.
+
+    Raises:
+        DatasetError: ``root`` is a file, or a non-empty folder that is not a textures build.
+        ValueError: A count or size is out of range.
+        OSError: The build cannot be written (disk full, permissions); nothing half-written is left.
+    """
+    root = Path(root)
+    params = _check_params(seed, image_size, n_train, n_test_good, n_test_defect)
+    wanted = {"generator": "cutswap.data.textures", "version": GENERATOR_VERSION, **params}
+    if _read_marker(root) == wanted:
+        return root
+    _check_replaceable(root)
+
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = root.parent / f".{root.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+    tmp.mkdir()
+    try:
+        provenance = _write_dataset(tmp, **params)
+        _write_readme(tmp / "README.md", params, provenance)
+        marker = {**wanted, **provenance}
+        # Written last: a root whose marker exists is complete, because the folder appears by rename.
+        (tmp / MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        _move_into_place(tmp, root, wanted)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return root
+
+
+def _check_params(seed: int, image_size: int, n_train: int, n_test_good: int, n_test_defect: int) -> dict:
+    def whole(name: str, value: object, low: int) -> int:
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        return int(value)
+
+    params = {
+        "seed": whole("seed", seed, 0),
+        "image_size": whole("image_size", image_size, 32),
+        "n_train": whole("n_train", n_train, 1),
+        "n_test_good": whole("n_test_good", n_test_good, 0),
+        "n_test_defect": whole("n_test_defect", n_test_defect, 0),
+    }
+    if params["n_test_good"] + params["n_test_defect"] == 0:
+        raise ValueError("n_test_good and n_test_defect are both 0: the dataset would have no test images")
+    return params
+
+
+def _read_marker(root: Path) -> dict | None:
+    try:
+        marker = json.loads((root / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(marker, dict):
+        return None
+    keys = ("generator", "version", "seed", "image_size", "n_train", "n_test_good", "n_test_defect")
+    return {key: marker.get(key) for key in keys}
+
+
+def _check_replaceable(root: Path) -> None:
+    if not root.exists() and not root.is_symlink():
+        return
+    if not root.is_dir():
+        raise DatasetError(
+            f"{root}: exists and is not a folder; choose another path for the textures dataset."
+        )
+    if (root / MARKER).is_file() or not any(root.iterdir()):
+        return
+    raise DatasetError(
+        f"{root}: folder exists, is not empty and is not a textures build (no {MARKER}); refusing to replace "
+        "it. Choose another path, or empty the folder yourself."
+    )
+
+
+def _move_into_place(tmp: Path, root: Path, wanted: dict) -> None:
+    """Rename ``tmp`` to ``root``, replacing an earlier build; a concurrent identical build is fine.
+
+    POSIX cannot swap two directories atomically, so an earlier build is first renamed aside: readers see
+    the old build, then no folder for an instant, then the new build, never a mix.
+    """
+    old = None
+    if root.exists():
+        old = root.parent / f".{root.name}.old-{os.getpid()}-{secrets.token_hex(4)}"
+        os.rename(root, old)
+    try:
+        os.rename(tmp, root)
+    except OSError:
+        if _read_marker(root) != wanted:  # not another process finishing the same build first
+            if old is not None and not root.exists():
+                os.rename(old, root)
+                old = None
+            raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_dataset(
+    out: Path, seed: int, image_size: int, n_train: int, n_test_good: int, n_test_defect: int
+) -> dict:
+    """Write every category into ``out``; returns provenance (library versions, photo checksums)."""
+    import skimage
+    import skimage.data
+
+    digests = {}
+    width = max(3, len(str(max(n_train, n_test_good, n_test_defect) - 1)))
+    for cat_index, (category, photo_spec) in enumerate(CATEGORIES.items()):
+        raw = getattr(skimage.data, photo_spec.loader)()
+        digests[category] = hashlib.sha256(np.ascontiguousarray(raw).tobytes()).hexdigest()
+        photo = _to_gray(raw)
+        if photo_spec.vanishing_point is not None:
+            photo = _rectify(photo, photo_spec.vanishing_point)
+        photo = _flatten_illumination(photo)
+        cat_dir = out / category
+
+        def rng_for(split: int, kind: int, index: int, cat_index: int = cat_index) -> np.random.Generator:
+            # One independent stream per image: changing a count never changes the other images.
+            return np.random.default_rng(np.random.SeedSequence([seed, cat_index, split, kind, index]))
+
+        crop = _Cropper(photo, photo_spec.rotations, image_size)
+        for i in range(n_train):
+            _save_png(cat_dir / "train" / "good" / f"{i:0{width}d}.png", crop.train(rng_for(0, 0, i)))
+        for i in range(n_test_good):
+            _save_png(cat_dir / "test" / "good" / f"{i:0{width}d}.png", crop.test(rng_for(1, 0, i)))
+        for kind_index, kind in enumerate(DEFECT_KINDS, start=1):
+            for i in range(n_test_defect):
+                rng = rng_for(1, kind_index, i)
+                image, mask = add_defect(crop.test(rng), kind, rng)
+                stem = f"{i:0{width}d}"
+                _save_png(cat_dir / "test" / kind / f"{stem}.png", image)
+                _save_png(cat_dir / "ground_truth" / kind / f"{stem}_mask.png", mask.astype(np.uint8) * 255)
+    return {
+        "photo_sha256": digests,
+        "scikit_image_version": skimage.__version__,
+        "pillow_version": Image.__version__,
+        "numpy_version": np.__version__,
+    }
+
+
+def _to_gray(raw: np.ndarray) -> np.ndarray:
+    photo = raw.astype(np.float32)
+    if photo.ndim == 3:  # not the case for the shipped photographs; kept so a colour one would still work
+        photo = photo[..., :3] @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    return photo
+
+
+def _rectify(photo: np.ndarray, vanishing_point: tuple[float, float]) -> np.ndarray:
+    """Undo the perspective of a photo whose vertical lines meet at ``vanishing_point`` above it.
+
+    Without this, brick width and tilt depend on where a crop is taken, so held-out test crops would look
+    unlike every training crop. The map sends the lines through the vanishing point to vertical lines and
+    gives every point the same local scale in both directions (a pixel at distance ``w`` below the
+    vanishing point is magnified by ``w_bottom / w``), so the bottom row keeps its resolution and nothing is
+    shrunk. Output rows follow ``Y = k ln(w / w_top)``, the integral of that scale.
+    """
+    height, width = photo.shape
+    xv, yv = vanishing_point
+    w_top, w_bottom = -yv, (height - 1) - yv
+    k = w_bottom
+    out_h = int(np.floor(k * np.log(w_bottom / w_top))) + 1
+    rows, cols = np.mgrid[0:out_h, 0:width].astype(np.float64)
+    w = w_top * np.exp(rows / k)
+    src_y = w + yv
+    src_x = xv + (cols - xv) * w / k  # the bottom row maps onto itself, so every output pixel is inside
+    out = ndimage.map_coordinates(photo, [src_y, src_x], order=3, mode="reflect")
+    return np.clip(out, 0.0, 255.0).astype(np.float32)
+
+
+def _flatten_illumination(photo: np.ndarray) -> np.ndarray:
+    # Blur a 1/8 scale copy and scale it back up: the same low-pass for an illumination field, ~50x faster.
+    factor = 8
+    small = ndimage.zoom(photo, 1 / factor, order=1, grid_mode=True, mode="reflect")
+    small = ndimage.gaussian_filter(small, _ILLUMINATION_SIGMA / factor, mode="reflect")
+    low = ndimage.zoom(small, np.array(photo.shape) / small.shape, order=1, grid_mode=True, mode="reflect")
+    return np.clip(photo * (low.mean() / np.maximum(low, 1.0)), 0.0, 255.0)
+
+
+class _Cropper:
+    """Cuts normal crops: training ones from the left of the photo, test ones from the disjoint right."""
+
+    def __init__(self, photo: np.ndarray, rotations: bool, image_size: int) -> None:
+        height, width = photo.shape
+        self.photo = photo
+        self.rotations = rotations
+        self.size = image_size
+        self.crop = int(round(min(height, width) * _CROP_FRACTION))
+        self.max_y = height - self.crop
+        self.train_max_x = width - 2 * self.crop  # training windows end where the test strip begins
+        self.test_x = width - self.crop
+
+    def train(self, rng: np.random.Generator) -> np.ndarray:
+        return self._cut(rng, int(rng.integers(0, self.train_max_x + 1)))
+
+    def test(self, rng: np.random.Generator) -> np.ndarray:
+        return self._cut(rng, self.test_x)
+
+    def _cut(self, rng: np.random.Generator, x: int) -> np.ndarray:
+        y = int(rng.integers(0, self.max_y + 1))
+        window = self.photo[y : y + self.crop, x : x + self.crop]
+        if self.rotations:
+            window = np.rot90(window, int(rng.integers(0, 4)))
+        if rng.random() < 0.5:
+            window = window[:, ::-1]
+        if rng.random() < 0.5:
+            window = window[::-1, :]
+        gain, offset = rng.uniform(0.92, 1.08), rng.uniform(-6.0, 6.0)
+        window = np.ascontiguousarray(window, dtype=np.float32)
+        if self.crop != self.size:
+            window = np.asarray(
+                Image.fromarray(window).resize((self.size, self.size), Image.Resampling.BICUBIC)
+            )
+        return np.clip(window * gain + offset, 0.0, 255.0).astype(np.float32)
+
+
+def add_defect(image: np.ndarray, kind: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Draw one defect of ``kind`` on a float grayscale image (values 0..255).
+
+    Args:
+        image: ``(S, S)`` float array, the defect-free crop; not modified.
+        kind: One of ``DEFECT_KINDS``.
+        rng: Source of every random choice.
+
+    Returns:
+        The defective image (``uint8``) and its ``bool`` mask: the defect's core plus every pixel changed by
+        at least ``VISIBLE_CHANGE`` grey levels. Outside the mask the change is below that.
+    """
+    draw = _DRAWERS.get(kind)
+    if draw is None:
+        raise ValueError(f"unknown defect kind {kind!r}; expected one of {DEFECT_KINDS}")
+    size = image.shape[0]
+    scale = size / _REFERENCE_SIZE
+    margin = max(2, int(round(4 * scale)))
+    best = None
+    for _ in range(30):
+        result = draw(image, rng, scale)
+        if result is None:  # the drawer's geometry left the image; draw again
+            continue
+        out, core = result
+        out = np.clip(np.rint(out), 0, 255)
+        change = np.abs(out - np.rint(image))
+        mask = _fill_holes(core | (change >= VISIBLE_CHANGE))
+        border = np.ones_like(mask)
+        border[margin:-margin, margin:-margin] = False
+        if (mask & border).any():
+            continue
+        visible = float((change[mask] >= VISIBLE_CHANGE).mean()) if mask.any() else 0.0
+        if best is None or visible > best[0]:
+            best = (visible, out, mask)
+        if visible >= 0.6 and mask.sum() >= max(6, 40 * scale * scale):
+            break
+    if best is None:  # pragma: no cover - needs 30 unlucky draws in a row
+        raise RuntimeError(f"could not place a {kind} defect on a {size} px image")
+    _, out, mask = best
+    return out.astype(np.uint8), mask
+
+
+def _fill_holes(mask: np.ndarray) -> np.ndarray:
+    """Fill enclosed holes, working on the mask's bounding box only (defects are small)."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return mask
+    box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+    filled = mask.copy()
+    filled[box] = ndimage.binary_fill_holes(mask[box])
+    return filled
+
+
+def _point_inside(points: np.ndarray, size: int, margin: float) -> bool:
+    return bool((points >= margin).all() and (points <= size - 1 - margin).all())
+
+
+def _stroke(
+    shape: tuple[int, int], starts: np.ndarray, ends: np.ndarray, widths: np.ndarray, strengths: np.ndarray
+) -> np.ndarray:
+    """Anti-aliased coverage of line segments (x, y coordinates), each with its width and strength.
+
+    Coverage falls linearly from 1 to 0 over one pixel around the segment's edge, which is what makes thin
+    lines look drawn rather than stair-stepped; overlapping segments take the maximum, not the sum.
+    """
+    height, width = shape
+    alpha = np.zeros(shape, dtype=np.float32)
+    for (ax, ay), (bx, by), w, s in zip(starts, ends, widths, strengths, strict=True):
+        reach = w / 2 + 1.0
+        x0, x1 = max(int(np.floor(min(ax, bx) - reach)), 0), min(int(np.ceil(max(ax, bx) + reach)) + 1, width)
+        y0, y1 = (
+            max(int(np.floor(min(ay, by) - reach)), 0),
+            min(int(np.ceil(max(ay, by) + reach)) + 1, height),
+        )
+        if x0 >= x1 or y0 >= y1:
+            continue
+        ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+        dx, dy = bx - ax, by - ay
+        length2 = dx * dx + dy * dy
+        t = np.clip(((xs - ax) * dx + (ys - ay) * dy) / length2, 0.0, 1.0) if length2 > 0 else 0.0
+        dist = np.hypot(xs - (ax + t * dx), ys - (ay + t * dy))
+        cover = np.clip(w / 2 + 0.5 - dist, 0.0, 1.0) * s
+        np.maximum(alpha[y0:y1, x0:x1], cover, out=alpha[y0:y1, x0:x1])
+    return alpha
+
+
+def _scratch(image: np.ndarray, rng: np.random.Generator, scale: float):
+    size = image.shape[0]
+    length = rng.uniform(0.3, 0.65) * size
+    angle = rng.uniform(0, np.pi)
+    direction = np.array([np.cos(angle), np.sin(angle)])
+    normal = np.array([-direction[1], direction[0]])
+    start = rng.uniform(0.1 * size, 0.9 * size, 2)
+    end = start + direction * length
+    control = (start + end) / 2 + normal * rng.uniform(-0.35, 0.35) * length
+    t = np.linspace(0.0, 1.0, 33)[:, None]
+    points = (1 - t) ** 2 * start + 2 * (1 - t) * t * control + t**2 * end
+    if not _point_inside(points, size, 6 * scale + 2):
+        return None
+    width = max(rng.uniform(1.3, 2.6) * scale, 1.1)
+    fade = 0.55 + 0.45 * np.sin(np.pi * (t[:-1, 0] + t[1:, 0]) / 2)  # fainter towards the ends
+    alpha = _stroke(image.shape, points[:-1], points[1:], np.full(32, width), fade * rng.uniform(0.65, 0.9))
+    under = image[alpha > 0.3].mean() if (alpha > 0.3).any() else image.mean()
+    target = rng.uniform(225, 250) if under < 135 else rng.uniform(10, 35)
+    return image * (1 - alpha) + target * alpha, alpha >= 0.5
+
+
+def _stain(image: np.ndarray, rng: np.random.Generator, scale: float):
+    size = image.shape[0]
+    radius = rng.uniform(14, 40) * scale
+    soft = rng.uniform(0.15, 0.35)
+    reach = radius * 1.4 * (1 + soft) + 6 * scale  # 1.4: the wobble can push the edge out by 40 %
+    if reach >= size - reach:
+        return None
+    centre = rng.uniform(reach, size - reach, 2)
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
+    dx, dy = xs - centre[0], ys - centre[1]
+    theta = np.arctan2(dy, dx)
+    wobble = np.ones_like(theta)
+    for k in range(2, 6):  # a few low angular harmonics make the blob irregular but smooth
+        wobble += rng.uniform(0, 0.22) / (k - 1) * np.cos(k * theta + rng.uniform(0, 2 * np.pi))
+    stretch = rng.uniform(0.7, 1.0)
+    rot = rng.uniform(0, np.pi)
+    u = dx * np.cos(rot) + dy * np.sin(rot)
+    v = (-dx * np.sin(rot) + dy * np.cos(rot)) / stretch
+    r = np.hypot(u, v) / (radius * wobble)
+    edge = np.clip((1 + soft - r) / (2 * soft), 0.0, 1.0)
+    alpha = edge * edge * (3 - 2 * edge)  # smoothstep: no visible step at the blob's border
+    local = ndimage.uniform_filter(image, size=max(3, int(radius)))
+    flat = local + (image - local) * rng.uniform(0.45, 0.8)  # stains fill in and flatten the texture
+    gain = rng.uniform(0.55, 0.72) if rng.random() < 0.75 else rng.uniform(1.3, 1.5)
+    tide = 1 - rng.uniform(0.0, 0.15) * np.exp(-(((r - 1) / 0.08) ** 2))
+    stained = flat * gain * tide
+    return image * (1 - alpha) + stained * alpha, r < 1
+
+
+def _hole(image: np.ndarray, rng: np.random.Generator, scale: float):
+    size = image.shape[0]
+    a = rng.uniform(8, 20) * scale
+    b = a * rng.uniform(0.55, 1.0)
+    rim = rng.uniform(0.3, 0.5)
+    reach = a * (1 + rim) + 6 * scale
+    centre = rng.uniform(reach, size - reach, 2)
+    rot = rng.uniform(0, np.pi)
+    light = rng.uniform(0, 2 * np.pi)
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
+    dx, dy = xs - centre[0], ys - centre[1]
+    u = (dx * np.cos(rot) + dy * np.sin(rot)) / a
+    v = (-dx * np.sin(rot) + dy * np.cos(rot)) / b
+    r = np.hypot(u, v)
+    facing = np.cos(np.arctan2(dy, dx) - light)  # +1 on the side facing the light
+    inside = np.clip((1 - r) * min(a, b) + 0.5, 0.0, 1.0)  # one-pixel anti-aliased edge
+    # The floor: dark, in the shadow of the wall on the light's side and lit on the far side (a linear
+    # gradient across the hole, so there is no singular point at its centre), with a trace of texture.
+    across = (dx * np.cos(light) + dy * np.sin(light)) / a
+    floor = rng.uniform(12, 32) * (1 - 0.5 * np.clip(across, -1, 1)) + 0.12 * (image - image.mean())
+    # The rim: raised material, brighter where it faces the light and darker where it turns away.
+    ring = np.clip(1 - (r - 1) / rim, 0.0, 1.0) * (r >= 1)
+    rim_shift = rng.uniform(50, 90) * ring * ring * (3 - 2 * ring) * facing
+    out = (image + rim_shift) * (1 - inside) + floor * inside
+    return out, r <= 1 + rim / 2
+
+
+def _crack(image: np.ndarray, rng: np.random.Generator, scale: float):
+    size = image.shape[0]
+    steps = int(rng.integers(12, 26))
+    heading = rng.uniform(0, 2 * np.pi)
+    point = rng.uniform(0.15 * size, 0.85 * size, 2)
+    main = [point]
+    headings = []
+    drift = 0.0
+    for _ in range(steps):
+        drift += rng.normal(0, 0.12)  # slow bend of the whole crack
+        h = heading + drift + rng.normal(0, 0.45)  # jagged zig-zag around it
+        headings.append(h)
+        point = point + rng.uniform(3, 6.5) * scale * np.array([np.cos(h), np.sin(h)])
+        main.append(point)
+    main = np.array(main)
+    width0 = rng.uniform(1.8, 3.0) * scale
+    widths = width0 * (1 - 0.6 * np.arange(steps) / steps)
+    starts, ends, seg_widths = [main[:-1]], [main[1:]], [widths]
+    for _ in range(int(rng.integers(1, 4))):
+        node = int(rng.integers(2, steps - 2))
+        h = headings[node] + rng.choice([-1, 1]) * rng.uniform(0.5, 1.1)
+        branch = [main[node]]
+        for _ in range(int(rng.integers(4, 10))):
+            h += rng.normal(0, 0.4)
+            branch.append(branch[-1] + rng.uniform(2.5, 5.5) * scale * np.array([np.cos(h), np.sin(h)]))
+        branch = np.array(branch)
+        n = len(branch) - 1
+        starts.append(branch[:-1])
+        ends.append(branch[1:])
+        seg_widths.append(np.maximum(widths[node] * 0.7 * (1 - 0.5 * np.arange(n) / n), 1.0))
+    starts_all, ends_all = np.concatenate(starts), np.concatenate(ends)
+    if not _point_inside(np.concatenate([starts_all, ends_all]), size, 6 * scale + 2):
+        return None
+    seg_widths_all = np.maximum(np.concatenate(seg_widths), 1.0)
+    alpha = _stroke(image.shape, starts_all, ends_all, seg_widths_all, np.ones(len(starts_all)))
+    darkness = rng.uniform(0.15, 0.35)
+    return image * (1 - alpha * (1 - darkness)), alpha >= 0.5
+
+
+_DRAWERS: dict[
+    str, Callable[[np.ndarray, np.random.Generator, float], tuple[np.ndarray, np.ndarray] | None]
+] = {
+    "crack": _crack,
+    "hole": _hole,
+    "scratch": _scratch,
+    "stain": _stain,
+}
+
+
+def _save_png(path: Path, array: np.ndarray) -> None:
+    """Write a PNG with no timestamp or other varying metadata, so equal pixels give equal bytes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = Image.fromarray(np.ascontiguousarray(array, dtype=np.uint8))
+    image.save(path, format="PNG", compress_level=_PNG_COMPRESS_LEVEL, optimize=False)
+
+
+def _write_readme(path: Path, params: dict, provenance: dict) -> None:
+    size = params["image_size"]
+    sources = "\n".join(
+        f"- `{name}`: `skimage.data.{spec.loader}()`: {spec.source}. "
+        f"sha256 of its pixels: `{provenance['photo_sha256'][name][:16]}...`"
+        for name, spec in CATEGORIES.items()
+    )
+    lines = [
+        "# textures: cutswap's embedded anomaly-detection dataset",
+        "",
+        f"Generated by `cutswap.data.textures.build_textures`, generator version {GENERATOR_VERSION}. Do not "
+        "edit it; rebuild it instead. It is in the MVTec AD layout, so any MVTec AD reader (cutswap's, "
+        "anomalib's) reads it.",
+        "",
+        "**Real photographs, synthetic defects.** The normal images are crops of real texture photographs, "
+        "released under CC0 (public domain) and shipped inside scikit-image "
+        f"{provenance['scikit_image_version']}, so nothing is downloaded. The defects are drawn by the "
+        "generator: they are not real defects, and their masks are exact. Like its sources, this dataset "
+        "may be used without restriction.",
+        "",
+        "## Sources",
+        sources,
+        "",
+        "## How it was built",
+        f"- Seed: {params['seed']}. Images: {size} x {size} px, 8-bit grayscale PNG.",
+        f"- Per category ({', '.join(CATEGORIES)}): {params['n_train']} training images (`train/good`), "
+        f"{params['n_test_good']} normal test images (`test/good`) and {params['n_test_defect']} test images "
+        f"per defect kind (`test/<kind>`, kinds: {', '.join(DEFECT_KINDS)}), each with its mask "
+        "(`ground_truth/<kind>/<stem>_mask.png`, 0/255).",
+        "- The brick photograph is in perspective (its courses converge above it); it is first rectified "
+        "so that brick width and tilt are the same everywhere (`_rectify` in `cutswap/data/textures.py`).",
+        "- Each photograph's slow illumination gradient is divided out (Gaussian low-pass, sigma "
+        f"{_ILLUMINATION_SIGMA:g} px).",
+        "- Normal images: 224 x 224 px windows at random positions, randomly flipped (grass and gravel also "
+        "rotated by multiples of 90 degrees; brick only flipped, to keep its courses vertical), with a mild "
+        f"brightness jitter (gain 0.92-1.08, offset +-6 grey levels), resized to {size} px.",
+        "- Train and test never share pixels: training windows lie in the left 288 columns of each 512 px "
+        "wide photograph, test windows (normal and defective) in the right 224 columns.",
+        "- Defects are drawn on test windows, never pasted or swapped patches:",
+        "  - `scratch`: thin curved anti-aliased line, bright on dark areas and dark on bright ones;",
+        "  - `stain`: soft-edged irregular blob that darkens (sometimes lightens) and flattens the texture;",
+        "  - `hole`: dark elliptical pit with a shaded floor and a rim lit from one side;",
+        "  - `crack`: jagged, tapering, branching dark polyline.",
+        f"- Masks hold the defect's core plus every pixel it changed by at least {VISIBLE_CHANGE:g} grey "
+        "levels, with enclosed holes filled.",
+        "- Deterministic: the same parameters and library versions (here Pillow "
+        f"{provenance['pillow_version']}, NumPy {provenance['numpy_version']}) give byte-identical files.",
+        "",
+    ]
+    path.write_text("\n".join(lines), encoding="utf-8")
