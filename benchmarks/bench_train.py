@@ -38,7 +38,14 @@ def main() -> None:
     data = torch.randint(0, 256, (args.images, 3, s, s), dtype=torch.uint8, device=device)
     rng = np.random.default_rng(0)
     hw = rng.integers(s // 8, s // 4, size=(args.images, 4, 16, 2))
-    bank = np.concatenate([hw, rng.integers(0, s // 2, (args.images, 4, 16, 2)), s // 2 + rng.integers(0, s // 4, (args.images, 4, 16, 2))], -1)
+    bank = np.concatenate(
+        [
+            hw,
+            rng.integers(0, s // 2, (args.images, 4, 16, 2)),
+            s // 2 + rng.integers(0, s // 4, (args.images, 4, 16, 2)),
+        ],
+        -1,
+    )
     bank_t = torch.from_numpy(bank).to(device).reshape(args.images, -1, 6)
     labels = torch.cat([torch.zeros(b), torch.ones(b)]).long().to(device)
     loss_fn = nn.CrossEntropyLoss()

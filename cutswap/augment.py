@@ -33,7 +33,9 @@ def sample_patch_sizes(
     two non-overlapping copies always fit side by side or one above the other.
     """
     frac = torch.empty(n, device=device).uniform_(area[0], area[1], generator=generator)
-    log_ratio = torch.empty(n, device=device).uniform_(math.log(aspect[0]), math.log(aspect[1]), generator=generator)
+    log_ratio = torch.empty(n, device=device).uniform_(
+        math.log(aspect[0]), math.log(aspect[1]), generator=generator
+    )
     ratio = log_ratio.exp()
     pixels = frac * height * width
     h = (pixels * ratio).sqrt().round().clamp(1, height).long()
@@ -85,7 +87,9 @@ def _grid(b: int, height: int, width: int, device: torch.device) -> tuple[torch.
     return ys, xs
 
 
-def _inside(ys: torch.Tensor, xs: torch.Tensor, y: torch.Tensor, x: torch.Tensor, h: torch.Tensor, w: torch.Tensor):
+def _inside(
+    ys: torch.Tensor, xs: torch.Tensor, y: torch.Tensor, x: torch.Tensor, h: torch.Tensor, w: torch.Tensor
+):
     y, x, h, w = (t.view(-1, 1, 1) for t in (y, x, h, w))
     return (ys >= y) & (ys < y + h) & (xs >= x) & (xs < x + w)
 

@@ -11,8 +11,6 @@ Output layout (``reports/<run>/``)::
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pandas as pd
 
@@ -64,7 +62,7 @@ def summary_markdown(results: pd.DataFrame, provenance: dict) -> str:
     lines = [
         f"# cutswap report: {provenance['run']}",
         "",
-        f"Dataset **{first['dataset']}** ({len(results['category'].unique())} categories), image AUROC (%) "
+        f"Dataset **{first['dataset']}**, {results['category'].nunique()} categories, image AUROC (%) "
         f"per category, {'mean ± std over seeds ' if len(seeds) > 1 else 'seed '}{seeds}.",
         "",
         markdown_table(pivot(results)),
@@ -78,7 +76,7 @@ def summary_markdown(results: pd.DataFrame, provenance: dict) -> str:
         "- Score: Mahalanobis distance to a Gaussian (mean, Ledoit-Wolf covariance) of the 512-d embeddings "
         "of the normal training images only. image_AUROC = ROC AUC of that score over the test images.",
         f"- Saliency (cutswap): LayerCAM on {backbone['name']} (ImageNet, weights sha256 "
-        f"{str(backbone.get('weights_sha256', ''))[:12]}…), levels {first['levels']}, target class = "
+        f"{str(backbone.get('sha256', ''))[:12]}…), levels {first['levels']}, target class = "
         "each image's top-1.",
         f"- Clustering: {first['cluster_method']} K={first['cluster_k']} on each map's values; pairs: "
         f"{first['draws']} draws per map from the top cluster; fallback to random locations in "
@@ -93,7 +91,7 @@ def summary_markdown(results: pd.DataFrame, provenance: dict) -> str:
             "- The `textures` dataset is real CC0 texture photographs (scikit-image) with synthetic defects "
             "built by this project; no published figures exist for it."
         )
-    lines += ["", f"Per-seed values and every setting: `results.csv`. Store keys: `provenance.json`.", ""]
+    lines += ["", "Per-seed values and every setting: `results.csv`. Store keys: `provenance.json`.", ""]
     return "\n".join(lines)
 
 
@@ -126,7 +124,3 @@ def overlay_figure(path, images, maps, tops, negatives: dict[str, np.ndarray], l
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
-
-
-def fmt_float(value: float) -> float | None:
-    return None if value is None or (isinstance(value, float) and math.isnan(value)) else round(float(value), 6)

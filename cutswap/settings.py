@@ -98,14 +98,18 @@ class PairSettings(_Section):
     @classmethod
     def _two_patches_fit(cls, area: tuple[float, float]) -> tuple[float, float]:
         if area[1] > 0.25:
-            raise ValueError(f"area fractions above 0.25 cannot always fit two non-overlapping patches, got {area}")
+            raise ValueError(
+                f"area fractions above 0.25 cannot always fit two non-overlapping patches, got {area}"
+            )
         return area
 
 
 class TrainSettings(_Section):
     """Classifier training (METHOD.md defaults, CutPaste's optimiser)."""
 
-    methods: list[Literal["cutswap", "cutpaste", "random-swap"]] = Field(default_factory=lambda: list(METHODS))
+    methods: list[Literal["cutswap", "cutpaste", "random-swap"]] = Field(
+        default_factory=lambda: list(METHODS)
+    )
     seeds: list[int] = Field(default_factory=lambda: [0])
     steps: int = Field(256, ge=1)
     batch_size: int = Field(32, ge=2)
@@ -170,7 +174,9 @@ def load_settings(preset: str | Path | None = None, overrides: dict[str, Any] | 
     if preset is not None:
         path = Path(preset)
         if not path.is_file():
-            raise SettingsError(f"preset {path} does not exist; pass a file from configs/ or a path to a YAML file")
+            raise SettingsError(
+                f"preset {path} does not exist; pass a file from configs/ or a path to a YAML file"
+            )
         try:
             data = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:

@@ -128,13 +128,17 @@ def publishing(final: Path, attrs: dict[str, Any]) -> Iterator[zarr.Group]:
         group.attrs.update(_jsonable({**attrs, "complete": False}))
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise StoreError(f"cannot write under {final.parent}: {exc.strerror or exc}; check space and permissions") from exc
+        raise StoreError(
+            f"cannot write under {final.parent}: {exc.strerror or exc}; check space and permissions"
+        ) from exc
     try:
         yield group
         group.attrs["complete"] = True
         _swap_into_place(tmp, final)
     except OSError as exc:
-        raise StoreError(f"writing {final} failed: {exc.strerror or exc}; check space and permissions") from exc
+        raise StoreError(
+            f"writing {final} failed: {exc.strerror or exc}; check space and permissions"
+        ) from exc
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -39,7 +39,9 @@ def resolve_device(device: str) -> torch.device:
 def color_jitter(images: torch.Tensor, generator: torch.Generator, strength: float = 0.1) -> torch.Tensor:
     """Per-image brightness and contrast jitter in [-strength, strength], images in [0, 1]."""
     b = images.shape[0]
-    gain = 1 + torch.empty(b, 1, 1, 1, device=images.device).uniform_(-strength, strength, generator=generator)
+    gain = 1 + torch.empty(b, 1, 1, 1, device=images.device).uniform_(
+        -strength, strength, generator=generator
+    )
     shift = torch.empty(b, 1, 1, 1, device=images.device).uniform_(-strength, strength, generator=generator)
     mean = images.mean(dim=(1, 2, 3), keepdim=True)
     return ((images - mean) * gain + mean + shift).clamp(0, 1)
@@ -64,7 +66,9 @@ class NegativeSampler:
             draw = torch.randint(self.bank.shape[1], (b,), device=images.device, generator=generator)
             return swap_patches(images, self.bank[index, draw])
         if self.method == "random-swap":
-            pairs = random_pairs(b, height, width, self.pairs.area, self.pairs.aspect, generator, images.device)
+            pairs = random_pairs(
+                b, height, width, self.pairs.area, self.pairs.aspect, generator, images.device
+            )
             return swap_patches(images, pairs)
         if self.method == "cutpaste":
             return cut_paste(images, self.pairs.area, self.pairs.aspect, generator)

@@ -38,7 +38,7 @@ from tasks.train import train
 
 def _modes(stages: list[str] | None, force: list[str] | None) -> dict[str, str]:
     stages = list(STAGES) if not stages else stages
-    unknown = sorted(set(stages) | set(force or []) - set(STAGES))
+    unknown = sorted((set(stages) | set(force or [])) - set(STAGES))
     if unknown:
         raise CutswapError(f"unknown stage(s) {unknown}; stages are {list(STAGES)}")
     return {s: "force" if s in (force or []) else "run" if s in stages else "reuse" for s in STAGES}
@@ -64,7 +64,9 @@ def cutswap(
         evaluations = []
         for method in settings.train.methods:
             for seed in settings.train.seeds:
-                model = train(settings, images, method, seed, bank if method == "cutswap" else None, mode["train"])
+                model = train(
+                    settings, images, method, seed, bank if method == "cutswap" else None, mode["train"]
+                )
                 evaluations.append(evaluate(settings, images, model, mode["evaluate"]))
         categories[category] = CategoryRefs(images, maps, clusters, bank, evaluations)
     folder = report(settings, categories, mode["report"])
@@ -75,7 +77,9 @@ def cutswap(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m flows.cutswap", description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="configs/demo.yaml", help="YAML preset (configs/)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. train.steps=50")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. train.steps=50"
+    )
     parser.add_argument("--stages", default=None, help=f"comma-separated subset of {','.join(STAGES)}")
     parser.add_argument("--force", default=None, help="comma-separated stages to recompute")
     args = parser.parse_args(argv)

@@ -21,7 +21,9 @@ def run_logged(stage: str, label: str, call: Callable[[], tuple[Any, bool]], ite
     if not computed:
         logger.info("%s %s: reused %s", stage, label, where)
     elif items:
-        logger.info("%s %s: computed in %.1f s (%.1f items/s) -> %s", stage, label, seconds, items / seconds, where)
+        logger.info(
+            "%s %s: computed in %.1f s (%.1f items/s) -> %s", stage, label, seconds, items / seconds, where
+        )
     else:
         logger.info("%s %s: computed in %.1f s -> %s", stage, label, seconds, where)
     return ref

@@ -25,4 +25,6 @@ def train(
         )  # fmt: skip
 
     label = f"{ingest.name}/{method}/seed {seed}"
-    return run_logged("train", label, lambda: train_run(settings, ingest, method, seed, pairs, mode, progress))
+    return run_logged(
+        "train", label, lambda: train_run(settings, ingest, method, seed, pairs, mode, progress)
+    )

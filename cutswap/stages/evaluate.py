@@ -27,12 +27,16 @@ def embed(model, images: np.ndarray, batch_size: int, device: torch.device) -> n
     """Embeddings of uint8 (N, H, W, 3) images, batch by batch."""
     out = []
     for start in range(0, len(images), batch_size):
-        batch = torch.from_numpy(images[start : start + batch_size]).to(device).permute(0, 3, 1, 2).float() / 255
+        batch = (
+            torch.from_numpy(images[start : start + batch_size]).to(device).permute(0, 3, 1, 2).float() / 255
+        )
         out.append(model.embed(batch).double().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, 512))
 
 
-def evaluate_run(settings: Settings, ingest: StoreRef, train: StoreRef, mode: str = "run") -> tuple[StoreRef, bool]:
+def evaluate_run(
+    settings: Settings, ingest: StoreRef, train: StoreRef, mode: str = "run"
+) -> tuple[StoreRef, bool]:
     def write(group):
         device = resolve_device(settings.train.device)
         source = open_store(ingest)
@@ -52,5 +56,12 @@ def evaluate_run(settings: Settings, ingest: StoreRef, train: StoreRef, mode: st
     tattrs = open_store(train).attrs
     extra = {"method": tattrs["method"], "seed": tattrs["seed"], "category": ingest.name}
     return build_store(
-        settings.storage_root, "evaluate", train.name, {}, {"ingest": ingest, "train": train}, write, mode, extra
+        settings.storage_root,
+        "evaluate",
+        train.name,
+        {},
+        {"ingest": ingest, "train": train},
+        write,
+        mode,
+        extra,
     )

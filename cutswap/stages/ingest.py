@@ -56,7 +56,9 @@ def ingest_category(
             masks = np.stack(
                 list(
                     pool.map(
-                        lambda p: read_mask(root / p, size) if isinstance(p, str) else np.zeros((size, size), bool),
+                        lambda p: (
+                            read_mask(root / p, size) if isinstance(p, str) else np.zeros((size, size), bool)
+                        ),
                         table["mask_path"],
                     )
                 )

@@ -24,7 +24,12 @@ def pairs_category(settings: Settings, cluster: StoreRef, mode: str = "run") -> 
         top = open_store(cluster)["top"][:]
         n, levels, h, w = top.shape
         bank = sample_pair_bank(
-            top.reshape(n * levels, h, w), cfg.draws, tuple(cfg.area), tuple(cfg.aspect), cfg.max_tries, cfg.seed
+            top.reshape(n * levels, h, w),
+            cfg.draws,
+            tuple(cfg.area),
+            tuple(cfg.aspect),
+            cfg.max_tries,
+            cfg.seed,
         )
         write_array(group, "boxes", bank.boxes.reshape(n, levels, cfg.draws, 6))
         write_array(group, "fallback", bank.fallback.reshape(n, levels, cfg.draws))

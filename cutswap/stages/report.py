@@ -17,10 +17,10 @@ import pandas as pd
 import torch
 
 from cutswap.augment import cut_paste, random_pairs, swap_patches
+from cutswap.errors import StoreError
 from cutswap.report import overlay_figure, summary_markdown
 from cutswap.settings import Settings
 from cutswap.stages.ingest import train_indices
-from cutswap.errors import StoreError
 from cutswap.stores import CODE_VERSIONS, StoreRef, library_versions, open_store, stage_key
 
 
@@ -60,7 +60,7 @@ def results_table(settings: Settings, categories: dict[str, CategoryRefs]) -> pd
                     "pretrained": settings.train.pretrained,
                     "head_dims": "-".join(map(str, settings.train.head_dims)),
                     "backbone": sal["backbone"]["name"],
-                    "backbone_sha256": sal["backbone"]["weights_sha256"],
+                    "backbone_sha256": sal["backbone"]["sha256"],
                     "backbone_fallback": bool(sal["backbone"].get("fallback_reason")),
                     "levels": "+".join(sal["levels"]),
                     "cluster_method": settings.cluster.method,
@@ -75,10 +75,14 @@ def results_table(settings: Settings, categories: dict[str, CategoryRefs]) -> pd
                     "saliency_key": refs.saliency.key,
                 }
             )
-    return pd.DataFrame(rows).sort_values(["category", "method", "seed"], kind="stable").reset_index(drop=True)
+    return (
+        pd.DataFrame(rows).sort_values(["category", "method", "seed"], kind="stable").reset_index(drop=True)
+    )
 
 
-def _figure(path: Path, settings: Settings, refs: CategoryRefs, n_images: int = 2, n_negatives: int = 4) -> None:
+def _figure(
+    path: Path, settings: Settings, refs: CategoryRefs, n_images: int = 2, n_negatives: int = 4
+) -> None:
     ingest = open_store(refs.ingest)
     idx = train_indices(ingest)[:n_images]
     images = ingest["images"][:][idx]
@@ -88,21 +92,31 @@ def _figure(path: Path, settings: Settings, refs: CategoryRefs, n_images: int = 
     boxes = open_store(refs.pairs)["boxes"][: len(idx)]
     gen = torch.Generator().manual_seed(0)
     batch = torch.from_numpy(images[np.arange(n_negatives) % len(idx)]).permute(0, 3, 1, 2).float() / 255
-    draw = torch.from_numpy(boxes.reshape(len(idx), -1, 6)[np.arange(n_negatives) % len(idx), 0].astype(np.int64))
+    pick = np.arange(n_negatives)
+    draws = boxes.reshape(len(idx), -1, 6)[pick % len(idx), pick // len(idx)]  # a different draw per panel
+    draw = torch.from_numpy(draws.astype(np.int64))
     h, w = images.shape[1:3]
     negatives = {
         "cutswap": swap_patches(batch, draw),
-        "random-swap": swap_patches(batch, random_pairs(n_negatives, h, w, settings.pairs.area, settings.pairs.aspect, gen)),
+        "random-swap": swap_patches(
+            batch, random_pairs(n_negatives, h, w, settings.pairs.area, settings.pairs.aspect, gen)
+        ),
         "cutpaste": cut_paste(batch, settings.pairs.area, settings.pairs.aspect, gen),
     }
-    as_images = {k: (v.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8) for k, v in negatives.items()}
+    as_images = {
+        k: (v.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8) for k, v in negatives.items()
+    }
     overlay_figure(path, images, maps, tops, as_images, list(sal.attrs["levels"]))
 
 
-def write_report(settings: Settings, categories: dict[str, CategoryRefs], mode: str = "run") -> tuple[Path, bool]:
+def write_report(
+    settings: Settings, categories: dict[str, CategoryRefs], mode: str = "run"
+) -> tuple[Path, bool]:
     """Write the report of one run; returns its folder and whether it was written now."""
     inputs = {
-        f"{c}/{k}": getattr(r, k).key for c, r in categories.items() for k in ("ingest", "saliency", "cluster", "pairs")
+        f"{c}/{k}": getattr(r, k).key
+        for c, r in categories.items()
+        for k in ("ingest", "saliency", "cluster", "pairs")
     }
     inputs.update({f"{c}/eval/{e.name}": e.key for c, r in categories.items() for e in r.evaluations})
     key = stage_key("report", {"run": settings.run}, inputs)
@@ -124,7 +138,10 @@ def write_report(settings: Settings, categories: dict[str, CategoryRefs], mode: 
         "settings": json.loads(settings.model_dump_json()),
         "backbone": dict(open_store(first.saliency).attrs["backbone"]),
         "versions": library_versions(),
-        "stores": {c: {k: getattr(r, k).to_dict() for k in ("ingest", "saliency", "cluster", "pairs")} for c, r in categories.items()},
+        "stores": {
+            c: {k: getattr(r, k).to_dict() for k in ("ingest", "saliency", "cluster", "pairs")}
+            for c, r in categories.items()
+        },
         "inputs": inputs,
     }
     tmp = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}"

@@ -5,7 +5,7 @@ Store layout (``storage/saliency/<category>-<key>/``)::
     maps     float16 (N, L, S, S)  one map per training image and level, min-max normalised to [0, 1]
     targets  int64   (N,)          ImageNet class whose score was back-propagated
     index    int64   (N,)          row of the image in the ingest store
-    attrs    backbone: {name, weights_sha256, weights_source, fallback_reason}, levels
+    attrs    backbone: {name, sha256, source, fallback_reason}, levels
 
 The key includes the resolved backbone and its weights hash, so ``backbone: auto`` resolving to another
 network on another machine never reuses the wrong maps.
@@ -28,7 +28,7 @@ def saliency_category(settings: Settings, ingest: StoreRef, mode: str = "run") -
         **cfg.model_dump(exclude={"batch_size", "weights", "allow_download", "backbone"}),
         "backbone": backbone.provenance(),
     }
-    keyed["backbone"].pop("weights_source", None)  # where the file lies does not change the maps
+    keyed["backbone"].pop("source", None)  # where the file lies does not change the maps
 
     def write(group):
         source = open_store(ingest)
@@ -44,4 +44,6 @@ def saliency_category(settings: Settings, ingest: StoreRef, mode: str = "run") -
         group.attrs["device"] = str(device)
 
     extra = {"backbone": backbone.provenance(), "levels": cfg.levels}
-    return build_store(settings.storage_root, "saliency", ingest.name, keyed, {"ingest": ingest}, write, mode, extra)
+    return build_store(
+        settings.storage_root, "saliency", ingest.name, keyed, {"ingest": ingest}, write, mode, extra
+    )

@@ -61,7 +61,13 @@ def train_run(
             store_dir(group) / "checkpoint.pt",
         )
         rows = np.array([[entry[c] for c in LOG_COLUMNS] for entry in result.log], dtype=np.float64)
-        write_array(group, "log", rows.reshape(-1, len(LOG_COLUMNS)), per_chunk=len(rows) or 1, per_shard=len(rows) or 1)
+        write_array(
+            group,
+            "log",
+            rows.reshape(-1, len(LOG_COLUMNS)),
+            per_chunk=len(rows) or 1,
+            per_shard=len(rows) or 1,
+        )
         group.attrs.update(
             {
                 "device": str(resolve_device(cfg.device)),

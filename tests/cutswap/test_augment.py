@@ -11,7 +11,9 @@ def _images(b=4, h=32, w=40):
 
 def test_swap_matches_a_hand_written_swap():
     images = _images()
-    pairs = torch.tensor([[5, 7, 0, 0, 10, 20], [3, 3, 28, 36, 0, 0], [8, 4, 2, 30, 20, 1], [1, 1, 5, 5, 6, 6]])
+    pairs = torch.tensor(
+        [[5, 7, 0, 0, 10, 20], [3, 3, 28, 36, 0, 0], [8, 4, 2, 30, 20, 1], [1, 1, 5, 5, 6, 6]]
+    )
     expected = images.clone()
     for i, (h, w, y1, x1, y2, x2) in enumerate(pairs.tolist()):
         expected[i, :, y1 : y1 + h, x1 : x1 + w] = images[i, :, y2 : y2 + h, x2 : x2 + w]

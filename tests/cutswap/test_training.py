@@ -13,11 +13,15 @@ def images():
     rng = np.random.default_rng(0)
     base = np.linspace(0, 255, 32, dtype=np.float32)
     stripes = np.broadcast_to(base[None, :, None], (32, 32, 3))
-    return np.stack([np.clip(stripes + rng.normal(0, 8, stripes.shape), 0, 255) for _ in range(12)]).astype(np.uint8)
+    return np.stack([np.clip(stripes + rng.normal(0, 8, stripes.shape), 0, 255) for _ in range(12)]).astype(
+        np.uint8
+    )
 
 
 def _settings(**kw):
-    return TrainSettings(**{"steps": 6, "batch_size": 4, "head_dims": [32], "log_every": 2, "device": "cpu", **kw})
+    return TrainSettings(
+        **{"steps": 6, "batch_size": 4, "head_dims": [32], "log_every": 2, "device": "cpu", **kw}
+    )
 
 
 @pytest.mark.parametrize("method", ["cutswap", "cutpaste", "random-swap"])

@@ -24,7 +24,14 @@ def preset(tmp_path_factory) -> Path:
         "dataset": {"name": "mvtec", "root": str(data), "categories": ["brick"], "image_size": 48},
         "saliency": {"backbone": "efficientnet_lite0", "batch_size": 4},
         "pairs": {"draws": 4},
-        "train": {"seeds": [0], "steps": 2, "batch_size": 4, "head_dims": [16], "log_every": 1, "device": "cpu"},
+        "train": {
+            "seeds": [0],
+            "steps": 2,
+            "batch_size": 4,
+            "head_dims": [16],
+            "log_every": 1,
+            "device": "cpu",
+        },
     }
     path = base / "tiny.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -61,7 +68,9 @@ def test_flow_runs_reuses_and_recomputes_only_downstream(preset):
     assert all(after[k] == v for k, v in first.items())
 
     # Rerunning only the last stages with a new seed reuses upstream; the report holds that seed's rows.
-    folder = Path(cutswap(str(preset), overrides={"train.seeds": [7]}, stages=["train", "evaluate", "report"]))
+    folder = Path(
+        cutswap(str(preset), overrides={"train.seeds": [7]}, stages=["train", "evaluate", "report"])
+    )
     assert set(pd.read_csv(folder / "results.csv")["seed"]) == {7}
     assert all(_stores(storage)[k] == v for k, v in first.items())
 
