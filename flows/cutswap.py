@@ -37,7 +37,7 @@ from tasks.train import train
 
 
 def _modes(stages: list[str] | None, force: list[str] | None) -> dict[str, str]:
-    stages = list(STAGES) if not stages else stages
+    stages = stages or list(STAGES)
     unknown = sorted((set(stages) | set(force or [])) - set(STAGES))
     if unknown:
         raise CutswapError(f"unknown stage(s) {unknown}; stages are {list(STAGES)}")
