@@ -7,7 +7,8 @@ batch of 64 negatives costs about as much as one.
 
 Methods:
     cutswap      swap two same-size patches whose centres come from the saliency top cluster (pair bank)
-    random-swap  the same swap at uniformly random non-overlapping locations (the control)
+    random-swap  the same swap at uniformly random non-overlapping locations (the control); its bank
+                 comes from ``cutswap.pairs.random_pair_bank``
     cutpaste     copy a patch to another location of the same image, colour-jittered (Li et al. 2021)
 """
 
@@ -27,11 +28,7 @@ def sample_patch_sizes(
     generator: torch.Generator,
     device: torch.device | str = "cpu",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Patch heights and widths: area ~ U[area] of the image, aspect ratio log-uniform (as CutPaste).
-
-    With an area fraction of at most 0.25, a patch never exceeds half the image in both directions, so
-    two non-overlapping copies always fit side by side or one above the other.
-    """
+    """Patch heights and widths: area ~ U[area] of the image, aspect ratio log-uniform (as CutPaste)."""
     frac = torch.empty(n, device=device).uniform_(area[0], area[1], generator=generator)
     log_ratio = torch.empty(n, device=device).uniform_(
         math.log(aspect[0]), math.log(aspect[1]), generator=generator
@@ -46,39 +43,6 @@ def sample_patch_sizes(
 def _uniform_corner(size: torch.Tensor, limit: int, generator: torch.Generator) -> torch.Tensor:
     span = (limit - size + 1).float()
     return (torch.rand(size.shape, device=size.device, generator=generator) * span).floor().long()
-
-
-def random_pairs(
-    n: int,
-    height: int,
-    width: int,
-    area: tuple[float, float],
-    aspect: tuple[float, float],
-    generator: torch.Generator,
-    device: torch.device | str = "cpu",
-    tries: int = 16,
-) -> torch.Tensor:
-    """Uniformly placed, non-overlapping same-size patch pairs, (n, 6) as ``(h, w, y1, x1, y2, x2)``.
-
-    Draws ``tries`` candidate second corners per sample and keeps the first that does not overlap; if
-    none does (rare for areas <= 0.15), the second patch is placed beside the first deterministically.
-    """
-    h, w = sample_patch_sizes(n, height, width, area, aspect, generator, device)
-    y1, x1 = _uniform_corner(h, height, generator), _uniform_corner(w, width, generator)
-    hh, ww = h.unsqueeze(1).expand(n, tries), w.unsqueeze(1).expand(n, tries)
-    y2c, x2c = _uniform_corner(hh, height, generator), _uniform_corner(ww, width, generator)
-    apart = ((y2c - y1[:, None]).abs() >= hh) | ((x2c - x1[:, None]).abs() >= ww)
-    first = apart.float().argmax(dim=1)
-    y2 = y2c.gather(1, first[:, None]).squeeze(1)
-    x2 = x2c.gather(1, first[:, None]).squeeze(1)
-    # No candidate fitted (rare): put the two patches side by side from the left edge, or one above the
-    # other from the top edge; one of the two always fits because the area is at most a quarter.
-    none = ~apart.any(dim=1)
-    side = none & (2 * w <= width)
-    stack = none & ~side
-    x1, x2 = torch.where(side, 0, x1), torch.where(side, w, torch.where(stack, x1, x2))
-    y1, y2 = torch.where(stack, 0, y1), torch.where(stack, h, torch.where(side, y1, y2))
-    return torch.stack([h, w, y1, x1, y2, x2], dim=1)
 
 
 def _grid(b: int, height: int, width: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

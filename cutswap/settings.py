@@ -18,6 +18,7 @@ changing ``train.steps`` recomputes training and what follows, never saliency.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -186,10 +187,8 @@ def load_settings(preset: str | Path | None = None, overrides: dict[str, Any] | 
         source = str(path)
     for key, value in (overrides or {}).items():
         if isinstance(value, str):
-            try:
+            with contextlib.suppress(yaml.YAMLError):
                 value = yaml.safe_load(value)
-            except yaml.YAMLError:
-                pass
         _set_dotted(data, key, value)
     try:
         return Settings.model_validate(data)

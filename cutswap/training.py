@@ -2,8 +2,9 @@
 
 Inputs:
     images   uint8 (N, H, W, 3), the normal training images of one category at the working size
-    bank     int32 (N, L, D, 6) patch-pair draws ``(h, w, y1, x1, y2, x2)`` per image and saliency level
-             (``cutswap`` only), from the pairs stage
+    bank     int32 (N, L, D, 6) patch-pair draws ``(h, w, y1, x1, y2, x2)`` per image and saliency level:
+             the saliency-anchored bank of the pairs stage (``cutswap``), or a random bank with the same
+             patch sizes draw for draw (``random-swap``), so the control differs only in where patches lie
 
 Each step draws ``batch_size`` normal images and ``batch_size`` negatives (other random normal images,
 augmented by the method) on the device, applies the same light colour jitter to all of them (as CutPaste
@@ -22,11 +23,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from cutswap.augment import cut_paste, random_pairs, swap_patches
+from cutswap.augment import cut_paste, swap_patches
 from cutswap.models import ProjectionNet, build_model
 from cutswap.settings import PairSettings, TrainSettings
 
 log = logging.getLogger(__name__)
+
+#: Methods whose negatives swap two patches drawn from a bank.
+SWAP_METHODS = ("cutswap", "random-swap")
 
 
 def resolve_device(device: str) -> torch.device:
@@ -56,20 +60,16 @@ class NegativeSampler:
     bank: torch.Tensor | None = None  # (N, L*D, 6) on the device
 
     def __post_init__(self) -> None:
-        if self.method == "cutswap" and self.bank is None:
-            raise ValueError("cutswap needs the pair bank of the pairs stage")
+        if self.method in SWAP_METHODS and self.bank is None:
+            raise ValueError(f"{self.method} needs a pair bank")
 
     def __call__(self, images: torch.Tensor, index: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        b, _, height, width = images.shape
-        if self.method == "cutswap":
+        if self.method in SWAP_METHODS:
             assert self.bank is not None
-            draw = torch.randint(self.bank.shape[1], (b,), device=images.device, generator=generator)
-            return swap_patches(images, self.bank[index, draw])
-        if self.method == "random-swap":
-            pairs = random_pairs(
-                b, height, width, self.pairs.area, self.pairs.aspect, generator, images.device
+            draw = torch.randint(
+                self.bank.shape[1], (images.shape[0],), device=images.device, generator=generator
             )
-            return swap_patches(images, pairs)
+            return swap_patches(images, self.bank[index, draw])
         if self.method == "cutpaste":
             return cut_paste(images, self.pairs.area, self.pairs.aspect, generator)
         raise ValueError(f"unknown method {self.method!r}")

@@ -16,11 +16,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cutswap.augment import cut_paste, random_pairs, swap_patches
+from cutswap.augment import cut_paste, swap_patches
 from cutswap.errors import StoreError
 from cutswap.report import overlay_figure, summary_markdown
 from cutswap.settings import Settings
 from cutswap.stages.ingest import train_indices
+from cutswap.stages.train import random_bank
 from cutswap.stores import CODE_VERSIONS, StoreRef, library_versions, open_store, stage_key
 
 
@@ -90,18 +91,21 @@ def _figure(
     maps = sal["maps"][: len(idx)]
     tops = open_store(refs.cluster)["top"][: len(idx)]
     boxes = open_store(refs.pairs)["boxes"][: len(idx)]
-    gen = torch.Generator().manual_seed(0)
-    batch = torch.from_numpy(images[np.arange(n_negatives) % len(idx)]).permute(0, 3, 1, 2).float() / 255
+    random = random_bank(settings, *ingest["images"].shape[:3])[: len(idx)]
     pick = np.arange(n_negatives)
-    draws = boxes.reshape(len(idx), -1, 6)[pick % len(idx), pick // len(idx)]  # a different draw per panel
-    draw = torch.from_numpy(draws.astype(np.int64))
-    h, w = images.shape[1:3]
+    batch = torch.from_numpy(images[pick % len(idx)]).permute(0, 3, 1, 2).float() / 255
+
+    def draws(bank: np.ndarray) -> torch.Tensor:  # a different draw per panel, same draws for both banks
+        return torch.from_numpy(
+            bank.reshape(len(idx), -1, 6)[pick % len(idx), pick // len(idx)].astype(np.int64)
+        )
+
     negatives = {
-        "cutswap": swap_patches(batch, draw),
-        "random-swap": swap_patches(
-            batch, random_pairs(n_negatives, h, w, settings.pairs.area, settings.pairs.aspect, gen)
+        "cutswap": swap_patches(batch, draws(boxes)),
+        "random-swap": swap_patches(batch, draws(random)),
+        "cutpaste": cut_paste(
+            batch, settings.pairs.area, settings.pairs.aspect, torch.Generator().manual_seed(0)
         ),
-        "cutpaste": cut_paste(batch, settings.pairs.area, settings.pairs.aspect, gen),
     }
     as_images = {
         k: (v.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8) for k, v in negatives.items()

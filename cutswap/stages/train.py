@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from cutswap.models import ProjectionNet
+from cutswap.pairs import random_pair_bank
 from cutswap.settings import Settings
 from cutswap.stages.ingest import train_indices
 from cutswap.stores import StoreRef, build_store, open_store, store_dir, write_array
@@ -49,12 +50,17 @@ def train_run(
             raise ValueError("cutswap training needs the pairs store")
         inputs["pairs"] = pairs
     else:  # the controls draw patch sizes from the same distribution, set in the pairs section
-        keyed["patch_area"], keyed["patch_aspect"] = settings.pairs.area, settings.pairs.aspect
+        keyed["pairs"] = settings.pairs.model_dump(exclude={"max_tries"})
+        keyed["levels"] = len(settings.saliency.levels)
 
     def write(group):
         source = open_store(ingest)
         images = source["images"][:][train_indices(source)]
-        bank = open_store(pairs)["boxes"][:] if method == "cutswap" else None
+        bank = None
+        if method == "cutswap":
+            bank = open_store(pairs)["boxes"][:]
+        elif method == "random-swap":
+            bank = random_bank(settings, *images.shape[:3])
         result = train_classifier(images, method, cfg, settings.pairs, seed, bank, progress)
         torch.save(
             {"model": result.model.state_dict(), "head_dims": cfg.head_dims, "num_classes": 2},
@@ -80,6 +86,20 @@ def train_run(
     extra = {"method": method, "seed": seed, "category": ingest.name, "log_columns": list(LOG_COLUMNS)}
     name = f"{ingest.name}-{method}-s{seed}"
     return build_store(settings.storage_root, "train", name, keyed, inputs, write, mode, extra)
+
+
+def random_bank(settings: Settings, n: int, height: int, width: int) -> np.ndarray:
+    """The random-swap control's bank, (N, L, D, 6): same seed and map indexing as the pairs stage.
+
+    ``random_pair_bank`` draws the same patch size as ``sample_pair_bank`` for the same (seed, map,
+    draw), so with equal training seeds the control swaps patches of exactly the sizes CutSwap swaps,
+    at uniformly random places instead of salient ones.
+    """
+    cfg, levels = settings.pairs, len(settings.saliency.levels)
+    bank = random_pair_bank(
+        n * levels, height, width, cfg.draws, tuple(cfg.area), tuple(cfg.aspect), cfg.seed
+    )
+    return bank.boxes.reshape(n, levels, cfg.draws, 6)
 
 
 def load_model(train: StoreRef, device: torch.device | str = "cpu") -> ProjectionNet:

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import torch
 
-from cutswap.augment import cut_paste, random_pairs, sample_patch_sizes, swap_patches
+from cutswap.augment import cut_paste, sample_patch_sizes, swap_patches
+from cutswap.pairs import random_pair_bank
 
 
 def _images(b=4, h=32, w=40):
@@ -23,19 +24,10 @@ def test_swap_matches_a_hand_written_swap():
 
 def test_swap_twice_is_identity_and_keeps_pixel_multiset():
     images = _images()
-    pairs = random_pairs(4, 32, 40, (0.02, 0.15), (0.3, 3.3), torch.Generator().manual_seed(1))
+    pairs = torch.from_numpy(random_pair_bank(4, 32, 40, 1, seed=1).boxes[:, 0])
     once = swap_patches(images, pairs)
     torch.testing.assert_close(swap_patches(once, pairs), images)
     torch.testing.assert_close(once.flatten(1).sort(1).values, images.flatten(1).sort(1).values)
-
-
-def test_random_pairs_inside_and_disjoint():
-    gen = torch.Generator().manual_seed(3)
-    pairs = random_pairs(2000, 64, 48, (0.02, 0.15), (0.3, 3.3), gen)
-    h, w, y1, x1, y2, x2 = pairs.unbind(1)
-    assert (y1 >= 0).all() and (x1 >= 0).all() and (y2 >= 0).all() and (x2 >= 0).all()
-    assert (y1 + h <= 64).all() and (y2 + h <= 64).all() and (x1 + w <= 48).all() and (x2 + w <= 48).all()
-    assert (((y2 - y1).abs() >= h) | ((x2 - x1).abs() >= w)).all()
 
 
 def test_patch_sizes_follow_area_and_aspect():
