@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 export DO_NOT_TRACK := 1
 
-.PHONY: install demo test lint clean-storage
+.PHONY: install demo test lint clean-storage server server-stop
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,3 +29,9 @@ lint: install
 
 clean-storage:
 	rm -rf storage/ingest storage/saliency storage/cluster storage/pairs storage/train storage/evaluate
+
+server: install
+	scripts/prefect-local.sh start
+
+server-stop:
+	scripts/prefect-local.sh stop

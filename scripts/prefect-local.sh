@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# A local Prefect server, work pool, deployments and worker for cutswap, all bound to 127.0.0.1.
+#
+#   scripts/prefect-local.sh start   # server (DB under $PREFECT_HOME), pool, `prefect deploy --all`, worker
+#   scripts/prefect-local.sh stop    # worker and server
+#
+# Environment: PREFECT_HOME (default ./.prefect), CUTSWAP_PREFECT_PORT (4200),
+# VENV (.venv). `start` also makes a Prefect profile `cutswap-local` pointing at the server the active
+# one, so plain `prefect deployment run cutswap/full-benchmark` reaches it; `stop` switches back.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+PREFECT="$PWD/$VENV/bin/prefect"
+export PREFECT_HOME=${PREFECT_HOME:-$PWD/.prefect}
+PORT=${CUTSWAP_PREFECT_PORT:-4200}
+CUTSWAP_POOL=cutswap  # the pool prefect.yaml names
+export PREFECT_API_URL="http://127.0.0.1:$PORT/api"
+export PREFECT_SERVER_ANALYTICS_ENABLED=false DO_NOT_TRACK=1
+export PREFECT_SERVER_API_HOST=127.0.0.1 PREFECT_SERVER_API_PORT="$PORT"
+export PREFECT_WORKER_WEBSERVER_HOST=127.0.0.1
+export PREFECT_WORKER_QUERY_SECONDS=${PREFECT_WORKER_QUERY_SECONDS:-2}
+mkdir -p "$PREFECT_HOME"
+WORKER_PID="$PREFECT_HOME/worker.pid"
+
+start() {
+  "$PREFECT" server start --background --host 127.0.0.1 --port "$PORT"
+  "$PREFECT" server status --wait --timeout 180 >/dev/null
+  "$PREFECT" work-pool create "$CUTSWAP_POOL" --type process --overwrite >/dev/null
+  "$PREFECT" --no-prompt deploy --all >/dev/null
+  nohup "$PREFECT" worker start --pool "$CUTSWAP_POOL" >"$PREFECT_HOME/worker.log" 2>&1 &
+  echo $! >"$WORKER_PID"
+  "$PREFECT" profile create cutswap-local >/dev/null 2>&1 || true
+  "$PREFECT" --profile cutswap-local config set "PREFECT_API_URL=$PREFECT_API_URL" >/dev/null
+  "$PREFECT" profile use cutswap-local >/dev/null
+  cat <<MSG
+Prefect server: http://127.0.0.1:$PORT  (UI and API; database under $PREFECT_HOME)
+Work pool '$CUTSWAP_POOL' with a worker (log: $PREFECT_HOME/worker.log); deployments:
+$("$PREFECT" deployment ls 2>/dev/null | grep -o 'cutswap/[a-z-]*' | sort -u | sed 's/^/  /')
+Run:  $VENV/bin/prefect deployment run cutswap/full-benchmark --watch
+Stop: make server-stop
+MSG
+}
+
+stop() {
+  if [[ -f "$WORKER_PID" ]]; then
+    kill "$(cat "$WORKER_PID")" 2>/dev/null || true
+    rm -f "$WORKER_PID"
+  fi
+  "$PREFECT" server stop >/dev/null 2>&1 || true
+  "$PREFECT" profile use ephemeral >/dev/null 2>&1 || true
+  echo "Prefect worker and server stopped."
+}
+
+case "${1:-}" in
+  start) start ;;
+  stop) stop ;;
+  *) echo "usage: $0 start|stop" >&2; exit 2 ;;
+esac
