@@ -1,20 +1,45 @@
-"""Report rendering: results table, Markdown summary and figures from evaluated runs.
+"""Report rendering: results table, Markdown and HTML summaries, figures, and the index of runs.
 
-Output layout (``reports/<run>/``)::
+Output layout (``reports/``)::
 
-    results.csv      one row per (category, method, seed): metrics, the settings that matter, keys
-    summary.md       per-category table of mean (+/- std over seeds) image AUROC per method, a mean row,
-                     and how every number was obtained
-    figures/<category>.png   saliency per level with its top cluster, and negatives of each method
-    provenance.json  settings, backbone, versions, store keys
+    index.html                every run: date, preset, dataset, methods, mean image AUROC per method
+    <run>/results.csv         one row per (category, method, seed): metrics, the settings that matter, keys
+    <run>/summary.md          per metric, a category x method table of mean (+/- std over seeds), a mean
+                              row, the published CutPaste figures on MVTec AD, and how it was obtained
+    <run>/index.html          the same as a page, with the figures and the provenance
+    <run>/figures/<category>.png   saliency per level with its top cluster, and negatives of each method
+    <run>/provenance.json     settings, backbone, versions, store keys
 """
 
 from __future__ import annotations
 
+import html
+import json
+from importlib import resources
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
-METRICS = ("image_AUROC",)
+#: Metrics in the order tables show them; a run shows those its evaluations produced.
+METRICS = ("image_AUROC", "image_F1Max", "pixel_AUROC", "pixel_AUPRO", "pixel_F1Max")
+REFERENCE_COLUMNS = {
+    "cutpaste_binary": "CutPaste (paper)",
+    "cutpaste_scar": "Scar (paper)",
+    "cutpaste_3way": "3-way (paper)",
+}
+
+
+def metrics_of(results: pd.DataFrame) -> list[str]:
+    return [m for m in METRICS if m in results.columns and results[m].notna().any()]
+
+
+def reference_table() -> pd.DataFrame:
+    """Published CutPaste image AUROC (%) on MVTec AD (Li et al. 2021, Table 1), indexed by category."""
+    text = resources.files("cutswap").joinpath("reference/cutpaste_mvtec_image_auroc.csv").read_text()
+    from io import StringIO
+
+    return pd.read_csv(StringIO(text)).set_index("category")
 
 
 def pivot(results: pd.DataFrame, metric: str = "image_AUROC") -> pd.DataFrame:
@@ -53,46 +78,181 @@ def markdown_table(frame: pd.DataFrame, index_name: str = "category") -> str:
     return "\n".join(lines)
 
 
-def summary_markdown(results: pd.DataFrame, provenance: dict) -> str:
-    """The human-readable summary: the table first, then exactly how it was obtained."""
+def comparison(results: pd.DataFrame) -> pd.DataFrame | None:
+    """Our per-category image AUROC means beside the published CutPaste figures (MVTec AD only)."""
+    if results["dataset"].iloc[0] != "mvtec":
+        return None
+    ours = pivot(results, "image_AUROC")
+    ref = reference_table().rename(columns=REFERENCE_COLUMNS)
+    ref.index = ref.index.astype(str)
+    joined = ours.join(ref.map(lambda v: f"{v:.1f}"), how="left")
+    return joined.fillna("")
+
+
+def how_obtained(results: pd.DataFrame, provenance: dict) -> list[str]:
+    """Sentences saying exactly how the numbers were made, shared by the Markdown and HTML pages."""
     first = results.iloc[0]
-    seeds = sorted(results["seed"].unique().tolist())
     backbone = provenance["backbone"]
-    fallback = backbone.get("fallback_reason")
     lines = [
-        f"# cutswap report: {provenance['run']}",
-        "",
-        f"Dataset **{first['dataset']}**, {results['category'].nunique()} categories, image AUROC (%) "
-        f"per category, {'mean ± std over seeds ' if len(seeds) > 1 else 'seed '}{seeds}.",
-        "",
-        markdown_table(pivot(results)),
-        "",
-        "## How these numbers were obtained",
-        "",
-        f"- Classifier: ResNet-18 {'from ImageNet weights' if first['pretrained'] else 'trained from scratch'} "
-        f"+ MLP head {first['head_dims']}, binary (normal vs negative), {first['steps']} steps of "
-        f"{first['batch_size']} normal + {first['batch_size']} negative images at {first['image_size']} px, "
-        f"SGD lr {first['lr']} (cosine), momentum 0.9, weight decay 3e-5.",
-        "- Score: Mahalanobis distance to a Gaussian (mean, Ledoit-Wolf covariance) of the 512-d embeddings "
+        f"Classifier: ResNet-18 {'from ImageNet weights' if first['pretrained'] else 'trained from scratch'} "
+        f"+ MLP head {first['head_dims']}, {first['steps']} steps of {first['batch_size']} normal + "
+        f"{first['batch_size']} negative images at {first['image_size']} px, SGD lr {first['lr']} (cosine), "
+        "momentum 0.9, weight decay 3e-5; seeds "
+        + ", ".join(map(str, sorted(results["seed"].unique())))
+        + ".",
+        "Score: Mahalanobis distance to a Gaussian (mean, Ledoit-Wolf covariance) of the 512-d embeddings "
         "of the normal training images only. image_AUROC = ROC AUC of that score over the test images.",
-        f"- Saliency (cutswap): LayerCAM on {backbone['name']} (ImageNet, weights sha256 "
-        f"{str(backbone.get('sha256', ''))[:12]}…), levels {first['levels']}, target class = "
-        "each image's top-1.",
-        f"- Clustering: {first['cluster_method']} K={first['cluster_k']} on each map's values; pairs: "
+        f"Saliency (cutswap): LayerCAM on {backbone['name']} (ImageNet, weights sha256 "
+        f"{str(backbone.get('sha256', ''))[:12]}…), levels {first['levels']}, target class = each image's top-1.",
+        f"Clustering: {first['cluster_method']} K={first['cluster_k']} on each map's values; pairs: "
         f"{first['draws']} draws per map from the top cluster; fallback to random locations in "
         f"{first['pair_fallback_rate'] * 100:.1f}% of draws.",
-        "- Controls: random-swap = the same swap at uniformly random non-overlapping locations; cutpaste = "
-        "CutPaste (normal variant) with the same patch-size distribution.",
+        "Controls: random-swap = the same swaps with the same patch sizes at uniformly random "
+        "non-overlapping locations; cutpaste = CutPaste (normal variant) with the same patch-size distribution.",
     ]
-    if fallback:
-        lines.append(f"- **Deviation**: saliency backbone is not the paper's ResNet-18: {fallback}")
+    if backbone.get("fallback_reason"):
+        lines.append(
+            f"**Deviation**: saliency backbone is not the paper's ResNet-18: {backbone['fallback_reason']}"
+        )
     if first["dataset"] == "textures":
         lines.append(
-            "- The `textures` dataset is real CC0 texture photographs (scikit-image) with synthetic defects "
+            "The `textures` dataset is real CC0 texture photographs (scikit-image) with synthetic defects "
             "built by this project; no published figures exist for it."
         )
+    elif first["dataset"] == "mvtec":
+        lines.append(
+            "Published CutPaste figures: Li et al., CVPR 2021, Table 1, as published. Their training "
+            "schedule and preprocessing may differ from this run's settings above, so read the gap as "
+            "context, not as a reproduction unless the settings match the paper's."
+        )
+    return lines
+
+
+def summary_markdown(results: pd.DataFrame, provenance: dict) -> str:
+    """The human-readable summary: the tables first, then exactly how they were obtained."""
+    lines = [f"# cutswap report: {provenance['run']}", ""]
+    lines.append(
+        f"Dataset **{results['dataset'].iloc[0]}**, {results['category'].nunique()} categories; values in %, "
+        "mean ± std over seeds where there are several."
+    )
+    for metric in metrics_of(results):
+        lines += ["", f"## {metric}", "", markdown_table(pivot(results, metric))]
+    ref = comparison(results)
+    if ref is not None:
+        lines += ["", "## image_AUROC beside the published CutPaste table", "", markdown_table(ref)]
+    lines += ["", "## How these numbers were obtained", ""]
+    lines += [f"- {line}" for line in how_obtained(results, provenance)]
     lines += ["", "Per-seed values and every setting: `results.csv`. Store keys: `provenance.json`.", ""]
     return "\n".join(lines)
+
+
+_CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}
+table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}
+th:first-child,td:first-child{text-align:left}tr.mean{font-weight:bold;background:#f4f4f4}
+img{max-width:100%;border:1px solid #ddd}pre{background:#f7f7f7;padding:1em;overflow:auto;font-size:12px}"""
+
+
+def html_table(frame: pd.DataFrame, index_name: str = "category", table_id: str | None = None) -> str:
+    ident = f' id="{html.escape(table_id)}"' if table_id else ""
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in [index_name, *frame.columns])
+    rows = []
+    for idx, row in frame.iterrows():
+        cls = ' class="mean"' if idx == "mean" else ""
+        cells = "".join(f"<td>{html.escape(str(v))}</td>" for v in [idx, *row.tolist()])
+        rows.append(f"<tr{cls}>{cells}</tr>")
+    return f"<table{ident}><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def _page(title: str, body: str) -> str:
+    return (
+        f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"<style>{_CSS}</style></head><body>{body}</body></html>"
+    )
+
+
+def _inline_md(text: str) -> str:
+    """Bold and code spans of our own sentences, escaped first."""
+    import re
+
+    text = html.escape(text)
+    text = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", text)
+    return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
+
+
+def run_page(results: pd.DataFrame, provenance: dict, figures: list[str]) -> str:
+    """One run as a self-contained HTML page (figures by relative link)."""
+    parts = [
+        f"<h1>cutswap report: {html.escape(provenance['run'])}</h1>",
+        '<p><a href="../index.html">all runs</a></p>',
+    ]
+    parts.append(
+        f"<p>Dataset <b>{html.escape(str(results['dataset'].iloc[0]))}</b>, {results['category'].nunique()} "
+        "categories; values in %, mean ± std over seeds where there are several.</p>"
+    )
+    for metric in metrics_of(results):
+        parts += [f"<h2>{metric}</h2>", html_table(pivot(results, metric), table_id=f"table-{metric}")]
+    ref = comparison(results)
+    if ref is not None:
+        parts += [
+            "<h2>image_AUROC beside the published CutPaste table</h2>",
+            html_table(ref, table_id="reference"),
+        ]
+    parts += ["<h2>How these numbers were obtained</h2><ul>"]
+    parts += [f"<li>{_inline_md(line)}</li>" for line in how_obtained(results, provenance)]
+    parts += ['</ul><p>Per-seed values: <a href="results.csv">results.csv</a>.</p>', "<h2>Figures</h2>"]
+    parts += [
+        f'<h3>{html.escape(Path(f).stem)}</h3><img src="{html.escape(f)}" alt="{html.escape(f)}">'
+        for f in figures
+    ]
+    prov = {
+        k: provenance[k] for k in ("settings", "backbone", "versions", "created", "preset") if k in provenance
+    }
+    parts.append(f"<h2>Provenance</h2><pre>{html.escape(json.dumps(prov, indent=2, default=str))}</pre>")
+    return _page(f"cutswap: {provenance['run']}", "".join(parts))
+
+
+def list_runs(reports_root: Path) -> pd.DataFrame:
+    """Every run under ``reports_root`` with when, what and its mean image AUROC per method (in %)."""
+    rows = []
+    for prov_path in sorted(Path(reports_root).glob("*/provenance.json")):
+        run_dir = prov_path.parent
+        if run_dir.name.startswith(".") or not (run_dir / "results.csv").is_file():
+            continue
+        prov = json.loads(prov_path.read_text())
+        results = pd.read_csv(run_dir / "results.csv")
+        means = results.groupby("method")["image_AUROC"].mean() * 100
+        rows.append(
+            {
+                "run": run_dir.name,
+                "created": str(prov.get("created", ""))[:19].replace("T", " "),
+                "preset": prov.get("preset") or "",
+                "dataset": results["dataset"].iloc[0],
+                "categories": results["category"].nunique(),
+                "seeds": results["seed"].nunique(),
+                "methods": ", ".join(means.index),
+                "mean image_AUROC": ", ".join(f"{m} {v:.1f}" for m, v in means.items()),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def write_index(reports_root: Path) -> Path:
+    """(Re)write ``reports/index.html`` from the runs on disk."""
+    runs = list_runs(reports_root)
+    if runs.empty:
+        body = "<h1>cutswap reports</h1><p>No runs yet.</p>"
+    else:
+        linked = runs.copy()
+        table = html_table(linked.set_index("run"), index_name="run", table_id="runs")
+        for name in runs["run"]:
+            esc = html.escape(name)
+            table = table.replace(f"<td>{esc}</td>", f'<td><a href="{esc}/index.html">{esc}</a></td>', 1)
+        body = f"<h1>cutswap reports</h1>{table}"
+    path = Path(reports_root) / "index.html"
+    tmp = path.with_name(".index.html.tmp")
+    tmp.write_text(_page("cutswap reports", body))
+    tmp.replace(path)
+    return path
 
 
 def overlay_figure(path, images, maps, tops, negatives: dict[str, np.ndarray], levels: list[str]) -> None:

@@ -69,7 +69,7 @@ def cutswap(
                 )
                 evaluations.append(evaluate(settings, images, model, mode["evaluate"]))
         categories[category] = CategoryRefs(images, maps, clusters, bank, evaluations)
-    folder = report(settings, categories, mode["report"])
+    folder = report(settings, categories, mode["report"], preset)
     print(f"report: {folder}/summary.md")
     return str(folder)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 from prefect import task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NONE
 
 from cutswap.settings import Settings
@@ -20,8 +20,10 @@ def _artifact_key(run: str, what: str) -> str:
 
 
 @task(name="report", cache_policy=NONE)
-def report(settings: Settings, categories: dict[str, CategoryRefs], mode: str = "run") -> Path:
-    folder = run_logged("report", settings.run, lambda: write_report(settings, categories, mode))
+def report(
+    settings: Settings, categories: dict[str, CategoryRefs], mode: str = "run", preset: str | None = None
+) -> Path:
+    folder = run_logged("report", settings.run, lambda: write_report(settings, categories, mode, preset))
     results = pd.read_csv(Path(folder) / "results.csv")
     create_table_artifact(
         table=results.astype(object).where(results.notna(), None).to_dict(orient="records"),
@@ -32,5 +34,9 @@ def report(settings: Settings, categories: dict[str, CategoryRefs], mode: str = 
         markdown=(Path(folder) / "summary.md").read_text(),
         key=_artifact_key(settings.run, "summary"),
         description=f"Summary of run {settings.run}",
+    )
+    page = (Path(folder) / "index.html").resolve()
+    create_link_artifact(
+        link=page.as_uri(), link_text=f"{settings.run} report (HTML)", key=_artifact_key(settings.run, "page")
     )
     return Path(folder)

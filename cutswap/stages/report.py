@@ -10,6 +10,7 @@ import json
 import shutil
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ import torch
 
 from cutswap.augment import cut_paste, swap_patches
 from cutswap.errors import StoreError
-from cutswap.report import overlay_figure, summary_markdown
+from cutswap.report import overlay_figure, run_page, summary_markdown, write_index
 from cutswap.settings import Settings
 from cutswap.stages.ingest import train_indices
 from cutswap.stages.train import random_bank
@@ -114,9 +115,13 @@ def _figure(
 
 
 def write_report(
-    settings: Settings, categories: dict[str, CategoryRefs], mode: str = "run"
+    settings: Settings, categories: dict[str, CategoryRefs], mode: str = "run", preset: str | None = None
 ) -> tuple[Path, bool]:
-    """Write the report of one run; returns its folder and whether it was written now."""
+    """Write the report of one run and refresh the index of runs.
+
+    Returns:
+        The run's folder and whether it was written now (False: an identical report was already there).
+    """
     inputs = {
         f"{c}/{k}": getattr(r, k).key
         for c, r in categories.items()
@@ -137,6 +142,8 @@ def write_report(
     first = next(iter(categories.values()))
     provenance = {
         "run": settings.run,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "preset": preset,
         "key": key,
         "code_version": CODE_VERSIONS["report"],
         "settings": json.loads(settings.model_dump_json()),
@@ -153,8 +160,11 @@ def write_report(
         (tmp / "figures").mkdir(parents=True)
         results.to_csv(tmp / "results.csv", index=False)
         (tmp / "summary.md").write_text(summary_markdown(results, provenance))
+        figures = []
         for category, refs in categories.items():
-            _figure(tmp / "figures" / f"{category}.png", settings, refs)
+            figures.append(f"figures/{category}.png")
+            _figure(tmp / figures[-1], settings, refs)
+        (tmp / "index.html").write_text(run_page(results, provenance, figures))
         (tmp / "provenance.json").write_text(json.dumps(provenance, indent=2, default=str))
         if final.exists():
             aside = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
@@ -165,4 +175,5 @@ def write_report(
             tmp.rename(final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    write_index(final.parent)
     return final, True
