@@ -22,6 +22,7 @@ demo: install
 	$(PY) -m flows.cutswap --preset configs/demo.yaml
 
 test: install
+	scripts/ensure-chromium.sh
 	$(PY) -m pytest
 
 lint: install
