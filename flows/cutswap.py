@@ -4,6 +4,9 @@ Recipe, per category:
 
     ingest -> saliency -> cluster -> pairs -> train (method x seed) -> evaluate -> report
 
+The precompute stages (saliency, cluster, pairs) shard their images over a Dask cluster: local worker
+processes by default (``parallel.workers``), an existing scheduler with ``parallel.address``.
+
 Stages named in ``stages`` run (skipping outputs that are already complete unless named in ``force``);
 the other stages are only looked up, and must already be complete for these settings. So
 ``stages=["train", "evaluate", "report"]`` with a new seed trains and evaluates just that seed and reuses
@@ -24,9 +27,11 @@ from typing import Any
 from prefect import flow
 
 from cutswap.errors import CutswapError
+from cutswap.parallel import dask_client
 from cutswap.settings import load_settings
 from cutswap.stages import STAGES
 from cutswap.stages.report import CategoryRefs
+from cutswap.training import SALIENCY_BANK_METHODS
 from tasks.cluster import cluster
 from tasks.evaluate import evaluate
 from tasks.ingest import ingest, resolve
@@ -56,19 +61,19 @@ def cutswap(
     mode = _modes(stages, force)
     root, table = resolve(settings)
     categories: dict[str, CategoryRefs] = {}
-    for category in sorted(table["category"].unique()):
-        images = ingest(settings, root, category, table, mode["ingest"])
-        maps = saliency(settings, images, mode["saliency"])
-        clusters = cluster(settings, maps, mode["cluster"])
-        bank = pairs(settings, clusters, mode["pairs"])
-        evaluations = []
-        for method in settings.train.methods:
-            for seed in settings.train.seeds:
-                model = train(
-                    settings, images, method, seed, bank if method == "cutswap" else None, mode["train"]
-                )
-                evaluations.append(evaluate(settings, images, model, mode["evaluate"]))
-        categories[category] = CategoryRefs(images, maps, clusters, bank, evaluations)
+    with dask_client(**settings.parallel.model_dump()) as dask:
+        for category in sorted(table["category"].unique()):
+            images = ingest(settings, root, category, table, mode["ingest"])
+            maps = saliency(settings, images, mode["saliency"], dask)
+            clusters = cluster(settings, maps, mode["cluster"], dask)
+            bank = pairs(settings, clusters, mode["pairs"], dask)
+            evaluations = []
+            for method in settings.train.methods:
+                for seed in settings.train.seeds:
+                    bank_in = bank if method in SALIENCY_BANK_METHODS else None
+                    model = train(settings, images, method, seed, bank_in, mode["train"])
+                    evaluations.append(evaluate(settings, images, model, mode["evaluate"]))
+            categories[category] = CategoryRefs(images, maps, clusters, bank, evaluations)
     folder = report(settings, categories, mode["report"], preset)
     print(f"report: {folder}/summary.md")
     return str(folder)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NONE
 
+from cutswap.parallel import Cluster
 from cutswap.settings import Settings
 from cutswap.stages.cluster import cluster_category
 from cutswap.stores import StoreRef
@@ -12,5 +13,8 @@ from tasks._logging import run_logged
 
 
 @task(name="cluster", cache_policy=NONE, task_run_name="cluster-{saliency.name}")
-def cluster(settings: Settings, saliency: StoreRef, mode: str = "run") -> StoreRef:
-    return run_logged("cluster", saliency.name, lambda: cluster_category(settings, saliency, mode))
+def cluster(
+    settings: Settings, saliency: StoreRef, mode: str = "run", dask: Cluster | None = None
+) -> StoreRef:
+    """``dask``: the cluster to shard the work over (None: in-process)."""
+    return run_logged("cluster", saliency.name, lambda: cluster_category(settings, saliency, mode, dask))

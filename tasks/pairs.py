@@ -5,6 +5,7 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NONE
 
+from cutswap.parallel import Cluster
 from cutswap.settings import Settings
 from cutswap.stages.pairs import pairs_category
 from cutswap.stores import StoreRef
@@ -12,5 +13,6 @@ from tasks._logging import run_logged
 
 
 @task(name="pairs", cache_policy=NONE, task_run_name="pairs-{cluster.name}")
-def pairs(settings: Settings, cluster: StoreRef, mode: str = "run") -> StoreRef:
-    return run_logged("pairs", cluster.name, lambda: pairs_category(settings, cluster, mode))
+def pairs(settings: Settings, cluster: StoreRef, mode: str = "run", dask: Cluster | None = None) -> StoreRef:
+    """``dask``: the cluster to shard the work over (None: in-process)."""
+    return run_logged("pairs", cluster.name, lambda: pairs_category(settings, cluster, mode, dask))

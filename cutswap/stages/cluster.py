@@ -4,37 +4,46 @@ Store layout (``storage/cluster/<category>-<key>/``)::
 
     centroids  float32 (N, L, K)     ascending; the last one is the top cluster's
     top        bool    (N, L, S, S)  pixels whose hard label is the top cluster
+
+Computed in shard-sized ranges of images (all their levels at once), one task per range.
 """
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
+import zarr
 
+from cutswap import parallel
 from cutswap.clustering import cluster_maps
-from cutswap.settings import Settings
-from cutswap.stores import StoreRef, build_store, open_store, write_array
-
-#: Maps clustered per call; bounded so memory stays flat on large categories.
-BATCH_MAPS = 512
+from cutswap.parallel import Cluster, run_sharded
+from cutswap.settings import ClusterSettings, Settings
+from cutswap.stores import StoreRef, build_store, empty_array, open_store, store_dir
 
 
-def cluster_category(settings: Settings, saliency: StoreRef, mode: str = "run") -> tuple[StoreRef, bool]:
+def _shard(start: int, stop: int, *, saliency: str, out: str, cfg: ClusterSettings) -> None:
+    maps = open_store(saliency)["maps"][start:stop]
+    n, levels, h, w = maps.shape
+    flat = torch.from_numpy(maps.reshape(n * levels, h, w).astype(np.float32))
+    centroids, top = cluster_maps(flat, cfg.method, cfg.k, cfg.m, cfg.bins, cfg.max_iter, cfg.tol)
+    group = zarr.open_group(out, mode="r+")
+    group["centroids"][start:stop] = centroids.cpu().numpy().reshape(n, levels, cfg.k).astype(np.float32)
+    group["top"][start:stop] = top.cpu().numpy().reshape(n, levels, h, w)
+
+
+def cluster_category(
+    settings: Settings, saliency: StoreRef, mode: str = "run", dask: Cluster | None = None
+) -> tuple[StoreRef, bool]:
     cfg = settings.cluster
 
     def write(group):
-        maps = open_store(saliency)["maps"][:]
-        n, levels, h, w = maps.shape
-        flat = maps.reshape(n * levels, h, w)
-        centroids, tops = [], []
-        for start in range(0, flat.shape[0], BATCH_MAPS):
-            chunk = torch.from_numpy(flat[start : start + BATCH_MAPS].astype(np.float32))
-            c, top = cluster_maps(chunk, cfg.method, cfg.k, cfg.m, cfg.bins, cfg.max_iter, cfg.tol)
-            centroids.append(c.cpu().numpy())
-            tops.append(top.cpu().numpy())
-        centroids_arr = np.concatenate(centroids).reshape(n, levels, cfg.k).astype(np.float32)
-        write_array(group, "centroids", centroids_arr)
-        write_array(group, "top", np.concatenate(tops).reshape(n, levels, h, w))
+        n, levels, h, w = open_store(saliency)["maps"].shape
+        empty_array(group, "centroids", (n, levels, cfg.k), "float32", per_shard=parallel.SHARD)
+        empty_array(group, "top", (n, levels, h, w), "bool", per_shard=parallel.SHARD)
+        shard = functools.partial(_shard, saliency=saliency.path, out=str(store_dir(group)), cfg=cfg)
+        run_sharded(shard, n, dask, parallel.SHARD)
 
     return build_store(
         settings.storage_root, "cluster", saliency.name, cfg.model_dump(), {"saliency": saliency}, write, mode

@@ -8,22 +8,50 @@ Store layout (``storage/saliency/<category>-<key>/``)::
     attrs    backbone: {name, sha256, source, fallback_reason}, levels
 
 The key includes the resolved backbone and its weights hash, so ``backbone: auto`` resolving to another
-network on another machine never reuses the wrong maps.
+network on another machine never reuses the wrong maps. Images are processed in shard-sized ranges, each
+written by one task (a Dask worker, or this process), so the store is the same with any worker count.
 """
 
 from __future__ import annotations
 
-from cutswap.backbones import load_backbone
+import functools
+from pathlib import Path
+
+import zarr
+
+from cutswap import parallel
+from cutswap.backbones import Backbone, load_backbone
+from cutswap.parallel import Cluster, run_sharded, worker_device
 from cutswap.saliency import SaliencyExtractor, saliency_maps
-from cutswap.settings import Settings
+from cutswap.settings import SaliencySettings, Settings
 from cutswap.stages.ingest import train_indices
-from cutswap.stores import StoreRef, build_store, open_store, write_array
-from cutswap.training import resolve_device
+from cutswap.stores import StoreRef, build_store, empty_array, open_store, store_dir, write_array
 
 
-def saliency_category(settings: Settings, ingest: StoreRef, mode: str = "run") -> tuple[StoreRef, bool]:
+@functools.lru_cache(maxsize=4)
+def _backbone(name: str, weights: Path | None, allow_download: bool) -> Backbone:
+    """One loaded backbone per process and choice (workers reuse it across shards)."""
+    return load_backbone(name, weights, allow_download)
+
+
+def _shard(start: int, stop: int, *, ingest: str, out: str, cfg: SaliencySettings, device: str) -> None:
+    source = open_store(ingest)
+    index = train_indices(source)[start:stop]
+    images = source["images"].get_orthogonal_selection((index,))
+    backbone = _backbone(cfg.backbone, cfg.weights, cfg.allow_download)
+    dev = worker_device(device)
+    with SaliencyExtractor(backbone, cfg.levels, cfg.target_class, cfg.shallow_tanh) as extractor:
+        maps, targets = saliency_maps(extractor, images, batch_size=cfg.batch_size, device=dev)
+    group = zarr.open_group(out, mode="r+")
+    group["maps"][start:stop] = maps
+    group["targets"][start:stop] = targets
+
+
+def saliency_category(
+    settings: Settings, ingest: StoreRef, mode: str = "run", dask: Cluster | None = None
+) -> tuple[StoreRef, bool]:
     cfg = settings.saliency
-    backbone = load_backbone(cfg.backbone, cfg.weights, cfg.allow_download)
+    backbone = _backbone(cfg.backbone, cfg.weights, cfg.allow_download)
     keyed = {
         **cfg.model_dump(exclude={"batch_size", "weights", "allow_download", "backbone"}),
         "backbone": backbone.provenance(),
@@ -31,17 +59,18 @@ def saliency_category(settings: Settings, ingest: StoreRef, mode: str = "run") -
     keyed["backbone"].pop("source", None)  # where the file lies does not change the maps
 
     def write(group):
-        source = open_store(ingest)
-        index = train_indices(source)
-        images = source["images"][:][index]
-        device = resolve_device(settings.train.device)
-        backbone.model.to(device)
-        with SaliencyExtractor(backbone, cfg.levels, cfg.target_class, cfg.shallow_tanh) as extractor:
-            maps, targets = saliency_maps(extractor, images, batch_size=cfg.batch_size, device=str(device))
-        write_array(group, "maps", maps)
-        write_array(group, "targets", targets, per_chunk=len(targets) or 1, per_shard=len(targets) or 1)
+        index = train_indices(open_store(ingest))
+        size = settings.dataset.image_size
+        empty_array(
+            group, "maps", (len(index), len(cfg.levels), size, size), "float16", per_shard=parallel.SHARD
+        )
+        empty_array(group, "targets", (len(index),), "int64", per_shard=parallel.SHARD)
         write_array(group, "index", index, per_chunk=len(index) or 1, per_shard=len(index) or 1)
-        group.attrs["device"] = str(device)
+        shard = functools.partial(
+            _shard, ingest=ingest.path, out=str(store_dir(group)), cfg=cfg, device=settings.train.device
+        )
+        run_sharded(shard, len(index), dask, parallel.SHARD)
+        group.attrs["device"] = worker_device(settings.train.device) if dask is None else "dask workers"
 
     extra = {"backbone": backbone.provenance(), "levels": cfg.levels}
     return build_store(

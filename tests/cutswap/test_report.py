@@ -7,7 +7,15 @@ import pandas as pd
 import pytest
 
 from cutswap.cli import main as cli
-from cutswap.report import comparison, list_runs, pivot, reference_table, run_page, summary_markdown, write_index
+from cutswap.report import (
+    comparison,
+    list_runs,
+    pivot,
+    reference_table,
+    run_page,
+    summary_markdown,
+    write_index,
+)
 
 
 def _results(dataset: str = "textures") -> pd.DataFrame:
@@ -26,7 +34,10 @@ def _results(dataset: str = "textures") -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-PROV = {"run": "r1", "backbone": {"name": "efficientnet_lite0", "sha256": "ab" * 32, "fallback_reason": "offline"}}
+PROV = {
+    "run": "r1",
+    "backbone": {"name": "efficientnet_lite0", "sha256": "ab" * 32, "fallback_reason": "offline"},
+}
 
 
 def test_pivot_mean_std_over_seeds_and_mean_row():
@@ -59,7 +70,9 @@ def test_index_and_cli_list_and_show_runs(tmp_path, capsys):
     run = tmp_path / "r1"
     run.mkdir()
     _results().to_csv(run / "results.csv", index=False)
-    (run / "provenance.json").write_text(json.dumps({**PROV, "created": "2026-01-01T00:00:00", "preset": "demo"}))
+    (run / "provenance.json").write_text(
+        json.dumps({**PROV, "created": "2026-01-01T00:00:00", "preset": "demo"})
+    )
     runs = list_runs(tmp_path)
     assert runs.loc[0, "run"] == "r1" and "cutswap 80.0" in runs.loc[0, "mean image_AUROC"]
     page = write_index(tmp_path).read_text()

@@ -77,7 +77,9 @@ def test_full_benchmark_then_train_stage_through_server_and_worker(server, tmp_p
         )
     )
     params = {"preset": str(preset), "overrides": {"dataset.categories": ["brick"]}}
-    run = _run(server, "deployment", "run", "cutswap/full-benchmark", "--params", json.dumps(params), "--watch")
+    run = _run(
+        server, "deployment", "run", "cutswap/full-benchmark", "--params", json.dumps(params), "--watch"
+    )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "Completed" in run.stdout
 

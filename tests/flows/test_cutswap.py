@@ -25,6 +25,7 @@ def preset(tmp_path_factory) -> Path:
         "saliency": {"backbone": "efficientnet_lite0", "batch_size": 4},
         "pairs": {"draws": 4},
         "train": {
+            "methods": ["cutswap", "cutpaste", "random-swap"],
             "seeds": [0],
             "steps": 2,
             "batch_size": 4,
@@ -32,6 +33,7 @@ def preset(tmp_path_factory) -> Path:
             "log_every": 1,
             "device": "cpu",
         },
+        "parallel": {"workers": 0},
     }
     path = base / "tiny.yaml"
     path.write_text(yaml.safe_dump(cfg))
