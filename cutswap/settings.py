@@ -23,11 +23,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cutswap.errors import SettingsError
 
-METHODS = ("cutswap", "cutpaste", "random-swap")
+#: Training methods (``cutswap.training.METHOD_KINDS`` says which negatives each makes and its classes).
+METHODS = ("cutswap", "cutswap-3way", "cutpaste", "cutpaste-scar", "cutpaste-3way", "random-swap")
 LEVELS = ("level1", "level2", "level3", "level4")
 
 
@@ -35,17 +36,39 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class DatasetSettings(_Section):
-    """Which images, at which working size.
+class FolderSettings(_Section):
+    """Where the images of a ``folder`` dataset lie, relative to ``dataset.root`` (see ``cutswap.data.folder``).
 
-    ``name`` picks the layout reader; ``textures`` is the embedded dataset the project builds itself.
+    Without ``normal_test_dir``, a fraction ``normal_split`` of the normal images becomes normal test
+    images (image AUROC needs them); without ``mask_dir`` the benchmark is image-level only.
     """
 
-    name: Literal["textures", "mvtec"] = "textures"
+    normal_dir: str = "normal"
+    abnormal_dir: str = "abnormal"
+    mask_dir: str | None = None
+    normal_test_dir: str | None = None
+    normal_split: float = Field(0.2, ge=0.0, lt=1.0)
+    category: str | None = None
+
+
+class DatasetSettings(_Section):
+    """Which images, at which working size, and how strictly they are checked.
+
+    ``name`` picks the layout reader (``cutswap.data.datasets.LAYOUTS``); ``textures`` is the embedded
+    dataset the project builds itself. ``lenient`` skips unreadable images (listing them in the ingest
+    store's ``skipped`` attribute) instead of refusing the category. ``fingerprint`` says how source files
+    are recognised as unchanged: ``stat`` (path, size, modification time; cheap) or ``content`` (a hash
+    of every byte; survives copies that reset times, costs a full read per run).
+    """
+
+    name: Literal["textures", "mvtec", "visa", "btad", "loco", "folder"] = "textures"
     root: Path | None = None
     categories: list[str] | None = None
     image_size: int = Field(256, ge=32, le=1024)
     textures_seed: int = 0
+    lenient: bool = False
+    fingerprint: Literal["stat", "content"] = "stat"
+    folder: FolderSettings = FolderSettings()
 
 
 class SaliencySettings(_Section):
@@ -106,11 +129,19 @@ class PairSettings(_Section):
 
 
 class TrainSettings(_Section):
-    """Classifier training (METHOD.md defaults, CutPaste's optimiser)."""
+    """Classifier training (METHOD.md defaults, CutPaste's optimiser) and how it runs.
 
-    methods: list[Literal["cutswap", "cutpaste", "random-swap"]] = Field(
-        default_factory=lambda: list(METHODS)
-    )
+    ``batch_size`` is per class: a step sees ``batch_size`` normal images plus ``batch_size`` negatives of
+    each kind (64 images for binary methods, 96 for 3-way ones, as CutPaste). ``swaps`` applies to the swap
+    methods: ``one`` swaps one pair from one saliency level drawn at random, ``per-level`` swaps one pair
+    from every level on the same image. Execution knobs (``device``, ``amp``, ``channels_last``,
+    ``log_every``, ``checkpoint_every``) are left out of the train key, except that the precision ``amp``
+    resolves to is keyed; ``nproc`` is keyed (each rank's batch normalisation sees only its shard).
+    """
+
+    methods: list[
+        Literal["cutswap", "cutswap-3way", "cutpaste", "cutpaste-scar", "cutpaste-3way", "random-swap"]
+    ] = Field(default_factory=lambda: list(METHODS))
     seeds: list[int] = Field(default_factory=lambda: [0])
     steps: int = Field(256, ge=1)
     batch_size: int = Field(32, ge=2)
@@ -119,14 +150,57 @@ class TrainSettings(_Section):
     weight_decay: float = 3e-5
     pretrained: bool = False
     head_dims: list[int] = Field(default_factory=lambda: [512, 128])
+    swaps: Literal["one", "per-level"] = "one"
     device: str = "auto"
+    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
+    channels_last: Literal["auto"] | bool = "auto"
     log_every: int = Field(10, ge=1)
+    checkpoint_every: int = Field(1000, ge=0)
+    nproc: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _batch_splits_over_ranks(self) -> TrainSettings:
+        if self.batch_size % self.nproc:
+            raise ValueError(
+                f"batch_size {self.batch_size} must be a multiple of nproc {self.nproc}: "
+                "each process trains on an equal share of every step's batch"
+            )
+        return self
 
 
 class EvaluateSettings(_Section):
-    """Scoring of test images with a Gaussian density fitted on normal training embeddings."""
+    """Scoring of test images with a Gaussian density fitted on normal training embeddings, and where in
+    them the anomaly is (``cutswap.localization``); sizes are in pixels at the working size.
+
+    ``localization``: ``patch`` (density of crop embeddings, CutPaste's patch variant), ``gradcam`` (of
+    the anomaly logit at ``gradcam_layer``) or ``none`` (no maps; pixel metrics NaN). The patch defaults
+    suit the 64 px demo (16 px crops every 8 px, a few seconds per run on 2 CPU cores); CutPaste used
+    32 px crops every 4 px at 256 px. ``max_fit_patches`` caps the normal crops the density is fitted
+    on (a fixed random subsample). ``pixel_bins``: None for exact pixel metrics, or a bin count for
+    faster approximate ones (``cutswap.metrics``). Batch sizes do not change results and are not keyed.
+    """
 
     batch_size: int = Field(64, ge=1)
+    localization: Literal["patch", "gradcam", "none"] = "patch"
+    patch_size: int = Field(16, ge=8)
+    patch_stride: int = Field(8, ge=1)
+    sigma: float = Field(2.0, ge=0)
+    max_fit_patches: int = Field(20000, ge=16)
+    patch_batch_size: int = Field(512, ge=1)
+    gradcam_layer: Literal["layer1", "layer2", "layer3", "layer4"] = "layer4"
+    pixel_bins: int | None = Field(None, ge=2)
+
+
+class ParallelSettings(_Section):
+    """Where shard-parallel precompute runs; never part of a key (the stores are identical either way).
+
+    ``address`` names an existing Dask scheduler (``tcp://host:8786``); otherwise ``workers`` local worker
+    processes are started for the run, on 127.0.0.1 only; ``workers: 0`` computes in-process.
+    """
+
+    workers: int = Field(2, ge=0)
+    address: str | None = None
+    threads_per_worker: int = Field(1, ge=1)
 
 
 class Settings(_Section):
@@ -141,6 +215,7 @@ class Settings(_Section):
     pairs: PairSettings = PairSettings()
     train: TrainSettings = TrainSettings()
     evaluate: EvaluateSettings = EvaluateSettings()
+    parallel: ParallelSettings = ParallelSettings()
 
     @field_validator("run")
     @classmethod

@@ -5,21 +5,41 @@ Every stage writes one directory per output, named by what it holds and by a key
     <storage_root>/<stage>/<name>-<key>/        a Zarr v3 group (zarr.json + arrays), plus any extra files
         zarr.json  attrs: {"complete": true, "stage", "key", "code_version", "settings", "inputs",
                            "provenance": {...versions, timings...}, ...stage-specific attrs}
+    <storage_root>/<stage>/.<name>-<key>.tmp-<token>/       a write in progress (or a crashed one's leftover)
+    <storage_root>/<stage>/.<name>-<key>.tmp-<token>.lock   held (flock) by that writer while it runs
 
 The key is a hash of the stage name, its code version, its own settings and its inputs' keys, so a
-changed setting yields a new directory and leaves the old one intact. A store is written under a
-hidden temporary name (``.<name>-<key>.tmp-<uuid>``), marked ``complete`` last, and renamed into place;
-readers only ever accept a directory whose attrs say ``complete``. A crash at any moment therefore
-leaves at worst a hidden temporary directory that nothing reads.
+changed setting yields a new directory and leaves the old one intact.
+
+How a store is published (``publishing``), and why each step is there:
+
+1. It is written under the hidden temporary name, whose lock file the writer holds for its whole life.
+2. ``complete: true`` is written last, every file is fsynced, and the directory is renamed into place in
+   one ``rename``. Readers only accept a directory whose attrs say ``complete``, and only a finished
+   directory ever gets the final name, so a crash (SIGKILL, power loss) at any moment leaves at worst a
+   hidden temporary directory that nothing reads.
+3. If another writer of the same key published first (two runs of the same stage at once), the rename
+   fails because the target exists; ours is discarded and theirs kept: stages are deterministic, so both
+   are equal and either is correct. Each writer fills its own directory, whole shards at a time, so two
+   writers never share a Zarr shard (Zarr loses data silently when they do).
+4. Leftovers of crashed writers are removed by the next writer in the same stage folder: a temporary
+   directory whose lock can be taken has no live writer. Where the filesystem offers no locks, leftovers
+   are left alone (they are hidden and never read) rather than risk deleting a live write.
+
+Disk-full and permission errors surface as ``StoreError`` naming the path, never as a traceback deep in
+Zarr, and leave nothing behind.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
 import shutil
+import socket
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -109,56 +129,249 @@ def open_store(ref: StoreRef | Path | str) -> zarr.Group:
 
 
 @contextlib.contextmanager
-def publishing(final: Path, attrs: dict[str, Any]) -> Iterator[zarr.Group]:
+def publishing(final: Path, attrs: dict[str, Any], replace: bool = False) -> Iterator[zarr.Group]:
     """Yield a new group at a temporary path; publish it at ``final`` only if the body succeeds.
 
-    The attrs are written first, ``complete`` last, and then the directory is renamed into place. If
-    another writer published the same key meanwhile, its store is replaced by ours only when ours is
-    forced; both are complete and equal for deterministic stages, so either is correct. On any error the
-    temporary directory is removed and nothing is published.
+    The attrs are written first, ``complete`` last, and then the directory is renamed into place (see the
+    module docstring for the protocol). On any error the temporary directory is removed and nothing is
+    published.
+
+    Args:
+        final: Where the store is published.
+        attrs: Attributes written before the body runs (the body may add more).
+        replace: Replace a complete store already at ``final`` (a forced recompute). Otherwise a complete
+            store that appeared there meanwhile (a concurrent writer of the same key) is kept and ours is
+            discarded.
 
     Raises:
-        StoreError: the storage root cannot be written (permissions, disk full), naming the path.
+        StoreError: The storage cannot be written (permissions, disk full, read-only filesystem), naming
+            the path.
     """
     final = Path(final)
-    tmp = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}"
+    parent = final.parent
+    tmp = parent / f".{final.name}.tmp-{uuid.uuid4().hex[:12]}"
+    lock: _WriterLock | None = None
     try:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        group = zarr.open_group(str(tmp), mode="w")
+        parent.mkdir(parents=True, exist_ok=True)
+        collect_garbage(parent)
+        lock = _WriterLock(Path(f"{tmp}.lock"))
+        tmp.mkdir()  # at once: a lock file without its directory is only collected once it is old
+        group = zarr.open_group(str(tmp), mode="w-")
         group.attrs.update(_jsonable({**attrs, "complete": False}))
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise StoreError(
-            f"cannot write under {final.parent}: {exc.strerror or exc}; check space and permissions"
-        ) from exc
+        if lock is not None:
+            lock.release()
+        raise StoreError(f"cannot write under {parent}: {_explain(exc, parent)}") from exc
     try:
         yield group
         group.attrs["complete"] = True
-        _swap_into_place(tmp, final)
+        _sync_tree(tmp)
+        _publish(tmp, final, replace)
     except OSError as exc:
-        raise StoreError(
-            f"writing {final} failed: {exc.strerror or exc}; check space and permissions"
-        ) from exc
+        if not _is_storage_error(exc, parent):
+            raise
+        raise StoreError(f"writing {final} failed: {_explain(exc, parent)}") from exc
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        lock.release()
 
 
-def _swap_into_place(tmp: Path, final: Path) -> None:
-    if final.exists():
-        aside = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
-        try:
-            os.rename(final, aside)
-        except FileNotFoundError:
-            aside = None
-        os.rename(tmp, final)
-        if aside is not None:
-            shutil.rmtree(aside, ignore_errors=True)
+#: errno values that always mean "the storage cannot take this write", whichever file raised them.
+_STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
+
+
+def _is_storage_error(exc: OSError, parent: Path) -> bool:
+    """Whether an OSError raised while a store was written is about the storage (not, say, an input)."""
+    if exc.errno in _STORAGE_ERRNOS:
+        return True
+    filename = exc.filename
+    if filename is None:
+        return False
+    try:
+        return Path(os.path.abspath(filename)).is_relative_to(os.path.abspath(parent))
+    except (TypeError, ValueError):
+        return False
+
+
+def _explain(exc: OSError, parent: Path) -> str:
+    """A one-line reason with what to do, for the errno values people actually meet."""
+    what = exc.strerror or str(exc)
+    where = f" ({exc.filename})" if exc.filename else ""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        advice = f"the disk or quota is full: free space under {parent}, or point storage_root elsewhere"
+    elif exc.errno == errno.EFBIG:
+        advice = f"a file-size limit (filesystem, or ulimit -f) stopped the write under {parent}"
+    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        advice = f"make {parent} writable for this user, or point storage_root elsewhere"
     else:
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if not is_complete(final):  # lost a race to a writer that left nothing usable
-                raise
+        advice = "check space and permissions"
+    return f"{what}{where}; {advice}"
+
+
+def _publish(tmp: Path, final: Path, replace: bool) -> None:
+    """Rename the finished ``tmp`` to ``final`` atomically, resolving a race with another writer."""
+    aside: list[Path] = []  # what stood at the final name and is deleted once ours is in place
+
+    def set_aside() -> None:
+        target = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:12]}"
+        with contextlib.suppress(FileNotFoundError):
+            os.rename(final, target)
+            aside.append(target)
+
+    try:
+        if replace:
+            set_aside()
+        for _ in range(3):
+            try:
+                os.rename(tmp, final)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.EISDIR, errno.ENOTDIR):
+                    raise
+                if is_complete(final):
+                    return  # a concurrent writer of the same key won; its store equals ours
+                set_aside()  # something incomplete squats the name (a half-deleted store, a partial copy)
+        else:
+            raise StoreError(f"cannot publish {final}: something keeps recreating it; remove it and rerun")
+        _fsync_dir(final.parent)
+    finally:
+        for path in aside:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+
+
+def _sync_tree(path: Path) -> None:
+    """fsync every file and folder under ``path``, so the rename never publishes data still in flight.
+
+    A SIGKILL loses nothing the kernel already accepted, but a power cut can: without this, the rename
+    could reach the disk before the arrays it publishes.
+    """
+    for folder, _dirs, files in os.walk(path):
+        for name in files:
+            fd = os.open(os.path.join(folder, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_dir(Path(folder))
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some filesystems refuse fsync on a directory; the files themselves were synced
+        pass
+    finally:
+        os.close(fd)
+
+
+class _WriterLock:
+    """An exclusive ``flock`` on a lock file beside a temporary store, held while its writer lives.
+
+    The kernel drops the lock when the process dies, however it dies, which is what lets a later writer
+    tell a crashed write's leftovers from a live one. The file records pid and host for people.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fd: int | None = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        _try_lock(self.fd)
+        with contextlib.suppress(OSError):
+            os.write(self.fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)  # before unlocking, so nobody mistakes the file for a dead writer's
+        os.close(self.fd)
+        self.fd = None
+
+
+def _try_lock(fd: int) -> bool | None:
+    """Take an exclusive lock without waiting: True taken, False held elsewhere, None unsupported here."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+    except OSError as exc:
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            return False
+        return None  # ENOLCK, EOPNOTSUPP: the filesystem has no locks
+
+
+#: A lock file with no temporary store beside it is removed only once older than this (seconds): a
+#: writer creates the file an instant before it locks it and creates its directory.
+_ORPHAN_LOCK_AGE = 60.0
+
+
+def collect_garbage(stage_dir: Path) -> list[Path]:
+    """Remove what crashed writers left in a stage folder; returns what was removed.
+
+    A temporary store (``.<name>.tmp-<token>``) is a leftover when its lock file is gone or its lock can
+    be taken (its writer is dead); ``.<name>.old-<token>`` folders are stores replaced by a forced
+    recompute whose writer died before deleting them. Live writes and anything on a filesystem without
+    locks are left alone.
+    """
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(stage_dir))
+    except OSError:
+        return removed
+    names = {e.name for e in entries}
+    for entry in entries:
+        name = entry.name
+        if not name.startswith("."):
+            continue
+        path = Path(stage_dir) / name
+        if ".old-" in name and entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+        elif ".tmp-" in name and entry.is_dir(follow_symlinks=False):
+            if _writer_is_dead(Path(f"{path}.lock"), path):
+                removed.append(path)
+        elif ".tmp-" in name and name.endswith(".lock") and name[: -len(".lock")] not in names:
+            with contextlib.suppress(OSError):
+                if time.time() - entry.stat().st_mtime > _ORPHAN_LOCK_AGE and _writer_is_dead(path, None):
+                    removed.append(path)
+    return removed
+
+
+def _writer_is_dead(lock_path: Path, tmp: Path | None) -> bool:
+    """If the writer owning ``lock_path`` is dead, remove its temporary store and lock file; say so."""
+    try:
+        fd = os.open(lock_path, os.O_RDWR)
+    except FileNotFoundError:
+        # A temporary store always has its lock file while its writer lives (created before, removed
+        # after it); without one it is a leftover, e.g. of an older version of this code.
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return tmp is not None
+    except OSError:
+        return False
+    try:
+        if not _try_lock(fd):
+            return False
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            os.unlink(lock_path)
+        return True
+    finally:
+        os.close(fd)
 
 
 def library_versions() -> dict[str, str]:
@@ -173,34 +386,42 @@ def library_versions() -> dict[str, str]:
     return out
 
 
+def empty_array(
+    group: zarr.Group, name: str, shape: tuple[int, ...], dtype: Any, per_chunk: int = 1, per_shard: int = 128
+) -> zarr.Array:
+    """Create a sharded array with one item (image, map) per inner chunk and ``per_shard`` items per shard.
+
+    One item per chunk keeps random access to a single image cheap; shards keep the file count low. Fill
+    it shard by shard: several writers in one shard lose data silently in Zarr 3.
+    """
+    from zarr.codecs import BloscCodec
+
+    if len(shape) == 0 or shape[0] == 0:
+        return group.create_array(name, shape=shape, dtype=dtype)
+    shard = min(per_shard, shape[0])
+    shard -= shard % per_chunk
+    return group.create_array(
+        name,
+        shape=shape,
+        dtype=dtype,
+        chunks=(per_chunk, *shape[1:]),
+        shards=(shard, *shape[1:]),
+        compressors=BloscCodec(cname="zstd", clevel=3, shuffle="shuffle"),
+    )
+
+
 def write_array(
     group: zarr.Group, name: str, data: Any, per_chunk: int = 1, per_shard: int = 128
 ) -> zarr.Array:
-    """Store ``data`` with one item (image, map) per inner chunk and ``per_shard`` items per shard file.
-
-    One item per chunk keeps random access to a single image cheap; shards keep the file count low.
-    Writing goes shard by shard, so a writer only ever touches whole shards (several writers in one shard
-    lose data silently in Zarr 3).
-    """
+    """Store ``data`` in a new array laid out by :func:`empty_array`, writing whole shards."""
     import numpy as np
-    from zarr.codecs import BloscCodec
 
     data = np.asarray(data)
-    if data.ndim == 0 or data.shape[0] == 0:
-        arr = group.create_array(name, shape=data.shape, dtype=data.dtype)
-        if data.ndim == 0:
-            arr[...] = data
+    arr = empty_array(group, name, data.shape, data.dtype, per_chunk, per_shard)
+    if data.ndim == 0:
+        arr[...] = data
         return arr
-    shard = min(per_shard, data.shape[0])
-    shard -= shard % per_chunk
-    arr = group.create_array(
-        name,
-        shape=data.shape,
-        dtype=data.dtype,
-        chunks=(per_chunk, *data.shape[1:]),
-        shards=(shard, *data.shape[1:]),
-        compressors=BloscCodec(cname="zstd", clevel=3, shuffle="shuffle"),
-    )
+    shard = arr.shards[0] if arr.shards else max(len(data), 1)
     for start in range(0, data.shape[0], shard):
         arr[start : start + shard] = data[start : start + shard]
     return arr
@@ -233,7 +454,6 @@ def build_store(
     Raises:
         StoreError: ``mode="reuse"`` and there is no complete store for these settings and inputs.
     """
-    import time
     from datetime import UTC, datetime
 
     key = stage_key(stage, settings, {k: v.key for k, v in inputs.items()})
@@ -259,7 +479,7 @@ def build_store(
         **(extra_attrs or {}),
     }
     start = time.perf_counter()
-    with publishing(path, attrs) as group:
+    with publishing(path, attrs, replace=mode == "force") as group:
         write(group)
         prov = dict(group.attrs["provenance"])
         prov["seconds"] = round(time.perf_counter() - start, 3)

@@ -31,7 +31,7 @@ from PIL import Image, ImageOps
 
 from cutswap.errors import DatasetError
 
-__all__ = ["MAX_PIXELS", "read_mask", "read_rgb"]
+__all__ = ["MAX_PIXELS", "load_mask", "load_rgb", "read_mask", "read_rgb"]
 
 MAX_PIXELS = 100_000_000
 """Largest image, in pixels, that is decoded. A larger one is almost certainly a decompression bomb (a tiny
@@ -64,9 +64,19 @@ def read_rgb(path: Path, size: int | None = None) -> np.ndarray:
             that has no meaningful RGB rendering (floating point).
         ValueError: ``size`` is not a positive integer (a programming error, not bad data).
     """
+    return load_rgb(path, size)[0]
+
+
+def load_rgb(path: Path, size: int | None = None) -> tuple[np.ndarray, tuple[int, int]]:
+    """``read_rgb`` that also returns the source's ``(height, width)`` as displayed (EXIF applied).
+
+    Ingest needs the source size to check that a mask matches its image, and the resized array alone
+    cannot tell (nor can ``Image.size`` after a JPEG draft, which decodes at a reduced scale).
+    """
     path = Path(path)
     _check_size(size)
     with _open(path) as im:
+        source = _displayed_size(im)
         if size is not None and im.format == "JPEG":
             # Let libjpeg decode at a reduced scale (never below the requested size): much faster for
             # large photographs and the antialiased resize below still sets the final size exactly.
@@ -75,7 +85,7 @@ def read_rgb(path: Path, size: int | None = None) -> np.ndarray:
         rgb = _to_rgb8(im, path)
     if size is not None and rgb.size != (size, size):
         rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
-    return np.array(rgb, dtype=np.uint8)
+    return np.array(rgb, dtype=np.uint8), source
 
 
 def read_mask(path: Path, size: int | None = None) -> np.ndarray:
@@ -94,10 +104,16 @@ def read_mask(path: Path, size: int | None = None) -> np.ndarray:
         DatasetError: The file is missing, empty, truncated, not an image, or too large.
         ValueError: ``size`` is not a positive integer.
     """
+    return load_mask(path, size)[0]
+
+
+def load_mask(path: Path, size: int | None = None) -> tuple[np.ndarray, tuple[int, int]]:
+    """``read_mask`` that also returns the source's ``(height, width)`` as displayed (EXIF applied)."""
     path = Path(path)
     _check_size(size)
     with _open(path) as im:
         im = _decode(im, path)
+        source = (im.height, im.width)
         if im.mode == "P":
             # A palette index of 0 need not be black; judge the colour the index stands for.
             im = im.convert("RGBA" if "transparency" in im.info else "RGB")
@@ -113,7 +129,17 @@ def read_mask(path: Path, size: int | None = None) -> np.ndarray:
     if size is not None and mask.shape != (size, size):
         small = Image.fromarray(mask.astype(np.uint8) * 255).resize((size, size), Image.Resampling.NEAREST)
         mask = np.asarray(small) != 0
-    return np.ascontiguousarray(mask, dtype=bool)
+    return np.ascontiguousarray(mask, dtype=bool), source
+
+
+def _displayed_size(im: Image.Image) -> tuple[int, int]:
+    """``(height, width)`` after the EXIF orientation is applied, read from the header only."""
+    width, height = im.size
+    try:
+        orientation = im.getexif().get(0x0112, 1)
+    except Exception:  # a corrupt EXIF block must not hide the real error, which decoding reports
+        orientation = 1
+    return (width, height) if orientation in (5, 6, 7, 8) else (height, width)
 
 
 def _check_size(size: int | None) -> None:

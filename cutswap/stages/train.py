@@ -2,18 +2,32 @@
 
 Store layout (``storage/train/<category>-<method>-s<seed>-<key>/``)::
 
-    checkpoint.pt   {"model": state_dict, "head_dims": [...], "num_classes": 2}; load with weights_only=True
+    checkpoint.pt   {"model": state_dict, "head_dims": [...], "num_classes": 2 or 3, "method": str};
+                    load with weights_only=True (``load_model``)
     log             float64 (T, 6)  step, loss, acc_negative, acc_normal, lr, images_per_s
-    attrs           method, seed, device, seconds, images_per_s, log_columns
+    attrs           method, seed, category, num_classes, device, amp, channels_last, nproc, parts,
+                    oom_retries, resumed_from, seconds, images_per_s, final_loss, log_columns
 
-Performance knobs (device, log interval) are not part of the key; they are recorded in the attrs.
+Work directory (``storage/train/.work/<category>-<method>-s<seed>-<key>/``, hidden, never a store)::
+
+    resume.pt       the resumable checkpoint (``cutswap.training``), every ``train.checkpoint_every`` steps
+    job.json, images.npy, bank.npy, result.json     the hand-over to and from a DDP run (``nproc > 1``)
+
+A killed run leaves its work directory, and the next run with the same key resumes from ``resume.pt``; it
+is deleted once the store is published. The key holds everything that changes the weights: the train
+settings except execution knobs (``cutswap.training.EXECUTION_KNOBS``), the precision ``train.amp``
+resolves to, ``nproc``, the method and seed, the pairs store (saliency-bank methods) or the pairs
+settings a method draws from (the others), and the ingest store. Device, memory format, log and
+checkpoint intervals are recorded in the attrs only.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,11 +36,52 @@ from cutswap.models import ProjectionNet
 from cutswap.pairs import random_pair_bank
 from cutswap.settings import Settings
 from cutswap.stages.ingest import train_indices
-from cutswap.stores import StoreRef, build_store, open_store, store_dir, write_array
-from cutswap.training import resolve_device, train_classifier
+from cutswap.stores import StoreRef, build_store, open_store, stage_key, store_dir, store_path, write_array
+from cutswap.training import (
+    EXECUTION_KNOBS,
+    LOG_FIELDS,
+    RANDOM_BANK_METHODS,
+    SALIENCY_BANK_METHODS,
+    amp_name,
+    method_kinds,
+    resolve_amp,
+    resolve_device,
+    train_classifier,
+)
 
 log = logging.getLogger(__name__)
-LOG_COLUMNS = ("step", "loss", "acc_negative", "acc_normal", "lr", "images_per_s")
+LOG_COLUMNS = LOG_FIELDS
+
+
+def train_key(settings: Settings, method: str, seed: int) -> dict[str, Any]:
+    """The settings a train store is keyed by (its inputs' keys are added by ``build_store``)."""
+    cfg = settings.train
+    kinds = method_kinds(method)
+    keyed = {
+        **cfg.model_dump(mode="json", exclude=EXECUTION_KNOBS),
+        "amp": amp_name(resolve_amp(cfg.amp, resolve_device(cfg.device))),
+        "method": method,
+        "seed": seed,
+    }
+    if "swap" not in kinds:
+        del keyed["swaps"]
+    if method in RANDOM_BANK_METHODS:  # same patch sizes as the saliency bank, drawn from these settings
+        keyed["pairs"] = settings.pairs.model_dump(mode="json", exclude={"max_tries"})
+        keyed["levels"] = len(settings.saliency.levels)
+    elif "cutpaste" in kinds:
+        keyed["pairs"] = settings.pairs.model_dump(mode="json", include={"area", "aspect"})
+    return keyed
+
+
+def work_dir(storage_root: Path, name: str, key: str) -> Path:
+    """Where a training run keeps its resumable checkpoint: hidden, beside the train stores."""
+    return Path(storage_root) / "train" / ".work" / f"{name}-{key}"
+
+
+def model_payload(model: ProjectionNet, head_dims: list[int], num_classes: int, method: str) -> dict:
+    """What ``checkpoint.pt`` holds: tensors and plain values only, so it loads with weights_only."""
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    return {"model": state, "head_dims": list(head_dims), "num_classes": num_classes, "method": method}
 
 
 def train_run(
@@ -37,36 +92,52 @@ def train_run(
     pairs: StoreRef | None = None,
     mode: str = "run",
     progress: Callable[[dict[str, float]], None] | None = None,
+    log_line: Callable[[str], None] | None = None,
 ) -> tuple[StoreRef, bool]:
+    """Train (or reuse) the classifier of one category, method and seed.
+
+    Args:
+        pairs: the pairs store; required for ``SALIENCY_BANK_METHODS``, ignored by the others.
+        progress: called with each log entry (a dict with the ``LOG_COLUMNS`` keys).
+        log_line: called with each other line a DDP run prints (``nproc > 1``); default: this module's
+            logger at INFO.
+
+    Raises:
+        ValueError: a saliency-bank method without its pairs store.
+        cutswap.errors.CutswapError: a DDP run failed (its last output lines are in the message).
+    """
     cfg = settings.train
-    keyed = {
-        **cfg.model_dump(exclude={"methods", "seeds", "device", "log_every"}),
-        "method": method,
-        "seed": seed,
-    }
+    keyed = train_key(settings, method, seed)
     inputs = {"ingest": ingest}
-    if method == "cutswap":
+    if method in SALIENCY_BANK_METHODS:
         if pairs is None:
-            raise ValueError("cutswap training needs the pairs store")
+            raise ValueError(f"{method} training needs the pairs store")
         inputs["pairs"] = pairs
-    else:  # the controls draw patch sizes from the same distribution, set in the pairs section
-        keyed["pairs"] = settings.pairs.model_dump(exclude={"max_tries"})
-        keyed["levels"] = len(settings.saliency.levels)
+    name = f"{ingest.name}-{method}-s{seed}"
+    key = stage_key("train", keyed, {k: v.key for k, v in inputs.items()})
+    work = work_dir(settings.storage_root, name, key)
+    device = resolve_device(cfg.device)
 
     def write(group):
         source = open_store(ingest)
         images = source["images"][:][train_indices(source)]
         bank = None
-        if method == "cutswap":
+        if method in SALIENCY_BANK_METHODS:
             bank = open_store(pairs)["boxes"][:]
-        elif method == "random-swap":
+        elif method in RANDOM_BANK_METHODS:
             bank = random_bank(settings, *images.shape[:3])
-        result = train_classifier(images, method, cfg, settings.pairs, seed, bank, progress)
-        torch.save(
-            {"model": result.model.state_dict(), "head_dims": cfg.head_dims, "num_classes": 2},
-            store_dir(group) / "checkpoint.pt",
-        )
-        rows = np.array([[entry[c] for c in LOG_COLUMNS] for entry in result.log], dtype=np.float64)
+        out = store_dir(group) / "checkpoint.pt"
+        if cfg.nproc > 1:
+            from cutswap.distributed import launch
+
+            outcome = launch(settings, method, seed, images, bank, work, out, progress, log_line or log.info)
+        else:
+            result = train_classifier(
+                images, method, cfg, settings.pairs, seed, bank, progress, checkpoint=work / "resume.pt"
+            )
+            torch.save(model_payload(result.model, cfg.head_dims, result.num_classes, method), out)
+            outcome = result.summary()
+        rows = np.array([[entry[c] for c in LOG_COLUMNS] for entry in outcome["log"]], dtype=np.float64)
         write_array(
             group,
             "log",
@@ -76,16 +147,26 @@ def train_run(
         )
         group.attrs.update(
             {
-                "device": str(resolve_device(cfg.device)),
-                "seconds": round(result.seconds, 3),
-                "images_per_s": round(result.images_per_s, 2),
-                "final_loss": result.log[-1]["loss"] if result.log else None,
+                "device": str(device),
+                "amp": outcome["amp"],
+                "channels_last": outcome["channels_last"],
+                "nproc": cfg.nproc,
+                "num_classes": outcome["num_classes"],
+                "parts": outcome["parts"],
+                "oom_retries": outcome["oom_retries"],
+                "resumed_from": outcome["resumed_from"],
+                "seconds": round(outcome["seconds"], 3),
+                "images_per_s": round(outcome["images_per_s"], 2),
+                "final_loss": outcome["log"][-1]["loss"] if outcome["log"] else None,
             }
         )
 
     extra = {"method": method, "seed": seed, "category": ingest.name, "log_columns": list(LOG_COLUMNS)}
-    name = f"{ingest.name}-{method}-s{seed}"
-    return build_store(settings.storage_root, "train", name, keyed, inputs, write, mode, extra)
+    ref, computed = build_store(settings.storage_root, "train", name, keyed, inputs, write, mode, extra)
+    assert Path(ref.path) == store_path(settings.storage_root, "train", name, key), "train key mismatch"
+    if computed:
+        shutil.rmtree(work, ignore_errors=True)
+    return ref, computed
 
 
 def random_bank(settings: Settings, n: int, height: int, width: int) -> np.ndarray:

@@ -4,7 +4,15 @@ import numpy as np
 import pytest
 
 from cutswap.errors import StoreError
-from cutswap.stores import build_store, is_complete, open_store, stage_key, write_array
+from cutswap.stores import (
+    build_store,
+    collect_garbage,
+    is_complete,
+    open_store,
+    publishing,
+    stage_key,
+    write_array,
+)
 
 
 def test_key_depends_on_settings_inputs_and_stage():
@@ -60,3 +68,163 @@ def test_unwritable_root_is_a_clear_error(tmp_path):
     blocker.write_text("not a folder")
     with pytest.raises(StoreError, match="cannot write under"):
         build_store(blocker, "cluster", "cat", {}, {}, lambda g: None)
+
+
+# --- publishing: races, replacement, leftovers ----------------------------------------------------------
+
+
+def _entries(folder):
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_concurrent_writers_of_one_key_end_with_one_store(tmp_path):
+    """Two writers of the same key, interleaved: the first to publish wins, the second's copy is dropped."""
+    final = tmp_path / "cluster" / "cat-0123"
+    with publishing(final, {"who": "outer"}) as outer:
+        write_array(outer, "x", np.arange(10))
+        with publishing(final, {"who": "inner"}) as inner:
+            write_array(inner, "x", np.arange(10))
+        assert is_complete(final)
+    assert open_store(final).attrs["who"] == "inner"
+    np.testing.assert_array_equal(open_store(final)["x"][:], np.arange(10))
+    assert _entries(final.parent) == ["cat-0123"]  # no temporary directory, no lock file
+
+
+def test_forced_replacement_leaves_no_old_copy(tmp_path):
+    final = tmp_path / "cluster" / "cat-0123"
+    for who in ("first", "second"):
+        with publishing(final, {"who": who}, replace=True) as group:
+            write_array(group, "x", np.arange(3))
+    assert open_store(final).attrs["who"] == "second"
+    assert _entries(final.parent) == ["cat-0123"]
+
+
+def test_incomplete_directory_at_the_final_name_is_replaced(tmp_path):
+    final = tmp_path / "cluster" / "cat-0123"
+    (final / "x").mkdir(parents=True)  # e.g. a store whose zarr.json was deleted by hand
+    with publishing(final, {}) as group:
+        write_array(group, "x", np.arange(3))
+    assert is_complete(final)
+    assert _entries(final.parent) == ["cat-0123"]
+
+
+def test_garbage_of_dead_writers_is_collected_live_writes_are_not(tmp_path):
+    import fcntl
+    import os
+    import time
+
+    stage = tmp_path / "cluster"
+    stage.mkdir()
+    dead = stage / ".a-1.tmp-dead"
+    dead.mkdir()
+    (stage / ".a-1.tmp-dead.lock").write_text("123 host\n")  # nobody holds it: its writer died
+    unlocked = stage / ".a-1.tmp-nolock"  # no lock file at all (an older version's leftover)
+    unlocked.mkdir()
+    live = stage / ".a-1.tmp-live"
+    live.mkdir()
+    held = os.open(stage / ".a-1.tmp-live.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(held, fcntl.LOCK_EX)  # a live writer (another open file description, so it counts)
+    (stage / ".a-1.old-123").mkdir()  # a replaced store whose writer died before deleting it
+    young = stage / ".b-2.tmp-young.lock"  # a writer about to create its directory
+    young.write_text("")
+    old = stage / ".b-2.tmp-old.lock"  # a writer that died before creating its directory
+    old.write_text("")
+    past = time.time() - 3600
+    os.utime(old, (past, past))
+    (stage / "a-1").mkdir()  # a published store is never touched
+    try:
+        removed = {p.name for p in collect_garbage(stage)}
+    finally:
+        os.close(held)
+    assert removed == {".a-1.tmp-dead", ".a-1.tmp-nolock", ".a-1.old-123", ".b-2.tmp-old.lock"}
+    assert _entries(stage) == [".a-1.tmp-live", ".a-1.tmp-live.lock", ".b-2.tmp-young.lock", "a-1"]
+
+
+# --- storage errors --------------------------------------------------------------------------------------
+
+
+def _failing_put(monkeypatch, error):
+    import zarr.storage._local as local
+
+    original = local._put
+
+    def put(path, value, exclusive=False):
+        if path.name != "zarr.json":  # let the group be created, fail on the first chunk
+            raise error(path)
+        return original(path, value, exclusive=exclusive)
+
+    monkeypatch.setattr(local, "_put", put)
+
+
+def test_disk_full_is_a_store_error_naming_the_path(tmp_path, monkeypatch):
+    import errno
+
+    _failing_put(monkeypatch, lambda path: OSError(errno.ENOSPC, "No space left on device"))
+    with pytest.raises(StoreError) as info:
+        build_store(tmp_path, "cluster", "cat", {}, {}, lambda g: write_array(g, "x", np.ones((4, 2))))
+    message = str(info.value)
+    assert f"writing {tmp_path / 'cluster' / 'cat-'}" in message and "No space left on device" in message
+    assert "disk or quota is full" in message
+    assert _entries(tmp_path / "cluster") == []
+
+
+def test_permission_denied_is_a_store_error_naming_the_file(tmp_path, monkeypatch):
+    import errno
+
+    _failing_put(monkeypatch, lambda path: PermissionError(errno.EACCES, "Permission denied", str(path)))
+    with pytest.raises(StoreError) as info:
+        build_store(tmp_path, "cluster", "cat", {}, {}, lambda g: write_array(g, "x", np.ones((4, 2))))
+    message = str(info.value)
+    assert "Permission denied (" in message and "/x/c/0/0" in message and "make " in message
+    assert _entries(tmp_path / "cluster") == []
+
+
+def test_other_errors_of_the_body_pass_through_unchanged(tmp_path):
+    def write(group):
+        (tmp_path / "input-that-is-missing.bin").read_bytes()
+
+    with pytest.raises(FileNotFoundError):
+        build_store(tmp_path / "storage", "cluster", "cat", {}, {}, write)
+    assert _entries(tmp_path / "storage" / "cluster") == []
+
+
+def test_a_real_write_failure_from_the_os(tmp_path):
+    """A file-size limit (``ulimit -f``) makes the kernel refuse a write deep inside Zarr, like a full disk."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        """
+        import resource, signal, sys
+        import numpy as np
+        from cutswap.errors import StoreError
+        from cutswap.stores import build_store, write_array
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4000, 4000))
+        noise = np.random.default_rng(0).random((64, 64))
+        try:
+            build_store(sys.argv[1], "cluster", "cat", {}, {}, lambda g: write_array(g, "x", noise))
+        except StoreError as exc:
+            print(exc)
+            sys.exit(2)
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True)
+    assert done.returncode == 2, done.stderr
+    assert f"writing {tmp_path / 'cluster' / 'cat-'}" in done.stdout and "File too large" in done.stdout
+    assert _entries(tmp_path / "cluster") == []
+
+
+@pytest.mark.skipif(
+    not hasattr(__import__("os"), "geteuid") or __import__("os").geteuid() == 0, reason="root"
+)
+def test_read_only_stage_folder(tmp_path):
+    stage = tmp_path / "cluster"
+    stage.mkdir()
+    stage.chmod(0o500)
+    try:
+        with pytest.raises(StoreError, match=f"cannot write under {stage}: Permission denied"):
+            build_store(tmp_path, "cluster", "cat", {}, {}, lambda g: None)
+    finally:
+        stage.chmod(0o700)

@@ -1,0 +1,124 @@
+"""The train stage: keys, the store it publishes, resuming through its work directory, and DDP."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from cutswap.settings import Settings, TrainSettings
+from cutswap.stages.train import load_model, train_key, train_run, work_dir
+from cutswap.stores import build_store, open_store, write_array
+
+
+@pytest.fixture
+def stripes():
+    rng = np.random.default_rng(0)
+    base = np.linspace(0, 255, 32, dtype=np.float32)
+    plane = np.broadcast_to(base[None, :, None], (32, 32, 3))
+    return np.stack([np.clip(plane + rng.normal(0, 8, plane.shape), 0, 255) for _ in range(12)]).astype(
+        np.uint8
+    )
+
+
+def _ingest(root, images):
+    """A minimal ingest store: the images, all of them normal training images."""
+
+    def write(group):
+        write_array(group, "images", images)
+        write_array(group, "masks", np.zeros(images.shape[:3], bool))
+        group.attrs["samples"] = [
+            {"split": "train", "label": 0, "defect_type": "good", "image_path": f"{i}.png", "mask_path": None}
+            for i in range(len(images))
+        ]
+
+    return build_store(root, "ingest", "stripes", {"n": len(images)}, {}, write)[0]
+
+
+def _pairs(root, n, levels=4):
+    boxes = np.tile(np.array([4, 6, 0, 0, 10, 20], np.int32), (n, levels, 3, 1))
+    return build_store(root, "pairs", "stripes", {"n": n}, {}, lambda g: write_array(g, "boxes", boxes))[0]
+
+
+def _settings(root, **train):
+    kw = {"steps": 4, "batch_size": 4, "head_dims": [32], "log_every": 2, "device": "cpu", **train}
+    return Settings(storage_root=root, train=TrainSettings(**kw))
+
+
+def test_key_ignores_execution_knobs_and_keeps_what_changes_weights(tmp_path):
+    base = train_key(_settings(tmp_path), "cutswap", 0)
+    for knob in (
+        {"log_every": 1},
+        {"checkpoint_every": 5},
+        {"channels_last": True},
+        {"amp": "off"},
+        {"methods": ["cutpaste"]},
+        {"seeds": [3]},
+    ):
+        assert train_key(_settings(tmp_path, **knob), "cutswap", 0) == base, knob
+    for change in ({"swaps": "per-level"}, {"amp": "bf16"}, {"nproc": 2}, {"pretrained": True}, {"steps": 5}):
+        assert train_key(_settings(tmp_path, **change), "cutswap", 0) != base, change
+    assert train_key(_settings(tmp_path), "cutswap", 1) != base
+    assert train_key(_settings(tmp_path), "cutswap-3way", 0) != base
+    # Options a method does not use leave its key alone.
+    scar = train_key(_settings(tmp_path), "cutpaste-scar", 0)
+    assert train_key(_settings(tmp_path, swaps="per-level"), "cutpaste-scar", 0) == scar
+    assert "pairs" not in scar and "pairs" not in base  # cutswap's pairs come in as the pairs store's key
+    assert set(train_key(_settings(tmp_path), "cutpaste", 0)["pairs"]) == {"area", "aspect"}
+    assert train_key(_settings(tmp_path), "random-swap", 0)["levels"] == 4
+
+
+def test_store_holds_a_loadable_model_log_and_attrs_and_no_work_left(tmp_path, stripes):
+    ingest = _ingest(tmp_path, stripes)
+    settings = _settings(tmp_path, checkpoint_every=2)
+    seen = []
+    ref, computed = train_run(settings, ingest, "cutpaste-3way", 0, progress=seen.append)
+    assert computed and [e["step"] for e in seen] == [2.0, 4.0]
+    group = open_store(ref)
+    assert group["log"].shape == (2, 6)
+    attrs = dict(group.attrs)
+    assert attrs["num_classes"] == 3 and attrs["amp"] == "off" and attrs["resumed_from"] is None
+    assert attrs["nproc"] == 1 and attrs["parts"] == 1 and attrs["oom_retries"] == 0
+    model = load_model(ref)
+    assert model.classifier.out_features == 3
+    assert model(torch.rand(2, 3, 32, 32))[1].shape == (2, 3)
+    assert not work_dir(tmp_path, ref.name, ref.key).exists()
+    assert train_run(settings, ingest, "cutpaste-3way", 0) == (ref, False)
+
+
+def test_saliency_bank_methods_need_the_pairs_store(tmp_path, stripes):
+    ingest = _ingest(tmp_path, stripes)
+    settings = _settings(tmp_path, steps=1)
+    with pytest.raises(ValueError, match="cutswap-3way training needs the pairs store"):
+        train_run(settings, ingest, "cutswap-3way", 0)
+    ref, _ = train_run(settings, ingest, "cutswap-3way", 0, _pairs(tmp_path, len(stripes)))
+    assert load_model(ref).classifier.out_features == 3
+    assert set(open_store(ref).attrs["inputs"]) == {"ingest", "pairs"}
+
+
+def test_a_failed_run_resumes_from_its_work_directory_to_the_same_weights(tmp_path, stripes):
+    """A run that dies after its step-2 checkpoint leaves no store, only its work directory; the rerun
+    resumes there and publishes exactly the weights of an uninterrupted run."""
+    ingest = _ingest(tmp_path / "a", stripes)
+    settings = _settings(tmp_path / "a", checkpoint_every=2)
+
+    class Died(Exception):
+        pass
+
+    def die(entry):
+        if entry["step"] == 4:
+            raise Died
+
+    with pytest.raises(Died):
+        train_run(settings, ingest, "random-swap", 0, progress=die)
+    work = list((tmp_path / "a" / "train" / ".work").iterdir())
+    assert [p.name for p in work[0].iterdir()] == ["resume.pt"]
+    ref, computed = train_run(settings, ingest, "random-swap", 0)
+    assert computed and open_store(ref).attrs["resumed_from"] == 2
+    assert not work[0].exists()
+
+    whole, _ = train_run(_settings(tmp_path / "b"), _ingest(tmp_path / "b", stripes), "random-swap", 0)
+    assert whole.key == ref.key
+    a, b = load_model(ref).state_dict(), load_model(whole).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    np.testing.assert_array_equal(open_store(ref)["log"][:, 1], open_store(whole)["log"][:, 1])
