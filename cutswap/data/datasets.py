@@ -27,7 +27,6 @@ from cutswap.data.btad import scan_btad
 from cutswap.data.folder import scan_folder
 from cutswap.data.loco import scan_loco
 from cutswap.data.mvtec import scan_mvtec
-from cutswap.data.textures import build_textures
 from cutswap.data.visa import scan_visa
 from cutswap.errors import SettingsError
 from cutswap.settings import DatasetSettings, Settings
@@ -62,6 +61,8 @@ def resolve_dataset(settings: Settings) -> tuple[Path, pd.DataFrame]:
     """
     cfg = settings.dataset
     if cfg.name == "textures":
+        from cutswap.data.textures import build_textures  # here: it imports scipy, which others never need
+
         root = Path(cfg.root) if cfg.root else Path(settings.storage_root) / "datasets" / "textures"
         build_textures(root, seed=cfg.textures_seed)
     else:

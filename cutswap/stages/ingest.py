@@ -48,8 +48,8 @@ SAMPLE_COLUMNS = ("split", "label", "defect_type", "image_path", "mask_path")
 
 log = logging.getLogger(__name__)
 
-#: Threads decoding images; decoding releases the GIL, and more threads than this rarely helps on disks.
-READ_THREADS = min(8, os.cpu_count() or 1)
+#: Threads decoding images: decoding releases the GIL, and network filesystems want reads in flight.
+READ_THREADS = min(8, max(4, os.cpu_count() or 1))
 
 
 def mask_files(root: Path, mask_path: str | None) -> list[str]:
