@@ -30,4 +30,4 @@ class GaussianDensity:
     def score(self, embeddings: np.ndarray) -> np.ndarray:
         """Mahalanobis distance of each (N, D) embedding; larger means more anomalous."""
         d = np.asarray(embeddings, dtype=np.float64) - self.mean
-        return np.sqrt(np.maximum(np.einsum("nd,de,ne->n", d, self.precision, d), 0.0))
+        return np.sqrt(np.maximum(np.sum((d @ self.precision) * d, axis=1), 0.0))

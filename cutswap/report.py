@@ -110,6 +110,18 @@ def how_obtained(results: pd.DataFrame, provenance: dict) -> list[str]:
         "Controls: random-swap = the same swaps with the same patch sizes at uniformly random "
         "non-overlapping locations; cutpaste = CutPaste (normal variant) with the same patch-size distribution.",
     ]
+    definitions = provenance.get("metric_definitions") or {}
+    for metric in metrics_of(results):
+        if metric in definitions:
+            lines.append(f"`{metric}`: {definitions[metric]}")
+    if "metric_resolution" in provenance:
+        loc = dict(provenance.get("localization") or {})
+        route = loc.pop("localization", "n/a")
+        detail = ", ".join(f"{k} {v}" for k, v in loc.items() if v is not None)
+        lines.append(
+            f"Pixel metrics computed at the working size {provenance['metric_resolution']} px (masks resized "
+            f"with nearest neighbour); anomaly maps by {route} localization ({detail})."
+        )
     if backbone.get("fallback_reason"):
         lines.append(
             f"**Deviation**: saliency backbone is not the paper's ResNet-18: {backbone['fallback_reason']}"

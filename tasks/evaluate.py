@@ -14,5 +14,6 @@ from tasks._logging import run_logged
 @task(name="evaluate", cache_policy=NONE, task_run_name="evaluate-{train.name}")
 def evaluate(settings: Settings, ingest: StoreRef, train: StoreRef, mode: str = "run") -> StoreRef:
     ref = run_logged("evaluate", train.name, lambda: evaluate_run(settings, ingest, train, mode))
-    get_run_logger().info("%s: image_AUROC %.4f", train.name, open_store(ref).attrs["metrics"]["image_AUROC"])
+    metrics = open_store(ref).attrs["metrics"]
+    get_run_logger().info("%s: %s", train.name, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     return ref

@@ -12,6 +12,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -114,6 +115,14 @@ def _figure(
     overlay_figure(path, images, maps, tops, as_images, list(sal.attrs["levels"]))
 
 
+def _metric_contract(refs: CategoryRefs) -> dict[str, Any]:
+    """How the metrics of a run are defined and at which resolution, from its first evaluation store."""
+    if not refs.evaluations:
+        return {}
+    attrs = open_store(refs.evaluations[0]).attrs
+    return {k: attrs[k] for k in ("metric_definitions", "metric_resolution", "localization") if k in attrs}
+
+
 def write_report(
     settings: Settings, categories: dict[str, CategoryRefs], mode: str = "run", preset: str | None = None
 ) -> tuple[Path, bool]:
@@ -154,6 +163,7 @@ def write_report(
             for c, r in categories.items()
         },
         "inputs": inputs,
+        **_metric_contract(first),
     }
     tmp = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:

@@ -72,7 +72,14 @@ def test_full_benchmark_then_train_stage_through_server_and_worker(server, tmp_p
                 "dataset": {"name": "textures", "root": str(tmp_path / "data"), "image_size": 32},
                 "saliency": {"backbone": "efficientnet_lite0", "batch_size": 8},
                 "pairs": {"draws": 4},
-                "train": {"seeds": [0], "steps": 2, "batch_size": 4, "head_dims": [16], "device": "cpu"},
+                "train": {
+                    "methods": ["cutswap", "cutpaste", "random-swap"],
+                    "seeds": [0],
+                    "steps": 2,
+                    "batch_size": 4,
+                    "head_dims": [16],
+                    "device": "cpu",
+                },
             }
         )
     )
