@@ -1,8 +1,9 @@
 """The ``cutswap`` flow: a dataset in, a report out, every stage keyed and reusable.
 
-Recipe, per category:
+Recipe:
 
-    ingest -> saliency -> cluster -> pairs -> train (method x seed) -> evaluate -> report
+    ingest (every category) -> per category: saliency -> cluster -> pairs
+                                             -> train (method x seed) -> evaluate -> report
 
 The precompute stages (saliency, cluster, pairs) shard their images over a Dask cluster: local worker
 processes by default (``parallel.workers``), an existing scheduler with ``parallel.address``.
@@ -60,20 +61,22 @@ def cutswap(
     settings = load_settings(preset, overrides)
     mode = _modes(stages, force)
     root, table = resolve(settings)
+    # Every category is read and checked before any heavy work, so a bad file fails the run in seconds.
+    names = sorted(table["category"].unique())
+    images = {c: ingest(settings, root, c, table, mode["ingest"]) for c in names}
     categories: dict[str, CategoryRefs] = {}
     with dask_client(**settings.parallel.model_dump()) as dask:
-        for category in sorted(table["category"].unique()):
-            images = ingest(settings, root, category, table, mode["ingest"])
-            maps = saliency(settings, images, mode["saliency"], dask)
+        for c in names:
+            maps = saliency(settings, images[c], mode["saliency"], dask)
             clusters = cluster(settings, maps, mode["cluster"], dask)
             bank = pairs(settings, clusters, mode["pairs"], dask)
             evaluations = []
             for method in settings.train.methods:
                 for seed in settings.train.seeds:
                     bank_in = bank if method in SALIENCY_BANK_METHODS else None
-                    model = train(settings, images, method, seed, bank_in, mode["train"])
-                    evaluations.append(evaluate(settings, images, model, mode["evaluate"]))
-            categories[category] = CategoryRefs(images, maps, clusters, bank, evaluations)
+                    model = train(settings, images[c], method, seed, bank_in, mode["train"])
+                    evaluations.append(evaluate(settings, images[c], model, mode["evaluate"]))
+            categories[c] = CategoryRefs(images[c], maps, clusters, bank, evaluations)
     folder = report(settings, categories, mode["report"], preset)
     print(f"report: {folder}/summary.md")
     return str(folder)
