@@ -1,11 +1,15 @@
-"""Training step throughput against a bare model step on the same batch.
+"""Training step throughput of every method against a bare model step on the same batch.
 
-The bare step is the floor: forward, cross-entropy, backward and SGD on a batch that is already built.
-Ours adds drawing the images, building the negatives (pair-bank swap, random swap or CutPaste) and the
-colour jitter on the device. The ratio bare_time / our_time shows what negative generation costs
-(aim: >= 0.9).
+The bare step is the floor: ``train_step`` (forward, cross-entropy, backward, SGD; under the same autocast
+and memory format) on a batch that is already built. Ours is the trainer's step: drawing the images and
+building the negatives (pair-bank swap, random swap, CutPaste, Scar, or two kinds for 3-way) with the
+colour jitter on the device (``draw_batch``), the snapshot of batch-norm statistics kept for an
+out-of-memory retry, then the same ``train_step``. The ratio bare_time / our_time shows what making the
+negatives costs (aim: >= 0.9). 3-way methods train on 3 classes (1.5 times the images of a binary step),
+so each method is compared with a bare step of its own batch size.
 
     .venv/bin/python benchmarks/bench_train.py [--size 128 --batch 16 --steps 10 --repeats 3]
+        [--device auto] [--amp auto|bf16|fp16|off] [--channels-last auto|on|off]
 """
 
 from __future__ import annotations
@@ -16,23 +20,37 @@ import time
 
 import numpy as np
 import torch
-from torch import nn
 
 from cutswap.models import build_model
-from cutswap.settings import PairSettings
-from cutswap.training import NegativeSampler, color_jitter, resolve_device
+from cutswap.settings import METHODS, PairSettings
+from cutswap.training import (
+    NegativeSampler,
+    amp_name,
+    draw_batch,
+    num_classes,
+    resolve_amp,
+    resolve_channels_last,
+    resolve_device,
+    train_step,
+)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, default=128)
-    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--batch", type=int, default=16, help="images per class")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--images", type=int, default=64)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"])
+    parser.add_argument("--channels-last", default="auto", choices=["auto", "on", "off"])
+    parser.add_argument("--methods", default=",".join(METHODS))
     args = parser.parse_args()
     device = resolve_device(args.device)
+    amp = resolve_amp(args.amp, device)
+    cl = resolve_channels_last({"auto": "auto", "on": True, "off": False}[args.channels_last], device)
+    memory_format = torch.channels_last if cl else torch.contiguous_format
     torch.manual_seed(0)
     b, s = args.batch, args.size
     data = torch.randint(0, 256, (args.images, 3, s, s), dtype=torch.uint8, device=device)
@@ -46,52 +64,54 @@ def main() -> None:
         ],
         -1,
     )
-    bank_t = torch.from_numpy(bank).to(device).reshape(args.images, -1, 6)
-    labels = torch.cat([torch.zeros(b), torch.ones(b)]).long().to(device)
-    loss_fn = nn.CrossEntropyLoss()
+    bank_t = torch.from_numpy(bank).to(device)
 
-    def make(method: str | None):
-        model = build_model([512, 128]).to(device).train()
+    def make(method: str, bare: bool):
+        classes = num_classes(method)
+        model = build_model([512, 128], num_classes=classes).to(device, memory_format=memory_format).train()
         opt = torch.optim.SGD(model.parameters(), lr=0.03, momentum=0.9)
+        scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
         gen = torch.Generator(device=device).manual_seed(0)
-        sampler = NegativeSampler(method or "cutpaste", PairSettings(), bank_t)
-        fixed = data[: 2 * b].float() / 255
+        sampler = NegativeSampler(method, PairSettings(), bank_t)
+        buffers = list(model.buffers())
+        fixed = draw_batch(data, sampler, b, gen)
 
         def step():
-            if method is None:
-                inputs = fixed
+            if bare:
+                inputs, labels = fixed
             else:
-                idx = torch.randint(args.images, (2 * b,), device=device, generator=gen)
-                batch = data[idx].float().div_(255)
-                inputs = color_jitter(torch.cat([batch[:b], sampler(batch[b:], idx[b:], gen)]), gen)
-            _, logits = model(inputs)
-            loss = loss_fn(logits, labels)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+                inputs, labels = draw_batch(data, sampler, b, gen)
+                _snapshot = [buf.clone() for buf in buffers]  # noqa: F841  (as the trainer does)
+            train_step(model, inputs, labels, opt, scaler, amp, None, memory_format)
 
         return step
 
-    def timed(step) -> float:
-        step()  # warm-up
-        times = []
-        for _ in range(args.repeats):
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            for _ in range(args.steps):
-                step()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            times.append((time.perf_counter() - start) / args.steps)
-        return statistics.median(times)
+    def run(step) -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(args.steps):
+            step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return (time.perf_counter() - start) / args.steps
 
-    print(f"device {device}, batch {b}+{b} at {s}px, {args.steps} steps x {args.repeats} repeats (median)")
-    bare = timed(make(None))
-    print(f"{'bare model step':<22} {2 * b / bare:8.1f} img/s")
-    for method in ("cutswap", "random-swap", "cutpaste"):
-        ours = timed(make(method))
-        print(f"{method + ' step':<22} {2 * b / ours:8.1f} img/s   ratio vs bare {bare / ours:.3f}")
+    print(
+        f"device {device}, amp {amp_name(amp)}, channels-last {cl}, {b} images per class at {s}px, "
+        f"{args.steps} steps x {args.repeats} repeats, bare and ours interleaved (medians)"
+    )
+    for method in args.methods.split(","):
+        classes = num_classes(method)
+        bare, ours = make(method, bare=True), make(method, bare=False)
+        bare(), ours()  # warm-up
+        times = [(run(bare), run(ours)) for _ in range(args.repeats)]  # alternating: load drifts hit both
+        t_bare = statistics.median(t for t, _ in times)
+        t_ours = statistics.median(t for _, t in times)
+        ratio = statistics.median(tb / to for tb, to in times)
+        print(
+            f"{method:<14} {classes} classes  bare {classes * b / t_bare:8.1f} img/s  "
+            f"ours {classes * b / t_ours:8.1f} img/s  ratio {ratio:.3f}"
+        )
 
 
 if __name__ == "__main__":

@@ -38,6 +38,13 @@ def images():
 
 
 BANK = np.tile(np.array([4, 6, 0, 0, 10, 20], np.int32), (12, 4, 3, 1))
+SMALL_BANK = np.tile(np.array([4, 6, 0, 0, 8, 8], np.int32), (12, 4, 3, 1))
+
+
+@pytest.fixture
+def small(images):
+    """16 px images for the tests that train: ResNet-18 still ends at 1x1, at a fraction of the cost."""
+    return np.ascontiguousarray(images[:, ::2, ::2])
 
 
 def _settings(**kw):
@@ -47,7 +54,7 @@ def _settings(**kw):
 
 
 def _bank(method):
-    return BANK if method in SWAP_METHODS else None
+    return SMALL_BANK if method in SWAP_METHODS else None
 
 
 def _same(a, b):
@@ -60,10 +67,10 @@ def test_every_setting_method_has_kinds():
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_each_method_trains_logs_and_is_deterministic(images, method):
+def test_each_method_trains_logs_and_is_deterministic(small, method):
     """Same seed, same machine, CPU: identical weights (hence identical embeddings and scores)."""
-    a = train_classifier(images, method, _settings(), PairSettings(), seed=0, bank=_bank(method))
-    b = train_classifier(images, method, _settings(), PairSettings(), seed=0, bank=_bank(method))
+    a = train_classifier(small, method, _settings(), PairSettings(), seed=0, bank=_bank(method))
+    b = train_classifier(small, method, _settings(), PairSettings(), seed=0, bank=_bank(method))
     assert [e["step"] for e in a.log] == [1.0, 2.0]
     assert all(np.isfinite(e["loss"]) and e["images_per_s"] > 0 for e in a.log)
     assert not a.model.training
@@ -72,9 +79,9 @@ def test_each_method_trains_logs_and_is_deterministic(images, method):
     assert [e["loss"] for e in a.log] == [e["loss"] for e in b.log]
 
 
-def test_another_seed_gives_other_weights(images):
-    a = train_classifier(images, "cutpaste", _settings(steps=1), PairSettings(), seed=3).model.state_dict()
-    c = train_classifier(images, "cutpaste", _settings(steps=1), PairSettings(), seed=4).model.state_dict()
+def test_another_seed_gives_other_weights(small):
+    a = train_classifier(small, "cutpaste", _settings(steps=1), PairSettings(), seed=3).model.state_dict()
+    c = train_classifier(small, "cutpaste", _settings(steps=1), PairSettings(), seed=4).model.state_dict()
     assert not all(torch.equal(a[k], c[k]) for k in a if a[k].dtype.is_floating_point)
 
 
@@ -167,16 +174,16 @@ def test_micro_batches_give_the_whole_batch_gradient():
 
 
 @pytest.mark.parametrize("amp", ["bf16", "fp16"])
-def test_mixed_precision_runs_the_cuda_code_path_on_cpu(images, amp):
+def test_mixed_precision_runs_the_cuda_code_path_on_cpu(small, amp):
     """The autocast (and for fp16 the loss scaler) path of a GPU run, exercised on the CPU."""
     dtype = resolve_amp(amp, torch.device("cpu"))
     model = training.build_model([32], num_classes=2)
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     scaler = torch.amp.GradScaler("cpu", enabled=dtype == torch.float16)
-    inputs, labels = torch.rand(4, 3, 32, 32), torch.tensor([0, 0, 1, 1])
+    inputs, labels = torch.rand(4, 3, 16, 16), torch.tensor([0, 0, 1, 1])
     _, logits, _ = train_step(model, inputs, labels, opt, scaler, dtype)
     assert logits.dtype == dtype
-    result = train_classifier(images, "cutpaste", _settings(amp=amp, steps=1), PairSettings(), seed=0)
+    result = train_classifier(small, "cutpaste", _settings(amp=amp, steps=1), PairSettings(), seed=0)
     assert result.amp == amp and all(np.isfinite(e["loss"]) for e in result.log)
 
 
@@ -185,14 +192,14 @@ def test_amp_auto_is_off_on_cpu():
     assert resolve_amp("off", torch.device("cpu")) is None
 
 
-def test_channels_last_runs_on_cpu(images):
-    result = train_classifier(images, "cutpaste", _settings(channels_last=True), PairSettings(), seed=0)
+def test_channels_last_runs_on_cpu(small):
+    result = train_classifier(small, "cutpaste", _settings(channels_last=True), PairSettings(), seed=0)
     assert result.channels_last
     assert result.model.trunk.conv1.weight.is_contiguous(memory_format=torch.channels_last)
     assert all(np.isfinite(e["loss"]) for e in result.log)
 
 
-def test_out_of_memory_halves_the_micro_batch_and_retries_the_same_step(images, monkeypatch):
+def test_out_of_memory_halves_the_micro_batch_and_retries_the_same_step(small, monkeypatch):
     """An OOM on a step reruns that step in smaller parts; the run then equals one started that way."""
     real_build = training.build_model
     limit = [4]  # rows a forward pass may take before "running out of memory"
@@ -210,22 +217,24 @@ def test_out_of_memory_halves_the_micro_batch_and_retries_the_same_step(images, 
         return model
 
     settings = _settings(steps=2)
-    reference = train_classifier(images, "cutpaste", settings, PairSettings(), seed=0, parts=2)
+    reference = train_classifier(small, "cutpaste", settings, PairSettings(), seed=0, parts=2)
     monkeypatch.setattr(training, "build_model", build)
-    retried = train_classifier(images, "cutpaste", settings, PairSettings(), seed=0)
+    retried = train_classifier(small, "cutpaste", settings, PairSettings(), seed=0)
     assert (retried.parts, retried.oom_retries) == (2, 1)
     assert _same(retried.model.state_dict(), reference.model.state_dict())
     limit[0] = 1  # not even one image per class fits: the error reaches the caller
     with pytest.raises(torch.OutOfMemoryError):
-        train_classifier(images, "cutpaste", settings, PairSettings(), seed=0)
+        train_classifier(small, "cutpaste", settings, PairSettings(), seed=0)
 
 
 _KILLED_RUN = """
 import os, sys, time
 import numpy as np
+import torch
 from cutswap.settings import PairSettings, TrainSettings
 from cutswap.training import train_classifier
 
+torch.set_num_threads(int(sys.argv[4]))  # the parent's: results depend on the summation order
 images = np.load(sys.argv[1])
 settings = TrainSettings(**{settings!r})
 
@@ -239,7 +248,7 @@ train_classifier(images, "cutswap-3way", settings, PairSettings(), 0, np.load(sy
 """
 
 
-def test_a_run_killed_after_a_checkpoint_resumes_to_the_same_weights(images, tmp_path):
+def test_a_run_killed_after_a_checkpoint_resumes_to_the_same_weights(small, tmp_path):
     """SIGKILL a CPU run in a subprocess after its step-2 checkpoint, at step 4; resuming redoes steps 3-6
     and ends with exactly the weights, and the losses, of an uninterrupted run."""
     kw = {
@@ -250,8 +259,8 @@ def test_a_run_killed_after_a_checkpoint_resumes_to_the_same_weights(images, tmp
         "device": "cpu",
         "checkpoint_every": 2,
     }
-    np.save(tmp_path / "images.npy", images)
-    np.save(tmp_path / "bank.npy", BANK)
+    np.save(tmp_path / "small.npy", small)
+    np.save(tmp_path / "bank.npy", SMALL_BANK)
     checkpoint = tmp_path / "work" / "resume.pt"
     script = tmp_path / "run.py"
     script.write_text(textwrap.dedent(_KILLED_RUN.replace("{settings!r}", repr(kw))))
@@ -259,7 +268,8 @@ def test_a_run_killed_after_a_checkpoint_resumes_to_the_same_weights(images, tmp
         [
             sys.executable,
             str(script),
-            *(str(p) for p in (tmp_path / "images.npy", tmp_path / "bank.npy", checkpoint)),
+            *(str(p) for p in (tmp_path / "small.npy", tmp_path / "bank.npy", checkpoint)),
+            str(torch.get_num_threads()),
         ],
         stdout=subprocess.PIPE,
         text=True,
@@ -275,31 +285,31 @@ def test_a_run_killed_after_a_checkpoint_resumes_to_the_same_weights(images, tmp
 
     settings = TrainSettings(**kw)
     resumed = train_classifier(
-        images, "cutswap-3way", settings, PairSettings(), 0, BANK, checkpoint=checkpoint
+        small, "cutswap-3way", settings, PairSettings(), 0, SMALL_BANK, checkpoint=checkpoint
     )
-    whole = train_classifier(images, "cutswap-3way", settings, PairSettings(), 0, BANK)
+    whole = train_classifier(small, "cutswap-3way", settings, PairSettings(), 0, SMALL_BANK)
     assert resumed.resumed_from == 2 and whole.resumed_from is None
     assert _same(resumed.model.state_dict(), whole.model.state_dict())
     assert [e["loss"] for e in resumed.log] == [e["loss"] for e in whole.log]
     assert [e["step"] for e in resumed.log] == [2.0, 4.0, 6.0]
 
 
-def test_a_checkpoint_of_another_run_is_ignored(images, tmp_path):
+def test_a_checkpoint_of_another_run_is_ignored(small, tmp_path):
     checkpoint = tmp_path / "resume.pt"
     train_classifier(
-        images, "cutpaste", _settings(steps=2, checkpoint_every=1), PairSettings(), 1, checkpoint=checkpoint
+        small, "cutpaste", _settings(steps=2, checkpoint_every=1), PairSettings(), 1, checkpoint=checkpoint
     )
     assert checkpoint.is_file()
-    fresh = train_classifier(images, "cutpaste", _settings(steps=2), PairSettings(), 0)
-    other = train_classifier(images, "cutpaste", _settings(steps=2), PairSettings(), 0, checkpoint=checkpoint)
+    fresh = train_classifier(small, "cutpaste", _settings(steps=2), PairSettings(), 0)
+    other = train_classifier(small, "cutpaste", _settings(steps=2), PairSettings(), 0, checkpoint=checkpoint)
     assert other.resumed_from is None
     assert _same(fresh.model.state_dict(), other.model.state_dict())
 
 
-def test_training_separates_cutpaste_from_normal(images):
+def test_training_separates_cutpaste_from_normal(small):
     """The classifier must learn the task: negatives recognised well above chance after training."""
     result = train_classifier(
-        images, "cutpaste", _settings(steps=60, batch_size=8, log_every=20, lr=0.01), PairSettings(), seed=0
+        small, "cutpaste", _settings(steps=60, batch_size=8, log_every=20, lr=0.01), PairSettings(), seed=0
     )
     assert result.log[-1]["loss"] < result.log[0]["loss"]
 

@@ -14,8 +14,8 @@ from cutswap.stores import build_store, open_store, write_array
 @pytest.fixture
 def stripes():
     rng = np.random.default_rng(0)
-    base = np.linspace(0, 255, 32, dtype=np.float32)
-    plane = np.broadcast_to(base[None, :, None], (32, 32, 3))
+    base = np.linspace(0, 255, 16, dtype=np.float32)  # 16 px: ResNet-18 still ends at 1x1, cheaply
+    plane = np.broadcast_to(base[None, :, None], (16, 16, 3))
     return np.stack([np.clip(plane + rng.normal(0, 8, plane.shape), 0, 255) for _ in range(12)]).astype(
         np.uint8
     )
@@ -36,7 +36,7 @@ def _ingest(root, images):
 
 
 def _pairs(root, n, levels=4):
-    boxes = np.tile(np.array([4, 6, 0, 0, 10, 20], np.int32), (n, levels, 3, 1))
+    boxes = np.tile(np.array([4, 6, 0, 0, 8, 8], np.int32), (n, levels, 3, 1))
     return build_store(root, "pairs", "stripes", {"n": n}, {}, lambda g: write_array(g, "boxes", boxes))[0]
 
 
@@ -81,7 +81,7 @@ def test_store_holds_a_loadable_model_log_and_attrs_and_no_work_left(tmp_path, s
     assert attrs["nproc"] == 1 and attrs["parts"] == 1 and attrs["oom_retries"] == 0
     model = load_model(ref)
     assert model.classifier.out_features == 3
-    assert model(torch.rand(2, 3, 32, 32))[1].shape == (2, 3)
+    assert model(torch.rand(2, 3, 16, 16))[1].shape == (2, 3)
     assert not work_dir(tmp_path, ref.name, ref.key).exists()
     assert train_run(settings, ingest, "cutpaste-3way", 0) == (ref, False)
 
