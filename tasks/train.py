@@ -26,5 +26,7 @@ def train(
 
     label = f"{ingest.name}/{method}/seed {seed}"
     return run_logged(
-        "train", label, lambda: train_run(settings, ingest, method, seed, pairs, mode, progress)
+        "train",
+        label,
+        lambda: train_run(settings, ingest, method, seed, pairs, mode, progress, log_line=logger.info),
     )
