@@ -1,10 +1,21 @@
-"""Shard-parallel work over a Dask cluster: a local one by default, an existing one by address.
+"""Parallel work over a Dask cluster: a local one by default, an existing one by address.
+
+Two kinds of work go to the cluster:
+
+* **Shards** (``run_sharded``), for the precompute stages.
 
 Precompute stages split their items (images, maps) into ranges aligned with the store's shards
 (``SHARD`` items, the same as ``cutswap.stores.write_array``) and let each task compute one range and write
 it straight into the stage's temporary store. Writers therefore own whole shards (Zarr 3 loses data when
 two writers share one), and since every range is computed the same way whatever the number of workers,
 the store is identical with 1 or N workers.
+
+* **Jobs** (``run_job``): one training or evaluation (category x method x seed) each. When the workers
+  advertise a ``GPU`` resource (a local cluster on a CUDA machine starts one worker per GPU with
+  ``{"GPU": 1}``; start remote workers with ``--resources GPU=1``), every job asks for one, so each GPU runs
+  one job at a time and each job sees its worker's GPU as ``cuda``. Without GPUs, each worker runs one job
+  at a time with its share of the CPU cores, so several jobs run at once. Log records of the ``cutswap``
+  loggers a job emits on its worker come back to the caller as they happen (Dask events).
 
 Every socket stays on 127.0.0.1 for a local cluster (scheduler, workers and dashboard).
 """
@@ -13,6 +24,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import threading
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -31,41 +45,72 @@ class Cluster:
     """A Dask client started on first use, so a run whose stages are all reused starts no cluster.
 
     Args:
-        workers: processes of a local cluster started (and stopped) here.
+        workers: processes of a local cluster started (and stopped) here, when it has no GPUs.
         address: scheduler of an existing cluster (``tcp://host:8786``); takes precedence.
         threads_per_worker: threads per local worker process; torch parallelises inside a task already.
+        gpus: GPUs of a local cluster; with any, it starts one worker per GPU, each advertising
+            ``{"GPU": 1}``. None: every visible CUDA device.
     """
 
-    def __init__(self, workers: int, address: str | None = None, threads_per_worker: int = 1) -> None:
-        self.workers, self.address, self.threads_per_worker = workers, address, threads_per_worker
+    def __init__(
+        self, workers: int, address: str | None = None, threads_per_worker: int = 1, gpus: int | None = None
+    ) -> None:
+        if gpus is None:
+            import torch
+
+            gpus = torch.cuda.device_count()
+        self.address, self.threads_per_worker, self.gpus = address, threads_per_worker, gpus
+        self.workers = gpus or workers
         self._stack = contextlib.ExitStack()
         self._client: Any = None
+        self._lock = threading.Lock()  # jobs are submitted from several threads
 
     @property
     def client(self) -> Any:
-        if self._client is None:
-            from distributed import Client, LocalCluster
-
-            if self.address is not None:
-                self._client = self._stack.enter_context(Client(self.address))
-                log.info("dask: connected to %s", self.address)
-            else:
-                cluster = self._stack.enter_context(
-                    LocalCluster(
-                        n_workers=self.workers,
-                        threads_per_worker=self.threads_per_worker,
-                        processes=True,
-                        host="127.0.0.1",
-                        dashboard_address="127.0.0.1:0",
-                    )
-                )
-                self._client = self._stack.enter_context(Client(cluster))
-                log.info(
-                    "dask: local cluster of %d workers, dashboard %s",
-                    self.workers,
-                    self._client.dashboard_link,
-                )
+        with self._lock:
+            if self._client is None:
+                self._client = self._start()
         return self._client
+
+    def _start(self) -> Any:
+        from distributed import Client, LocalCluster
+
+        # Not as context managers: the client may be started in a task's thread and closed in another,
+        # and Client.__exit__ resets a context variable it set in the first thread.
+        if self.address is not None:
+            client = Client(self.address, set_as_default=False)
+            self._stack.callback(client.close)
+            log.info("dask: connected to %s", self.address)
+            return client
+        cluster = LocalCluster(
+            n_workers=self.workers,
+            threads_per_worker=self.threads_per_worker,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0",
+            resources={"GPU": 1} if self.gpus else None,
+        )
+        self._stack.callback(cluster.close)
+        client = Client(cluster, set_as_default=False)
+        self._stack.callback(client.close)
+        log.info(
+            "dask: local cluster of %d workers%s, dashboard %s",
+            self.workers,
+            " (one GPU each)" if self.gpus else "",
+            client.dashboard_link,
+        )
+        return client
+
+    def job_resources(self) -> dict[str, float] | None:
+        """``{"GPU": 1}`` when any worker of the cluster advertises GPUs, else None (no constraint)."""
+        workers = self.client.scheduler_info(n_workers=-1)["workers"].values()
+        return {"GPU": 1} if any(w.get("resources", {}).get("GPU") for w in workers) else None
+
+    def job_threads(self) -> int | None:
+        """Torch threads per job on a local CPU cluster (its share of the cores); None: leave as is."""
+        if self.address is not None or self.gpus:
+            return None
+        return max(1, (os.cpu_count() or 1) // (self.workers * self.threads_per_worker))
 
     def close(self) -> None:
         self._stack.close()
@@ -74,13 +119,13 @@ class Cluster:
 
 @contextlib.contextmanager
 def dask_client(
-    workers: int = 0, address: str | None = None, threads_per_worker: int = 1
+    workers: int = 0, address: str | None = None, threads_per_worker: int = 1, gpus: int | None = None
 ) -> Iterator[Cluster | None]:
     """A lazily started :class:`Cluster`, or None for in-process work (``workers=0`` and no address)."""
     if address is None and workers <= 0:
         yield None
         return
-    cluster = Cluster(workers, address, threads_per_worker)
+    cluster = Cluster(workers, address, threads_per_worker, gpus)
     try:
         yield cluster
     finally:
@@ -116,10 +161,97 @@ def worker_device(device: str) -> str:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device != "cuda" or torch.cuda.device_count() < 2:
         return device
+    name = current_worker()
+    return f"cuda:{int(name) % torch.cuda.device_count()}" if name and name.isdigit() else device
+
+
+def current_worker() -> str | None:
+    """The name of the Dask worker running this code; None in-process. Recorded in job stores' attrs."""
     try:
         from distributed import get_worker
 
-        name = get_worker().name
+        return str(get_worker().name)
     except (ImportError, ValueError):
-        return device
-    return f"cuda:{int(name) % torch.cuda.device_count()}" if str(name).isdigit() else device
+        return None
+
+
+#: In-process jobs run one at a time: torch already uses every core, and a GPU holds one job's memory.
+_IN_PROCESS = threading.Lock()
+
+
+def run_job(
+    fn: Callable[..., Any],
+    *args: Any,
+    cluster: Cluster | None = None,
+    relay: Callable[[int, str], None] | None = None,
+) -> Any:
+    """Run one job, ``fn(*args)``, on a cluster worker (one GPU when there are GPUs), or in this process.
+
+    Safe to call from several threads at once: the cluster decides how many jobs run together, and
+    in-process jobs take turns.
+
+    Args:
+        fn: a picklable callable (module-level function).
+        cluster: where to run; None runs here.
+        relay: called with (level, message) for every record of the ``cutswap`` loggers the job emits on
+            its worker, while it runs (in-process jobs log through the normal logging tree instead).
+
+    Returns:
+        What ``fn`` returns; its exception is raised here.
+    """
+    if cluster is None:
+        with _IN_PROCESS:
+            return fn(*args)
+    client = cluster.client
+    topic = f"cutswap-job-{uuid.uuid4().hex}"
+    if relay is not None:
+        client.subscribe_topic(topic, lambda event: relay(*event[1]))
+    try:
+        future = client.submit(
+            _job, fn, args, topic if relay else None, cluster.job_threads(),
+            resources=cluster.job_resources(), pure=False,
+        )  # fmt: skip
+        return future.result()
+    finally:
+        if relay is not None:
+            client.unsubscribe_topic(topic)
+
+
+class _EventHandler(logging.Handler):
+    """Sends each record to the job's Dask event topic, for ``run_job``'s relay."""
+
+    def __init__(self, worker: Any, topic: str) -> None:
+        super().__init__(logging.INFO)
+        self.worker, self.topic = worker, topic
+        self.thread = threading.get_ident()  # a worker with several threads may run several jobs
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.thread != self.thread:
+            return
+        try:
+            self.worker.log_event(self.topic, (record.levelno, record.getMessage()))
+        except Exception:  # a lost log line must not fail the job
+            self.handleError(record)
+
+
+def _job(fn: Callable[..., Any], args: tuple, topic: str | None, threads: int | None) -> Any:
+    """Runs on the worker: pins the worker's GPU and thread share, relays logs, calls ``fn``."""
+    import torch
+    from distributed import get_worker
+
+    worker = get_worker()
+    if torch.cuda.is_available() and str(worker.name).isdigit():
+        torch.cuda.set_device(int(worker.name) % torch.cuda.device_count())
+    if threads is not None:
+        torch.set_num_threads(threads)
+    logger = logging.getLogger("cutswap")
+    level, handler = logger.level, _EventHandler(worker, topic) if topic else None
+    if handler is not None:
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+    try:
+        return fn(*args)
+    finally:
+        if handler is not None:
+            logger.removeHandler(handler)
+            logger.setLevel(level)

@@ -192,15 +192,19 @@ class EvaluateSettings(_Section):
 
 
 class ParallelSettings(_Section):
-    """Where shard-parallel precompute runs; never part of a key (the stores are identical either way).
+    """Where precompute shards and training/evaluation jobs run; never part of a key.
 
-    ``address`` names an existing Dask scheduler (``tcp://host:8786``); otherwise ``workers`` local worker
-    processes are started for the run, on 127.0.0.1 only; ``workers: 0`` computes in-process.
+    ``address`` names an existing Dask scheduler (``tcp://host:8786``; give GPU workers
+    ``--resources GPU=1``); otherwise a local cluster is started for the run, on 127.0.0.1 only: one worker
+    per GPU when there are ``gpus`` (None: every visible CUDA device), else ``workers`` CPU workers that
+    share the cores and run one job each at a time. ``workers: 0`` computes everything in-process, one job
+    at a time.
     """
 
     workers: int = Field(2, ge=0)
     address: str | None = None
     threads_per_worker: int = Field(1, ge=1)
+    gpus: int | None = Field(None, ge=0)
 
 
 class Settings(_Section):

@@ -6,7 +6,10 @@ Recipe:
                                              -> train (method x seed) -> evaluate -> report
 
 The precompute stages (saliency, cluster, pairs) shard their images over a Dask cluster: local worker
-processes by default (``parallel.workers``), an existing scheduler with ``parallel.address``.
+processes by default (``parallel.workers``, or one per GPU), an existing scheduler with
+``parallel.address``. Every training and evaluation is a job on the same cluster, submitted as soon as its
+inputs exist: one job per GPU at a time, or one per CPU worker, so a category's jobs train while the
+next category's saliency is computed.
 
 Stages named in ``stages`` run (skipping outputs that are already complete unless named in ``force``);
 the other stages are only looked up, and must already be complete for these settings. So
@@ -22,10 +25,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from itertools import product
 from pathlib import Path
 from typing import Any
 
 from prefect import flow
+from prefect.task_runners import ThreadPoolTaskRunner
 
 from cutswap.errors import CutswapError
 from cutswap.parallel import dask_client
@@ -50,7 +55,8 @@ def _modes(stages: list[str] | None, force: list[str] | None) -> dict[str, str]:
     return {s: "force" if s in (force or []) else "run" if s in stages else "reuse" for s in STAGES}
 
 
-@flow(name="cutswap", log_prints=True)
+# Threads only wait on cluster jobs (in-process jobs take turns), so allow many.
+@flow(name="cutswap", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=64))
 def cutswap(
     preset: str = "configs/demo.yaml",
     overrides: dict[str, Any] | None = None,
@@ -64,19 +70,22 @@ def cutswap(
     # Every category is read and checked before any heavy work, so a bad file fails the run in seconds.
     names = sorted(table["category"].unique())
     images = {c: ingest(settings, root, c, table, mode["ingest"]) for c in names}
-    categories: dict[str, CategoryRefs] = {}
+    precomputed, evaluations = {}, {}
     with dask_client(**settings.parallel.model_dump()) as dask:
         for c in names:
             maps = saliency(settings, images[c], mode["saliency"], dask)
             clusters = cluster(settings, maps, mode["cluster"], dask)
             bank = pairs(settings, clusters, mode["pairs"], dask)
-            evaluations = []
-            for method in settings.train.methods:
-                for seed in settings.train.seeds:
-                    bank_in = bank if method in SALIENCY_BANK_METHODS else None
-                    model = train(settings, images[c], method, seed, bank_in, mode["train"])
-                    evaluations.append(evaluate(settings, images[c], model, mode["evaluate"]))
-            categories[c] = CategoryRefs(images[c], maps, clusters, bank, evaluations)
+            precomputed[c] = (maps, clusters, bank)
+            evaluations[c] = []
+            for method, seed in product(settings.train.methods, settings.train.seeds):
+                bank_in = bank if method in SALIENCY_BANK_METHODS else None
+                model = train.submit(settings, images[c], method, seed, bank_in, mode["train"], dask)
+                evaluations[c].append(evaluate.submit(settings, images[c], model, mode["evaluate"], dask))
+        categories = {
+            c: CategoryRefs(images[c], *precomputed[c], [future.result() for future in evaluations[c]])
+            for c in names
+        }
     folder = report(settings, categories, mode["report"], preset)
     print(f"report: {folder}/summary.md")
     return str(folder)

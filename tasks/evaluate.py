@@ -1,10 +1,11 @@
-"""Prefect task of the evaluate stage."""
+"""Prefect task of the evaluate stage, as a cluster job."""
 
 from __future__ import annotations
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
+from cutswap.parallel import Cluster, run_job
 from cutswap.settings import Settings
 from cutswap.stages.evaluate import evaluate_run
 from cutswap.stores import StoreRef, open_store
@@ -12,8 +13,13 @@ from tasks._logging import run_logged
 
 
 @task(name="evaluate", cache_policy=NONE, task_run_name="evaluate-{train.name}")
-def evaluate(settings: Settings, ingest: StoreRef, train: StoreRef, mode: str = "run") -> StoreRef:
-    ref = run_logged("evaluate", train.name, lambda: evaluate_run(settings, ingest, train, mode))
+def evaluate(
+    settings: Settings, ingest: StoreRef, train: StoreRef, mode: str = "run", dask: Cluster | None = None
+) -> StoreRef:
+    """``dask``: the cluster that runs the job (None: in-process)."""
+    logger = get_run_logger()
+    job = (evaluate_run, settings, ingest, train, mode)
+    ref = run_logged("evaluate", train.name, lambda: run_job(*job, cluster=dask, relay=logger.log))
     metrics = open_store(ref).attrs["metrics"]
-    get_run_logger().info("%s: %s", train.name, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    logger.info("%s: %s", train.name, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     return ref

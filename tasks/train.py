@@ -1,32 +1,39 @@
-"""Prefect task of the train stage: one classifier per (category, method, seed)."""
+"""Prefect task of the train stage: one classifier per (category, method, seed), as a cluster job."""
 
 from __future__ import annotations
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
+from cutswap.parallel import Cluster, run_job
 from cutswap.settings import Settings
-from cutswap.stages.train import train_run
+from cutswap.stages.train import progress_line, train_run
 from cutswap.stores import StoreRef
 from tasks._logging import run_logged
 
 
 @task(name="train", cache_policy=NONE, task_run_name="train-{ingest.name}-{method}-s{seed}")
 def train(
-    settings: Settings, ingest: StoreRef, method: str, seed: int, pairs: StoreRef | None, mode: str = "run"
+    settings: Settings,
+    ingest: StoreRef,
+    method: str,
+    seed: int,
+    pairs: StoreRef | None,
+    mode: str = "run",
+    dask: Cluster | None = None,
 ) -> StoreRef:
+    """``dask``: the cluster that runs the job (None: in-process). Its progress lines come to this log.
+
+    A data-parallel job (``train.nproc > 1``) runs here: its torchrun launch takes every GPU it asks for.
+    """
     logger = get_run_logger()
-    total = settings.train.steps
-
-    def progress(entry: dict[str, float]) -> None:
-        logger.info(
-            "step %d/%d loss %.4f acc(neg) %.2f acc(normal) %.2f %.0f img/s",
-            entry["step"], total, entry["loss"], entry["acc_negative"], entry["acc_normal"], entry["images_per_s"],
-        )  # fmt: skip
-
-    label = f"{ingest.name}/{method}/seed {seed}"
+    cluster = dask if settings.train.nproc == 1 else None
+    # On the cluster, the library's own progress lines are relayed; here, they go straight to this log.
+    progress = None if cluster else lambda entry: logger.info(progress_line(entry, settings.train.steps))
+    log_line = None if cluster else logger.info
+    job = (train_run, settings, ingest, method, seed, pairs, mode, progress, log_line)
     return run_logged(
         "train",
-        label,
-        lambda: train_run(settings, ingest, method, seed, pairs, mode, progress, log_line=logger.info),
+        f"{ingest.name}/{method}/seed {seed}",
+        lambda: run_job(*job, cluster=cluster, relay=logger.log),
     )

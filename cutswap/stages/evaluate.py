@@ -11,7 +11,7 @@ Store layout (``storage/evaluate/<category>-<method>-s<seed>-<key>/``)::
             no maps), metric_definitions: {name: text}, metric_resolution: [S, S] (the working size the
             pixel metrics were computed at, not the original image size), fpr_limit, pixel_bins,
             localization: {the settings that made the maps}, map_scale, map_seconds, n_train, n_test,
-            method, seed, category
+            method, seed, category, worker (Dask worker or in-process)
 
 The pixel metrics are computed from the float32 maps before they are stored; recomputing them from the
 float16 maps gives the same numbers up to the ties float16 rounding creates (about 1e-3 relative).
@@ -31,6 +31,7 @@ import torch
 from cutswap.density import GaussianDensity
 from cutswap.localization import gradcam_maps, patch_maps
 from cutswap.metrics import FPR_LIMIT, METRIC_DEFINITIONS, f1_max, image_auroc, pixel_metrics
+from cutswap.parallel import current_worker
 from cutswap.settings import EvaluateSettings, Settings
 from cutswap.stages.ingest import samples, train_indices
 from cutswap.stages.train import load_model
@@ -133,6 +134,7 @@ def evaluate_run(
                 "map_seconds": round(seconds, 3),
                 "n_train": int(len(fit)),
                 "n_test": int(len(test)),
+                "worker": current_worker() or "in-process",
             }
         )
 

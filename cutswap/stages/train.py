@@ -5,8 +5,8 @@ Store layout (``storage/train/<category>-<method>-s<seed>-<key>/``)::
     checkpoint.pt   {"model": state_dict, "head_dims": [...], "num_classes": 2 or 3, "method": str};
                     load with weights_only=True (``load_model``)
     log             float64 (T, 6)  step, loss, acc_negative, acc_normal, lr, images_per_s
-    attrs           method, seed, category, num_classes, device, amp, channels_last, nproc, parts,
-                    oom_retries, resumed_from, seconds, images_per_s, final_loss, log_columns
+    attrs           method, seed, category, num_classes, device, worker (Dask worker or in-process), amp,
+                    channels_last, nproc, parts, oom_retries, resumed_from, seconds, images_per_s, final_loss, log_columns
 
 Work directory (``storage/train/.work/<category>-<method>-s<seed>-<key>/``, hidden, never a store)::
 
@@ -34,6 +34,7 @@ import torch
 
 from cutswap.models import ProjectionNet
 from cutswap.pairs import random_pair_bank
+from cutswap.parallel import current_worker
 from cutswap.settings import Settings
 from cutswap.stages.ingest import train_indices
 from cutswap.stores import StoreRef, build_store, open_store, stage_key, store_dir, store_path, write_array
@@ -98,7 +99,8 @@ def train_run(
 
     Args:
         pairs: the pairs store; required for ``SALIENCY_BANK_METHODS``, ignored by the others.
-        progress: called with each log entry (a dict with the ``LOG_COLUMNS`` keys).
+        progress: called with each log entry (a dict with the ``LOG_COLUMNS`` keys); default: a progress
+            line on this module's logger (``progress_line``).
         log_line: called with each other line a DDP run prints (``nproc > 1``); default: this module's
             logger at INFO.
 
@@ -117,6 +119,8 @@ def train_run(
     key = stage_key("train", keyed, {k: v.key for k, v in inputs.items()})
     work = work_dir(settings.storage_root, name, key)
     device = resolve_device(cfg.device)
+    if progress is None:
+        progress = lambda entry: log.info("%s: %s", name, progress_line(entry, cfg.steps))  # noqa: E731
 
     def write(group):
         source = open_store(ingest)
@@ -148,6 +152,7 @@ def train_run(
         group.attrs.update(
             {
                 "device": str(device),
+                "worker": current_worker() or "in-process",
                 "amp": outcome["amp"],
                 "channels_last": outcome["channels_last"],
                 "nproc": cfg.nproc,
@@ -167,6 +172,14 @@ def train_run(
     if computed:
         shutil.rmtree(work, ignore_errors=True)
     return ref, computed
+
+
+def progress_line(entry: dict[str, float], total: int) -> str:
+    """One log entry as a line: step, loss, accuracy per side, throughput."""
+    return (
+        f"step {entry['step']:.0f}/{total} loss {entry['loss']:.4f} acc(neg) {entry['acc_negative']:.2f} "
+        f"acc(normal) {entry['acc_normal']:.2f} {entry['images_per_s']:.0f} img/s"
+    )
 
 
 def random_bank(settings: Settings, n: int, height: int, width: int) -> np.ndarray:

@@ -1,4 +1,6 @@
-"""Shard-parallel precompute on a real local Dask cluster: the stores do not depend on the worker count.
+"""Shard-parallel precompute and training/evaluation jobs on a real local Dask cluster.
+
+The precompute stores do not depend on the worker count.
 
 (In-process work differs from worker processes in the last float16 bit of a few saliency values, because
 torch uses another number of threads there and so sums in another order.)
@@ -6,13 +8,20 @@ torch uses another number of threads there and so sums in another order.)
 
 from __future__ import annotations
 
+import itertools
+import logging
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 
 from cutswap import parallel
 from cutswap.data.mvtec import scan_mvtec
 from cutswap.data.textures import build_textures
-from cutswap.parallel import dask_client, run_sharded, shard_ranges
+from cutswap.parallel import dask_client, run_job, run_sharded, shard_ranges
 from cutswap.settings import Settings
 from cutswap.stages.cluster import cluster_category
 from cutswap.stages.ingest import ingest_category
@@ -67,3 +76,75 @@ def test_precompute_stores_identical_with_one_and_two_workers(tmp_path, monkeypa
         ga, gb = open_store(a), open_store(b)
         for name in ga.array_keys():
             np.testing.assert_array_equal(ga[name][:], gb[name][:], err_msg=f"{a.stage}/{name}")
+
+
+def test_run_job_in_process_jobs_take_turns():
+    active, peak, lock = [0], [0], threading.Lock()
+
+    def job(x: int) -> int:
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        time.sleep(0.05)
+        with lock:
+            active[0] -= 1
+        return x * 2
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda x: run_job(job, x), range(6)))
+    assert results == [0, 2, 4, 6, 8, 10]
+    assert peak[0] == 1
+
+
+@pytest.mark.slow
+def test_jobs_one_gpu_each_several_at_once_with_logs_relayed():
+    """A local cluster that advertises 2 GPUs (on CPU): jobs ask for one each, so each worker runs one job
+    at a time, both workers work together, log records come back, and a job's exception is raised here."""
+
+    def job(i: int) -> tuple[str, float, float]:
+        import logging
+        import time
+
+        from distributed import get_worker
+
+        start = time.time()
+        logging.getLogger("cutswap.job").info("job %d on worker %s", i, get_worker().name)
+        time.sleep(1.0)
+        return str(get_worker().name), start, time.time()
+
+    def failing() -> None:
+        raise ValueError("bad job")
+
+    lines: list[tuple[int, str]] = []
+    with dask_client(workers=1, gpus=2) as dask:
+        assert dask.workers == 2
+        assert dask.job_resources() == {"GPU": 1}
+        with ThreadPoolExecutor(4) as pool:
+            runs = list(
+                pool.map(lambda i: run_job(job, i, cluster=dask, relay=lambda *a: lines.append(a)), range(4))
+            )
+        with pytest.raises(ValueError, match="bad job"):
+            run_job(failing, cluster=dask)
+    by_worker: dict[str, list[tuple[float, float]]] = {}
+    for name, start, stop in runs:
+        by_worker.setdefault(name, []).append((start, stop))
+    assert sorted(by_worker) == ["0", "1"], "both GPU workers should take jobs"
+    for spans in by_worker.values():
+        spans.sort()
+        assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans)), "two jobs shared one GPU"
+    overlap = any(a[0] < b[1] and b[0] < a[1] for a, b in itertools.product(*by_worker.values()))
+    assert overlap, "jobs on different GPUs should run at the same time"
+    assert sorted(msg.split(" on ")[0] for _, msg in lines) == [f"job {i}" for i in range(4)]
+    assert all(level == logging.INFO for level, _ in lines)
+
+
+@pytest.mark.slow
+def test_cpu_cluster_runs_jobs_without_resources_and_shares_cores():
+    def threads() -> int:
+        import torch
+
+        return torch.get_num_threads()
+
+    with dask_client(workers=2, gpus=0) as dask:
+        assert dask.job_resources() is None
+        assert run_job(threads, cluster=dask) == max(1, (os.cpu_count() or 1) // 2)
