@@ -7,8 +7,8 @@ Store layout (``storage/evaluate/<category>-<method>-s<seed>-<key>/``)::
     index   int64   (T,)       row of the image in the ingest store
     maps    float16 (T, S, S)  anomaly map of each test image divided by ``map_scale`` (so in [0, 1]); one
                                map per chunk, 128 per shard; absent when ``localization`` is ``none``
-    attrs   metrics: {image_AUROC, image_F1Max, pixel_AUROC, pixel_AUPRO, pixel_F1Max} (NaN: undefined or
-            no maps), metric_definitions: {name: text}, metric_resolution: [S, S] (the working size the
+    attrs   metrics: {image_AUROC, image_F1Max, pixel_AUROC, pixel_AUPRO, pixel_F1Max} (NaN: undefined, no
+            maps, or anomalous test images without masks: ``anomalous_without_mask`` > 0), metric_definitions: {name: text}, metric_resolution: [S, S] (the working size the
             pixel metrics were computed at, not the original image size), fpr_limit, pixel_bins,
             localization: {the settings that made the maps}, map_scale, map_seconds, n_train, n_test,
             method, seed, category, worker (Dask worker or in-process)
@@ -114,11 +114,15 @@ def evaluate_run(
         maps = anomaly_maps(cfg, model, images[fit], images[test], device)
         seconds = time.perf_counter() - start
         scale = 1.0
-        if maps is None:
+        # An anomalous image without a ground-truth mask (a folder dataset without ``mask_dir``) would
+        # count all its pixels as normal, so the pixel metrics are undefined rather than computed.
+        unmasked = int((table["mask_path"].isna() & (table["label"] == 1)).to_numpy()[test].sum())
+        if maps is None or unmasked:
             metrics.update(dict.fromkeys(PIXEL_METRICS, float("nan")))
         else:
             masks = source["masks"][:][test]
             metrics.update(pixel_metrics(maps, masks, FPR_LIMIT, cfg.pixel_bins))
+        if maps is not None:
             scale = float(maps.max()) if len(maps) and maps.max() > 0 else 1.0
             write_array(group, "maps", (maps / scale).astype(np.float16), per_chunk=1, per_shard=128)
         size = list(images.shape[1:3])
@@ -134,6 +138,7 @@ def evaluate_run(
                 "map_seconds": round(seconds, 3),
                 "n_train": int(len(fit)),
                 "n_test": int(len(test)),
+                "anomalous_without_mask": unmasked,
                 "worker": current_worker() or "in-process",
             }
         )

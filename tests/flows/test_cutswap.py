@@ -56,6 +56,15 @@ def test_flow_runs_reuses_and_recomputes_only_downstream(preset):
     results = pd.read_csv(folder / "results.csv")
     assert sorted(results["method"]) == ["cutpaste", "cutswap", "random-swap"]
     assert results["image_AUROC"].between(0, 1).all()
+    # Every setting a train store is keyed by (what changes the weights) is a column.
+    from cutswap.settings import load_settings
+    from cutswap.stages.train import train_key
+
+    keyed = set(train_key(load_settings(preset), "random-swap", 0)) - {"pairs", "levels"}
+    assert keyed <= set(results.columns), keyed - set(results.columns)
+    assert {"pair_area", "pair_aspect", "pair_seed", "cluster_k", "levels", "localization"} <= set(
+        results.columns
+    )
     assert (folder / "summary.md").read_text().count("brick") >= 1
     assert (folder / "figures" / "brick.png").stat().st_size > 0
     first = _stores(storage)

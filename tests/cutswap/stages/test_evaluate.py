@@ -20,9 +20,13 @@ SIZE = 32
 
 @pytest.fixture(scope="module")
 def stores(tmp_path_factory):
+    return _make_stores(tmp_path_factory.mktemp("evaluate"))
+
+
+def _make_stores(root, with_masks: bool = True):
     """An ingest store (8 train, 3 normal + 3 defective test images) and a train store holding a
-    random-init classifier, written through ``build_store`` as the real stages write them."""
-    root = tmp_path_factory.mktemp("evaluate")
+    random-init classifier, written through ``build_store`` as the real stages write them.
+    ``with_masks=False``: the defective images have no ground-truth mask file (image-level data)."""
     rng = np.random.default_rng(0)
     n_train, n_good, n_bad = 8, 3, 3
     n = n_train + n_good + n_bad
@@ -41,7 +45,7 @@ def stores(tmp_path_factory):
             "label": y,
             "defect_type": "spot" if y else "good",
             "image_path": f"{i}.png",
-            "mask_path": None,
+            "mask_path": f"{i}_mask.png" if y and with_masks else None,
         }
         for i, (s, y) in enumerate(zip(split, label, strict=True))
     ]
@@ -150,3 +154,13 @@ def test_no_localization_stores_no_maps_and_nan_pixel_metrics(stores):
     with_maps, _ = evaluate_run(_settings(root), ingest, train)
     assert with_maps.key != ref.key
     assert open_store(with_maps)["scores"][:] == pytest.approx(group["scores"][:])
+
+
+def test_anomalous_images_without_masks_give_nan_pixel_metrics(tmp_path):
+    root, ingest, train, _ = _make_stores(tmp_path, with_masks=False)
+    group = open_store(evaluate_run(_settings(root), ingest, train)[0])
+    metrics = group.attrs["metrics"]
+    assert group.attrs["anomalous_without_mask"] == 3
+    assert all(np.isnan(metrics[k]) for k in ("pixel_AUROC", "pixel_AUPRO", "pixel_F1Max"))
+    assert 0 <= metrics["image_AUROC"] <= 1
+    assert group["maps"].shape[0] == 6, "the maps are still stored for the figures"
