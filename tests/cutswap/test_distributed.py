@@ -9,30 +9,13 @@ import torch
 from cutswap.distributed import PROGRESS_PREFIX, DistributedTrainingError, command, launch
 from cutswap.settings import PairSettings, Settings, TrainSettings
 from cutswap.stages.train import load_model, train_run
-from cutswap.stores import build_store, open_store, write_array
+from cutswap.stores import open_store
 from cutswap.training import train_classifier
 
 
 @pytest.fixture
-def stripes():
-    rng = np.random.default_rng(0)
-    base = np.linspace(0, 255, 32, dtype=np.float32)
-    plane = np.broadcast_to(base[None, :, None], (32, 32, 3))
-    return np.stack([np.clip(plane + rng.normal(0, 8, plane.shape), 0, 255) for _ in range(12)]).astype(
-        np.uint8
-    )
-
-
-def _ingest(root, images):
-    def write(group):
-        write_array(group, "images", images)
-        write_array(group, "masks", np.zeros(images.shape[:3], bool))
-        group.attrs["samples"] = [
-            {"split": "train", "label": 0, "defect_type": "good", "image_path": f"{i}.png", "mask_path": None}
-            for i in range(len(images))
-        ]
-
-    return build_store(root, "ingest", "stripes", {"n": len(images)}, {}, write)[0]
+def stripes(make_stripes):
+    return make_stripes(32)
 
 
 def test_the_command_is_torchrun_on_this_module(tmp_path):
@@ -65,7 +48,9 @@ def test_a_failing_job_reports_its_output(tmp_path, stripes):
 
 
 @pytest.mark.slow
-def test_ddp_on_two_cpu_processes_trains_a_loadable_model_whose_loss_falls(tmp_path, stripes, monkeypatch):
+def test_ddp_on_two_cpu_processes_trains_a_loadable_model_whose_loss_falls(
+    tmp_path, stripes, monkeypatch, ingest_store
+):
     """torchrun + gloo, 2 ranks: completes, streams progress, the store's checkpoint loads, the loss falls,
     and the weights are bit for bit those of one process running the same batches in 2 micro-batches (each
     rank's slice), with one thread per process so that both sum in the same order."""
@@ -75,7 +60,12 @@ def test_ddp_on_two_cpu_processes_trains_a_loadable_model_whose_loss_falls(tmp_p
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     progress, lines = [], []
     ref, computed = train_run(
-        settings, _ingest(tmp_path, small), "cutpaste", 0, progress=progress.append, log_line=lines.append
+        settings,
+        ingest_store(tmp_path, small),
+        "cutpaste",
+        0,
+        progress=progress.append,
+        log_line=lines.append,
     )
     assert computed, lines
     assert [e["step"] for e in progress] == list(range(1, 31))

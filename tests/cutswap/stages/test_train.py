@@ -12,27 +12,8 @@ from cutswap.stores import build_store, open_store, write_array
 
 
 @pytest.fixture
-def stripes():
-    rng = np.random.default_rng(0)
-    base = np.linspace(0, 255, 16, dtype=np.float32)  # 16 px: ResNet-18 still ends at 1x1, cheaply
-    plane = np.broadcast_to(base[None, :, None], (16, 16, 3))
-    return np.stack([np.clip(plane + rng.normal(0, 8, plane.shape), 0, 255) for _ in range(12)]).astype(
-        np.uint8
-    )
-
-
-def _ingest(root, images):
-    """A minimal ingest store: the images, all of them normal training images."""
-
-    def write(group):
-        write_array(group, "images", images)
-        write_array(group, "masks", np.zeros(images.shape[:3], bool))
-        group.attrs["samples"] = [
-            {"split": "train", "label": 0, "defect_type": "good", "image_path": f"{i}.png", "mask_path": None}
-            for i in range(len(images))
-        ]
-
-    return build_store(root, "ingest", "stripes", {"n": len(images)}, {}, write)[0]
+def stripes(make_stripes):
+    return make_stripes(16)
 
 
 def _pairs(root, n, levels=4):
@@ -68,8 +49,8 @@ def test_key_ignores_execution_knobs_and_keeps_what_changes_weights(tmp_path):
     assert train_key(_settings(tmp_path), "random-swap", 0)["levels"] == 4
 
 
-def test_store_holds_a_loadable_model_log_and_attrs_and_no_work_left(tmp_path, stripes):
-    ingest = _ingest(tmp_path, stripes)
+def test_store_holds_a_loadable_model_log_and_attrs_and_no_work_left(tmp_path, stripes, ingest_store):
+    ingest = ingest_store(tmp_path, stripes)
     settings = _settings(tmp_path, checkpoint_every=2)
     seen = []
     ref, computed = train_run(settings, ingest, "cutpaste-3way", 0, progress=seen.append)
@@ -79,6 +60,7 @@ def test_store_holds_a_loadable_model_log_and_attrs_and_no_work_left(tmp_path, s
     attrs = dict(group.attrs)
     assert attrs["num_classes"] == 3 and attrs["amp"] == "off" and attrs["resumed_from"] is None
     assert attrs["nproc"] == 1 and attrs["parts"] == 1 and attrs["oom_retries"] == 0
+    assert attrs["worker"] == "in-process"
     model = load_model(ref)
     assert model.classifier.out_features == 3
     assert model(torch.rand(2, 3, 16, 16))[1].shape == (2, 3)
@@ -86,8 +68,8 @@ def test_store_holds_a_loadable_model_log_and_attrs_and_no_work_left(tmp_path, s
     assert train_run(settings, ingest, "cutpaste-3way", 0) == (ref, False)
 
 
-def test_saliency_bank_methods_need_the_pairs_store(tmp_path, stripes):
-    ingest = _ingest(tmp_path, stripes)
+def test_saliency_bank_methods_need_the_pairs_store(tmp_path, stripes, ingest_store):
+    ingest = ingest_store(tmp_path, stripes)
     settings = _settings(tmp_path, steps=1)
     with pytest.raises(ValueError, match="cutswap-3way training needs the pairs store"):
         train_run(settings, ingest, "cutswap-3way", 0)
@@ -96,10 +78,10 @@ def test_saliency_bank_methods_need_the_pairs_store(tmp_path, stripes):
     assert set(open_store(ref).attrs["inputs"]) == {"ingest", "pairs"}
 
 
-def test_a_failed_run_resumes_from_its_work_directory_to_the_same_weights(tmp_path, stripes):
+def test_a_failed_run_resumes_from_its_work_directory_to_the_same_weights(tmp_path, stripes, ingest_store):
     """A run that dies after its step-2 checkpoint leaves no store, only its work directory; the rerun
     resumes there and publishes exactly the weights of an uninterrupted run."""
-    ingest = _ingest(tmp_path / "a", stripes)
+    ingest = ingest_store(tmp_path / "a", stripes)
     settings = _settings(tmp_path / "a", checkpoint_every=2)
 
     class Died(Exception):
@@ -117,8 +99,21 @@ def test_a_failed_run_resumes_from_its_work_directory_to_the_same_weights(tmp_pa
     assert computed and open_store(ref).attrs["resumed_from"] == 2
     assert not work[0].exists()
 
-    whole, _ = train_run(_settings(tmp_path / "b"), _ingest(tmp_path / "b", stripes), "random-swap", 0)
+    whole, _ = train_run(_settings(tmp_path / "b"), ingest_store(tmp_path / "b", stripes), "random-swap", 0)
     assert whole.key == ref.key
     a, b = load_model(ref).state_dict(), load_model(whole).state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     np.testing.assert_array_equal(open_store(ref)["log"][:, 1], open_store(whole)["log"][:, 1])
+
+
+def test_without_a_progress_callback_progress_goes_to_the_module_logger(
+    tmp_path, stripes, ingest_store, caplog
+):
+    ingest = ingest_store(tmp_path, stripes)
+    with caplog.at_level("INFO", logger="cutswap.stages.train"):
+        train_run(_settings(tmp_path), ingest, "cutpaste", 0)
+    lines = [r.getMessage() for r in caplog.records if r.name == "cutswap.stages.train"]
+    assert (
+        lines == [m for m in lines if m.startswith("stripes-cutpaste-s0: step ") and " img/s" in m]
+        and len(lines) == 2
+    )
