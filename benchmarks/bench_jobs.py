@@ -1,0 +1,94 @@
+"""Wall time of a batch of training jobs: in-process one after another vs as jobs on a local Dask cluster.
+
+The baseline is what a run with ``parallel.workers: 0`` does: every job in this process, one at a time,
+torch using every core. Ours is the flow's default: each job submitted from its own thread to a local
+cluster of ``--workers`` processes, each job with its share of the cores (or, with GPUs, one GPU per job).
+The ratio baseline / ours is the speed-up of the job scheduling alone (same jobs, same settings); on a CPU
+it comes from running small-batch steps side by side instead of splitting each step over the cores.
+
+    .venv/bin/python benchmarks/bench_jobs.py [--jobs 4 --workers 2 --size 64 --steps 30 --batch 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cutswap.parallel import dask_client, run_job
+from cutswap.settings import Settings
+from cutswap.stages.train import train_run
+from cutswap.stores import StoreRef, build_store, write_array
+
+
+def ingest(root: Path, size: int, n: int = 32) -> StoreRef:
+    """A minimal ingest store of n noisy ramps, all normal training images."""
+    rng = np.random.default_rng(0)
+    ramp = np.broadcast_to(np.linspace(0, 255, size, dtype=np.float32)[None, :, None], (size, size, 3))
+    images = np.stack([np.clip(ramp + rng.normal(0, 8, ramp.shape), 0, 255) for _ in range(n)]).astype(
+        np.uint8
+    )
+
+    def write(group):
+        write_array(group, "images", images)
+        write_array(group, "masks", np.zeros(images.shape[:3], bool))
+        group.attrs["samples"] = [
+            {"split": "train", "label": 0, "defect_type": "good", "image_path": f"{i}.png", "mask_path": None}
+            for i in range(n)
+        ]
+
+    return build_store(root, "ingest", "ramps", {"n": n, "size": size}, {}, write)[0]
+
+
+def run_all(settings: Settings, source: StoreRef, jobs: int, cluster) -> float:
+    start = time.perf_counter()
+    with ThreadPoolExecutor(jobs) as pool:
+        list(
+            pool.map(
+                lambda s: run_job(train_run, settings, source, "cutpaste", s, cluster=cluster), range(jobs)
+            )
+        )
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--jobs", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--batch", type=int, default=16)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        train = {
+            "steps": args.steps,
+            "batch_size": args.batch,
+            "log_every": args.steps,
+            "checkpoint_every": 0,
+        }
+        settings = {root: Settings(storage_root=Path(tmp) / root, train=train) for root in ("base", "ours")}
+        source = {root: ingest(Path(tmp) / root, args.size) for root in settings}
+        base = run_all(settings["base"], source["base"], args.jobs, None)
+        with dask_client(workers=args.workers) as cluster:
+            # Started and warmed outside the timing, as a run has its cluster up before the first job.
+            cluster.client.wait_for_workers(cluster.workers)
+            cluster.client.run(importlib.import_module, "cutswap.stages.train")
+            ours = run_all(settings["ours"], source["ours"], args.jobs, cluster)
+            where = f"{cluster.workers} workers" + (" (one GPU each)" if cluster.gpus else "")
+    print(
+        f"{args.jobs} cutpaste jobs, {args.steps} steps of {args.batch}+{args.batch} images at {args.size} px; "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads in-process"
+    )
+    print(f"in-process, one at a time: {base:7.1f} s")
+    print(f"Dask jobs on {where}:      {ours:7.1f} s")
+    print(f"speed-up (baseline / ours): {base / ours:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
