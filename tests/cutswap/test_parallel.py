@@ -148,3 +148,22 @@ def test_cpu_cluster_runs_jobs_without_resources_and_shares_cores():
     with dask_client(workers=2, gpus=0) as dask:
         assert dask.job_resources() is None
         assert run_job(threads, cluster=dask) == max(1, (os.cpu_count() or 1) // 2)
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+def test_local_cluster_on_cuda_gives_each_job_its_workers_gpu():
+    import torch
+
+    def where() -> tuple[str, int]:
+        import torch
+        from distributed import get_worker
+
+        return str(get_worker().name), torch.cuda.current_device()
+
+    with dask_client(workers=1) as dask:
+        assert dask.gpus == torch.cuda.device_count() and dask.workers == dask.gpus
+        assert dask.job_resources() == {"GPU": 1}
+        with ThreadPoolExecutor(2 * dask.gpus) as pool:
+            seen = list(pool.map(lambda _: run_job(where, cluster=dask), range(2 * dask.gpus)))
+    assert all(device == int(name) % dask.gpus for name, device in seen)
