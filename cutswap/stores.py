@@ -57,8 +57,8 @@ CODE_VERSIONS = {
     "cluster": "1",
     "pairs": "1",
     "train": "1",
-    "evaluate": "1",
-    "report": "1",
+    "evaluate": "2",
+    "report": "2",
 }
 
 
