@@ -1,10 +1,11 @@
 """Wall time of a batch of training jobs: in-process one after another vs as jobs on a local Dask cluster.
 
 The baseline is what a run with ``parallel.workers: 0`` does: every job in this process, one at a time,
-torch using every core. Ours is the flow's default: each job submitted from its own thread to a local
-cluster of ``--workers`` processes, each job with its share of the cores (or, with GPUs, one GPU per job).
-The ratio baseline / ours is the speed-up of the job scheduling alone (same jobs, same settings); on a CPU
-it comes from running small-batch steps side by side instead of splitting each step over the cores.
+torch using every core. Ours is the flow's way: each job submitted from its own thread to a local cluster
+of ``--workers`` processes; on a CPU, ``parallel.cpu_jobs`` of them at once, each with its share of the
+cores (timed for 1 and for one per worker), or, with GPUs, one job per GPU. The ratio baseline / ours is
+the speed-up of the job scheduling alone (same jobs, same settings). It shows whether running small-batch
+steps side by side beats splitting each step over every core, which decides ``cpu_jobs`` on a machine.
 
     .venv/bin/python benchmarks/bench_jobs.py [--jobs 4 --workers 2 --size 64 --steps 30 --batch 16]
 """
@@ -72,22 +73,29 @@ def main() -> None:
             "log_every": args.steps,
             "checkpoint_every": 0,
         }
-        settings = {root: Settings(storage_root=Path(tmp) / root, train=train) for root in ("base", "ours")}
-        source = {root: ingest(Path(tmp) / root, args.size) for root in settings}
-        base = run_all(settings["base"], source["base"], args.jobs, None)
-        with dask_client(workers=args.workers) as cluster:
-            # Started and warmed outside the timing, as a run has its cluster up before the first job.
-            cluster.client.wait_for_workers(cluster.workers)
-            cluster.client.run(importlib.import_module, "cutswap.stages.train")
-            ours = run_all(settings["ours"], source["ours"], args.jobs, cluster)
-            where = f"{cluster.workers} workers" + (" (one GPU each)" if cluster.gpus else "")
+        settings = Settings(storage_root=Path(tmp) / "base", train=train)
+        base = run_all(settings, ingest(settings.storage_root, args.size), args.jobs, None)
+        ours = {}
+        for cpu_jobs in dict.fromkeys((1, args.workers)):
+            root = Path(tmp) / f"ours-{cpu_jobs}"  # fresh stores: every job computes
+            with dask_client(workers=args.workers, cpu_jobs=cpu_jobs) as cluster:
+                # Started and warmed outside the timing, as a run has its cluster up before the first job.
+                cluster.client.wait_for_workers(cluster.workers)
+                cluster.client.run(importlib.import_module, "cutswap.stages.train")
+                cfg = settings.model_copy(update={"storage_root": root})
+                label = (
+                    f"{cluster.workers} GPU workers"
+                    if cluster.gpus
+                    else f"{cpu_jobs} of {cluster.workers} at once"
+                )
+                ours[label] = run_all(cfg, ingest(root, args.size), args.jobs, cluster)
     print(
         f"{args.jobs} cutpaste jobs, {args.steps} steps of {args.batch}+{args.batch} images at {args.size} px; "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads in-process"
     )
-    print(f"in-process, one at a time: {base:7.1f} s")
-    print(f"Dask jobs on {where}:      {ours:7.1f} s")
-    print(f"speed-up (baseline / ours): {base / ours:.2f}x")
+    print(f"in-process, one at a time:   {base:7.1f} s  (baseline)")
+    for label, seconds in ours.items():
+        print(f"Dask jobs, {label + ':':<18}{seconds:7.1f} s  speed-up {base / seconds:.2f}x")
 
 
 if __name__ == "__main__":

@@ -13,8 +13,9 @@ the store is identical with 1 or N workers.
 * **Jobs** (``run_job``): one training or evaluation (category x method x seed) each. When the workers
   advertise a ``GPU`` resource (a local cluster on a CUDA machine starts one worker per GPU with
   ``{"GPU": 1}``; start remote workers with ``--resources GPU=1``), every job asks for one, so each GPU runs
-  one job at a time and each job sees its worker's GPU as ``cuda``. Without GPUs, each worker runs one job
-  at a time with its share of the CPU cores, so several jobs run at once. Log records of the ``cutswap``
+  one job at a time and each job sees its worker's GPU as ``cuda``. Without GPUs, ``cpu_jobs`` jobs run
+  at once (default: one per worker), each with its share of the cores (``benchmarks/bench_jobs.py``
+  compares the choices on a machine). Log records of the ``cutswap``
   loggers a job emits on its worker come back to the caller as they happen (Dask events).
 
 Every socket stays on 127.0.0.1 for a local cluster (scheduler, workers and dashboard).
@@ -50,10 +51,16 @@ class Cluster:
         threads_per_worker: threads per local worker process; torch parallelises inside a task already.
         gpus: GPUs of a local cluster; with any, it starts one worker per GPU, each advertising
             ``{"GPU": 1}``. None: every visible CUDA device.
+        cpu_jobs: jobs at once on a local cluster without GPUs (at most, and by default, one per worker).
     """
 
     def __init__(
-        self, workers: int, address: str | None = None, threads_per_worker: int = 1, gpus: int | None = None
+        self,
+        workers: int,
+        address: str | None = None,
+        threads_per_worker: int = 1,
+        gpus: int | None = None,
+        cpu_jobs: int | None = None,
     ) -> None:
         if gpus is None:
             import torch
@@ -61,9 +68,16 @@ class Cluster:
             gpus = torch.cuda.device_count()
         self.address, self.threads_per_worker, self.gpus = address, threads_per_worker, gpus
         self.workers = gpus or workers
+        self.cpu_jobs = min(cpu_jobs or self.workers, self.workers) if self.local_cpu else None
+        self._slots = threading.BoundedSemaphore(self.cpu_jobs) if self.cpu_jobs else None
         self._stack = contextlib.ExitStack()
         self._client: Any = None
         self._lock = threading.Lock()  # jobs are submitted from several threads
+
+    @property
+    def local_cpu(self) -> bool:
+        """A local cluster without GPUs: the one whose cores the jobs share."""
+        return self.address is None and not self.gpus
 
     @property
     def client(self) -> Any:
@@ -73,6 +87,7 @@ class Cluster:
         return self._client
 
     def _start(self) -> Any:
+        import dask
         from distributed import Client, LocalCluster
 
         # Not as context managers: the client may be started in a task's thread and closed in another,
@@ -82,14 +97,17 @@ class Cluster:
             self._stack.callback(client.close)
             log.info("dask: connected to %s", self.address)
             return client
-        cluster = LocalCluster(
-            n_workers=self.workers,
-            threads_per_worker=self.threads_per_worker,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address="127.0.0.1:0",
-            resources={"GPU": 1} if self.gpus else None,
-        )
+        # Dask sets MALLOC_TRIM_THRESHOLD_ in its workers, which turns off glibc's adaptive mmap threshold:
+        # every large tensor is then a fresh mmap and its page faults made torch steps ~1.4x slower there.
+        with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+            cluster = LocalCluster(
+                n_workers=self.workers,
+                threads_per_worker=self.threads_per_worker,
+                processes=True,
+                host="127.0.0.1",
+                dashboard_address="127.0.0.1:0",
+                resources={"GPU": 1} if self.gpus else None,
+            )
         self._stack.callback(cluster.close)
         client = Client(cluster, set_as_default=False)
         self._stack.callback(client.close)
@@ -108,9 +126,11 @@ class Cluster:
 
     def job_threads(self) -> int | None:
         """Torch threads per job on a local CPU cluster (its share of the cores); None: leave as is."""
-        if self.address is not None or self.gpus:
-            return None
-        return max(1, (os.cpu_count() or 1) // (self.workers * self.threads_per_worker))
+        return max(1, (os.cpu_count() or 1) // self.cpu_jobs) if self.cpu_jobs else None
+
+    def job_slot(self) -> contextlib.AbstractContextManager:
+        """Held while a job runs: on a local CPU cluster, at most ``cpu_jobs`` jobs hold one at once."""
+        return self._slots if self._slots is not None else contextlib.nullcontext()
 
     def close(self) -> None:
         self._stack.close()
@@ -119,13 +139,17 @@ class Cluster:
 
 @contextlib.contextmanager
 def dask_client(
-    workers: int = 0, address: str | None = None, threads_per_worker: int = 1, gpus: int | None = None
+    workers: int = 0,
+    address: str | None = None,
+    threads_per_worker: int = 1,
+    gpus: int | None = None,
+    cpu_jobs: int | None = None,
 ) -> Iterator[Cluster | None]:
     """A lazily started :class:`Cluster`, or None for in-process work (``workers=0`` and no address)."""
     if address is None and workers <= 0:
         yield None
         return
-    cluster = Cluster(workers, address, threads_per_worker, gpus)
+    cluster = Cluster(workers, address, threads_per_worker, gpus, cpu_jobs)
     try:
         yield cluster
     finally:
@@ -207,11 +231,12 @@ def run_job(
     if relay is not None:
         client.subscribe_topic(topic, lambda event: relay(*event[1]))
     try:
-        future = client.submit(
-            _job, fn, args, topic if relay else None, cluster.job_threads(),
-            resources=cluster.job_resources(), pure=False,
-        )  # fmt: skip
-        return future.result()
+        with cluster.job_slot():
+            future = client.submit(
+                _job, fn, args, topic if relay else None, cluster.job_threads(),
+                resources=cluster.job_resources(), pure=False,
+            )  # fmt: skip
+            return future.result()
     finally:
         if relay is not None:
             client.unsubscribe_topic(topic)

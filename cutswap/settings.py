@@ -196,15 +196,17 @@ class ParallelSettings(_Section):
 
     ``address`` names an existing Dask scheduler (``tcp://host:8786``; give GPU workers
     ``--resources GPU=1``); otherwise a local cluster is started for the run, on 127.0.0.1 only: one worker
-    per GPU when there are ``gpus`` (None: every visible CUDA device), else ``workers`` CPU workers that
-    share the cores and run one job each at a time. ``workers: 0`` computes everything in-process, one job
-    at a time.
+    per GPU when there are ``gpus`` (None: every visible CUDA device; each runs one job at a time), else
+    ``workers`` CPU workers that run ``cpu_jobs`` jobs at once (None: one per worker), each job with its
+    share of the cores; ``benchmarks/bench_jobs.py`` times the choices on a machine. ``workers: 0``
+    computes everything in-process, one job at a time.
     """
 
     workers: int = Field(2, ge=0)
     address: str | None = None
     threads_per_worker: int = Field(1, ge=1)
     gpus: int | None = Field(None, ge=0)
+    cpu_jobs: int | None = Field(None, ge=1)
 
 
 class Settings(_Section):

@@ -139,15 +139,26 @@ def test_jobs_one_gpu_each_several_at_once_with_logs_relayed():
 
 
 @pytest.mark.slow
-def test_cpu_cluster_runs_jobs_without_resources_and_shares_cores():
-    def threads() -> int:
+@pytest.mark.parametrize("cpu_jobs", [1, None])
+def test_cpu_cluster_runs_cpu_jobs_at_once_each_with_its_share_of_the_cores(cpu_jobs):
+    def job() -> tuple[int, float, float]:
+        import time
+
         import torch
 
-        return torch.get_num_threads()
+        start = time.time()
+        time.sleep(0.5)
+        return torch.get_num_threads(), start, time.time()
 
-    with dask_client(workers=2, gpus=0) as dask:
+    with dask_client(workers=2, gpus=0, cpu_jobs=cpu_jobs) as dask:
         assert dask.job_resources() is None
-        assert run_job(threads, cluster=dask) == max(1, (os.cpu_count() or 1) // 2)
+        with ThreadPoolExecutor(4) as pool:
+            runs = list(pool.map(lambda _: run_job(job, cluster=dask), range(4)))
+    at_once = cpu_jobs or 2  # default: one per worker
+    assert {threads for threads, _, _ in runs} == {max(1, (os.cpu_count() or 1) // at_once)}
+    spans = [(start, stop) for _, start, stop in runs]
+    peak = max(sum(a <= t < b for a, b in spans) for t, _ in spans)  # most jobs running at one start
+    assert peak == at_once
 
 
 @pytest.mark.gpu
