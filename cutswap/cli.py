@@ -3,7 +3,7 @@
     cutswap runs [--reports reports]          every run: date, preset, dataset, mean image AUROC per method
     cutswap show RUN [--metric image_AUROC]   a run's per-category table (mean +/- std over seeds)
 
-Running the pipeline itself is ``python -m flows.cutswap`` (in-process) or a Prefect deployment.
+Running the pipeline itself is ``python -m flows.benchmark`` (in-process) or a Prefect deployment.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "runs":
         runs = list_runs(args.reports)
         if runs.empty:
-            print(f"no runs under {args.reports}/ (run `make demo` or `python -m flows.cutswap`)")
+            print(f"no runs under {args.reports}/ (run `make demo` or `python -m flows.benchmark`)")
             return 0
         print(runs.to_string(index=False))
         return 0

@@ -23,7 +23,7 @@ def test_bad_pixels_exit_2_naming_the_files_with_nothing_published(tmp_path, kit
     preset = kit.write_preset(tmp_path / "bad.yaml", "mvtec", root, storage)
     env = {**os.environ, "PYTHONPATH": str(REPO), "PREFECT_HOME": str(tmp_path / "prefect")}
     done = subprocess.run(
-        [sys.executable, "-m", "flows.cutswap", "--preset", str(preset)],
+        [sys.executable, "-m", "flows.benchmark", "--preset", str(preset)],
         cwd=REPO,
         env=env,
         capture_output=True,

@@ -48,7 +48,7 @@ def _stores(root: Path) -> dict[str, float]:
 
 
 def test_flow_runs_reuses_and_recomputes_only_downstream(preset):
-    from flows.cutswap import cutswap
+    from flows.benchmark import cutswap
 
     cfg = yaml.safe_load(preset.read_text())
     storage = Path(cfg["storage_root"])
@@ -90,7 +90,7 @@ def test_flow_runs_reuses_and_recomputes_only_downstream(preset):
 
 
 def test_reuse_of_a_missing_stage_is_a_clear_error(preset):
-    from flows.cutswap import main
+    from flows.benchmark import main
 
     code = main(["--preset", str(preset), "--set", "cluster.k=4", "--stages", "pairs"])
     assert code == 2
@@ -99,7 +99,7 @@ def test_reuse_of_a_missing_stage_is_a_clear_error(preset):
 def test_jobs_on_a_dask_cluster_give_the_in_process_results(preset, tmp_path):
     """The same run with training and evaluation as jobs on 2 local workers: same scores, and the jobs'
     progress lines reach the Prefect task log."""
-    from flows.cutswap import cutswap
+    from flows.benchmark import cutswap
 
     cfg = yaml.safe_load(preset.read_text())
     in_process = pd.read_csv(Path(cutswap(str(preset))) / "results.csv")

@@ -1,5 +1,8 @@
 """The ``cutswap`` flow: a dataset in, a report out, every stage keyed and reusable.
 
+(The file is not named ``cutswap.py``: Prefect puts this folder on ``sys.path`` and Dask workers inherit it,
+where such a file would shadow the ``cutswap`` package.)
+
 Recipe:
 
     ingest (every category) -> per category: saliency -> cluster -> pairs
@@ -18,7 +21,7 @@ every upstream store untouched.
 
 Run in-process (no server needed; Prefect starts a temporary local API):
 
-    python -m flows.cutswap --preset configs/demo.yaml [--set train.steps=100] [--stages ...] [--force ...]
+    python -m flows.benchmark --preset configs/demo.yaml [--set train.steps=100] [--stages ...] [--force ...]
 """
 
 from __future__ import annotations
@@ -92,7 +95,7 @@ def cutswap(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m flows.cutswap", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m flows.benchmark", description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="configs/demo.yaml", help="YAML preset (configs/)")
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. train.steps=50"
