@@ -15,8 +15,8 @@ the store is identical with 1 or N workers.
   ``{"GPU": 1}``; start remote workers with ``--resources GPU=1``), every job asks for one, so each GPU runs
   one job at a time and each job sees its worker's GPU as ``cuda``. Without GPUs, ``cpu_jobs`` jobs run
   at once (default: one per worker), each with its share of the cores (``benchmarks/bench_jobs.py``
-  compares the choices on a machine). Log records of the ``cutswap``
-  loggers a job emits on its worker come back to the caller as they happen (Dask events).
+  compares the choices on a machine). Log records of the ``cutswap`` loggers a job emits on its worker
+  come back to the caller as they happen (Dask events).
 
 Every socket stays on 127.0.0.1 for a local cluster (scheduler, workers and dashboard).
 """
@@ -269,14 +269,13 @@ def _job(fn: Callable[..., Any], args: tuple, topic: str | None, threads: int | 
         torch.cuda.set_device(int(worker.name) % torch.cuda.device_count())
     if threads is not None:
         torch.set_num_threads(threads)
-    logger = logging.getLogger("cutswap")
-    level, handler = logger.level, _EventHandler(worker, topic) if topic else None
-    if handler is not None:
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
+    if topic is None:
+        return fn(*args)
+    logger, handler = logging.getLogger("cutswap"), _EventHandler(worker, topic)
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)  # left so: other jobs on this worker may be relaying too
+    logger.addHandler(handler)
     try:
         return fn(*args)
     finally:
-        if handler is not None:
-            logger.removeHandler(handler)
-            logger.setLevel(level)
+        logger.removeHandler(handler)
