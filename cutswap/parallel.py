@@ -31,6 +31,8 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from cutswap.errors import CutswapError
+
 log = logging.getLogger(__name__)
 
 #: Items per shard of every sharded array, and so per parallel task.
@@ -111,6 +113,7 @@ class Cluster:
         self._stack.callback(cluster.close)
         client = Client(cluster, set_as_default=False)
         self._stack.callback(client.close)
+        _check_workers_see_this_package(client)
         log.info(
             "dask: local cluster of %d workers%s, dashboard %s",
             self.workers,
@@ -135,6 +138,30 @@ class Cluster:
     def close(self) -> None:
         self._stack.close()
         self._client = None
+
+
+def _check_workers_see_this_package(client: Any) -> None:
+    """Fail fast when local workers would import another ``cutswap`` than this process does.
+
+    Workers inherit this process's ``sys.path``; a ``cutswap.py`` on it (a script folder put there by a
+    runner) shadows the package there, and a job the workers cannot unpickle is retried, not failed.
+    """
+    import importlib.util
+
+    def origin() -> str | None:  # nested, so it travels by value and needs no cutswap import there
+        import importlib.util
+
+        spec = importlib.util.find_spec("cutswap")
+        return spec.origin if spec else None
+
+    here = importlib.util.find_spec("cutswap").origin
+    wrong = {w: o for w, o in client.run(origin).items() if o != here}
+    if wrong:
+        address, seen = next(iter(wrong.items()))
+        raise CutswapError(
+            f"Dask worker {address} would import `cutswap` from {seen}, not from {here}: a file or folder "
+            "named cutswap on sys.path shadows the package; rename it or run from another directory"
+        )
 
 
 @contextlib.contextmanager

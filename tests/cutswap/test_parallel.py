@@ -21,6 +21,7 @@ import pytest
 from cutswap import parallel
 from cutswap.data.mvtec import scan_mvtec
 from cutswap.data.textures import build_textures
+from cutswap.errors import CutswapError
 from cutswap.parallel import dask_client, run_job, run_sharded, shard_ranges
 from cutswap.settings import Settings
 from cutswap.stages.cluster import cluster_category
@@ -178,3 +179,11 @@ def test_local_cluster_on_cuda_gives_each_job_its_workers_gpu():
         with ThreadPoolExecutor(2 * dask.gpus) as pool:
             seen = list(pool.map(lambda _: run_job(where, cluster=dask), range(2 * dask.gpus)))
     assert all(device == int(name) % dask.gpus for name, device in seen)
+
+
+@pytest.mark.slow
+def test_a_shadowing_cutswap_module_on_the_workers_path_is_a_clear_error(tmp_path, monkeypatch):
+    (tmp_path / "cutswap.py").write_text("raise SystemExit('not the package')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))  # spawned workers inherit sys.path
+    with dask_client(workers=1, gpus=0) as dask, pytest.raises(CutswapError, match="shadows the package"):
+        dask.job_resources()  # starts the cluster
