@@ -23,3 +23,36 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny_preset():
+    """``make(base, run, dataset, **sections)``: writes ``base/tiny.yaml``, a preset that runs the whole flow
+    in seconds (2 training steps of 4 + 4 images, three methods, one seed, CPU) and returns its path;
+    ``sections`` replace whole sections of it."""
+    import yaml
+
+    def make(base, run: str, dataset: dict, **sections):
+        cfg = {
+            "run": run,
+            "storage_root": str(base / "storage"),
+            "reports_root": str(base / "reports"),
+            "dataset": dataset,
+            "saliency": {"backbone": "efficientnet_lite0", "batch_size": 4},
+            "pairs": {"draws": 4},
+            "train": {
+                "methods": ["cutswap", "cutpaste", "random-swap"],
+                "seeds": [0],
+                "steps": 2,
+                "batch_size": 4,
+                "head_dims": [16],
+                "log_every": 1,
+                "device": "cpu",
+            },
+            **sections,
+        }
+        path = base / "tiny.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        return path
+
+    return make

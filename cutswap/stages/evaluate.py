@@ -8,7 +8,8 @@ Store layout (``storage/evaluate/<category>-<method>-s<seed>-<key>/``)::
     maps    float16 (T, S, S)  anomaly map of each test image divided by ``map_scale`` (so in [0, 1]); one
                                map per chunk, 128 per shard; absent when ``localization`` is ``none``
     attrs   metrics: {image_AUROC, image_F1Max, pixel_AUROC, pixel_AUPRO, pixel_F1Max} (NaN: undefined, no
-            maps, or anomalous test images without masks: ``anomalous_without_mask`` > 0), metric_definitions: {name: text}, metric_resolution: [S, S] (the working size the
+            maps, or anomalous test images without masks: ``anomalous_without_mask`` > 0),
+            metric_definitions: {name: text}, metric_resolution: [S, S] (the working size the
             pixel metrics were computed at, not the original image size), fpr_limit, pixel_bins,
             localization: {the settings that made the maps}, map_scale, map_seconds, n_train, n_test,
             method, seed, category, worker (Dask worker or in-process)

@@ -6,7 +6,8 @@ Store layout (``storage/train/<category>-<method>-s<seed>-<key>/``)::
                     load with weights_only=True (``load_model``)
     log             float64 (T, 6)  step, loss, acc_negative, acc_normal, lr, images_per_s
     attrs           method, seed, category, num_classes, device, worker (Dask worker or in-process), amp,
-                    channels_last, nproc, parts, oom_retries, resumed_from, seconds, images_per_s, final_loss, log_columns
+                    channels_last, nproc, parts, oom_retries, resumed_from, seconds, images_per_s,
+                    final_loss, log_columns
 
 Work directory (``storage/train/.work/<category>-<method>-s<seed>-<key>/``, hidden, never a store)::
 

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -61,28 +60,9 @@ def _mtimes(storage: Path, stages: tuple[str, ...]) -> dict[str, int]:
     return {str(p): p.stat().st_mtime_ns for s in stages for p in (storage / s).glob("*/zarr.json")}
 
 
-def test_full_benchmark_then_train_stage_through_server_and_worker(server, tmp_path):
-    preset = tmp_path / "tiny.yaml"
-    preset.write_text(
-        yaml.safe_dump(
-            {
-                "run": "e2e",
-                "storage_root": str(tmp_path / "storage"),
-                "reports_root": str(tmp_path / "reports"),
-                "dataset": {"name": "textures", "root": str(tmp_path / "data"), "image_size": 32},
-                "saliency": {"backbone": "efficientnet_lite0", "batch_size": 8},
-                "pairs": {"draws": 4},
-                "train": {
-                    "methods": ["cutswap", "cutpaste", "random-swap"],
-                    "seeds": [0],
-                    "steps": 2,
-                    "batch_size": 4,
-                    "head_dims": [16],
-                    "device": "cpu",
-                },
-            }
-        )
-    )
+def test_full_benchmark_then_train_stage_through_server_and_worker(server, tmp_path, tiny_preset):
+    dataset = {"name": "textures", "root": str(tmp_path / "data"), "image_size": 32}
+    preset = tiny_preset(tmp_path, "e2e", dataset)
     params = {"preset": str(preset), "overrides": {"dataset.categories": ["brick"]}}
     run = _run(
         server, "deployment", "run", "cutswap/full-benchmark", "--params", json.dumps(params), "--watch"

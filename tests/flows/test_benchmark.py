@@ -17,30 +17,11 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def preset(tmp_path_factory) -> Path:
+def preset(tmp_path_factory, tiny_preset) -> Path:
     base = tmp_path_factory.mktemp("flow")
     data = build_textures(base / "data", seed=1, image_size=64, n_train=6, n_test_good=3, n_test_defect=1)
-    cfg = {
-        "run": "tiny",
-        "storage_root": str(base / "storage"),
-        "reports_root": str(base / "reports"),
-        "dataset": {"name": "mvtec", "root": str(data), "categories": ["brick"], "image_size": 48},
-        "saliency": {"backbone": "efficientnet_lite0", "batch_size": 4},
-        "pairs": {"draws": 4},
-        "train": {
-            "methods": ["cutswap", "cutpaste", "random-swap"],
-            "seeds": [0],
-            "steps": 2,
-            "batch_size": 4,
-            "head_dims": [16],
-            "log_every": 1,
-            "device": "cpu",
-        },
-        "parallel": {"workers": 0},
-    }
-    path = base / "tiny.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+    dataset = {"name": "mvtec", "root": str(data), "categories": ["brick"], "image_size": 48}
+    return tiny_preset(base, "tiny", dataset, parallel={"workers": 0})
 
 
 def _stores(root: Path) -> dict[str, float]:
