@@ -230,11 +230,35 @@ def _load_state_dict(path: Path) -> dict[str, Tensor]:
     return state
 
 
-def _build_resnet18(path: Path, sha256: str, fallback_reason: str | None = None) -> Backbone:
+def resnet18_imagenet(path: Path) -> nn.Module:
+    """torchvision ResNet-18 with the ImageNet weights of a verified file (the saliency backbone and the
+    ImageNet-initialised classifier trunk share this)."""
     from torchvision.models import resnet18
 
     model = resnet18(weights=None)
     model.load_state_dict(_load_state_dict(path))
+    return model
+
+
+def resnet18_weights(weights: str | Path | None = None, allow_download: bool = False) -> tuple[Path, str]:
+    """A verified ResNet-18 ImageNet weights file and its sha256, or a SettingsError saying how to get it.
+
+    The lookup is the saliency backbone's: the given path (checked by hash), torch's hub cache, then the
+    download when allowed. Unlike ``load_backbone("auto")`` there is no fallback: a caller that asked for
+    ResNet-18 gets ResNet-18 or an error.
+    """
+    path, reason = _find_resnet18_weights(weights, allow_download)
+    if path is None:
+        raise SettingsError(
+            f"ResNet-18 ImageNet weights: {reason}. Put {RESNET18_FILENAME} (sha256 {RESNET18_SHA256}) in "
+            f"{_resnet18_cache_path().parent} (TORCH_HOME={os.environ.get('TORCH_HOME', 'unset')}), pass "
+            "weights=PATH, allow the download, or choose efficientnet_lite0 (its weights ship in a package)."
+        )
+    return path, sha256_file(path)
+
+
+def _build_resnet18(path: Path, sha256: str, fallback_reason: str | None = None) -> Backbone:
+    model = resnet18_imagenet(path)
     levels = {f"level{i}": getattr(model, f"layer{i}") for i in range(1, 5)}
     return Backbone(
         name="resnet18",
@@ -303,32 +327,50 @@ def effnet_key_map(keys: list[str]) -> dict[str, str]:
     return mapping
 
 
-def _build_effnet(weights: str | Path | None, fallback_reason: str | None = None) -> Backbone:
-    import timm
-
+def effnet_weights(weights: str | Path | None = None) -> tuple[Path, str]:
+    """The EfficientNet-Lite0 ImageNet weights file (given, else the packaged one), verified, and its sha256."""
     path = Path(weights).expanduser() if weights is not None else effnet_packaged_weights()
     if not path.is_file():
         raise SettingsError(
             f"weights file {path} (weights=) does not exist; omit weights= to use the file shipped in "
             f"{EFFNET_DISTRIBUTION}."
         )
-    sha256 = _check_hash(path, EFFNET_SHA256, "EfficientNet-Lite0 ImageNet")
+    return path, _check_hash(path, EFFNET_SHA256, "EfficientNet-Lite0 ImageNet")
+
+
+def effnet_architecture() -> nn.Module:
+    """timm's ``tf_efficientnet_lite0`` without weights (``pretrained=False``: timm must never download)."""
+    import timm
+
+    return timm.create_model("tf_efficientnet_lite0", pretrained=False)
+
+
+def effnet_imagenet(path: Path) -> nn.Module:
+    """``tf_efficientnet_lite0`` with the ImageNet weights of a verified file, renamed to timm's keys."""
     source_state = _load_state_dict(path)
     mapping = effnet_key_map(list(source_state))
-    state = {mapping[k]: v for k, v in source_state.items()}
-    # pretrained=False: timm must not try to download; the ImageNet weights come from the verified file.
-    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
-    model.load_state_dict(state, strict=True)
-    levels = {
+    model = effnet_architecture()
+    model.load_state_dict({mapping[k]: v for k, v in source_state.items()}, strict=True)
+    return model
+
+
+def effnet_levels(model: nn.Module) -> dict[str, nn.Module]:
+    """The four levels of EfficientNet-Lite0 comparable to ResNet-18's ``layer1..layer4``."""
+    return {
         "level1": model.blocks[1][1],  # flat block 2, stride 4, 24 channels
         "level2": model.blocks[2][1],  # flat block 4, stride 8, 40 channels
         "level3": model.blocks[4][2],  # flat block 10, stride 16, 112 channels
         "level4": model.bn2,  # head conv + BN + ReLU6, stride 32, 1280 channels
     }
+
+
+def _build_effnet(weights: str | Path | None, fallback_reason: str | None = None) -> Backbone:
+    path, sha256 = effnet_weights(weights)
+    model = effnet_imagenet(path)
     return Backbone(
         name="efficientnet_lite0",
         model=model,
-        levels=levels,
+        levels=effnet_levels(model),
         mean=EFFNET_MEAN,
         std=EFFNET_STD,
         weights_sha256=sha256,

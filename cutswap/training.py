@@ -49,7 +49,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cutswap.augment import cut_paste, cut_paste_scar, swap_patches
-from cutswap.models import ProjectionNet, build_model
+from cutswap.models import ProjectionNet, TrunkInfo, build_model
 from cutswap.settings import PairSettings, TrainSettings
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,7 @@ METHOD_KINDS: dict[str, tuple[str, ...]] = {
     "cutpaste-scar": ("scar",),
     "cutpaste-3way": ("cutpaste", "scar"),
     "random-swap": ("swap",),
+    "imagenet-gde": (),
 }
 #: Methods whose swaps come from the saliency pair bank (the pairs stage): the flow passes them its store.
 SALIENCY_BANK_METHODS = ("cutswap", "cutswap-3way")
@@ -70,11 +71,24 @@ SALIENCY_BANK_METHODS = ("cutswap", "cutswap-3way")
 RANDOM_BANK_METHODS = ("random-swap",)
 #: Methods that need a bank.
 SWAP_METHODS = SALIENCY_BANK_METHODS + RANDOM_BANK_METHODS
+#: Methods that train nothing: the ImageNet trunk, frozen, scored by the same density (the baseline that
+#: shows what self-supervised training adds). Deterministic, so they run for one seed.
+UNTRAINED_METHODS = ("imagenet-gde",)
 #: Log entry fields, in the column order of the train store's ``log`` array.
 LOG_FIELDS = ("step", "loss", "acc_negative", "acc_normal", "lr", "images_per_s")
 #: Settings that change how a run executes but not what it computes (beyond floating-point noise).
 EXECUTION_KNOBS = frozenset(
-    {"methods", "seeds", "device", "amp", "channels_last", "log_every", "checkpoint_every"}
+    {
+        "methods",
+        "seeds",
+        "device",
+        "amp",
+        "channels_last",
+        "log_every",
+        "checkpoint_every",
+        "weights",
+        "allow_download",
+    }
 )
 _OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 
@@ -85,6 +99,11 @@ def method_kinds(method: str) -> tuple[str, ...]:
         return METHOD_KINDS[method]
     except KeyError:
         raise ValueError(f"unknown method {method!r}; methods are {list(METHOD_KINDS)}") from None
+
+
+def method_seeds(method: str, seeds: list[int]) -> list[int]:
+    """The seeds a method runs for: all of them, or the first only for a method that trains nothing."""
+    return list(seeds[:1]) if method in UNTRAINED_METHODS else list(seeds)
 
 
 def num_classes(method: str) -> int:
@@ -293,9 +312,11 @@ class TrainResult:
         oom_retries: out-of-memory retries over the run.
         amp: precision used (``bf16``, ``fp16``, ``off``); channels_last: memory format used.
         world_size: processes (DDP ranks) that trained together.
+        trunk: the trunk and its initialisation.
     """
 
     model: ProjectionNet
+    trunk: TrunkInfo | None = None
     log: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
     images_per_s: float = 0.0
@@ -320,6 +341,7 @@ class TrainResult:
             "channels_last": self.channels_last,
             "world_size": self.world_size,
             "num_classes": self.num_classes,
+            "trunk": self.trunk.to_dict() if self.trunk else None,
         }
 
 
@@ -386,9 +408,17 @@ def train_classifier(
 
     torch.manual_seed(seed)
     generator = torch.Generator(device=device).manual_seed(seed)
-    net = build_model(settings.head_dims, settings.pretrained, classes).to(
-        device, memory_format=memory_format
+    if method in UNTRAINED_METHODS:
+        raise ValueError(f"{method} trains nothing; build its model with cutswap.models.build_model")
+    net = build_model(
+        settings.head_dims,
+        settings.pretrained,
+        classes,
+        settings.trunk,
+        settings.weights,
+        settings.allow_download,
     )
+    net = net.to(device, memory_format=memory_format)
     model: nn.Module = net
     if world > 1:
         ids = [device.index] if device.type == "cuda" else None
@@ -536,4 +566,5 @@ def train_classifier(
         channels_last=channels_last,
         world_size=world,
         num_classes=classes,
+        trunk=net.trunk_info,
     )

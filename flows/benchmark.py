@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from itertools import product
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +39,7 @@ from cutswap.parallel import dask_client
 from cutswap.settings import load_settings
 from cutswap.stages import STAGES
 from cutswap.stages.report import CategoryRefs
-from cutswap.training import SALIENCY_BANK_METHODS
+from cutswap.training import SALIENCY_BANK_METHODS, method_seeds
 from tasks.cluster import cluster
 from tasks.evaluate import evaluate
 from tasks.ingest import ingest, resolve
@@ -74,6 +73,8 @@ def cutswap(
     names = sorted(table["category"].unique())
     images = {c: ingest(settings, root, c, table, mode["ingest"]) for c in names}
     precomputed, evaluations = {}, {}
+    # Every method over every seed, except the no-training baseline, which is the same for any seed.
+    jobs = [(m, s) for m in settings.train.methods for s in method_seeds(m, settings.train.seeds)]
     with dask_client(**settings.parallel.model_dump()) as dask:
         for c in names:
             maps = saliency(settings, images[c], mode["saliency"], dask)
@@ -81,7 +82,7 @@ def cutswap(
             bank = pairs(settings, clusters, mode["pairs"], dask)
             precomputed[c] = (maps, clusters, bank)
             evaluations[c] = []
-            for method, seed in product(settings.train.methods, settings.train.seeds):
+            for method, seed in jobs:
                 bank_in = bank if method in SALIENCY_BANK_METHODS else None
                 model = train.submit(settings, images[c], method, seed, bank_in, mode["train"], dask)
                 evaluations[c].append(evaluate.submit(settings, images[c], model, mode["evaluate"], dask))

@@ -51,7 +51,7 @@ def embed(model, images: np.ndarray, batch_size: int, device: torch.device) -> n
             torch.from_numpy(images[start : start + batch_size]).to(device).permute(0, 3, 1, 2).float() / 255
         )
         out.append(model.embed(batch).double().cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, 512))
+    return np.concatenate(out) if out else np.zeros((0, model.width))
 
 
 def localization_key(cfg: EvaluateSettings) -> dict[str, Any]:
@@ -72,7 +72,8 @@ def localization_key(cfg: EvaluateSettings) -> dict[str, Any]:
 def anomaly_maps(
     cfg: EvaluateSettings, model, train_images: np.ndarray, test_images: np.ndarray, device: torch.device
 ) -> np.ndarray | None:
-    """float32 (T, S, S) maps of the test images by the configured route; None for ``none``."""
+    """float32 (T, S, S) maps of the test images by the configured route; None for ``none``, and for
+    ``gradcam`` of the no-training baseline, which has no anomaly logit to explain (pixel metrics NaN)."""
     if cfg.localization == "patch":
         return patch_maps(
             model,
@@ -85,7 +86,7 @@ def anomaly_maps(
             cfg.patch_batch_size,
             device,
         )
-    if cfg.localization == "gradcam":
+    if cfg.localization == "gradcam" and model.classifier.out_features > 1:
         return gradcam_maps(model, test_images, cfg.gradcam_layer, cfg.batch_size, device)
     return None
 

@@ -2,12 +2,16 @@
 
 Store layout (``storage/train/<category>-<method>-s<seed>-<key>/``)::
 
-    checkpoint.pt   {"model": state_dict, "head_dims": [...], "num_classes": 2 or 3, "method": str};
-                    load with weights_only=True (``load_model``)
+    checkpoint.pt   {"model": state_dict, "head_dims": [...], "num_classes": 1, 2 or 3, "method": str,
+                    "trunk": str}; load with weights_only=True (``load_model``)
     log             float64 (T, 6)  step, loss, acc_negative, acc_normal, lr, images_per_s
-    attrs           method, seed, category, num_classes, device, worker (Dask worker or in-process), amp,
-                    channels_last, nproc, parts, oom_retries, resumed_from, seconds, images_per_s,
-                    final_loss, log_columns
+    attrs           method, seed, category, num_classes, trunk: {name, pretrained, sha256}, device,
+                    worker (Dask worker or in-process), amp, channels_last, nproc, parts, oom_retries,
+                    resumed_from, seconds, images_per_s, final_loss, log_columns
+
+The no-training baseline (``UNTRAINED_METHODS``: ``imagenet-gde``) has a store of the same layout: the
+ImageNet ``train.trunk`` as its checkpoint (head and classifier untouched and unused), an empty log, and
+a key of just the method and the trunk, so every schedule and seed shares it.
 
 Work directory (``storage/train/.work/<category>-<method>-s<seed>-<key>/``, hidden, never a store)::
 
@@ -33,7 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cutswap.models import ProjectionNet
+from cutswap.models import ProjectionNet, build_model
 from cutswap.pairs import random_pair_bank
 from cutswap.parallel import current_worker
 from cutswap.settings import Settings
@@ -44,6 +48,7 @@ from cutswap.training import (
     LOG_FIELDS,
     RANDOM_BANK_METHODS,
     SALIENCY_BANK_METHODS,
+    UNTRAINED_METHODS,
     amp_name,
     method_kinds,
     resolve_amp,
@@ -59,6 +64,8 @@ def train_key(settings: Settings, method: str, seed: int) -> dict[str, Any]:
     """The settings a train store is keyed by (its inputs' keys are added by ``build_store``)."""
     cfg = settings.train
     kinds = method_kinds(method)
+    if method in UNTRAINED_METHODS:
+        return {"method": method, "trunk": cfg.trunk, "pretrained": True}
     keyed = {
         **cfg.model_dump(mode="json", exclude=EXECUTION_KNOBS),
         "amp": amp_name(resolve_amp(cfg.amp, resolve_device(cfg.device))),
@@ -83,7 +90,32 @@ def work_dir(storage_root: Path, name: str, key: str) -> Path:
 def model_payload(model: ProjectionNet, head_dims: list[int], num_classes: int, method: str) -> dict:
     """What ``checkpoint.pt`` holds: tensors and plain values only, so it loads with weights_only."""
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    return {"model": state, "head_dims": list(head_dims), "num_classes": num_classes, "method": method}
+    return {
+        "model": state,
+        "head_dims": list(head_dims),
+        "num_classes": num_classes,
+        "method": method,
+        "trunk": model.trunk_name,
+    }
+
+
+def _untrained(settings: Settings, method: str) -> tuple[ProjectionNet, dict[str, Any]]:
+    """The no-training baseline: the ImageNet trunk as it is, and a training summary with nothing in it."""
+    cfg = settings.train
+    model = build_model(cfg.head_dims, True, 1, cfg.trunk, cfg.weights, cfg.allow_download)
+    summary = {
+        "log": [],
+        "seconds": 0.0,
+        "images_per_s": 0.0,
+        "resumed_from": None,
+        "parts": 1,
+        "oom_retries": 0,
+        "amp": "off",
+        "channels_last": False,
+        "num_classes": 1,
+        "trunk": model.trunk_info.to_dict(),
+    }
+    return model, summary
 
 
 def train_run(
@@ -132,7 +164,10 @@ def train_run(
         elif method in RANDOM_BANK_METHODS:
             bank = random_bank(settings, *images.shape[:3])
         out = store_dir(group) / "checkpoint.pt"
-        if cfg.nproc > 1:
+        if method in UNTRAINED_METHODS:
+            model, outcome = _untrained(settings, method)
+            torch.save(model_payload(model, cfg.head_dims, 1, method), out)
+        elif cfg.nproc > 1:
             from cutswap.distributed import launch
 
             outcome = launch(settings, method, seed, images, bank, work, out, progress, log_line or log.info)
@@ -158,6 +193,7 @@ def train_run(
                 "channels_last": outcome["channels_last"],
                 "nproc": cfg.nproc,
                 "num_classes": outcome["num_classes"],
+                "trunk": outcome["trunk"],
                 "parts": outcome["parts"],
                 "oom_retries": outcome["oom_retries"],
                 "resumed_from": outcome["resumed_from"],
@@ -201,6 +237,7 @@ def load_model(train: StoreRef, device: torch.device | str = "cpu") -> Projectio
     """The trained classifier of a train store, loaded safely (tensors only, no pickled code)."""
     open_store(train)  # refuses an incomplete store
     state = torch.load(Path(train.path) / "checkpoint.pt", map_location=device, weights_only=True)
-    model = ProjectionNet(list(state["head_dims"]), int(state["num_classes"]))
+    trunk = str(state.get("trunk", "resnet18"))  # stores written before trunks were a setting
+    model = ProjectionNet(list(state["head_dims"]), int(state["num_classes"]), trunk)
     model.load_state_dict(state["model"])
     return model.to(device).eval()

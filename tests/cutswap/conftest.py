@@ -1,13 +1,20 @@
-"""Fixtures shared by the training tests: tiny striped images and the ingest store a train run reads."""
+"""Fixtures shared by the library tests: tiny striped images and the ingest store a train run reads;
+scikit-image's photographs and a stand-in ResNet-18 weights file for the ImageNet tests."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+from skimage import data as skdata
 
+from cutswap import backbones
 from cutswap.stores import StoreRef, build_store, write_array
 
 
@@ -48,3 +55,46 @@ def ingest_store() -> Callable[[Path, np.ndarray], StoreRef]:
         return build_store(root, "ingest", "stripes", {"n": len(images)}, {}, write)[0]
 
     return make
+
+
+def _square(image: np.ndarray, size: int) -> np.ndarray:
+    """Centre-crop to a square and resize (antialiased) to ``size``: uint8 (size, size, 3)."""
+    h, w, _ = image.shape
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    crop = torch.from_numpy(image[top : top + side, left : left + side]).permute(2, 0, 1)[None].float()
+    resized = F.interpolate(crop, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return resized.round().clamp(0, 255).to(torch.uint8)[0].permute(1, 2, 0).numpy()
+
+
+@pytest.fixture(scope="session")
+def photos() -> np.ndarray:
+    """scikit-image's bundled chelsea (a cat) and coffee (an espresso), uint8 (2, 224, 224, 3)."""
+    return np.stack([_square(skdata.chelsea(), 224), _square(skdata.coffee(), 224)])
+
+
+@pytest.fixture
+def empty_torch_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A TORCH_HOME with nothing in it, so that no real cached weights can leak into a test."""
+    home = tmp_path / "torch_home"
+    monkeypatch.setenv("TORCH_HOME", str(home))
+    hub = Path(torch.hub.get_dir())
+    assert hub.is_relative_to(home), f"torch.hub.set_dir() was called elsewhere; hub dir is {hub}"
+    return hub / "checkpoints"
+
+
+@pytest.fixture
+def fake_resnet18(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, str, torch.nn.Module]:
+    """A random ResNet-18 state dict on disk, with the module's expected hash patched to match it.
+
+    No test needs the network or the real file: this exercises the same code paths (given path, hub
+    cache, download hook) as the genuine file would.
+    """
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None)
+    path = tmp_path / "weights" / backbones.RESNET18_FILENAME
+    path.parent.mkdir()
+    torch.save(model.state_dict(), path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    monkeypatch.setattr(backbones, "RESNET18_SHA256", digest)
+    return path, digest, model

@@ -63,10 +63,17 @@ def _same(a, b):
 
 def test_every_setting_method_has_kinds():
     assert set(METHODS) == set(METHOD_KINDS)
-    assert [num_classes(m) for m in METHODS] == [2, 3, 2, 2, 3, 2]
+    assert [num_classes(m) for m in METHODS] == [2, 3, 2, 2, 3, 2, 1]
 
 
-@pytest.mark.parametrize("method", METHODS)
+def test_the_no_training_baseline_runs_once_and_is_not_trained(images):
+    assert training.method_seeds("imagenet-gde", [4, 5, 6]) == [4]
+    assert training.method_seeds("cutswap", [4, 5, 6]) == [4, 5, 6]
+    with pytest.raises(ValueError, match="imagenet-gde trains nothing"):
+        train_classifier(images, "imagenet-gde", _settings(), PairSettings(), seed=0)
+
+
+@pytest.mark.parametrize("method", [m for m in METHODS if m not in training.UNTRAINED_METHODS])
 def test_each_method_trains_logs_and_is_deterministic(small, method):
     """Same seed, same machine, CPU: identical weights (hence identical embeddings and scores)."""
     a = train_classifier(small, method, _settings(), PairSettings(), seed=0, bank=_bank(method))

@@ -117,3 +117,38 @@ def test_without_a_progress_callback_progress_goes_to_the_module_logger(
         lines == [m for m in lines if m.startswith("stripes-cutpaste-s0: step ") and " img/s" in m]
         and len(lines) == 2
     )
+
+
+def test_trunk_and_its_initialisation_are_keyed_and_recorded(tmp_path, stripes, ingest_store):
+    base = train_key(_settings(tmp_path), "cutpaste", 0)
+    assert train_key(_settings(tmp_path, trunk="efficientnet_lite0"), "cutpaste", 0) != base
+    assert (
+        train_key(_settings(tmp_path, weights=tmp_path / "w.pth", allow_download=True), "cutpaste", 0) == base
+    )
+    settings = _settings(tmp_path, trunk="efficientnet_lite0", pretrained=True, steps=1, log_every=1)
+    ref, _ = train_run(settings, ingest_store(tmp_path, stripes), "cutpaste", 0)
+    assert open_store(ref).attrs["trunk"]["name"] == "efficientnet_lite0"
+    assert open_store(ref).attrs["trunk"]["pretrained"] is True
+    model = load_model(ref)
+    assert model.trunk_name == "efficientnet_lite0" and model.embed(torch.rand(1, 3, 16, 16)).shape == (
+        1,
+        1280,
+    )
+
+
+def test_no_training_baseline_is_the_imagenet_trunk_shared_by_every_schedule(tmp_path, stripes, ingest_store):
+    from cutswap.backbones import effnet_imagenet, effnet_packaged_weights
+
+    key = train_key(_settings(tmp_path, trunk="efficientnet_lite0"), "imagenet-gde", 0)
+    for change in ({"steps": 9}, {"lr": 0.1}, {"pretrained": True}):
+        assert train_key(_settings(tmp_path, trunk="efficientnet_lite0", **change), "imagenet-gde", 0) == key
+    assert train_key(_settings(tmp_path, trunk="efficientnet_lite0"), "imagenet-gde", 3) == key
+    assert train_key(_settings(tmp_path), "imagenet-gde", 0) != key  # another trunk
+    settings = _settings(tmp_path, trunk="efficientnet_lite0")
+    ref, computed = train_run(settings, ingest_store(tmp_path, stripes), "imagenet-gde", 0)
+    attrs = open_store(ref).attrs
+    assert computed and attrs["num_classes"] == 1 and open_store(ref)["log"].shape == (0, 6)
+    assert attrs["trunk"]["pretrained"] is True and attrs["seconds"] == 0.0
+    frozen = effnet_imagenet(effnet_packaged_weights()).state_dict()
+    got = load_model(ref).trunk.state_dict()
+    assert all(torch.equal(got[k], frozen[k]) for k in got)  # the ImageNet weights, untouched
