@@ -1,7 +1,8 @@
 """``cutswap``: browse reports from a terminal.
 
     cutswap runs [--reports reports]          every run: date, preset, dataset, mean image AUROC per method
-    cutswap show RUN [--metric image_AUROC]   a run's per-category table (mean +/- std over seeds)
+    cutswap show RUN [--metric image_AUROC]   a run's per-category table (mean +/- std over seeds), then its
+                                              comparisons (paired differences, intervals, verdicts)
 
 Running the pipeline itself is ``python -m flows.benchmark`` (in-process) or a Prefect deployment.
 """
@@ -9,12 +10,14 @@ Running the pipeline itself is ``python -m flows.benchmark`` (in-process) or a P
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 import pandas as pd
 
-from cutswap.report import list_runs, markdown_table, metrics_of, pivot
+from cutswap.compare import comparisons_markdown
+from cutswap.report import comparison_settings, list_runs, markdown_table, metrics_of, pivot
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,6 +54,14 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 2
         print(f"\n{metric} (%)\n" + markdown_table(pivot(results, metric)))
+    comparisons_csv = args.reports / args.run / "comparisons.csv"
+    if comparisons_csv.is_file():
+        comparisons = pd.read_csv(comparisons_csv)
+        comparisons = comparisons[comparisons["metric"].isin(metrics)]
+        prov_path = args.reports / args.run / "provenance.json"
+        provenance = json.loads(prov_path.read_text()) if prov_path.is_file() else {}
+        if not comparisons.empty:
+            print("\nComparisons\n" + comparisons_markdown(comparisons, **comparison_settings(provenance)))
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -9,6 +10,8 @@ from prefect import task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NONE
 
+from cutswap.compare import comparisons_markdown
+from cutswap.report import comparison_settings
 from cutswap.settings import Settings
 from cutswap.stages.report import CategoryRefs, write_report
 from tasks._logging import run_logged
@@ -35,6 +38,15 @@ def report(
         key=_artifact_key(settings.run, "summary"),
         description=f"Summary of run {settings.run}",
     )
+    if (Path(folder) / "comparisons.csv").is_file():
+        comparisons = pd.read_csv(Path(folder) / "comparisons.csv")
+        provenance = json.loads((Path(folder) / "provenance.json").read_text())
+        create_markdown_artifact(
+            markdown=f"# Comparisons: {settings.run}\n\n"
+            + comparisons_markdown(comparisons, **comparison_settings(provenance)),
+            key=_artifact_key(settings.run, "comparisons"),
+            description=f"Paired comparisons of run {settings.run} ({Path(folder) / 'comparisons.csv'})",
+        )
     page = (Path(folder) / "index.html").resolve()
     create_link_artifact(
         link=page.as_uri(), link_text=f"{settings.run} report (HTML)", key=_artifact_key(settings.run, "page")
