@@ -13,6 +13,8 @@ Data layout:
 - ``iterations``: ``(B,)`` int64, iterations each problem ran before it met ``tol`` (or ``max_iter``).
 - ``top_mask``: ``(B, H, W)`` bool, the pixels whose hard label (largest membership, which in 1-D is the
   nearest centroid) is the highest centroid.
+- ``ranks``: ``(B, H, W)`` uint8, each pixel's cluster counted from the top by centroid (0 = the top cluster,
+  1 = the next distinct lower centroid, ...; ``UNRANKED`` on constant maps), from ``cluster_ranks``.
 
 Why a histogram: the values are 1-D, so replacing a map's ``P = H * W`` pixels by ``bins`` weighted points
 (weight = pixel count of the bin, position = mean value of the pixels in the bin) costs ``bins * K`` instead
@@ -34,7 +36,15 @@ import torch
 
 from cutswap.errors import SettingsError
 
-__all__ = ["METHODS", "cluster_maps", "fuzzy_cmeans", "kmeans", "top_cluster_mask"]
+__all__ = [
+    "METHODS",
+    "UNRANKED",
+    "cluster_maps",
+    "cluster_ranks",
+    "fuzzy_cmeans",
+    "kmeans",
+    "top_cluster_mask",
+]
 
 METHODS = ("fcm", "kmeans")
 
@@ -397,6 +407,58 @@ def top_cluster_mask(maps: torch.Tensor, centroids: torch.Tensor) -> torch.Tenso
     below = torch.where(merged, torch.full_like(c, -torch.inf), c).amax(dim=1, keepdim=True)
     threshold = torch.where(torch.isfinite(below), 0.5 * (top + below), torch.full_like(top, torch.inf))
     return maps.to(torch.float64) > threshold[:, :, None]
+
+
+#: Rank of every pixel of a map whose centroids all merge (a constant map): it has no top cluster and no next
+#: cluster, so neither may anchor a pair.
+UNRANKED = 255
+
+
+def cluster_ranks(maps: torch.Tensor | np.ndarray, centroids: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """Each pixel's cluster rank by centroid: 0 for the top cluster, 1 for the next lower one, and so on.
+
+    The pair sampler degrades from the top cluster to the top and next clusters, so the stores keep the
+    whole ranking rather than a second mask. As in ``top_cluster_mask``, centroids within 1e-6 of the
+    centroid spread of a higher one count as one (merged) centroid, ranks count *distinct* centroids, and a
+    pixel takes the rank of its nearest distinct centroid, going to the lower one exactly on a midpoint;
+    ``rank == 0`` is therefore exactly ``top_cluster_mask``. Walking down from the top, a centroid starts a
+    new rank when it lies more than the tolerance below the highest centroid of the current rank, whose
+    midpoint with it is the boundary. A map without two distinct centroids has no ranks: ``UNRANKED``.
+
+    Args:
+        maps: ``(B, H, W)`` values (torch on any device, or numpy).
+        centroids: ``(B, K)`` sorted ascending, K < 255.
+
+    Returns:
+        ``(B, H, W)`` uint8 on the device of ``maps``.
+    """
+    t = torch.from_numpy(np.ascontiguousarray(maps)) if isinstance(maps, np.ndarray) else maps
+    c = torch.as_tensor(centroids).to(device=t.device, dtype=torch.float64)
+    if t.ndim != 3 or c.ndim != 2 or c.shape[0] != t.shape[0] or not 2 <= c.shape[1] < UNRANKED:
+        raise ValueError(
+            f"maps (B, H, W) and centroids (B, K) expected, got {tuple(t.shape)}, {tuple(c.shape)}"
+        )
+    b, k = c.shape
+    tol = 1e-6 * (c[:, -1] - c[:, 0])
+    bounds = torch.full((b, k - 1), -torch.inf, dtype=torch.float64, device=t.device)  # rank r | rank r + 1
+    head = c[:, -1].clone()  # the highest centroid of the current rank
+    rank = torch.zeros(b, dtype=torch.int64, device=t.device)
+    for j in range(k - 2, -1, -1):
+        new = head - c[:, j] > tol
+        rows = torch.nonzero(new)[:, 0]
+        bounds[rows, rank[rows]] = 0.5 * (head[rows] + c[rows, j])
+        rank = rank + new
+        head = torch.where(new, c[:, j], head)
+    n, (h, w) = t.shape[0], t.shape[1:]
+    out = torch.empty((n, h, w), dtype=torch.uint8, device=t.device)
+    chunk = max(1, _CHUNK_PIXELS // max(h * w, 1))
+    for s in range(0, n, chunk):
+        values = t[s : s + chunk].to(torch.float64)
+        ranks = torch.zeros(values.shape, dtype=torch.uint8, device=t.device)
+        for r in range(k - 1):  # bounds decrease with r: a pixel's rank is the number of bounds >= its value
+            ranks += values <= bounds[s : s + chunk, r, None, None]
+        out[s : s + chunk] = torch.where(rank[s : s + chunk, None, None] > 0, ranks, UNRANKED)
+    return out
 
 
 def cluster_maps(

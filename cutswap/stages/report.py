@@ -19,8 +19,9 @@ import pandas as pd
 import torch
 
 from cutswap.augment import cut_paste, swap_patches
+from cutswap.compare import COLUMNS, compare, comparison_pairs
 from cutswap.errors import StoreError
-from cutswap.report import overlay_figure, run_page, summary_markdown, write_index
+from cutswap.report import metrics_of, overlay_figure, run_page, summary_markdown, write_index
 from cutswap.settings import Settings
 from cutswap.stages.ingest import train_indices
 from cutswap.stages.train import random_bank
@@ -84,6 +85,7 @@ def results_table(settings: Settings, categories: dict[str, CategoryRefs]) -> pd
                     "pair_seed": settings.pairs.seed,
                     "localization": json.dumps(ev["localization"], sort_keys=True),
                     "pair_fallback_rate": round(pairs["fallback_rate"], 4),
+                    "pair_step_rates": json.dumps(pairs.get("step_rates", {}), sort_keys=True),
                     "device": tr["device"],
                     "train_seconds": tr["seconds"],
                     "train_images_per_s": tr["images_per_s"],
@@ -107,7 +109,7 @@ def _figure(
     maps = sal["maps"][: len(idx)]
     tops = open_store(refs.cluster)["top"][: len(idx)]
     boxes = open_store(refs.pairs)["boxes"][: len(idx)]
-    random = random_bank(settings, *ingest["images"].shape[:3])[: len(idx)]
+    random = random_bank(settings, boxes, *ingest["images"].shape[1:3])  # the same sizes, random places
     pick = np.arange(n_negatives)
     batch = torch.from_numpy(images[pick % len(idx)]).permute(0, 3, 1, 2).float() / 255
 
@@ -137,6 +139,19 @@ def _metric_contract(refs: CategoryRefs) -> dict[str, Any]:
     return {k: attrs[k] for k in ("metric_definitions", "metric_resolution", "localization") if k in attrs}
 
 
+#: How the report's comparisons are computed; recorded in ``provenance.json`` under ``comparisons``.
+COMPARISON_SETTINGS = {"n_boot": 10000, "confidence": 0.95, "tie": 0.001, "seed": 0}
+
+
+def _comparisons(results: pd.DataFrame) -> tuple[pd.DataFrame | None, dict[str, Any]]:
+    """The run's comparisons (``cutswap.compare``), or None when no question's two methods both ran."""
+    pairs = comparison_pairs(list(results["method"]))
+    metrics = metrics_of(results)
+    if not pairs or not metrics:
+        return None, {}
+    return compare(results, pairs, metrics, **COMPARISON_SETTINGS), dict(COMPARISON_SETTINGS)
+
+
 def write_report(
     settings: Settings, categories: dict[str, CategoryRefs], mode: str = "run", preset: str | None = None
 ) -> tuple[Path, bool]:
@@ -162,6 +177,7 @@ def write_report(
         return final, False
 
     results = results_table(settings, categories)
+    comparisons, how = _comparisons(results)
     first = next(iter(categories.values()))
     provenance = {
         "run": settings.run,
@@ -178,17 +194,20 @@ def write_report(
         },
         "inputs": inputs,
         **_metric_contract(first),
+        **({"comparisons": how} if comparisons is not None else {}),
     }
     tmp = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
         (tmp / "figures").mkdir(parents=True)
         results.to_csv(tmp / "results.csv", index=False)
-        (tmp / "summary.md").write_text(summary_markdown(results, provenance))
+        if comparisons is not None:
+            comparisons.to_csv(tmp / "comparisons.csv", index=False, columns=list(COLUMNS))
+        (tmp / "summary.md").write_text(summary_markdown(results, provenance, comparisons))
         figures = []
         for category, refs in categories.items():
             figures.append(f"figures/{category}.png")
             _figure(tmp / figures[-1], settings, refs)
-        (tmp / "index.html").write_text(run_page(results, provenance, figures))
+        (tmp / "index.html").write_text(run_page(results, provenance, figures, comparisons))
         (tmp / "provenance.json").write_text(json.dumps(provenance, indent=2, default=str))
         if final.exists():
             aside = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"

@@ -21,9 +21,9 @@ Work directory (``storage/train/.work/<category>-<method>-s<seed>-<key>/``, hidd
 A killed run leaves its work directory, and the next run with the same key resumes from ``resume.pt``; it
 is deleted once the store is published. The key holds everything that changes the weights: the train
 settings except execution knobs (``cutswap.training.EXECUTION_KNOBS``), the precision ``train.amp``
-resolves to, ``nproc``, the method and seed, the pairs store (saliency-bank methods) or the pairs
-settings a method draws from (the others), and the ingest store. Device, memory format, log and
-checkpoint intervals are recorded in the attrs only.
+resolves to, ``nproc``, the method and seed, the pairs store (swap methods: the saliency bank, or the
+patch sizes the random-swap control copies) or the pairs settings CutPaste draws from, and the ingest
+store. Device, memory format, log and checkpoint intervals are recorded in the attrs only.
 """
 
 from __future__ import annotations
@@ -74,10 +74,8 @@ def train_key(settings: Settings, method: str, seed: int) -> dict[str, Any]:
     }
     if "swap" not in kinds:
         del keyed["swaps"]
-    if method in RANDOM_BANK_METHODS:  # same patch sizes as the saliency bank, drawn from these settings
-        keyed["pairs"] = settings.pairs.model_dump(mode="json", exclude={"max_tries"})
-        keyed["levels"] = len(settings.saliency.levels)
-    elif "cutpaste" in kinds:
+    # Swap methods (random-swap included: it copies the bank's sizes) are keyed by the pairs store's key.
+    if "cutpaste" in kinds:
         keyed["pairs"] = settings.pairs.model_dump(mode="json", include={"area", "aspect"})
     return keyed
 
@@ -131,20 +129,21 @@ def train_run(
     """Train (or reuse) the classifier of one category, method and seed.
 
     Args:
-        pairs: the pairs store; required for ``SALIENCY_BANK_METHODS``, ignored by the others.
+        pairs: the pairs store; required for the swap methods (``SALIENCY_BANK_METHODS`` swap its draws,
+            ``RANDOM_BANK_METHODS`` its patch sizes at random places), ignored by the others.
         progress: called with each log entry (a dict with the ``LOG_COLUMNS`` keys); default: a progress
             line on this module's logger (``progress_line``).
         log_line: called with each other line a DDP run prints (``nproc > 1``); default: this module's
             logger at INFO.
 
     Raises:
-        ValueError: a saliency-bank method without its pairs store.
+        ValueError: a swap method without the pairs store.
         cutswap.errors.CutswapError: a DDP run failed (its last output lines are in the message).
     """
     cfg = settings.train
     keyed = train_key(settings, method, seed)
     inputs = {"ingest": ingest}
-    if method in SALIENCY_BANK_METHODS:
+    if method in SALIENCY_BANK_METHODS + RANDOM_BANK_METHODS:
         if pairs is None:
             raise ValueError(f"{method} training needs the pairs store")
         inputs["pairs"] = pairs
@@ -162,7 +161,7 @@ def train_run(
         if method in SALIENCY_BANK_METHODS:
             bank = open_store(pairs)["boxes"][:]
         elif method in RANDOM_BANK_METHODS:
-            bank = random_bank(settings, *images.shape[:3])
+            bank = random_bank(settings, open_store(pairs)["boxes"][:], *images.shape[1:3])
         out = store_dir(group) / "checkpoint.pt"
         if method in UNTRAINED_METHODS:
             model, outcome = _untrained(settings, method)
@@ -219,18 +218,18 @@ def progress_line(entry: dict[str, float], total: int) -> str:
     )
 
 
-def random_bank(settings: Settings, n: int, height: int, width: int) -> np.ndarray:
-    """The random-swap control's bank, (N, L, D, 6): same seed and map indexing as the pairs stage.
+def random_bank(settings: Settings, boxes: np.ndarray, height: int, width: int) -> np.ndarray:
+    """The random-swap control's bank, (N, L, D, 6): CutSwap's patch sizes at uniformly random places.
 
-    ``random_pair_bank`` draws the same patch size as ``sample_pair_bank`` for the same (seed, map,
-    draw), so with equal training seeds the control swaps patches of exactly the sizes CutSwap swaps,
-    at uniformly random places instead of salient ones.
+    The sizes come from the pairs store's ``boxes`` (N, L, D, 6), draw for draw: its ladder may shrink a
+    draw's patch, so they cannot be recomputed from the seed. With the same seed and map indexing as the
+    pairs stage, ``random_pair_bank`` uses the same generator and location numbers as CutSwap's random
+    step, so with equal training seeds the control differs from CutSwap only where the patches lie.
     """
-    cfg, levels = settings.pairs, len(settings.saliency.levels)
-    bank = random_pair_bank(
-        n * levels, height, width, cfg.draws, tuple(cfg.area), tuple(cfg.aspect), cfg.seed
-    )
-    return bank.boxes.reshape(n, levels, cfg.draws, 6)
+    n, levels, draws = boxes.shape[:3]
+    sizes = np.asarray(boxes)[..., :2].reshape(n * levels, draws, 2)
+    bank = random_pair_bank(sizes, height, width, settings.pairs.seed)
+    return bank.boxes.reshape(n, levels, draws, 6)
 
 
 def load_model(train: StoreRef, device: torch.device | str = "cpu") -> ProjectionNet:

@@ -20,7 +20,8 @@ import skfuzzy
 import torch
 from sklearn.cluster import KMeans
 
-from cutswap.clustering import cluster_maps, fuzzy_cmeans, kmeans, top_cluster_mask
+from cutswap import clustering
+from cutswap.clustering import UNRANKED, cluster_maps, cluster_ranks, fuzzy_cmeans, kmeans, top_cluster_mask
 from cutswap.errors import SettingsError
 
 SIZE = 64
@@ -246,6 +247,48 @@ def test_degenerate_maps(method, bins):
 def test_top_cluster_mask_merged_top_centroids():
     maps = torch.tensor([[[0.0, 1.0], [1.0, 0.2]]])
     assert torch.equal(top_cluster_mask(maps, torch.tensor([[0.1, 1.0, 1.0]])), maps == 1.0)
+
+
+def test_cluster_ranks_of_a_hand_made_map():
+    """Centroids 1/8, 1/2, 7/8: boundaries at 11/16 and 5/16; a pixel on a boundary goes to the lower rank."""
+    maps = torch.tensor([[[0.0, 0.1, 0.3125, 0.5], [0.55, 0.6875, 0.9, 1.0]]], dtype=torch.float64)
+    ranks = cluster_ranks(maps, torch.tensor([[0.125, 0.5, 0.875]]))
+    assert ranks.dtype == torch.uint8
+    assert ranks.tolist() == [[[2, 2, 2, 1], [1, 1, 0, 0]]]
+
+
+def test_cluster_ranks_with_merged_and_constant_centroids():
+    maps = torch.tensor([[[0.0, 1.0], [1.0, 0.2]]] * 3)
+    centroids = torch.tensor(
+        [
+            [0.1, 1.0, 1.0],  # merged on top (a binary map with K = 3): top, then one lower rank
+            [0.0, 1e-9, 1.0],  # merged below: still only two ranks
+            [0.4, 0.4, 0.4],  # constant map: no cluster structure at all
+        ]
+    )
+    ranks = cluster_ranks(maps, centroids)
+    assert ranks[0].tolist() == [[1, 0], [0, 1]] and ranks[1].tolist() == [[1, 0], [0, 1]]
+    assert (ranks[2] == UNRANKED).all()
+    assert torch.equal(ranks == 0, top_cluster_mask(maps, centroids))
+
+
+@pytest.mark.parametrize("method", ["fcm", "kmeans"])
+def test_cluster_ranks_are_nearest_centroid_from_the_top_and_rank_0_is_the_top_mask(
+    maps, method, monkeypatch
+):
+    centroids, top = cluster_maps(maps, method=method)
+    ranks = cluster_ranks(maps, centroids)
+    assert torch.equal(ranks == 0, top)
+    dist = (maps.double()[..., None] - centroids[:, None, None, :]).abs()
+    nearest = (centroids.shape[1] - 1 - dist.argmin(dim=-1)).to(torch.uint8)  # centroids here are distinct
+    assert torch.equal(ranks, nearest)
+    monkeypatch.setattr(clustering, "_CHUNK_PIXELS", SIZE * SIZE * 2)  # chunks of 2 maps
+    assert torch.equal(cluster_ranks(maps.numpy(), centroids.numpy()), ranks)
+
+
+def test_cluster_ranks_bad_shapes():
+    with pytest.raises(ValueError, match="centroids"):
+        cluster_ranks(torch.zeros(2, 4, 4), torch.zeros(3, 3))
 
 
 @pytest.mark.parametrize(

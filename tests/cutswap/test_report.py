@@ -10,6 +10,7 @@ from cutswap.cli import main as cli
 from cutswap.report import (
     comparison,
     list_runs,
+    pair_steps,
     pivot,
     reference_table,
     run_page,
@@ -89,3 +90,86 @@ def test_cells_skip_missing_values():
     results = _results()
     results.loc[0, "image_AUROC"] = np.nan  # bottle, cutswap, seed 0
     assert pivot(results).loc["bottle", "cutswap"] == "96.0"
+
+
+def test_pair_step_rates_are_tabled_per_category_and_level():
+    results = _results()
+    rates = {
+        "bottle": {
+            "level1": {"top": 0.9, "top-extra": 0.05, "smaller": 0.03, "next-cluster": 0.02, "random": 0.0}
+        },
+        "screw": {
+            "level1": {"top": 0.5, "top-extra": 0.1, "smaller": 0.2, "next-cluster": 0.15, "random": 0.05}
+        },
+    }
+    results["pair_step_rates"] = [json.dumps(rates[c]) for c in results["category"]]
+    table = pair_steps(results)
+    assert list(table.index) == ["bottle / level1", "screw / level1"]
+    assert list(table.columns) == ["top", "top-extra", "smaller", "next-cluster", "random"]
+    assert table.loc["screw / level1", "random"] == "5.0" and table.loc["bottle / level1", "top"] == "90.0"
+    assert "| screw / level1 | 50.0 | 10.0 | 20.0 | 15.0 | 5.0 |" in summary_markdown(results, PROV)
+    assert 'id="pair-steps"' in run_page(results, PROV, [])
+    assert pair_steps(_results()) is None and "Pair-bank" not in summary_markdown(_results(), PROV)
+
+
+def _fake_stores(monkeypatch, results: pd.DataFrame) -> None:
+    """write_report without stores: the results table and the backbone come from here, figures are blank."""
+    import cutswap.stages.report as stage
+
+    class _Store:
+        attrs = {"backbone": PROV["backbone"]}
+
+    monkeypatch.setattr(stage, "results_table", lambda settings, categories: results)
+    monkeypatch.setattr(stage, "open_store", lambda ref: _Store())
+    monkeypatch.setattr(stage, "_figure", lambda path, settings, refs: path.write_bytes(b""))
+
+
+def _write(tmp_path, monkeypatch, results: pd.DataFrame):
+    from cutswap.settings import Settings
+    from cutswap.stages.report import CategoryRefs, write_report
+    from cutswap.stores import StoreRef
+
+    _fake_stores(monkeypatch, results)
+    refs = CategoryRefs(
+        *(StoreRef(s, "bottle", "k" + s, "") for s in ("ingest", "saliency", "cluster", "pairs")), []
+    )
+    return write_report(Settings(run="r1", reports_root=tmp_path), {"bottle": refs})[0]
+
+
+def test_report_writes_comparisons_and_show_prints_them(tmp_path, monkeypatch, capsys):
+    from cutswap.compare import COLUMNS
+
+    results = _results()
+    results.loc[(results["method"] == "cutswap") & (results["seed"] == 1), "image_AUROC"] += 0.004
+    folder = _write(tmp_path, monkeypatch, results)
+    table = pd.read_csv(folder / "comparisons.csv")
+    assert tuple(table.columns) == COLUMNS
+    row = table.iloc[0]
+    assert (row["a"], row["b"], row["metric"], row["n_pairs"], row["wins"]) == (
+        "cutswap", "cutpaste", "image_AUROC", 4, 4
+    )  # fmt: skip
+    assert row["mean_diff"] == pytest.approx(0.052)  # fractions: 0.05, and 0.054 for seed 1
+    assert row["verdict"].startswith("cutswap better by 5.2 [")
+    prov = json.loads((folder / "provenance.json").read_text())
+    assert prov["comparisons"] == {"n_boot": 10000, "confidence": 0.95, "tie": 0.001, "seed": 0}
+    md = (folder / "summary.md").read_text()
+    assert "## Comparisons" in md and row["verdict"] in md
+    assert "| Do saliency-guided swaps beat CutPaste? | cutswap − cutpaste | image_AUROC | 4 | +5.2 |" in md
+    assert "10000 paired bootstrap resamples stratified by category" in md
+    page = (folder / "index.html").read_text()
+    assert "<h2>Comparisons</h2>" in page and 'id="comparisons"' in page and row["verdict"] in page
+    assert cli(["--reports", str(tmp_path), "show", "r1"]) == 0
+    out = capsys.readouterr().out
+    assert out.index("| bottle |") < out.index("Comparisons") and row["verdict"] in out
+    assert "stratified by category" in out
+
+
+def test_report_without_a_question_writes_no_comparisons(tmp_path, monkeypatch, capsys):
+    folder = _write(tmp_path, monkeypatch, _results()[lambda f: f["method"] == "cutswap"])
+    assert not (folder / "comparisons.csv").exists() and "comparisons" not in json.loads(
+        (folder / "provenance.json").read_text()
+    )
+    assert "Comparisons" not in (folder / "summary.md").read_text()
+    assert "Comparisons" not in (folder / "index.html").read_text()
+    assert cli(["--reports", str(tmp_path), "show", "r1"]) == 0
+    assert "Comparisons" not in capsys.readouterr().out

@@ -46,7 +46,8 @@ def test_key_ignores_execution_knobs_and_keeps_what_changes_weights(tmp_path):
     assert train_key(_settings(tmp_path, swaps="per-level"), "cutpaste-scar", 0) == scar
     assert "pairs" not in scar and "pairs" not in base  # cutswap's pairs come in as the pairs store's key
     assert set(train_key(_settings(tmp_path), "cutpaste", 0)["pairs"]) == {"area", "aspect"}
-    assert train_key(_settings(tmp_path), "random-swap", 0)["levels"] == 4
+    random_swap = train_key(_settings(tmp_path), "random-swap", 0)
+    assert "pairs" not in random_swap and "levels" not in random_swap  # it copies the pairs store's sizes
 
 
 def test_store_holds_a_loadable_model_log_and_attrs_and_no_work_left(tmp_path, stripes, ingest_store):
@@ -73,6 +74,8 @@ def test_saliency_bank_methods_need_the_pairs_store(tmp_path, stripes, ingest_st
     settings = _settings(tmp_path, steps=1)
     with pytest.raises(ValueError, match="cutswap-3way training needs the pairs store"):
         train_run(settings, ingest, "cutswap-3way", 0)
+    with pytest.raises(ValueError, match="random-swap training needs the pairs store"):
+        train_run(settings, ingest, "random-swap", 0)
     ref, _ = train_run(settings, ingest, "cutswap-3way", 0, _pairs(tmp_path, len(stripes)))
     assert load_model(ref).classifier.out_features == 3
     assert set(open_store(ref).attrs["inputs"]) == {"ingest", "pairs"}
@@ -92,14 +95,15 @@ def test_a_failed_run_resumes_from_its_work_directory_to_the_same_weights(tmp_pa
             raise Died
 
     with pytest.raises(Died):
-        train_run(settings, ingest, "random-swap", 0, progress=die)
+        train_run(settings, ingest, "random-swap", 0, _pairs(tmp_path / "a", len(stripes)), progress=die)
     work = list((tmp_path / "a" / "train" / ".work").iterdir())
     assert [p.name for p in work[0].iterdir()] == ["resume.pt"]
-    ref, computed = train_run(settings, ingest, "random-swap", 0)
+    ref, computed = train_run(settings, ingest, "random-swap", 0, _pairs(tmp_path / "a", len(stripes)))
     assert computed and open_store(ref).attrs["resumed_from"] == 2
     assert not work[0].exists()
 
-    whole, _ = train_run(_settings(tmp_path / "b"), ingest_store(tmp_path / "b", stripes), "random-swap", 0)
+    b_ingest, b_pairs = ingest_store(tmp_path / "b", stripes), _pairs(tmp_path / "b", len(stripes))
+    whole, _ = train_run(_settings(tmp_path / "b"), b_ingest, "random-swap", 0, b_pairs)
     assert whole.key == ref.key
     a, b = load_model(ref).state_dict(), load_model(whole).state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
