@@ -2,7 +2,7 @@
 
 Usage::
 
-    .venv/bin/python benchmarks/bench_saliency.py [--batch 16] [--size 224] [--repeats 3]
+    .venv/bin/python benchmarks/bench_saliency.py [--batch 16] [--size 224] [--input-size 224] [--repeats 3]
         [--backbone efficientnet_lite0] [--device cpu] [--threads N] [--clock wall|cpu] [--skip-gradcam]
 
 Three ways of getting the same four maps for one batch of ``--batch`` random uint8 ``(B, H, W, 3)`` images:
@@ -13,6 +13,13 @@ Three ways of getting the same four maps for one batch of ``--batch`` random uin
 (c) grad-cam: ``pytorch_grad_cam.LayerCAM``, one object and one call per level (how a user of that package
     gets four maps); its model copy has trainable parameters, as a user's would (grad-cam gets gradients
     through ``loss.backward()``, which needs them).
+
+When ``--input-size`` differs from ``--size`` (e.g. ``--size 64``: the stage's default ``input_size`` 224 at a
+small working size), two more are timed in the same run:
+
+(d) ours@S: the extractor with ``input_size=S``: the batch resized to ``S x S``, maps resampled back to
+    ``--size``. Its ratio to (a) is what the non-degenerate deep levels cost.
+(e) bare@S: (b) on the batch already resized to ``S x S`` (the resize not timed), the floor for (d).
 
 Each is warmed up once, then timed ``--repeats`` times on the same batch; the median is reported.
 """
@@ -107,7 +114,13 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--size", type=int, default=224, help="working size of the random images")
+    parser.add_argument(
+        "--input-size",
+        type=int,
+        default=224,
+        help="also time the extractor with this input_size (0, or equal to --size: leave (d), (e) out)",
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--backbone", default="efficientnet_lite0")
     parser.add_argument("--device", default="cpu")
@@ -143,20 +156,48 @@ def main() -> None:
 
     # grad-cam's copy of the model is made first, before our hooks exist, so it copies none of them.
     gradcam = None if args.skip_gradcam else _gradcam(backbone, images)
-    with SaliencyExtractor(backbone) as extractor:
+    size = args.input_size if args.input_size not in (0, args.size) else None
+    with (
+        SaliencyExtractor(backbone) as extractor,
+        SaliencyExtractor(backbone, input_size=size) as sized,
+    ):
         methods = {"ours": lambda: extractor(images), "bare": _bare(backbone, images)}
         if gradcam is not None:
             methods["grad-cam"] = gradcam
+        if size is not None:
+            resized = torch.nn.functional.interpolate(
+                images.permute(0, 3, 1, 2).float(),
+                size=(size, size),
+                mode="bilinear",
+                align_corners=False,
+                antialias=size < args.size,
+            )
+            resized = resized.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+            methods[f"ours@{size}"] = lambda: sized(images)
+            methods[f"bare@{size}"] = _bare(backbone, resized)
         seconds = _timed(methods, args.repeats, device, clock)
     rate = {name: args.batch / value for name, value in seconds.items()}
-    notes = {"ours": "", "bare": "forward + backward to level1", "grad-cam": "4 x LayerCAM"}
-    for label, name in zip("abc", seconds, strict=False):
+    notes = {
+        "ours": "",
+        "bare": "forward + backward to level1",
+        "grad-cam": "4 x LayerCAM",
+        f"ours@{size}": f"input_size={size}, maps at {args.size}x{args.size}",
+        f"bare@{size}": f"(b) on images already {size}x{size}",
+    }
+    for label, name in zip("abcde" if gradcam is not None else "abde", seconds, strict=False):
         print(
             f"({label}) {name:9s} {rate[name]:8.2f} images/s  ({seconds[name] * 1e3:8.1f} ms/batch)  {notes[name]}"
         )
     print(f"ours / bare     = {rate['ours'] / rate['bare']:.3f}  (aim >= 0.9)")
     if "grad-cam" in rate:
         print(f"ours / grad-cam = {rate['ours'] / rate['grad-cam']:.2f}x (aim >= 6x)")
+    if size is not None:
+        pixels = (size / args.size) ** 2
+        print(
+            f"ours@{size} / bare@{size} = {rate[f'ours@{size}'] / rate[f'bare@{size}']:.3f}  (aim >= 0.9)\n"
+            f"ours / ours@{size} = {rate['ours'] / rate[f'ours@{size}']:.2f}x  (the cost of input_size={size}; "
+            f"{pixels:.1f}x the pixels)"
+        )
 
 
 if __name__ == "__main__":

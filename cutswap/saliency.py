@@ -11,12 +11,22 @@ Data layout:
 * input: ``uint8`` ``(B, H, W, 3)`` RGB (as stored), or ``float`` ``(B, 3, H, W)`` RGB in ``[0, 1]``; on any
   device, moved to the backbone's device.
 * ``maps``: ``float32`` ``(B, L, H, W)``, one map per requested level (in the order requested), bilinearly
-  upsampled (``align_corners=False``) to the input size and min-max normalised per map to ``[0, 1]`` (a map
-  that is constant, e.g. all zero, becomes all zero).
+  resampled (``align_corners=False``) from the level's own ``h x w`` straight to the input ("working") size
+  and min-max normalised per map to ``[0, 1]`` (a map that is constant, e.g. all zero, becomes all zero).
 * ``targets``: ``int64`` ``(B,)``, the class whose logit was explained (each sample's top-1 by default).
 * :func:`saliency_maps` takes and returns numpy arrays: ``uint8 (N, H, W, 3)`` in,
   ``float16 (N, L, H, W)`` maps and ``int64 (N,)`` targets out (float16 halves the store; maps live in
   ``[0, 1]``, where its step is at most 2**-11).
+
+Saliency resolution (``input_size``): with ``input_size=None`` the backbone sees the images at the working
+size, so at 64 px its stride-32 deepest level is 2 x 2 cells and at 32 px a single one (a constant map, which
+normalises to all zero). With ``input_size=S`` the images are first resized to ``S x S`` (224, the native
+input of both backbones, keeps the deep level at 7 x 7), and each level's map is resampled from its
+``h x w`` (``S / stride``) straight back to the working size. The resize is bilinear with
+``align_corners=False``, antialiased when either side shrinks, done on the backbone's device on the
+normalised float image (normalisation is a per-channel affine map and resampling weights sum to one, so
+this equals resizing ``[0, 1]`` RGB first, up to float rounding). An image already ``S x S`` is not
+resampled, so its maps are bit-identical to ``input_size=None``.
 
 Why one backward serves every sample and every level: the backbone is in ``eval()`` mode (BatchNorm uses its
 running statistics), so a sample's logits depend on that sample only and the gradient of the *sum* of the
@@ -36,6 +46,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cutswap.backbones import Backbone
@@ -81,8 +92,15 @@ class SaliencyExtractor:
         levels: which levels to compute, in the order the maps are returned; default all of the backbone's.
         target_class: explain this ImageNet class for every image instead of each image's top-1 class.
         shallow_tanh: rescale each raw map by ``tanh(2 M / max M)`` (at the level's own resolution, before
-            upsampling and normalisation). The LayerCAM paper uses this for shallow layers, whose maps have a
+            resampling and normalisation). The LayerCAM paper uses this for shallow layers, whose maps have a
             few very large values; it lifts the rest. Off by default, as METHOD.md does not fix it.
+        input_size: resize images to ``input_size x input_size`` before the backbone, and resample the maps
+            back to the working size (see the module docstring). ``None`` (the default here) runs the backbone
+            at the working size. METHOD.md asks for the backbone's native 224, which the saliency stage uses
+            by default: below about 128 px the deep levels otherwise collapse to one or two cells.
+
+    Raises:
+        ValueError: ``input_size`` is not a positive integer.
     """
 
     def __init__(
@@ -91,6 +109,7 @@ class SaliencyExtractor:
         levels: list[str] | None = None,
         target_class: int | None = None,
         shallow_tanh: bool = False,
+        input_size: int | None = None,
     ) -> None:
         available = list(backbone.levels)
         chosen = list(available if levels is None else levels)
@@ -105,8 +124,13 @@ class SaliencyExtractor:
                 f"saliency target_class {target_class!r} (setting target_class) must be a class index >= 0, "
                 "or null for each image's top-1 class."
             )
+        if input_size is not None and (
+            isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < 1
+        ):
+            raise ValueError(f"input_size must be a positive integer or None, got {input_size!r}")
         self.backbone = backbone
         self.levels = chosen
+        self.input_size = input_size
         self.target_class = target_class
         self.shallow_tanh = shallow_tanh
         self._root = min(chosen, key=available.index)  # shallowest requested level
@@ -162,10 +186,12 @@ class SaliencyExtractor:
     def _interpolation(self, size_out: int, size_in: int, device: torch.device) -> Tensor:
         """Matrix ``(size_out, size_in)`` of 1-D bilinear resampling with ``align_corners=False``.
 
-        Bilinear upsampling is separable, so a map ``M`` (h, w) resizes as ``R_h @ M @ R_w.T``. Two small
+        Bilinear resampling is separable, so a map ``M`` (h, w) resizes as ``R_h @ M @ R_w.T``. Two small
         matrix products write straight into the output, about three times faster on CPU than
         ``F.interpolate`` plus a copy, with the same convention: source coordinate
-        ``(i + 0.5) * size_in / size_out - 0.5``, clamped at the borders (as PyTorch and OpenCV do).
+        ``(i + 0.5) * size_in / size_out - 0.5``, clamped at the borders (as PyTorch and OpenCV do). When a
+        level is larger than the working size (level 1 of a 224 px input is 56 x 56, so below 56 px) this
+        shrinks it without antialiasing, as ``cv2.resize`` with ``INTER_LINEAR`` in grad-cam does.
         """
         key = (size_out, size_in, device)
         matrix = self._interp_cache.get(key)
@@ -182,21 +208,38 @@ class SaliencyExtractor:
             matrix = self._interp_cache[key] = matrix.to(device=device, dtype=torch.float32)
         return matrix
 
+    def _resize_input(self, x: Tensor) -> Tensor:
+        """Resize the normalised batch to ``input_size`` squared (a no-op without it or when already there).
+
+        ``F.interpolate`` keeps the channels-last layout of its input; antialiasing is asked for only when a
+        side shrinks, since for enlarging it computes the same bilinear weights (to float rounding) on a
+        slower kernel. No autograd graph is recorded: ``x`` does not require grad, and the graph starts at the
+        shallowest level's hook.
+        """
+        size = self.input_size
+        height, width = x.shape[-2:]
+        if size is None or (height, width) == (size, size):
+            return x
+        shrinks = size < height or size < width
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=shrinks)
+        return x.contiguous(memory_format=torch.channels_last)
+
     @torch.inference_mode(False)
     def __call__(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """Compute the maps for one batch.
 
         Args:
-            images: uint8 ``(B, H, W, 3)`` or float ``(B, 3, H, W)`` in ``[0, 1]``.
+            images: uint8 ``(B, H, W, 3)`` or float ``(B, 3, H, W)`` in ``[0, 1]``, at the working size.
 
         Returns:
-            ``maps`` float32 ``(B, L, H, W)`` in ``[0, 1]`` and ``targets`` int64 ``(B,)``, on the backbone's
+            ``maps`` float32 ``(B, L, H, W)`` in ``[0, 1]`` at the working size (whatever ``input_size``) and ``targets`` int64 ``(B,)``, on the backbone's
             device.
         """
         if not self._handles:
             raise RuntimeError("this SaliencyExtractor was closed; create a new one")
         x = self._model_input(images)
-        batch, _, height, width = x.shape
+        batch, _, height, width = x.shape  # the working size: maps come out at this size
+        x = self._resize_input(x)
         with torch.enable_grad():
             self._capturing = True
             try:

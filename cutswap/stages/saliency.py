@@ -5,7 +5,13 @@ Store layout (``storage/saliency/<category>-<key>/``)::
     maps     float16 (N, L, S, S)  one map per training image and level, min-max normalised to [0, 1]
     targets  int64   (N,)          ImageNet class whose score was back-propagated
     index    int64   (N,)          row of the image in the ingest store
-    attrs    backbone: {name, sha256, source, fallback_reason}, levels
+    attrs    backbone: {name, sha256, source, fallback_reason}, levels, input_size, device
+
+``S`` is the working size (``dataset.image_size``) whatever ``saliency.input_size``: the backbone sees each
+image resized to ``input_size`` squared (224 by default, so that a stride-32 deep level keeps 7 x 7 cells
+instead of collapsing to one or two at small working sizes), and each level's map is resampled from its own
+resolution straight to ``S``; ``input_size: null`` runs the backbone at ``S`` (see
+:mod:`cutswap.saliency`). ``input_size`` is part of the key and recorded in the attrs.
 
 The key includes the resolved backbone and its weights hash, so ``backbone: auto`` resolving to another
 network on another machine never reuses the wrong maps. Images are processed in shard-sized ranges, each
@@ -40,7 +46,9 @@ def _shard(start: int, stop: int, *, ingest: str, out: str, cfg: SaliencySetting
     images = source["images"].get_orthogonal_selection((index,))
     backbone = _backbone(cfg.backbone, cfg.weights, cfg.allow_download)
     dev = worker_device(device)
-    with SaliencyExtractor(backbone, cfg.levels, cfg.target_class, cfg.shallow_tanh) as extractor:
+    with SaliencyExtractor(
+        backbone, cfg.levels, cfg.target_class, cfg.shallow_tanh, input_size=cfg.input_size
+    ) as extractor:
         maps, targets = saliency_maps(extractor, images, batch_size=cfg.batch_size, device=dev)
     group = zarr.open_group(out, mode="r+")
     group["maps"][start:stop] = maps
@@ -72,7 +80,7 @@ def saliency_category(
         run_sharded(shard, len(index), dask, parallel.SHARD)
         group.attrs["device"] = worker_device(settings.train.device) if dask is None else "dask workers"
 
-    extra = {"backbone": backbone.provenance(), "levels": cfg.levels}
+    extra = {"backbone": backbone.provenance(), "levels": cfg.levels, "input_size": cfg.input_size}
     return build_store(
         settings.storage_root, "saliency", ingest.name, keyed, {"ingest": ingest}, write, mode, extra
     )

@@ -9,6 +9,13 @@ is invariant to a positive affine change of its input, so ``minmax(resize(minmax
 which is exactly what we compute (upsample, then normalise), up to grad-cam's 1e-7 in the denominator. The two
 therefore agree at the full image size to float32 rounding (about 1e-6 measured), hence ``atol=1e-5``.
 
+With ``input_size`` the same comparison holds on the same resized input: the test resizes the batch to
+``input_size`` itself (bilinear, antialiased when shrinking, as the extractor documents), runs grad-cam on
+it, and has grad-cam resample its raw per-level map (``h x w`` of the resized input) straight to the
+working size instead of to the input tensor's size (its ``get_target_width_height`` is the one place that
+decides the target size). The extractor resizes the normalised image and the test the ``[0, 1]`` one, which
+differ by float rounding only (normalisation is affine and the resampling weights sum to one).
+
 grad-cam gets gradients from ``loss.backward()``, which needs trainable parameters, so it runs on a deep copy
 of the frozen backbone with ``requires_grad`` turned back on; the copy has identical weights. One grad-cam
 object per level, as its users would do to get separate per-level maps.
@@ -23,14 +30,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
+import zarr
 from pytorch_grad_cam import LayerCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from skimage import data as skdata
 from torch import nn
 
+from cutswap import saliency as saliency_module
 from cutswap.backbones import RESNET18_MEAN, RESNET18_STD, Backbone, load_backbone
 from cutswap.errors import SettingsError
 from cutswap.saliency import SaliencyExtractor, saliency_maps
+from cutswap.settings import SaliencySettings, load_settings
 
 ATOL = 1e-5  # see the module docstring
 
@@ -45,15 +55,43 @@ def _to_unit_float(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
 
 
-def gradcam_maps(backbone: Backbone, images: np.ndarray, target_class: int | None = None) -> np.ndarray:
-    """Reference maps (B, 4, H, W) from grad-cam, one LayerCAM per level (targets: top-1 unless given)."""
+class _LayerCAMToSize(LayerCAM):
+    """grad-cam's LayerCAM, resampling its raw map to a given ``(width, height)`` instead of the input's."""
+
+    def __init__(self, *args: object, size: tuple[int, int], **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self._size = size
+
+    def get_target_width_height(self, input_tensor: torch.Tensor) -> tuple[int, int]:
+        return self._size
+
+
+def _resize_unit_float(x: torch.Tensor, size: int) -> torch.Tensor:
+    """The extractor's documented input resize: bilinear, half-pixel, antialiased when a side shrinks."""
+    shrinks = size < x.shape[-2] or size < x.shape[-1]
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=shrinks)
+
+
+def gradcam_maps(
+    backbone: Backbone, images: np.ndarray, target_class: int | None = None, input_size: int | None = None
+) -> np.ndarray:
+    """Reference maps (B, 4, H, W) from grad-cam, one LayerCAM per level (targets: top-1 unless given).
+
+    With ``input_size``, grad-cam sees the batch resized to ``input_size`` squared and its maps are resampled
+    from each level's resolution straight to the images' own ``H x W``.
+    """
     model = copy.deepcopy(backbone.model).requires_grad_(True)
     names = {module: name for name, module in backbone.model.named_modules()}
-    x = backbone.normalize(_to_unit_float(images))
+    x = _to_unit_float(images)
+    height, width = x.shape[-2:]
+    if input_size is not None:
+        x = _resize_unit_float(x, input_size)
+    x = backbone.normalize(x)
     targets = None if target_class is None else [ClassifierOutputTarget(target_class)] * len(images)
     maps = []
     for module in backbone.levels.values():
-        with LayerCAM(model=model, target_layers=[model.get_submodule(names[module])]) as cam:
+        layer = model.get_submodule(names[module])
+        with _LayerCAMToSize(model=model, target_layers=[layer], size=(width, height)) as cam:
             maps.append(cam(input_tensor=x, targets=targets))
     return np.stack(maps, axis=1)
 
@@ -125,6 +163,78 @@ def test_matches_gradcam_on_random_resnet18(
     np.testing.assert_allclose(maps.numpy(), reference, rtol=0, atol=ATOL)
 
 
+@pytest.fixture(scope="module")
+def small_photos(photos: np.ndarray) -> np.ndarray:
+    """The photos at a small, non-square working size, uint8 (2, 32, 40, 3)."""
+    return np.stack([_resize(image, 32, 40) for image in photos])
+
+
+@pytest.mark.parametrize("input_size", [64, 96])
+def test_input_size_matches_gradcam_on_the_same_resized_input(
+    effnet: Backbone, small_photos: np.ndarray, input_size: int
+) -> None:
+    with SaliencyExtractor(effnet, input_size=input_size) as extractor:
+        maps, targets = extractor(torch.from_numpy(small_photos))
+    assert maps.shape == (2, 4, 32, 40)  # the working size, not input_size
+    reference = gradcam_maps(effnet, small_photos, input_size=input_size)
+    np.testing.assert_allclose(maps.numpy(), reference, rtol=0, atol=ATOL)
+
+
+@pytest.mark.parametrize("target_class", [None, 7])
+def test_input_size_below_the_working_size_matches_gradcam(
+    random_resnet18: Backbone, noise: np.ndarray, target_class: int | None
+) -> None:
+    # 96 x 128 down to 64 x 64: the antialiased shrink of the input, and levels upsampled back.
+    with SaliencyExtractor(random_resnet18, target_class=target_class, input_size=64) as extractor:
+        maps, _ = extractor(torch.from_numpy(noise))
+    reference = gradcam_maps(random_resnet18, noise, target_class, input_size=64)
+    np.testing.assert_allclose(maps.numpy(), reference, rtol=0, atol=ATOL)
+
+
+def test_input_size_none_keeps_the_working_size_path(
+    random_resnet18: Backbone, noise: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # None runs exactly the code path of before (which the grad-cam comparisons above check at the working
+    # size): the input is never resampled.
+    images = torch.from_numpy(noise)
+    with SaliencyExtractor(random_resnet18) as extractor:
+        default, _ = extractor(images)
+
+    def no_interpolate(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the input was resampled")
+
+    monkeypatch.setattr(saliency_module.F, "interpolate", no_interpolate)
+    with SaliencyExtractor(random_resnet18, input_size=None) as extractor:
+        maps, _ = extractor(images)
+    assert torch.equal(maps, default)
+
+
+def test_input_size_equal_to_a_square_working_size_changes_nothing(
+    random_resnet18: Backbone, noise: np.ndarray
+) -> None:
+    images = torch.from_numpy(noise[:, :, :96].copy())  # 96 x 96
+    with (
+        SaliencyExtractor(random_resnet18) as plain,
+        SaliencyExtractor(random_resnet18, input_size=96) as sized,
+    ):
+        assert torch.equal(sized(images)[0], plain(images)[0])
+
+
+def test_input_size_keeps_the_deep_level_from_collapsing(effnet: Backbone, photos: np.ndarray) -> None:
+    # At 32 px the stride-32 level 4 is one cell: a constant map, normalised to all zero. At 96 it is 3 x 3.
+    images = torch.from_numpy(np.stack([_resize(image, 32, 32) for image in photos]))
+    with (
+        SaliencyExtractor(effnet, levels=["level4"]) as plain,
+        SaliencyExtractor(effnet, levels=["level4"], input_size=96) as sized,
+    ):
+        degenerate, _ = plain(images)
+        resolved, _ = sized(images)
+    assert degenerate.shape == resolved.shape == (2, 1, 32, 32)
+    for i in range(len(images)):
+        assert degenerate[i].unique().numel() == 1
+        assert resolved[i].unique().numel() > 1
+
+
 def test_maps_shape_dtype_and_range(effnet: Backbone, photos: np.ndarray) -> None:
     with SaliencyExtractor(effnet) as extractor:
         maps, targets = extractor(torch.from_numpy(photos))
@@ -137,9 +247,20 @@ def test_maps_shape_dtype_and_range(effnet: Backbone, photos: np.ndarray) -> Non
     torch.testing.assert_close(maps.amin(dim=(2, 3)), torch.zeros(2, 4))
 
 
-def test_batch_equals_per_sample(effnet: Backbone, photos: np.ndarray) -> None:
+def test_maps_at_the_working_size_with_input_size(effnet: Backbone, small_photos: np.ndarray) -> None:
+    with SaliencyExtractor(effnet, input_size=64) as extractor:
+        maps, targets = extractor(torch.from_numpy(small_photos))
+    assert maps.shape == (2, 4, 32, 40)
+    assert maps.dtype == torch.float32 and targets.shape == (2,)
+    assert maps.min() >= 0 and maps.max() <= 1
+    torch.testing.assert_close(maps.amax(dim=(2, 3)), torch.ones(2, 4))
+    torch.testing.assert_close(maps.amin(dim=(2, 3)), torch.zeros(2, 4))
+
+
+@pytest.mark.parametrize("input_size", [None, 64])
+def test_batch_equals_per_sample(effnet: Backbone, photos: np.ndarray, input_size: int | None) -> None:
     # eval-mode BatchNorm: samples must not interact through the shared backward pass.
-    with SaliencyExtractor(effnet) as extractor:
+    with SaliencyExtractor(effnet, input_size=input_size) as extractor:
         batch_maps, batch_targets = extractor(torch.from_numpy(photos))
         for i in range(len(photos)):
             maps, targets = extractor(torch.from_numpy(photos[i : i + 1]))
@@ -147,18 +268,28 @@ def test_batch_equals_per_sample(effnet: Backbone, photos: np.ndarray) -> None:
             torch.testing.assert_close(maps[0], batch_maps[i], rtol=0, atol=ATOL)
 
 
-def test_uint8_nhwc_and_float_nchw_inputs_agree(random_resnet18: Backbone, noise: np.ndarray) -> None:
-    with SaliencyExtractor(random_resnet18) as extractor:
+@pytest.mark.parametrize("input_size", [None, 64, 160])
+def test_uint8_nhwc_and_float_nchw_inputs_agree(
+    random_resnet18: Backbone, noise: np.ndarray, input_size: int | None
+) -> None:
+    with SaliencyExtractor(random_resnet18, input_size=input_size) as extractor:
         from_uint8, targets_uint8 = extractor(torch.from_numpy(noise))
         from_float, targets_float = extractor(_to_unit_float(noise))
     assert torch.equal(targets_uint8, targets_float)
     torch.testing.assert_close(from_uint8, from_float, rtol=0, atol=ATOL)
 
 
+@pytest.mark.parametrize("input_size", [None, 64])
+@pytest.mark.parametrize("layout", ["uint8", "float"])
 def test_one_forward_one_backward_and_no_parameter_grads(
-    random_resnet18: Backbone, noise: np.ndarray, monkeypatch: pytest.MonkeyPatch
+    random_resnet18: Backbone,
+    noise: np.ndarray,
+    monkeypatch: pytest.MonkeyPatch,
+    input_size: int | None,
+    layout: str,
 ) -> None:
     forwards: list[int] = []
+    model_inputs: list[torch.Tensor] = []
     grad_calls: list[int] = []
     real_grad = torch.autograd.grad
 
@@ -168,14 +299,20 @@ def test_one_forward_one_backward_and_no_parameter_grads(
 
     monkeypatch.setattr(torch.autograd, "grad", counting_grad)
     handle = random_resnet18.model.register_forward_hook(lambda *_: forwards.append(1))
-    images = _to_unit_float(noise)
+    pre = random_resnet18.model.register_forward_pre_hook(lambda _, args: model_inputs.append(args[0]))
+    images = torch.from_numpy(noise) if layout == "uint8" else _to_unit_float(noise)
     try:
-        with SaliencyExtractor(random_resnet18) as extractor:
-            extractor(images)
+        with SaliencyExtractor(random_resnet18, input_size=input_size) as extractor:
+            maps, _ = extractor(images)
     finally:
         handle.remove()
+        pre.remove()
     assert len(forwards) == 1
     assert len(grad_calls) == 1
+    assert maps.shape == (3, 4, 96, 128)
+    (x,) = model_inputs
+    assert x.shape[-2:] == ((96, 128) if input_size is None else (input_size, input_size))
+    assert x.dtype == torch.float32 and x.is_contiguous(memory_format=torch.channels_last)
     assert not images.requires_grad and images.grad is None
     assert all(p.grad is None and not p.requires_grad for p in random_resnet18.model.parameters())
     assert not random_resnet18.model.training
@@ -236,6 +373,21 @@ def test_invalid_settings_are_rejected(random_resnet18: Backbone, kwargs: dict, 
         SaliencyExtractor(random_resnet18, **kwargs)
 
 
+@pytest.mark.parametrize("input_size", [0, -32, True, 64.0, "224"])
+def test_invalid_input_size_is_rejected(random_resnet18: Backbone, input_size: object) -> None:
+    with pytest.raises(ValueError, match="input_size"):
+        SaliencyExtractor(random_resnet18, input_size=input_size)  # type: ignore[arg-type]
+
+
+def test_input_size_setting_defaults_to_224_and_is_bounded() -> None:
+    assert SaliencySettings().input_size == 224
+    assert load_settings(overrides={"saliency.input_size": "null"}).saliency.input_size is None
+    assert load_settings(overrides={"saliency.input_size": "96"}).saliency.input_size == 96
+    for bad in ("16", "2048", "big"):
+        with pytest.raises(SettingsError, match="input_size"):
+            load_settings(overrides={"saliency.input_size": bad})
+
+
 def test_target_class_out_of_range_is_rejected(random_resnet18: Backbone, noise: np.ndarray) -> None:
     with (
         SaliencyExtractor(random_resnet18, target_class=1000) as extractor,
@@ -283,3 +435,33 @@ def test_saliency_maps_rejects_bad_arguments(random_resnet18: Backbone, noise: n
             saliency_maps(extractor, noise, batch_size=0)
         with pytest.raises(ValueError, match="uint8"):
             saliency_maps(extractor, noise.astype(np.float32))
+
+
+def test_stage_keys_and_records_input_size(tmp_path, make_stripes, ingest_store) -> None:
+    from cutswap.stages.saliency import saliency_category
+
+    images = make_stripes(32, 3)
+    ingest = ingest_store(tmp_path, images)
+    refs = {}
+    for input_size in (64, None):
+        settings = load_settings(
+            overrides={
+                "storage_root": str(tmp_path),
+                "dataset.image_size": 32,
+                "saliency.backbone": "efficientnet_lite0",
+                "saliency.input_size": input_size,
+                "train.device": "cpu",
+                "parallel.workers": 0,
+            }
+        )
+        ref, computed = saliency_category(settings, ingest)
+        assert computed
+        refs[input_size] = ref
+        group = zarr.open_group(ref.path, mode="r")
+        assert group.attrs["input_size"] == input_size
+        assert group.attrs["settings"]["input_size"] == input_size  # keyed
+        assert group["maps"].shape == (3, 4, 32, 32)  # the working size either way
+        with SaliencyExtractor(load_backbone("efficientnet_lite0"), input_size=input_size) as extractor:
+            expected, _ = saliency_maps(extractor, images)
+        np.testing.assert_array_equal(group["maps"][:], expected)
+    assert refs[64].key != refs[None].key
