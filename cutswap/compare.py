@@ -53,7 +53,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from cutswap.settings import METHODS
+from cutswap.settings import METHODS, UNTRAINED_METHODS
 
 #: The no-training baseline: frozen ImageNet trunk + the same Gaussian density, nothing trained.
 BASELINE = "imagenet-gde"
@@ -131,7 +131,9 @@ def paired_differences(results: pd.DataFrame, a: str, b: str, metric: str) -> pd
 
     A (category, seed) that one method lacks, or where either value is NaN, is dropped (the number of
     rows returned is the comparison's ``n_pairs``), because an unpaired value would mix seed noise into
-    the difference.
+    the difference. The exception is a method that trains nothing (``UNTRAINED_METHODS``, evaluated once
+    per category because no seed changes it): its one value per category pairs with every seed of the
+    other method.
 
     Returns:
         Columns ``category, seed, a_value, b_value, diff``, sorted by category and seed.
@@ -154,7 +156,14 @@ def paired_differences(results: pd.DataFrame, a: str, b: str, metric: str) -> pd
         if sub.duplicated(["category", "seed"]).any():
             raise ValueError(f"method {method!r} has several rows for one (category, seed)")
         sides.append(sub.rename(columns={metric: name}))
-    joined = sides[0].merge(sides[1], on=["category", "seed"], how="inner")
+    on = ["category", "seed"]
+    for i, method in enumerate((a, b)):
+        if method in UNTRAINED_METHODS and (a, b)[1 - i] not in UNTRAINED_METHODS:
+            if sides[i]["category"].duplicated().any():
+                raise ValueError(f"method {method!r} trains nothing but has several seeds in a category")
+            sides[i] = sides[i].drop(columns="seed")
+            on = ["category"]
+    joined = sides[0].merge(sides[1], on=on, how="inner")
     joined = joined[
         np.isfinite(joined["a_value"].astype(float)) & np.isfinite(joined["b_value"].astype(float))
     ]

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from cutswap.compare import comparisons_markdown, display_table, interval_note
+from cutswap.settings import UNTRAINED_METHODS
 
 #: Metrics in the order tables show them; a run shows those its evaluations produced.
 METRICS = ("image_AUROC", "image_F1Max", "pixel_AUROC", "pixel_AUPRO", "pixel_F1Max")
@@ -155,21 +156,61 @@ def pair_steps(results: pd.DataFrame) -> pd.DataFrame | None:
     return pd.DataFrame.from_dict(rows, orient="index", columns=list(STEPS)) if rows else None
 
 
+def trunk_label(row: pd.Series) -> str:
+    """``resnet18 (scratch)`` or ``efficientnet_lite0 (ImageNet)``, from a results row."""
+    return f"{row.get('trunk', 'resnet18')} ({'ImageNet' if row.get('pretrained') else 'scratch'})"
+
+
+def trunk_note(results: pd.DataFrame) -> str:
+    """Which trunk, and how initialised, each method's column rests on: stated under every table."""
+    groups: dict[str, list[str]] = {}
+    for method, rows in results.groupby("method", sort=True):
+        row = rows.iloc[0]
+        label = trunk_label(row)
+        if method in UNTRAINED_METHODS:
+            label = f"{row.get('trunk')} (ImageNet, frozen: no training)"
+        groups.setdefault(label, []).append(str(method))
+    return "Trunks: " + "; ".join(f"{', '.join(ms)}: {label}" for label, ms in groups.items()) + "."
+
+
 def how_obtained(results: pd.DataFrame, provenance: dict) -> list[str]:
     """Sentences saying exactly how the numbers were made, shared by the Markdown and HTML pages."""
     first = results.iloc[0]
     backbone = provenance["backbone"]
-    lines = [
-        f"Classifier: ResNet-18 {'from ImageNet weights' if first['pretrained'] else 'trained from scratch'} "
-        f"+ MLP head {first['head_dims']}, {first['steps']} steps of {first['batch_size']} normal + "
-        f"{first['batch_size']} negative images at {first['image_size']} px, SGD lr {first['lr']} (cosine), "
-        "momentum 0.9, weight decay 3e-5; seeds "
-        + ", ".join(map(str, sorted(results["seed"].unique())))
-        + ".",
-        "Score: Mahalanobis distance to a Gaussian (mean, Ledoit-Wolf covariance) of the 512-d embeddings "
-        "of the normal training images only. image_AUROC = ROC AUC of that score over the test images.",
+    saliency = (provenance.get("settings") or {}).get("saliency", {})
+    target = saliency.get("target_class")
+    size = saliency.get("input_size")
+    lines = []
+    trained = results[results["steps"].notna()] if "steps" in results.columns else results
+    if not trained.empty:
+        t = trained.iloc[0]
+        lines.append(
+            f"Classifiers ({', '.join(sorted(trained['method'].unique()))}): {trunk_label(t)} + MLP head "
+            f"{t['head_dims']}, {int(t['steps'])} steps; a step sees {int(t['batch_size'])} normal images "
+            f"and {int(t['batch_size'])} of each negative kind (two kinds for the 3-way methods) at "
+            f"{first['image_size']} px; SGD lr {t['lr']} (cosine), momentum {t['momentum']}, weight decay "
+            f"{t['weight_decay']}; seeds " + ", ".join(map(str, sorted(trained["seed"].unique()))) + "."
+        )
+    for method in sorted(set(results["method"]) & set(UNTRAINED_METHODS)):
+        row = results[results["method"] == method].iloc[0]
+        lines.append(
+            f"{method} (no training): {row['trunk']} with its ImageNet weights, frozen, scored like the "
+            "classifiers; evaluated once per category (no seed changes it) and paired with every seed in "
+            "the comparisons."
+        )
+    lines += [
+        "Score: Mahalanobis distance to a Gaussian (mean, Ledoit-Wolf covariance) of the pooled trunk "
+        "embeddings (512-d ResNet-18, 1280-d EfficientNet-Lite0) of the normal training images only. "
+        "image_AUROC = ROC AUC of that score over the test images.",
         f"Saliency (cutswap): LayerCAM on {backbone['name']} (ImageNet, weights sha256 "
-        f"{str(backbone.get('sha256', ''))[:12]}…), levels {first['levels']}, target class = each image's top-1.",
+        f"{str(backbone.get('sha256', ''))[:12]}…)"
+        + (
+            f" at {size} x {size} px input, maps resampled to the working size"
+            if size
+            else " at the working size"
+        )
+        + f", levels {first['levels']}, target class = "
+        + ("each image's top-1." if target is None else f"ImageNet class {target}."),
         f"Clustering: {first['cluster_method']} K={first['cluster_k']} on each map's values; pairs: "
         f"{first['draws']} draws per map from the top cluster, else at a smaller patch, else from the top "
         "and next clusters, and only then at random locations: "
@@ -215,8 +256,11 @@ def summary_markdown(results: pd.DataFrame, provenance: dict, comparisons: pd.Da
         f"Dataset **{results['dataset'].iloc[0]}**, {results['category'].nunique()} categories; values in %, "
         "mean ± std over seeds where there are several."
     )
+    if comparisons is not None and not comparisons.empty:
+        table = comparisons_markdown(comparisons, **comparison_settings(provenance))
+        lines += ["", "## Comparisons", "", table]
     for metric in metrics_of(results):
-        lines += ["", f"## {metric}", "", markdown_table(pivot(results, metric))]
+        lines += ["", f"## {metric}", "", markdown_table(pivot(results, metric)), "", trunk_note(results)]
     ref = comparison(results)
     if ref is not None:
         title = REFERENCES[results["dataset"].iloc[0]].title
@@ -225,9 +269,6 @@ def summary_markdown(results: pd.DataFrame, provenance: dict, comparisons: pd.Da
     if steps is not None:
         table = markdown_table(steps, "category / level")
         lines += ["", "## Pair-bank draws by step (% of draws)", "", table]
-    if comparisons is not None and not comparisons.empty:
-        table = comparisons_markdown(comparisons, **comparison_settings(provenance))
-        lines += ["", "## Comparisons", "", table]
     lines += ["", "## How these numbers were obtained", ""]
     lines += [f"- {line}" for line in how_obtained(results, provenance)]
     lines += ["", "Per-seed values and every setting: `results.csv`. Store keys: `provenance.json`.", ""]
@@ -279,8 +320,20 @@ def run_page(
         f"<p>Dataset <b>{html.escape(str(results['dataset'].iloc[0]))}</b>, {results['category'].nunique()} "
         "categories; values in %, mean ± std over seeds where there are several.</p>"
     )
+    if comparisons is not None and not comparisons.empty:
+        how = comparison_settings(provenance)
+        table = display_table(comparisons, how.get("confidence", 0.95))
+        parts += [
+            "<h2>Comparisons</h2>",
+            html_table(table, index_name="question", table_id="comparisons"),
+            f"<p>{_inline_md(interval_note(**how))}</p>",
+        ]
     for metric in metrics_of(results):
-        parts += [f"<h2>{metric}</h2>", html_table(pivot(results, metric), table_id=f"table-{metric}")]
+        parts += [
+            f"<h2>{metric}</h2>",
+            html_table(pivot(results, metric), table_id=f"table-{metric}"),
+            f"<p>{html.escape(trunk_note(results))}</p>",
+        ]
     ref = comparison(results)
     if ref is not None:
         parts += [
@@ -292,14 +345,6 @@ def run_page(
         parts += [
             "<h2>Pair-bank draws by step (% of draws)</h2>",
             html_table(steps, "category / level", table_id="pair-steps"),
-        ]
-    if comparisons is not None and not comparisons.empty:
-        how = comparison_settings(provenance)
-        table = display_table(comparisons, how.get("confidence", 0.95))
-        parts += [
-            "<h2>Comparisons</h2>",
-            html_table(table, index_name="question", table_id="comparisons"),
-            f"<p>{_inline_md(interval_note(**how))}</p>",
         ]
     parts += ["<h2>How these numbers were obtained</h2><ul>"]
     parts += [f"<li>{_inline_md(line)}</li>" for line in how_obtained(results, provenance)]

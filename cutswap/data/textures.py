@@ -137,6 +137,7 @@ def build_textures(
     n_train: int = 60,
     n_test_good: int = 20,
     n_test_defect: int = 6,
+    defect_scale: float = 1.0,
 ) -> Path:
     """Build (or reuse) the ``textures`` dataset under ``root`` in the MVTec AD layout.
 
@@ -148,6 +149,9 @@ def build_textures(
         n_train: Normal training images per category (at least 1).
         n_test_good: Normal test images per category.
         n_test_defect: Test images per category and defect kind.
+        defect_scale: Linear size of the defects relative to the reference design (1: scratches of a few
+            pixels and holes of 2-4 % of the side at 256 px). A working size far below the build size
+            shrinks thin defects below a pixel; scaling them up keeps them visible to a small model.
 
     Returns:
         ``root``, holding a complete build.
@@ -158,7 +162,7 @@ def build_textures(
         OSError: The build cannot be written (disk full, permissions); nothing half-written is left.
     """
     root = Path(root)
-    params = _check_params(seed, image_size, n_train, n_test_good, n_test_defect)
+    params = _check_params(seed, image_size, n_train, n_test_good, n_test_defect, defect_scale)
     wanted = {"generator": "cutswap.data.textures", "version": GENERATOR_VERSION, **params}
     if _read_marker(root) == wanted:
         return root
@@ -180,7 +184,9 @@ def build_textures(
     return root
 
 
-def _check_params(seed: int, image_size: int, n_train: int, n_test_good: int, n_test_defect: int) -> dict:
+def _check_params(
+    seed: int, image_size: int, n_train: int, n_test_good: int, n_test_defect: int, defect_scale: float
+) -> dict:
     def whole(name: str, value: object, low: int) -> int:
         if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
@@ -192,7 +198,10 @@ def _check_params(seed: int, image_size: int, n_train: int, n_test_good: int, n_
         "n_train": whole("n_train", n_train, 1),
         "n_test_good": whole("n_test_good", n_test_good, 0),
         "n_test_defect": whole("n_test_defect", n_test_defect, 0),
+        "defect_scale": float(defect_scale),
     }
+    if not 0.25 <= params["defect_scale"] <= 2.0:  # larger cracks no longer fit clear of the border
+        raise ValueError(f"defect_scale must be between 0.25 and 2, got {defect_scale!r}")
     if params["n_test_good"] + params["n_test_defect"] == 0:
         raise ValueError("n_test_good and n_test_defect are both 0: the dataset would have no test images")
     return params
@@ -206,7 +215,9 @@ def _read_marker(root: Path) -> dict | None:
     if not isinstance(marker, dict):
         return None
     keys = ("generator", "version", "seed", "image_size", "n_train", "n_test_good", "n_test_defect")
-    return {key: marker.get(key) for key in keys}
+    found = {key: marker.get(key) for key in keys}
+    found["defect_scale"] = marker.get("defect_scale", 1.0)  # builds from before the setting existed
+    return found
 
 
 def _check_replaceable(root: Path) -> None:
@@ -248,7 +259,13 @@ def _move_into_place(tmp: Path, root: Path, wanted: dict) -> None:
 
 
 def _write_dataset(
-    out: Path, seed: int, image_size: int, n_train: int, n_test_good: int, n_test_defect: int
+    out: Path,
+    seed: int,
+    image_size: int,
+    n_train: int,
+    n_test_good: int,
+    n_test_defect: int,
+    defect_scale: float,
 ) -> dict:
     """Write every category into ``out``; returns provenance (library versions, photo checksums)."""
     import skimage
@@ -277,7 +294,7 @@ def _write_dataset(
         for kind_index, kind in enumerate(DEFECT_KINDS, start=1):
             for i in range(n_test_defect):
                 rng = rng_for(1, kind_index, i)
-                image, mask = add_defect(crop.test(rng), kind, rng)
+                image, mask = add_defect(crop.test(rng), kind, rng, defect_scale)
                 stem = f"{i:0{width}d}"
                 _save_png(cat_dir / "test" / kind / f"{stem}.png", image)
                 _save_png(cat_dir / "ground_truth" / kind / f"{stem}_mask.png", mask.astype(np.uint8) * 255)
@@ -364,13 +381,16 @@ class _Cropper:
         return np.clip(window * gain + offset, 0.0, 255.0).astype(np.float32)
 
 
-def add_defect(image: np.ndarray, kind: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def add_defect(
+    image: np.ndarray, kind: str, rng: np.random.Generator, defect_scale: float = 1.0
+) -> tuple[np.ndarray, np.ndarray]:
     """Draw one defect of ``kind`` on a float grayscale image (values 0..255).
 
     Args:
         image: ``(S, S)`` float array, the defect-free crop; not modified.
         kind: One of ``DEFECT_KINDS``.
         rng: Source of every random choice.
+        defect_scale: Linear size of the defect relative to the reference design.
 
     Returns:
         The defective image (``uint8``) and its ``bool`` mask: the defect's core plus every pixel changed by
@@ -380,7 +400,7 @@ def add_defect(image: np.ndarray, kind: str, rng: np.random.Generator) -> tuple[
     if draw is None:
         raise ValueError(f"unknown defect kind {kind!r}; expected one of {DEFECT_KINDS}")
     size = image.shape[0]
-    scale = size / _REFERENCE_SIZE
+    scale = size / _REFERENCE_SIZE * defect_scale
     margin = max(2, int(round(4 * scale)))
     best = None
     for _ in range(30):
@@ -612,6 +632,7 @@ def _write_readme(path: Path, params: dict, provenance: dict) -> None:
         f"{params['n_test_good']} normal test images (`test/good`) and {params['n_test_defect']} test images "
         f"per defect kind (`test/<kind>`, kinds: {', '.join(DEFECT_KINDS)}), each with its mask "
         "(`ground_truth/<kind>/<stem>_mask.png`, 0/255).",
+        f"- Defect scale: {params['defect_scale']:g} (linear size relative to the reference design).",
         "- The brick photograph is in perspective (its courses converge above it); it is first rectified "
         "so that brick width and tilt are the same everywhere (`_rectify` in `cutswap/data/textures.py`).",
         "- Each photograph's slow illumination gradient is divided out (Gaussian low-pass, sigma "

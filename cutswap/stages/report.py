@@ -58,15 +58,8 @@ def results_table(settings: Settings, categories: dict[str, CategoryRefs]) -> pd
                     "n_train": ev["n_train"],
                     "n_test": ev["n_test"],
                     "image_size": settings.dataset.image_size,
-                    "steps": settings.train.steps,
-                    "batch_size": settings.train.batch_size,
-                    "lr": settings.train.lr,
-                    "momentum": settings.train.momentum,
-                    "weight_decay": settings.train.weight_decay,
-                    "pretrained": settings.train.pretrained,
-                    "head_dims": "-".join(map(str, settings.train.head_dims)),
+                    **_training_columns(tr),
                     "num_classes": tr["num_classes"],
-                    "swaps": settings.train.swaps,
                     "amp": tr["amp"],
                     "nproc": tr["nproc"],
                     "backbone": sal["backbone"]["name"],
@@ -97,6 +90,22 @@ def results_table(settings: Settings, categories: dict[str, CategoryRefs]) -> pd
     return (
         pd.DataFrame(rows).sort_values(["category", "method", "seed"], kind="stable").reset_index(drop=True)
     )
+
+
+def _training_columns(train_attrs: dict[str, Any]) -> dict[str, Any]:
+    """What made the model, read from its train store (never from the live settings, which a reused store
+    may not share): the keyed schedule, and the trunk with its initialisation. A method that trains
+    nothing has no schedule: those cells are empty."""
+    keyed = train_attrs.get("settings", {})
+    trunk = train_attrs.get("trunk") or {"name": keyed.get("trunk", "resnet18"), "pretrained": False}
+    schedule = ("steps", "batch_size", "lr", "momentum", "weight_decay", "swaps")
+    return {
+        **{k: keyed.get(k) for k in schedule},
+        "head_dims": "-".join(map(str, keyed["head_dims"])) if "head_dims" in keyed else None,
+        "trunk": trunk["name"],
+        "pretrained": bool(trunk["pretrained"]),
+        "trunk_sha256": trunk.get("sha256"),
+    }
 
 
 def _figure(

@@ -65,7 +65,7 @@ def train_key(settings: Settings, method: str, seed: int) -> dict[str, Any]:
     cfg = settings.train
     kinds = method_kinds(method)
     if method in UNTRAINED_METHODS:
-        return {"method": method, "trunk": cfg.trunk, "pretrained": True}
+        return {"method": method, "trunk": cfg.baseline_trunk or cfg.trunk, "pretrained": True}
     keyed = {
         **cfg.model_dump(mode="json", exclude=EXECUTION_KNOBS),
         "amp": amp_name(resolve_amp(cfg.amp, resolve_device(cfg.device))),
@@ -100,7 +100,8 @@ def model_payload(model: ProjectionNet, head_dims: list[int], num_classes: int, 
 def _untrained(settings: Settings, method: str) -> tuple[ProjectionNet, dict[str, Any]]:
     """The no-training baseline: the ImageNet trunk as it is, and a training summary with nothing in it."""
     cfg = settings.train
-    model = build_model(cfg.head_dims, True, 1, cfg.trunk, cfg.weights, cfg.allow_download)
+    trunk = cfg.baseline_trunk or cfg.trunk
+    model = build_model(cfg.head_dims, True, 1, trunk, cfg.weights, cfg.allow_download)
     summary = {
         "log": [],
         "seconds": 0.0,

@@ -175,3 +175,17 @@ def test_markdown_table_is_in_points_with_questions_and_how_the_interval_was_mad
     assert "| Do saliency-guided swaps beat CutPaste? | cutswap − cutpaste | image_AUROC | 8 | +5.0 |" in md
     assert f"| 8/0/0 | {row['verdict']} |" in md
     assert "500 paired bootstrap resamples stratified by category" in md and "95% percentile" in md
+
+
+def test_the_no_training_baseline_pairs_its_one_value_with_every_seed():
+    # imagenet-gde runs once per category (no seed changes it): bottle 0.91, screw 0.60.
+    frame = _frame({"cutswap": A, "imagenet-gde": {"bottle": (0.91,), "screw": (0.60,)}})
+    diffs = paired_differences(frame, "cutswap", "imagenet-gde", "image_AUROC")
+    assert list(diffs["seed"]) == [0, 1, 2, 0, 1, 2]
+    np.testing.assert_allclose(diffs["diff"], [-0.01, 0.01, 0.03, 0.0, 0.02, 0.01], atol=1e-12)
+    row = compare(frame, [("cutswap", "imagenet-gde")], ["image_AUROC"]).iloc[0]
+    assert row["n_pairs"] == 6 and row["mean_diff"] == pytest.approx((0.01 + 0.01) / 2)
+    assert (row["wins"], row["ties"], row["losses"]) == (4, 1, 1)
+    twice = pd.concat([frame, frame.assign(seed=5)[frame["method"] == "imagenet-gde"]])
+    with pytest.raises(ValueError, match="trains nothing but has several seeds"):
+        paired_differences(twice, "cutswap", "imagenet-gde", "image_AUROC")

@@ -30,6 +30,7 @@ def _results(dataset: str = "textures") -> pd.DataFrame:
                         "image_AUROC": base + delta + noise, "pretrained": False, "head_dims": "512-128",
                         "steps": 10, "batch_size": 4, "image_size": 64, "lr": 0.03, "levels": "level1",
                         "cluster_method": "fcm", "cluster_k": 3, "draws": 8, "pair_fallback_rate": 0.01,
+                        "momentum": 0.9, "weight_decay": 3e-5, "trunk": "resnet18",
                     }
                 )  # fmt: skip
     return pd.DataFrame(rows)
@@ -56,6 +57,26 @@ def test_summary_and_page_say_how_numbers_were_obtained():
     assert "**Deviation**" in md and "offline" in md and "synthetic defects" in md
     page = run_page(results, {**PROV, "settings": {}}, ["figures/bottle.png"])
     assert 'id="table-image_AUROC"' in page and '<img src="figures/bottle.png"' in page
+
+
+def test_every_table_names_its_trunks_and_the_how_follows_the_run():
+    results = _results()
+    baseline = results[(results["method"] == "cutpaste") & (results["seed"] == 0)].assign(
+        method="imagenet-gde", trunk="efficientnet_lite0", pretrained=True, steps=np.nan, lr=np.nan
+    )
+    results = pd.concat([results.assign(momentum=0.5), baseline], ignore_index=True)
+    prov = {**PROV, "settings": {"saliency": {"target_class": 7, "input_size": 224}}}
+    md = summary_markdown(results, prov)
+    note = (
+        "Trunks: cutpaste, cutswap: resnet18 (scratch); "
+        "imagenet-gde: efficientnet_lite0 (ImageNet, frozen: no training)."
+    )
+    assert md.count(note) == 1  # one metric table in these results
+    assert note in run_page(results, prov, [])
+    assert "Classifiers (cutpaste, cutswap): resnet18 (scratch)" in md and "momentum 0.5" in md
+    assert "imagenet-gde (no training): efficientnet_lite0 with its ImageNet weights, frozen" in md
+    assert "ImageNet class 7" in md and "at 224 x 224 px input" in md
+    assert pivot(results).loc["bottle", "imagenet-gde"] == "89.0"  # one value, no std: it has one run
 
 
 def test_mvtec_runs_are_compared_with_the_published_table():
