@@ -41,7 +41,8 @@ def reports(tmp_path):
         [
             {"dataset": "mvtec", "category": "bottle", "method": m, "seed": s, "image_AUROC": v, "pretrained": False,
              "head_dims": "512-128", "steps": 10, "batch_size": 4, "image_size": 64, "lr": 0.03, "levels": "level1",
-             "cluster_method": "fcm", "cluster_k": 3, "draws": 8, "pair_fallback_rate": 0.0}
+             "cluster_method": "fcm", "cluster_k": 3, "draws": 8, "pair_fallback_rate": 0.0,
+             "momentum": 0.9, "weight_decay": 3e-5, "trunk": "resnet18"}
             for m, s, v in (("cutswap", 0, 0.97), ("cutswap", 1, 0.99), ("cutpaste", 0, 0.91), ("cutpaste", 1, 0.93))
         ]
     )  # fmt: skip

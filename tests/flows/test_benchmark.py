@@ -110,3 +110,48 @@ def test_jobs_on_a_dask_cluster_give_the_in_process_results(preset, tmp_path):
     workers = {zarr.open_group(p.parent, mode="r").attrs["worker"] for p in stores}
     assert len(stores) == 2 * len(cfg["train"]["methods"])
     assert workers <= {"0", "1"} and workers, workers
+
+
+def test_the_report_answers_its_questions_with_the_baseline_and_computed_comparisons(preset, tmp_path):
+    """Two seeds and the no-training baseline: the baseline runs once per category, every table names the
+    trunks, and comparisons.csv holds the paired comparisons that the summary prints."""
+    from flows.benchmark import cutswap
+
+    overrides = {
+        "run": "tiny-questions",
+        "storage_root": str(tmp_path / "storage"),
+        "train.methods": ["cutswap", "random-swap", "imagenet-gde"],
+        "train.seeds": [0, 1],
+        "train.baseline_trunk": "efficientnet_lite0",
+    }
+    folder = Path(cutswap(str(preset), overrides=overrides))
+    results = pd.read_csv(folder / "results.csv")
+    assert sorted(zip(results["method"], results["seed"], strict=True)) == [
+        ("cutswap", 0), ("cutswap", 1), ("imagenet-gde", 0), ("random-swap", 0), ("random-swap", 1)
+    ]  # fmt: skip
+    baseline = results[results["method"] == "imagenet-gde"].iloc[0]
+    assert baseline["trunk"] == "efficientnet_lite0" and bool(baseline["pretrained"])
+    trained = results[results["method"] != "imagenet-gde"]
+    assert pd.isna(baseline["steps"]) and set(trained["steps"]) == {2}
+    comparisons = pd.read_csv(folder / "comparisons.csv")
+    assert list(comparisons.columns) == [
+        "a", "b", "metric", "n_pairs", "mean_diff", "ci_low", "ci_high", "wins", "ties", "losses", "verdict"
+    ]  # fmt: skip
+    auroc = comparisons[comparisons["metric"] == "image_AUROC"].set_index(["a", "b"])
+    assert {("cutswap", "random-swap"), ("cutswap", "imagenet-gde"), ("random-swap", "imagenet-gde")} <= set(
+        auroc.index
+    )
+    assert (auroc["n_pairs"] == 2).all()
+    summary = (folder / "summary.md").read_text()
+    assert "imagenet-gde: efficientnet_lite0 (ImageNet, frozen: no training)" in summary
+    assert all(v in summary for v in auroc["verdict"])
+
+
+def test_every_shipped_preset_is_valid():
+    from cutswap.settings import load_settings
+
+    presets = sorted((Path(__file__).parents[2] / "configs").glob("*.yaml"))
+    assert {p.stem for p in presets} >= {"demo", "mnist", "mvtec-ad", "visa"}
+    for path in presets:
+        settings = load_settings(path)
+        assert settings.run and settings.train.methods, path

@@ -265,7 +265,8 @@ def test_report_shows_deep_svdd_beside_ours():
         {
             "dataset": "mnist", "category": cat, "method": "cutswap", "seed": seed, "image_AUROC": 0.9,
             "pretrained": False, "head_dims": "512-128", "steps": 10, "batch_size": 4, "image_size": 32,
-            "lr": 0.03, "levels": "level1", "cluster_method": "fcm", "cluster_k": 3, "draws": 8,
+            "lr": 0.03, "momentum": 0.9, "weight_decay": 3e-5, "trunk": "resnet18", "levels": "level1",
+            "cluster_method": "fcm", "cluster_k": 3, "draws": 8,
             "pair_fallback_rate": 0.0,
         }
         for cat in ("digit0", "digit5") for seed in (0, 1)
