@@ -255,6 +255,8 @@ def compare(
         for metric in metrics:
             diffs = paired_differences(results, a, b, metric)
             d = diffs["diff"].to_numpy(float)
+            if not len(d):  # nothing to compare (e.g. a method without pixel maps): no row, no verdict
+                continue
             mean, low, high = stratified_bootstrap(diffs, n_boot, confidence, seed)
             rows.append(
                 {

@@ -2,7 +2,7 @@
 
 Fitted on the embeddings of the **normal training images only** (fitting on augmented negatives is a
 known reimplementation bug, LilitYolyan/CutPaste#24). The covariance uses Ledoit-Wolf shrinkage because
-a category has a few hundred images for a 512-d embedding. The score is the Mahalanobis distance.
+a category has a few hundred images for a 512-d (ResNet-18) or 1280-d (EfficientNet-Lite0) embedding. The score is the Mahalanobis distance.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ Work directory layout (shared with the single-process path, see ``cutswap.stages
     bank.npy      int32 (N, L, D, 6) pair bank, for the swap methods
     resume.pt     the resumable checkpoint, written by rank 0 every ``checkpoint_every`` steps
     result.json   {"log": [...], "seconds", "images_per_s", "resumed_from", "parts", "oom_retries", "amp",
-                   "channels_last", "num_classes", "world_size"}
+                   "channels_last", "num_classes", "world_size", "trunk": {name, pretrained, sha256}}
 
 Rank 0 prints one line per log entry, ``PROGRESS_PREFIX`` followed by the entry as JSON; :func:`launch`
 turns those into ``progress`` calls and hands every other line (torchrun's own, warnings, tracebacks) to

@@ -26,11 +26,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cutswap.compare import comparisons_markdown, display_table, interval_note
+from cutswap.compare import METRICS, comparisons_markdown, display_table, interval_note
 from cutswap.settings import UNTRAINED_METHODS
 
 #: Metrics in the order tables show them; a run shows those its evaluations produced.
-METRICS = ("image_AUROC", "image_F1Max", "pixel_AUROC", "pixel_AUPRO", "pixel_F1Max")
 REFERENCE_COLUMNS = {
     "cutpaste_binary": "CutPaste (paper)",
     "cutpaste_scar": "Scar (paper)",
@@ -177,9 +176,10 @@ def how_obtained(results: pd.DataFrame, provenance: dict) -> list[str]:
     """Sentences saying exactly how the numbers were made, shared by the Markdown and HTML pages."""
     first = results.iloc[0]
     backbone = provenance["backbone"]
-    saliency = (provenance.get("settings") or {}).get("saliency", {})
-    target = saliency.get("target_class")
-    size = saliency.get("input_size")
+    target = first.get("target_class")
+    target = None if pd.isna(target) else int(target)
+    size = first.get("saliency_input_size")
+    size = None if size is None or pd.isna(size) else int(size)
     lines = []
     trained = results[results["steps"].notna()] if "steps" in results.columns else results
     if not trained.empty:
@@ -214,7 +214,8 @@ def how_obtained(results: pd.DataFrame, provenance: dict) -> list[str]:
         f"Clustering: {first['cluster_method']} K={first['cluster_k']} on each map's values; pairs: "
         f"{first['draws']} draws per map from the top cluster, else at a smaller patch, else from the top "
         "and next clusters, and only then at random locations: "
-        f"{first['pair_fallback_rate'] * 100:.1f}% of draws (steps per level in the pair-bank table).",
+        f"{results.drop_duplicates('category')['pair_fallback_rate'].mean() * 100:.1f}% of draws, mean over "
+        "categories (steps per category and level in the pair-bank table).",
         "Controls: random-swap = the same swaps with the same patch sizes at uniformly random "
         "non-overlapping locations; cutpaste = CutPaste (normal variant) with the same patch-size distribution.",
     ]

@@ -67,6 +67,7 @@ def results_table(settings: Settings, categories: dict[str, CategoryRefs]) -> pd
                     "backbone_fallback": bool(sal["backbone"].get("fallback_reason")),
                     "levels": "+".join(sal["levels"]),
                     "target_class": settings.saliency.target_class,
+                    "saliency_input_size": sal.get("input_size"),
                     "shallow_tanh": settings.saliency.shallow_tanh,
                     "cluster_method": settings.cluster.method,
                     "cluster_k": settings.cluster.k,
@@ -97,7 +98,10 @@ def _training_columns(train_attrs: dict[str, Any]) -> dict[str, Any]:
     may not share): the keyed schedule, and the trunk with its initialisation. A method that trains
     nothing has no schedule: those cells are empty."""
     keyed = train_attrs.get("settings", {})
-    trunk = train_attrs.get("trunk") or {"name": keyed.get("trunk", "resnet18"), "pretrained": False}
+    trunk = train_attrs.get("trunk") or {
+        "name": keyed.get("trunk", "resnet18"),
+        "pretrained": keyed.get("pretrained", False),
+    }
     schedule = ("steps", "batch_size", "lr", "momentum", "weight_decay", "swaps")
     return {
         **{k: keyed.get(k) for k in schedule},

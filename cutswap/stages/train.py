@@ -9,8 +9,9 @@ Store layout (``storage/train/<category>-<method>-s<seed>-<key>/``)::
                     worker (Dask worker or in-process), amp, channels_last, nproc, parts, oom_retries,
                     resumed_from, seconds, images_per_s, final_loss, log_columns
 
-The no-training baseline (``UNTRAINED_METHODS``: ``imagenet-gde``) has a store of the same layout: the
-ImageNet ``train.trunk`` as its checkpoint (head and classifier untouched and unused), an empty log, and
+The no-training baseline (``UNTRAINED_METHODS``: ``imagenet-gde``) has a store of the same layout, named
+``<category>-<method>-<key>`` (no seed changes it): the ImageNet ``train.baseline_trunk`` (else
+``train.trunk``) as its checkpoint (head and classifier untouched and unused), an empty log, and
 a key of just the method and the trunk, so every schedule and seed shares it.
 
 Work directory (``storage/train/.work/<category>-<method>-s<seed>-<key>/``, hidden, never a store)::
@@ -101,7 +102,8 @@ def _untrained(settings: Settings, method: str) -> tuple[ProjectionNet, dict[str
     """The no-training baseline: the ImageNet trunk as it is, and a training summary with nothing in it."""
     cfg = settings.train
     trunk = cfg.baseline_trunk or cfg.trunk
-    model = build_model(cfg.head_dims, True, 1, trunk, cfg.weights, cfg.allow_download)
+    weights = cfg.weights if trunk == cfg.trunk else None  # train.weights is the classifiers' trunk's file
+    model = build_model(cfg.head_dims, True, 1, trunk, weights, cfg.allow_download)
     summary = {
         "log": [],
         "seconds": 0.0,
@@ -148,35 +150,16 @@ def train_run(
         if pairs is None:
             raise ValueError(f"{method} training needs the pairs store")
         inputs["pairs"] = pairs
-    name = f"{ingest.name}-{method}-s{seed}"
+    # A method that trains nothing is the same for every seed: one store per category, named without one.
+    name = f"{ingest.name}-{method}" if method in UNTRAINED_METHODS else f"{ingest.name}-{method}-s{seed}"
     key = stage_key("train", keyed, {k: v.key for k, v in inputs.items()})
     work = work_dir(settings.storage_root, name, key)
     device = resolve_device(cfg.device)
     if progress is None:
         progress = lambda entry: log.info("%s: %s", name, progress_line(entry, cfg.steps))  # noqa: E731
 
-    def write(group):
-        source = open_store(ingest)
-        images = source["images"][:][train_indices(source)]
-        bank = None
-        if method in SALIENCY_BANK_METHODS:
-            bank = open_store(pairs)["boxes"][:]
-        elif method in RANDOM_BANK_METHODS:
-            bank = random_bank(settings, open_store(pairs)["boxes"][:], *images.shape[1:3])
-        out = store_dir(group) / "checkpoint.pt"
-        if method in UNTRAINED_METHODS:
-            model, outcome = _untrained(settings, method)
-            torch.save(model_payload(model, cfg.head_dims, 1, method), out)
-        elif cfg.nproc > 1:
-            from cutswap.distributed import launch
-
-            outcome = launch(settings, method, seed, images, bank, work, out, progress, log_line or log.info)
-        else:
-            result = train_classifier(
-                images, method, cfg, settings.pairs, seed, bank, progress, checkpoint=work / "resume.pt"
-            )
-            torch.save(model_payload(result.model, cfg.head_dims, result.num_classes, method), out)
-            outcome = result.summary()
+    def record(group, outcome: dict[str, Any]) -> None:
+        """The log and the attrs of a train store, from a training summary."""
         rows = np.array([[entry[c] for c in LOG_COLUMNS] for entry in outcome["log"]], dtype=np.float64)
         write_array(
             group,
@@ -202,6 +185,31 @@ def train_run(
                 "final_loss": outcome["log"][-1]["loss"] if outcome["log"] else None,
             }
         )
+
+    def write(group):
+        out = store_dir(group) / "checkpoint.pt"
+        if method in UNTRAINED_METHODS:
+            model, outcome = _untrained(settings, method)
+            torch.save(model_payload(model, cfg.head_dims, 1, method), out)
+            return record(group, outcome)
+        source = open_store(ingest)
+        images = source["images"][:][train_indices(source)]
+        bank = None
+        if method in SALIENCY_BANK_METHODS:
+            bank = open_store(pairs)["boxes"][:]
+        elif method in RANDOM_BANK_METHODS:
+            bank = random_bank(settings, open_store(pairs)["boxes"][:], *images.shape[1:3])
+        if cfg.nproc > 1:
+            from cutswap.distributed import launch
+
+            outcome = launch(settings, method, seed, images, bank, work, out, progress, log_line or log.info)
+        else:
+            result = train_classifier(
+                images, method, cfg, settings.pairs, seed, bank, progress, checkpoint=work / "resume.pt"
+            )
+            torch.save(model_payload(result.model, cfg.head_dims, result.num_classes, method), out)
+            outcome = result.summary()
+        record(group, outcome)
 
     extra = {"method": method, "seed": seed, "category": ingest.name, "log_columns": list(LOG_COLUMNS)}
     ref, computed = build_store(settings.storage_root, "train", name, keyed, inputs, write, mode, extra)

@@ -65,7 +65,8 @@ def test_every_table_names_its_trunks_and_the_how_follows_the_run():
         method="imagenet-gde", trunk="efficientnet_lite0", pretrained=True, steps=np.nan, lr=np.nan
     )
     results = pd.concat([results.assign(momentum=0.5), baseline], ignore_index=True)
-    prov = {**PROV, "settings": {"saliency": {"target_class": 7, "input_size": 224}}}
+    results = results.assign(target_class=7, saliency_input_size=224)
+    prov = PROV
     md = summary_markdown(results, prov)
     note = (
         "Trunks: cutpaste, cutswap: resnet18 (scratch); "

@@ -141,7 +141,11 @@ def test_the_report_answers_its_questions_with_the_baseline_and_computed_compari
     assert {("cutswap", "random-swap"), ("cutswap", "imagenet-gde"), ("random-swap", "imagenet-gde")} <= set(
         auroc.index
     )
-    assert (auroc["n_pairs"] == 2).all()
+    assert (auroc["n_pairs"] == 2).all()  # the baseline's one value pairs with both seeds
+    assert (auroc[["wins", "ties", "losses"]].sum(axis=1) == auroc["n_pairs"]).all()
+    diff = results.pivot_table("image_AUROC", "seed", "method")
+    expected = (diff["cutswap"] - diff["imagenet-gde"].dropna().iloc[0]).mean()
+    assert auroc.loc[("cutswap", "imagenet-gde"), "mean_diff"] == pytest.approx(expected)
     summary = (folder / "summary.md").read_text()
     assert "imagenet-gde: efficientnet_lite0 (ImageNet, frozen: no training)" in summary
     assert all(v in summary for v in auroc["verdict"])

@@ -156,3 +156,5 @@ def test_no_training_baseline_is_the_imagenet_trunk_shared_by_every_schedule(tmp
     frozen = effnet_imagenet(effnet_packaged_weights()).state_dict()
     got = load_model(ref).trunk.state_dict()
     assert all(torch.equal(got[k], frozen[k]) for k in got)  # the ImageNet weights, untouched
+    again, computed = train_run(settings, ingest_store(tmp_path, stripes), "imagenet-gde", 3)
+    assert again.path == ref.path and not computed  # one store per category, whatever the seed
