@@ -181,17 +181,8 @@ class TrainSettings(_Section):
     with the frozen EfficientNet-Lite0 whose weights ship in a package).
     """
 
-    methods: list[
-        Literal[
-            "cutswap",
-            "cutswap-3way",
-            "cutpaste",
-            "cutpaste-scar",
-            "cutpaste-3way",
-            "random-swap",
-            "imagenet-gde",
-        ]
-    ] = Field(default_factory=lambda: list(METHODS))
+    # Literal of the METHODS tuple: the list of methods is written once.
+    methods: list[Literal[METHODS]] = Field(default_factory=lambda: list(METHODS))  # type: ignore[valid-type]
     seeds: list[int] = Field(default_factory=lambda: [0])
     steps: int = Field(256, ge=1)
     batch_size: int = Field(32, ge=2)

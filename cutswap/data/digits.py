@@ -44,15 +44,12 @@ the same parameters and ``GENERATOR_VERSION`` is reused as it is.
 from __future__ import annotations
 
 import hashlib
-import json
-import os
-import secrets
-import shutil
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from cutswap.data.builds import build_once
 from cutswap.errors import DatasetError
 
 __all__ = [
@@ -90,8 +87,6 @@ def defect_of(digit: int) -> str:
 
 
 CATEGORIES = tuple(category_of(d) for d in DIGITS)
-
-_KEYS = ("generator", "version", "seed", "n_train", "n_test_good", "n_test_other")
 
 
 def load_mnist_subset() -> tuple[np.ndarray, np.ndarray]:
@@ -152,24 +147,13 @@ def build_mnist(
     root = Path(root)
     params = _check_params(seed, n_train, n_test_good, n_test_other)
     wanted = {"generator": "cutswap.data.digits", "version": GENERATOR_VERSION, **params}
-    if _read_marker(root) == wanted:
-        return root
-    _check_replaceable(root)
 
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = root.parent / f".{root.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
-    tmp.mkdir()
-    try:
+    def write(tmp: Path) -> dict:
         provenance = _write_dataset(tmp, **params)
         _write_readme(tmp / "README.md", params, provenance)
-        marker = {**wanted, **provenance}
-        # Written last: a root whose marker exists is complete, because the folder appears by rename.
-        (tmp / MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        _move_into_place(tmp, root, wanted)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return root
+        return provenance
+
+    return build_once(root, "mnist", MARKER, wanted, write)
 
 
 def split_indices(labels: np.ndarray, seed: int, n_train: int) -> dict[int, tuple[np.ndarray, np.ndarray]]:
@@ -209,52 +193,6 @@ def _check_params(seed: int, n_train: int, n_test_good: int, n_test_other: int) 
     if params["n_test_good"] == 0 or params["n_test_other"] == 0:
         raise ValueError("n_test_good and n_test_other must both be >= 1: image AUROC needs both kinds")
     return params
-
-
-def _read_marker(root: Path) -> dict | None:
-    try:
-        marker = json.loads((root / MARKER).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(marker, dict):
-        return None
-    return {key: marker.get(key) for key in _KEYS}
-
-
-def _check_replaceable(root: Path) -> None:
-    if not root.exists() and not root.is_symlink():
-        return
-    if not root.is_dir():
-        raise DatasetError(f"{root}: exists and is not a folder; choose another path for the mnist dataset.")
-    if (root / MARKER).is_file() or not any(root.iterdir()):
-        return
-    raise DatasetError(
-        f"{root}: folder exists, is not empty and is not an mnist build (no {MARKER}); refusing to replace "
-        "it. Choose another path, or empty the folder yourself."
-    )
-
-
-def _move_into_place(tmp: Path, root: Path, wanted: dict) -> None:
-    """Rename ``tmp`` to ``root``, replacing an earlier build; a concurrent identical build is fine.
-
-    POSIX cannot swap two directories atomically, so an earlier build is first renamed aside: readers see
-    the old build, then no folder for an instant, then the new build, never a mix.
-    """
-    old = None
-    if root.exists():
-        old = root.parent / f".{root.name}.old-{os.getpid()}-{secrets.token_hex(4)}"
-        os.rename(root, old)
-    try:
-        os.rename(tmp, root)
-    except OSError:
-        if _read_marker(root) != wanted:  # not another process finishing the same build first
-            if old is not None and not root.exists():
-                os.rename(old, root)
-                old = None
-            raise
-    finally:
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
 
 
 def _write_dataset(out: Path, seed: int, n_train: int, n_test_good: int, n_test_other: int) -> dict:

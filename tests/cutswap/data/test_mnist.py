@@ -220,7 +220,7 @@ def test_refuses_to_replace_a_foreign_folder(tmp_path):
     precious = tmp_path / "home"
     precious.mkdir()
     (precious / "thesis.tex").write_text("years of work")
-    with pytest.raises(DatasetError, match="not an mnist build"):
+    with pytest.raises(DatasetError, match="not an earlier mnist build"):
         build_mnist(precious, **SMALL)
     assert (precious / "thesis.tex").read_text() == "years of work"
     (tmp_path / "file").write_text("x")

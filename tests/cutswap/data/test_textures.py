@@ -135,7 +135,7 @@ def test_refuses_to_replace_foreign_folder(tmp_path):
     precious = tmp_path / "home"
     precious.mkdir()
     (precious / "thesis.tex").write_text("years of work")
-    with pytest.raises(DatasetError, match="not a textures build") as info:
+    with pytest.raises(DatasetError, match="not an earlier textures build") as info:
         build_textures(precious, **SMALL)
     assert str(precious) in str(info.value)
     assert (precious / "thesis.tex").read_text() == "years of work"
