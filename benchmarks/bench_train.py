@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from cutswap.models import build_model
-from cutswap.settings import METHODS, PairSettings
+from cutswap.settings import METHODS, UNTRAINED_METHODS, PairSettings
 from cutswap.training import (
     NegativeSampler,
     amp_name,
@@ -45,7 +45,8 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"])
     parser.add_argument("--channels-last", default="auto", choices=["auto", "on", "off"])
-    parser.add_argument("--methods", default=",".join(METHODS))
+    trained = [m for m in METHODS if m not in UNTRAINED_METHODS]  # imagenet-gde has no training step
+    parser.add_argument("--methods", default=",".join(trained))
     args = parser.parse_args()
     device = resolve_device(args.device)
     amp = resolve_amp(args.amp, device)
