@@ -21,9 +21,13 @@ export PREFECT_WORKER_WEBSERVER_HOST=127.0.0.1
 export PREFECT_WORKER_QUERY_SECONDS=${PREFECT_WORKER_QUERY_SECONDS:-2}
 mkdir -p "$PREFECT_HOME"
 WORKER_PID="$PREFECT_HOME/worker.pid"
+SERVER_PID="$PREFECT_HOME/server.pid"
 
 start() {
-  "$PREFECT" server start --background --host 127.0.0.1 --port "$PORT"
+  # Not `prefect server start --background`: it gives the server pipes for stdout and stderr that nobody
+  # reads once the CLI exits, and the server dies of a broken pipe the first time it logs under load.
+  nohup "$PREFECT" server start --host 127.0.0.1 --port "$PORT" >"$PREFECT_HOME/server.log" 2>&1 &
+  echo $! >"$SERVER_PID"
   "$PREFECT" server status --wait --timeout 180 >/dev/null
   "$PREFECT" work-pool create "$CUTSWAP_POOL" --type process --overwrite >/dev/null
   "$PREFECT" --no-prompt deploy --all >/dev/null
@@ -34,19 +38,26 @@ start() {
   "$PREFECT" profile use cutswap-local >/dev/null
   cat <<MSG
 Prefect server: http://127.0.0.1:$PORT  (UI and API; database under $PREFECT_HOME)
-Work pool '$CUTSWAP_POOL' with a worker (log: $PREFECT_HOME/worker.log); deployments:
+Logs: $PREFECT_HOME/server.log and $PREFECT_HOME/worker.log
+Work pool '$CUTSWAP_POOL' with a worker; deployments:
 $("$PREFECT" deployment ls 2>/dev/null | grep -o 'cutswap/[a-z-]*' | sort -u | sed 's/^/  /')
 Run:  $VENV/bin/prefect deployment run cutswap/full-benchmark --watch
 Stop: make server-stop
 MSG
 }
 
+stop_pid() {  # SIGTERM, then wait up to 20 s for a clean exit
+  local file=$1 pid
+  [[ -f "$file" ]] || return 0
+  pid=$(cat "$file")
+  kill "$pid" 2>/dev/null || true
+  for _ in $(seq 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+  rm -f "$file"
+}
+
 stop() {
-  if [[ -f "$WORKER_PID" ]]; then
-    kill "$(cat "$WORKER_PID")" 2>/dev/null || true
-    rm -f "$WORKER_PID"
-  fi
-  "$PREFECT" server stop >/dev/null 2>&1 || true
+  stop_pid "$WORKER_PID"
+  stop_pid "$SERVER_PID"
   "$PREFECT" profile use ephemeral >/dev/null 2>&1 || true
   echo "Prefect worker and server stopped."
 }

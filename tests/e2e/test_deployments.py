@@ -47,9 +47,10 @@ def server(tmp_path_factory):
         yield env
     finally:
         subprocess.run([script, "stop"], env=env, timeout=120, capture_output=True)
-        log = home / "worker.log"
-        if log.exists():
-            print(log.read_text()[-5000:])
+        for name in ("server.log", "worker.log"):
+            log = home / name
+            if log.exists():
+                print(f"--- {name}\n{log.read_text()[-5000:]}")
 
 
 def _run(env, *args: str) -> subprocess.CompletedProcess:
