@@ -46,12 +46,13 @@ Stop: make server-stop
 MSG
 }
 
-stop_pid() {  # SIGTERM, then wait up to 20 s for a clean exit
+stop_pid() {  # SIGTERM, up to 15 s for a clean exit, then SIGKILL (an idle worker can hang on SIGTERM)
   local file=$1 pid
   [[ -f "$file" ]] || return 0
   pid=$(cat "$file")
   kill "$pid" 2>/dev/null || true
-  for _ in $(seq 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+  for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+  kill -9 "$pid" 2>/dev/null || true
   rm -f "$file"
 }
 
