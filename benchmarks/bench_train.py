@@ -3,8 +3,8 @@
 The bare step is the floor: ``train_step`` (forward, cross-entropy, backward, SGD; under the same autocast
 and memory format) on a batch that is already built. Ours is the trainer's step: drawing the images and
 building the negatives (pair-bank swap, random swap, CutPaste, Scar, or two kinds for 3-way) with the
-colour jitter on the device (``draw_batch``), the snapshot of batch-norm statistics kept for an
-out-of-memory retry, then the same ``train_step``. The ratio bare_time / our_time shows what making the
+colour jitter on the device (``draw_batch``), then the same ``train_step`` run through the trainer's
+out-of-memory retry (``OomRetry``, which snapshots batch-norm statistics every step). The ratio bare_time / our_time shows what making the
 negatives costs (aim: >= 0.9). 3-way methods train on 3 classes (1.5 times the images of a binary step),
 so each method is compared with a bare step of its own batch size.
 
@@ -21,18 +21,12 @@ import time
 import numpy as np
 import torch
 
+from cutswap.execution import resolve_execution
+from cutswap.methods import REGISTRY, num_classes
 from cutswap.models import build_model
-from cutswap.settings import METHODS, UNTRAINED_METHODS, PairSettings
-from cutswap.training import (
-    NegativeSampler,
-    amp_name,
-    draw_batch,
-    num_classes,
-    resolve_amp,
-    resolve_channels_last,
-    resolve_device,
-    train_step,
-)
+from cutswap.negatives import NegativeSampler, draw_batch
+from cutswap.oom import OomRetry
+from cutswap.training import train_step
 
 
 def main() -> None:
@@ -45,13 +39,13 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"])
     parser.add_argument("--channels-last", default="auto", choices=["auto", "on", "off"])
-    trained = [m for m in METHODS if m not in UNTRAINED_METHODS]  # imagenet-gde has no training step
+    trained = [m.name for m in REGISTRY.values() if m.trains]  # imagenet-gde has no training step
     parser.add_argument("--methods", default=",".join(trained))
     args = parser.parse_args()
-    device = resolve_device(args.device)
-    amp = resolve_amp(args.amp, device)
-    cl = resolve_channels_last({"auto": "auto", "on": True, "off": False}[args.channels_last], device)
-    memory_format = torch.channels_last if cl else torch.contiguous_format
+    execution = resolve_execution(
+        args.device, args.amp, {"auto": "auto", "on": True, "off": False}[args.channels_last]
+    )
+    device, amp, memory_format = execution.device, execution.amp, execution.memory_format
     torch.manual_seed(0)
     b, s = args.batch, args.size
     data = torch.randint(0, 256, (args.images, 3, s, s), dtype=torch.uint8, device=device)
@@ -73,17 +67,16 @@ def main() -> None:
         opt = torch.optim.SGD(model.parameters(), lr=0.03, momentum=0.9)
         scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
         gen = torch.Generator(device=device).manual_seed(0)
-        sampler = NegativeSampler(method, PairSettings(), bank_t)
-        buffers = list(model.buffers())
+        sampler = NegativeSampler(method, bank_t)
+        retry = OomRetry(model, b)
         fixed = draw_batch(data, sampler, b, gen)
 
         def step():
             if bare:
-                inputs, labels = fixed
-            else:
-                inputs, labels = draw_batch(data, sampler, b, gen)
-                _snapshot = [buf.clone() for buf in buffers]  # noqa: F841  (as the trainer does)
-            train_step(model, inputs, labels, opt, scaler, amp, None, memory_format)
+                train_step(model, *fixed, opt, scaler, amp, None, memory_format)
+                return
+            inputs, labels = draw_batch(data, sampler, b, gen)
+            retry.run(lambda _parts: train_step(model, inputs, labels, opt, scaler, amp, None, memory_format))
 
         return step
 
@@ -98,7 +91,7 @@ def main() -> None:
         return (time.perf_counter() - start) / args.steps
 
     print(
-        f"device {device}, amp {amp_name(amp)}, channels-last {cl}, {b} images per class at {s}px, "
+        f"device {device}, amp {execution.amp_name}, channels-last {execution.channels_last}, {b} images per class at {s}px, "
         f"{args.steps} steps x {args.repeats} repeats, bare and ours interleaved (medians)"
     )
     for method in args.methods.split(","):

@@ -6,7 +6,7 @@ the pair bank (``cutswap.pairs``); several swaps per sample are (B, S, 6), appli
 operation builds a source-coordinate map for the whole batch and ends in a single gather, so a batch of 64
 negatives costs about as much as one, and several swaps cost one gather (their maps are composed first).
 
-Augmentations (the method names that use them are in ``cutswap.training.METHOD_KINDS``):
+Augmentations (the methods that use them are in ``cutswap.methods.REGISTRY``):
     swap_patches   swap two same-size patches: CutSwap (pairs anchored in the saliency top cluster) and the
                    random-swap control (pairs at uniformly random places, ``cutswap.pairs.random_pair_bank``)
     cut_paste      copy a rectangle to another place of the same image, colour-jittered (Li et al. 2021)
@@ -83,14 +83,27 @@ def _gather_flat(images: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
     return images.reshape(b, c, height * width).gather(2, index).view(b, c, height, width)
 
 
-def _jitter(values: torch.Tensor, generator: torch.Generator, strength: float) -> torch.Tensor:
-    """Per-sample brightness and contrast jitter of a pasted patch, clamped to [0, 1]."""
+def color_jitter(
+    values: torch.Tensor, generator: torch.Generator, strength: float = 0.1, around: str = "half"
+) -> torch.Tensor:
+    """Per-sample brightness and contrast jitter in [-strength, strength], clamped to [0, 1].
+
+    Contrast scales the values about ``around``: ``half`` (0.5, for a pasted patch, as CutPaste) or
+    ``mean`` (each sample's own mean, for whole training images, so the jitter keeps their brightness
+    centred). Gain is drawn before shift, one of each per sample, from ``generator``.
+    """
     b = values.shape[0]
     gain = 1 + torch.empty(b, 1, 1, 1, device=values.device).uniform_(
         -strength, strength, generator=generator
     )
     shift = torch.empty(b, 1, 1, 1, device=values.device).uniform_(-strength, strength, generator=generator)
-    return ((values - 0.5) * gain + 0.5 + shift).clamp(0, 1)
+    if around == "half":
+        centre: torch.Tensor | float = 0.5
+    elif around == "mean":
+        centre = values.mean(dim=(1, 2, 3), keepdim=True)
+    else:
+        raise ValueError(f"around must be 'half' or 'mean', got {around!r}")
+    return ((values - centre) * gain + centre + shift).clamp(0, 1)
 
 
 def _swap_source(pairs: torch.Tensor, b: int, height: int, width: int, device: torch.device) -> torch.Tensor:
@@ -150,7 +163,7 @@ def cut_paste(
     src_y = torch.where(inside, ys + (sy - dy_).view(-1, 1, 1), ys)
     src_x = torch.where(inside, xs + (sx - dx_).view(-1, 1, 1), xs)
     moved = _gather(images, src_y, src_x)
-    return torch.where(inside.unsqueeze(1), _jitter(moved, generator, jitter), moved)
+    return torch.where(inside.unsqueeze(1), color_jitter(moved, generator, jitter), moved)
 
 
 def cut_paste_scar(
@@ -207,4 +220,4 @@ def cut_paste_scar(
     src_y = (view(cy_s) + v).floor().long().clamp_(0, img_h - 1)
     src_x = (view(cx_s) + u).floor().long().clamp_(0, img_w - 1)
     moved = _gather(images, torch.where(inside, src_y, ys), torch.where(inside, src_x, xs))
-    return torch.where(inside.unsqueeze(1), _jitter(moved, generator, jitter), moved)
+    return torch.where(inside.unsqueeze(1), color_jitter(moved, generator, jitter), moved)

@@ -34,8 +34,6 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from cutswap.errors import SettingsError
-
 __all__ = [
     "METHODS",
     "UNRANKED",
@@ -71,13 +69,13 @@ def _tiny_sq(dtype: torch.dtype) -> float:
 
 def _check_common(k: int, max_iter: int, tol: float) -> None:
     if not isinstance(k, int) or k < 2:
-        raise SettingsError(
+        raise ValueError(
             f"clustering k={k!r} is invalid: the top cluster needs at least 2 clusters; set k to an integer >= 2"
         )
     if not isinstance(max_iter, int) or max_iter < 1:
-        raise SettingsError(f"clustering max_iter={max_iter!r} is invalid: set it to an integer >= 1")
+        raise ValueError(f"clustering max_iter={max_iter!r} is invalid: set it to an integer >= 1")
     if not (tol >= 0):
-        raise SettingsError(f"clustering tol={tol!r} is invalid: set it to a number >= 0")
+        raise ValueError(f"clustering tol={tol!r} is invalid: set it to a number >= 0")
 
 
 def _prepare(values: torch.Tensor, weights: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -308,11 +306,11 @@ def fuzzy_cmeans(
         ``(centroids, iterations)``: ``(B, K)`` float64 sorted ascending, and ``(B,)`` int64.
 
     Raises:
-        SettingsError: ``k``, ``m``, ``max_iter`` or ``tol`` out of range.
+        ValueError: ``k``, ``m``, ``max_iter`` or ``tol`` out of range.
     """
     _check_common(k, max_iter, tol)
     if not (m > 1.0):
-        raise SettingsError(f"clustering m={m!r} is invalid: the fuzzifier must be > 1 (2 is customary)")
+        raise ValueError(f"clustering m={m!r} is invalid: the fuzzifier must be > 1 (2 is customary)")
     x, w = _prepare(values, weights)
     return _iterate(_fcm_step, x, w, _initial_centroids(x, w, k), float(m), max_iter, tol)
 
@@ -342,7 +340,7 @@ def kmeans(
         ``(centroids, iterations)``: ``(B, K)`` float64 sorted ascending, and ``(B,)`` int64.
 
     Raises:
-        SettingsError: ``k``, ``max_iter`` or ``tol`` out of range.
+        ValueError: ``k``, ``max_iter`` or ``tol`` out of range.
     """
     _check_common(k, max_iter, tol)
     x, w = _prepare(values, weights)
@@ -487,18 +485,18 @@ def cluster_maps(
         device of ``maps``.
 
     Raises:
-        SettingsError: unknown ``method`` or a parameter out of range.
+        ValueError: unknown ``method`` or a parameter out of range.
         ValueError: ``maps`` is not 3-D, is empty or holds NaN/inf.
     """
     if method not in METHODS:
-        raise SettingsError(f"clustering method={method!r} is unknown: use one of {', '.join(METHODS)}")
+        raise ValueError(f"clustering method={method!r} is unknown: use one of {', '.join(METHODS)}")
     if bins is not None and (not isinstance(bins, int) or bins < 2):
-        raise SettingsError(
+        raise ValueError(
             f"clustering bins={bins!r} is invalid: use an integer >= 2 (1024 is plenty) or None for exact"
         )
     _check_common(k, max_iter, tol)
     if method == "fcm" and not (m > 1.0):
-        raise SettingsError(f"clustering m={m!r} is invalid: the fuzzifier must be > 1 (2 is customary)")
+        raise ValueError(f"clustering m={m!r} is invalid: the fuzzifier must be > 1 (2 is customary)")
     t = torch.from_numpy(np.ascontiguousarray(maps)) if isinstance(maps, np.ndarray) else maps
     if t.ndim != 3:
         raise ValueError(f"maps must be (B, H, W), got shape {tuple(t.shape)}")

@@ -53,7 +53,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from cutswap.settings import METHODS, UNTRAINED_METHODS
+from cutswap.methods import METHODS, UNTRAINED_METHODS
 
 #: The no-training baseline: frozen ImageNet trunk + the same Gaussian density, nothing trained.
 BASELINE = "imagenet-gde"

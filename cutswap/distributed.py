@@ -14,9 +14,10 @@ Dask worker, where ``torch.multiprocessing.spawn`` is not allowed).
 
 Work directory layout (shared with the single-process path, see ``cutswap.stages.train``)::
 
-    job.json      {"train": TrainSettings, "pairs": PairSettings, "method", "seed", "images": "images.npy",
-                   "bank": "bank.npy" | null, "checkpoint": "resume.pt", "out": <store>/checkpoint.pt,
-                   "result": "result.json"}
+    job.json      {"method", "seed", "model": ModelSpec, "recipe": Recipe, "execution": Execution (resolved
+                   by the caller; each rank takes its own GPU of it), "swaps", "area", "aspect",
+                   "identity", "images": "images.npy", "bank": "bank.npy" | null,
+                   "checkpoint": "resume.pt", "out": <store>/checkpoint.pt, "result": "result.json"}
     images.npy    uint8 (N, H, W, 3) normal training images
     bank.npy      int32 (N, L, D, 6) pair bank, for the swap methods
     resume.pt     the resumable checkpoint, written by rank 0 every ``checkpoint_every`` steps
@@ -38,14 +39,17 @@ import re
 import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 import cutswap
+from cutswap.atomic import write_text
 from cutswap.errors import CutswapError
-from cutswap.settings import PairSettings, Settings, TrainSettings
+from cutswap.execution import Execution
+from cutswap.training import ModelSpec, Recipe
 
 PROGRESS_PREFIX = "@cutswap-progress "
 _CAUSE = re.compile(r"^(\[rank\d+\]:\s*)?[\w.]*(Error|Exception|Interrupt)\b[^:]*: ")
@@ -70,22 +74,19 @@ def command(nproc: int, job: Path) -> list[str]:
 
 
 def launch(
-    settings: Settings,
-    method: str,
-    seed: int,
-    images: np.ndarray,
-    bank: np.ndarray | None,
+    job: dict[str, Any],
+    nproc: int,
     work: Path,
     out: Path,
     progress: Callable[[dict[str, float]], None] | None = None,
     log_line: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Run one training job over ``settings.train.nproc`` processes and wait for it.
+    """Run one training job over ``nproc`` processes and wait for it.
 
     Args:
-        settings: the run's settings (``train`` and ``pairs`` sections are used).
-        method, seed: what to train.
-        images, bank: as ``cutswap.training.train_classifier`` takes them.
+        job: ``cutswap.training.train_classifier``'s arguments (``images``, ``method``, ``model``,
+            ``recipe``, ``execution``, ``seed``, ``bank``, ``swaps``, ``area``, ``aspect``, ``identity``).
+        nproc: processes, one GPU each on CUDA.
         work: the run's work directory (job files, resumable checkpoint).
         out: where rank 0 writes the model checkpoint (``model_payload``), normally in the store directory.
         progress: called with each log entry, in order.
@@ -99,12 +100,11 @@ def launch(
     """
     import torch
 
-    from cutswap.training import resolve_device
-
-    cfg = settings.train
-    if resolve_device(cfg.device).type == "cuda" and torch.cuda.device_count() < cfg.nproc:
+    execution: Execution = job["execution"]
+    method, seed, images, bank = job["method"], job["seed"], job["images"], job["bank"]
+    if execution.device.type == "cuda" and torch.cuda.device_count() < nproc:
         raise DistributedTrainingError(
-            f"train.nproc={cfg.nproc} needs one CUDA device per process, found "
+            f"train.nproc={nproc} needs one CUDA device per process, found "
             f"{torch.cuda.device_count()}; lower train.nproc"
         )
     work.mkdir(parents=True, exist_ok=True)
@@ -113,28 +113,33 @@ def launch(
         np.save(work / "bank.npy", np.asarray(bank))
     result_path = work / "result.json"
     result_path.unlink(missing_ok=True)
-    job = {
-        "train": cfg.model_dump(mode="json"),
-        "pairs": settings.pairs.model_dump(mode="json"),
+    spec = {
         "method": method,
         "seed": seed,
+        "model": asdict(job["model"]),
+        "recipe": asdict(job["recipe"]),
+        "execution": execution.to_dict(),
+        "swaps": job["swaps"],
+        "area": list(job["area"]),
+        "aspect": list(job["aspect"]),
+        "identity": job["identity"],
         "images": "images.npy",
         "bank": "bank.npy" if bank is not None else None,
         "checkpoint": "resume.pt",
         "out": str(Path(out).resolve()),
         "result": "result.json",
     }
-    (work / "job.json").write_text(json.dumps(job, indent=1))
+    write_text(work / "job.json", json.dumps(spec, indent=1))
     env = dict(os.environ)
     env["PYTHONUNBUFFERED"] = "1"
     # The ranks must import this very package, wherever the caller runs from.
     source_root = str(Path(cutswap.__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (source_root, env.get("PYTHONPATH")) if p)
-    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // cfg.nproc)))
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     tail: collections.deque[str] = collections.deque(maxlen=40)
     causes: list[str] = []  # exception lines of the ranks: torchrun's summary that follows hides them
     with subprocess.Popen(
-        command(cfg.nproc, work / "job.json"),
+        command(nproc, work / "job.json"),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -158,7 +163,7 @@ def launch(
         last = "\n".join(tail) or "(no output)"
         why = f": {causes[0]}" if causes else ""
         raise DistributedTrainingError(
-            f"DDP training of {method} seed {seed} over {cfg.nproc} processes failed (exit {code}){why}; "
+            f"DDP training of {method} seed {seed} over {nproc} processes failed (exit {code}){why}; "
             f"rerunning resumes from the last checkpoint in {work}. Last output:\n{last}"
         )
     return json.loads(result_path.read_text())
@@ -169,21 +174,19 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     import torch.distributed as dist
 
-    from cutswap.stages.train import model_payload
-    from cutswap.training import resolve_device, train_classifier
+    from cutswap.checkpoint import model_payload, save
+    from cutswap.training import train_classifier
 
     parser = argparse.ArgumentParser(prog="python -m cutswap.distributed", description=__doc__.split("\n")[0])
     parser.add_argument("job", type=Path, help="job.json written by cutswap.distributed.launch")
     args = parser.parse_args(argv)
     work = args.job.parent
     job = json.loads(args.job.read_text())
-    cfg = TrainSettings.model_validate(job["train"])
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = resolve_device(cfg.device)
-    if device.type == "cuda":
+    execution = Execution.from_dict(job["execution"]).for_rank(local_rank)
+    if execution.device.type == "cuda":
         torch.cuda.set_device(local_rank)
-        cfg = cfg.model_copy(update={"device": f"cuda:{local_rank}"})
-    dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    dist.init_process_group(backend="nccl" if execution.device.type == "cuda" else "gloo")
     try:
         rank = dist.get_rank()
         images = np.load(work / job["images"])
@@ -192,22 +195,26 @@ def main(argv: list[str] | None = None) -> int:
         def progress(entry: dict[str, float]) -> None:
             print(PROGRESS_PREFIX + json.dumps(entry), flush=True)
 
+        model = ModelSpec(**{**job["model"], "head_dims": tuple(job["model"]["head_dims"])})
         result = train_classifier(
             images,
             job["method"],
-            cfg,
-            PairSettings.model_validate(job["pairs"]),
+            model,
+            Recipe(**job["recipe"]),
+            execution,
             int(job["seed"]),
             bank,
-            progress if rank == 0 else None,
+            swaps=job["swaps"],
+            area=tuple(job["area"]),
+            aspect=tuple(job["aspect"]),
+            progress=progress if rank == 0 else None,
             checkpoint=work / job["checkpoint"],
+            identity=job["identity"],
         )
         if rank == 0:
-            payload = model_payload(result.model, cfg.head_dims, result.num_classes, job["method"])
-            torch.save(payload, job["out"])
-            tmp = work / f".{job['result']}.tmp"
-            tmp.write_text(json.dumps(result.summary()))
-            os.replace(tmp, work / job["result"])
+            payload = model_payload(result.model, list(model.head_dims), result.num_classes, job["method"])
+            save(payload, Path(job["out"]))
+            write_text(work / job["result"], json.dumps(result.summary()))
         dist.barrier()
     finally:
         dist.destroy_process_group()

@@ -3,7 +3,7 @@
 ``ProjectionNet``: a trunk (pooled features, the embedding scored by the density estimator, as in
 CutPaste) -> MLP projection head (Linear-BN-ReLU per hidden width) -> linear classifier with one output
 per class: 2 for the binary methods, 3 for the 3-way ones (normal, then one class per negative kind,
-``cutswap.training.METHOD_KINDS``). The training code converts the model to channels-last on CUDA;
+``cutswap.methods.REGISTRY``). The training code converts the model to channels-last on CUDA;
 nothing here depends on the memory format.
 
 Trunks (``TRUNKS``), each with its own input normalisation and embedding width:

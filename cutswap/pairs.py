@@ -43,8 +43,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cutswap.errors import SettingsError
-
 __all__ = [
     "STEPS",
     "STEP_NEXT_CLUSTER",
@@ -121,15 +119,15 @@ def _check_settings(
     width: int,
 ) -> None:
     if not isinstance(draws, (int, np.integer)) or draws < 1:
-        raise SettingsError(f"pairs draws={draws!r} is invalid: set it to an integer >= 1")
+        raise ValueError(f"pairs draws={draws!r} is invalid: set it to an integer >= 1")
     a0, a1 = area
     if not (0 < a0 <= a1 <= 1):
-        raise SettingsError(
+        raise ValueError(
             f"pairs area={tuple(area)!r} is invalid: give (low, high) image fractions with 0 < low <= high <= 1"
         )
     r0, r1 = aspect
     if not (0 < r0 <= r1):
-        raise SettingsError(
+        raise ValueError(
             f"pairs aspect={tuple(aspect)!r} is invalid: give (low, high) height/width ratios with 0 < low <= high"
         )
     _check_seed(seed, index_offset)
@@ -139,7 +137,7 @@ def _check_settings(
 
 def _check_seed(seed: int, index_offset: int) -> None:
     if not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise SettingsError(f"seed={seed!r} is invalid: set it to an integer >= 0")
+        raise ValueError(f"seed={seed!r} is invalid: set it to an integer >= 0")
     if not isinstance(index_offset, (int, np.integer)) or index_offset < 0:
         raise ValueError(f"index_offset={index_offset!r} must be an integer >= 0")
 
@@ -447,7 +445,7 @@ def sample_pair_bank(
         place the two patches: e.g. an empty top cluster and no next cluster).
 
     Raises:
-        SettingsError: ``draws``, ``area``, ``aspect``, ``max_tries`` or ``seed`` out of range.
+        ValueError: ``draws``, ``area``, ``aspect``, ``max_tries`` or ``seed`` out of range.
         ValueError: arrays of the wrong shape, or an image too small for two patches.
     """
     masks = np.asarray(top_masks)
@@ -461,7 +459,7 @@ def sample_pair_bank(
             raise ValueError(f"ranks must have the shape of top_masks {masks.shape}, got {ranks.shape}")
         near = masks | (ranks <= 1)
     if not isinstance(max_tries, (int, np.integer)) or max_tries < 1:
-        raise SettingsError(f"pairs max_tries={max_tries!r} is invalid: set it to an integer >= 1")
+        raise ValueError(f"pairs max_tries={max_tries!r} is invalid: set it to an integer >= 1")
     n_maps, height, width = masks.shape
     _check_settings(draws, area, aspect, seed, index_offset, height, width)
     boxes = np.empty((n_maps, draws, 6), dtype=np.int32)
@@ -568,7 +566,7 @@ def random_pair_bank(
         The bank.
 
     Raises:
-        SettingsError: ``seed`` out of range.
+        ValueError: ``seed`` out of range.
         ValueError: ``sizes`` of the wrong shape, or a size that does not fit twice into the image.
     """
     sizes = np.asarray(sizes)
@@ -592,3 +590,21 @@ def random_pair_bank(
         hh, ww = h[start:stop], w[start:stop]
         boxes[start:stop] = _boxes(hh, ww, *_random_locations(locations, hh, ww, height, width))
     return PairBank(boxes=boxes, step=np.full((n, draws), STEP_RANDOM, dtype=np.uint8))
+
+
+def random_swap_bank(boxes: np.ndarray, height: int, width: int, seed: int = 0) -> np.ndarray:
+    """The random-swap control's bank, (N, L, D, 6): a CutSwap bank's patch sizes at uniformly random places.
+
+    The sizes come from the CutSwap bank ``boxes`` (N, L, D, 6), draw for draw: its ladder may shrink a
+    draw's patch, so they cannot be recomputed from the seed. With the same seed and map indexing as
+    ``sample_pair_bank`` (maps numbered level-major within each image, as the pairs stage does),
+    ``random_pair_bank`` uses the same generator and location numbers as CutSwap's random step, so with
+    equal training seeds the control differs from CutSwap only where the patches lie.
+    """
+    boxes = np.asarray(boxes)
+    if boxes.ndim != 4 or boxes.shape[-1] != 6:
+        raise ValueError(f"boxes must be (N, L, D, 6), got shape {boxes.shape}")
+    n, levels, draws = boxes.shape[:3]
+    sizes = boxes[..., :2].reshape(n * levels, draws, 2)
+    bank = random_pair_bank(sizes, height, width, seed)
+    return bank.boxes.reshape(n, levels, draws, 6)

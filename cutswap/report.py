@@ -22,12 +22,13 @@ import json
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from cutswap.compare import METRICS, comparisons_markdown, display_table, interval_note
-from cutswap.settings import UNTRAINED_METHODS
+from cutswap.methods import UNTRAINED_METHODS, method_kinds
 
 #: Metrics in the order tables show them; a run shows those its evaluations produced.
 REFERENCE_COLUMNS = {
@@ -172,25 +173,84 @@ def trunk_note(results: pd.DataFrame) -> str:
     return "Trunks: " + "; ".join(f"{', '.join(ms)}: {label}" for label, ms in groups.items()) + "."
 
 
+#: Results columns that say how a classifier was trained (from its train store's attributes): rows that
+#: agree on all of them share one sentence of the report, rows that differ get their own.
+SCHEDULE_COLUMNS = (
+    "trunk",
+    "pretrained",
+    "head_dims",
+    "steps",
+    "batch_size",
+    "lr",
+    "momentum",
+    "weight_decay",
+    "swaps",
+)
+#: How the ``swaps`` setting (``train.swaps``) places a swap method's pairs, in the report's words.
+SWAPS_WORDS = {
+    "one": "one pair per negative, from one saliency level drawn at random",
+    "per-level": "one pair from every saliency level per negative, swapped in level order on the same image",
+}
+
+
+def _present(value: Any) -> bool:
+    """Whether a results cell holds a value: a column missing from some rows reads as None or NaN."""
+    return value is not None and not (isinstance(value, float) and np.isnan(value))
+
+
+def batch_layout(method: str, batch_size: int) -> str:
+    """One step's batch of ``method``, class by class: ``32 normal + 32 swap + 32 scar (96 images)``.
+
+    A step draws ``batch_size`` images for class 0 (normal) and as many again for every negative kind of
+    the method (``cutswap.methods``), so the batch of a 3-way method is half as large again as a binary
+    one's; the report must not describe both as "B normal + B negative".
+    """
+    kinds = method_kinds(method)
+    blocks = [f"{batch_size} normal", *(f"{batch_size} {kind}" for kind in kinds)]
+    return " + ".join(blocks) + f" ({batch_size * (1 + len(kinds))} images)"
+
+
+def training_sentences(results: pd.DataFrame, image_size: Any) -> list[str]:
+    """How the trained methods were trained, one sentence per distinct schedule, from the rows' columns.
+
+    Every number comes from the rows (which take it from the train stores that made the models), so a
+    run with a non-default momentum, weight decay, batch or swap setting says so, and two methods whose
+    stores disagree are not summarised by whichever row comes first.
+    """
+    trained = results[~results["method"].isin(UNTRAINED_METHODS)]
+    if "steps" in trained.columns:
+        trained = trained[trained["steps"].notna()]
+    if trained.empty:
+        return []
+    keys = [c for c in SCHEDULE_COLUMNS if c in trained.columns]
+    lines = []
+    groups = trained.groupby(keys, sort=False, dropna=False) if keys else [(None, trained)]
+    for _, group in groups:
+        t = group.iloc[0]
+        methods = sorted(group["method"].unique())
+        batch = int(t["batch_size"])
+        layouts = "; ".join(f"{m}: {batch_layout(m, batch)}" for m in methods)
+        line = (
+            f"Classifiers ({', '.join(methods)}): {trunk_label(t)} + MLP head {t['head_dims']}, "
+            f"{int(t['steps'])} steps of SGD with lr {t['lr']} (cosine decay), momentum {t['momentum']}, "
+            f"weight decay {t['weight_decay']}, at {image_size} px; a step's batch, by class: {layouts}"
+        )
+        swapping = [m for m in methods if "swap" in method_kinds(m)]
+        if swapping and _present(t.get("swaps")):
+            line += f"; swaps ({', '.join(swapping)}): {SWAPS_WORDS.get(t['swaps'], t['swaps'])}"
+        lines.append(line + "; seeds " + ", ".join(map(str, sorted(group["seed"].unique()))) + ".")
+    return lines
+
+
 def how_obtained(results: pd.DataFrame, provenance: dict) -> list[str]:
     """Sentences saying exactly how the numbers were made, shared by the Markdown and HTML pages."""
     first = results.iloc[0]
     backbone = provenance["backbone"]
     target = first.get("target_class")
-    target = None if pd.isna(target) else int(target)
+    target = int(target) if _present(target) else None
     size = first.get("saliency_input_size")
-    size = None if size is None or pd.isna(size) else int(size)
-    lines = []
-    trained = results[results["steps"].notna()] if "steps" in results.columns else results
-    if not trained.empty:
-        t = trained.iloc[0]
-        lines.append(
-            f"Classifiers ({', '.join(sorted(trained['method'].unique()))}): {trunk_label(t)} + MLP head "
-            f"{t['head_dims']}, {int(t['steps'])} steps; a step sees {int(t['batch_size'])} normal images "
-            f"and {int(t['batch_size'])} of each negative kind (two kinds for the 3-way methods) at "
-            f"{first['image_size']} px; SGD lr {t['lr']} (cosine), momentum {t['momentum']}, weight decay "
-            f"{t['weight_decay']}; seeds " + ", ".join(map(str, sorted(trained["seed"].unique()))) + "."
-        )
+    size = int(size) if _present(size) else None
+    lines = training_sentences(results, first["image_size"])
     for method in sorted(set(results["method"]) & set(UNTRAINED_METHODS)):
         row = results[results["method"] == method].iloc[0]
         lines.append(
@@ -210,15 +270,25 @@ def how_obtained(results: pd.DataFrame, provenance: dict) -> list[str]:
             else " at the working size"
         )
         + f", levels {first['levels']}, target class = "
-        + ("each image's top-1." if target is None else f"ImageNet class {target}."),
+        + ("each image's top-1" if target is None else f"ImageNet class {target} for every image")
+        + (", raw maps rescaled by tanh(2 M / max M)." if bool(first.get("shallow_tanh", False)) else "."),
         f"Clustering: {first['cluster_method']} K={first['cluster_k']} on each map's values; pairs: "
         f"{first['draws']} draws per map from the top cluster, else at a smaller patch, else from the top "
         "and next clusters, and only then at random locations: "
         f"{results.drop_duplicates('category')['pair_fallback_rate'].mean() * 100:.1f}% of draws, mean over "
         "categories (steps per category and level in the pair-bank table).",
-        "Controls: random-swap = the same swaps with the same patch sizes at uniformly random "
-        "non-overlapping locations; cutpaste = CutPaste (normal variant) with the same patch-size distribution.",
     ]
+    methods = set(results["method"])
+    controls = []
+    if "random-swap" in methods:
+        controls.append(
+            "random-swap = the same swaps with the same patch sizes at uniformly random non-overlapping "
+            "locations"
+        )
+    if any("cutpaste" in method_kinds(m) for m in methods):
+        controls.append("cutpaste = CutPaste (normal variant) with the same patch-size distribution")
+    if controls:
+        lines.append("Controls: " + "; ".join(controls) + ".")
     definitions = provenance.get("metric_definitions") or {}
     for metric in metrics_of(results):
         if metric in definitions:

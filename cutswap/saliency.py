@@ -50,7 +50,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cutswap.backbones import Backbone
-from cutswap.errors import SettingsError
 
 logger = logging.getLogger(__name__)
 
@@ -115,12 +114,12 @@ class SaliencyExtractor:
         chosen = list(available if levels is None else levels)
         unknown = [name for name in chosen if name not in backbone.levels]
         if unknown or not chosen or len(set(chosen)) != len(chosen):
-            raise SettingsError(
+            raise ValueError(
                 f"saliency levels {chosen!r} (setting levels) are invalid for backbone {backbone.name}: give a "
                 f"non-empty list without repeats drawn from {available}."
             )
         if target_class is not None and (isinstance(target_class, bool) or target_class < 0):
-            raise SettingsError(
+            raise ValueError(
                 f"saliency target_class {target_class!r} (setting target_class) must be a class index >= 0, "
                 "or null for each image's top-1 class."
             )
@@ -252,7 +251,7 @@ class SaliencyExtractor:
                 targets = logits.detach().argmax(dim=1)
             else:
                 if self.target_class >= logits.shape[1]:
-                    raise SettingsError(
+                    raise ValueError(
                         f"saliency target_class {self.target_class} (setting target_class) is out of range: "
                         f"backbone {self.backbone.name} has {logits.shape[1]} classes."
                     )
@@ -306,7 +305,7 @@ def saliency_maps(
             f"{type(images).__name__} {getattr(images, 'dtype', '?')} {getattr(images, 'shape', '?')}"
         )
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise SettingsError(
+        raise ValueError(
             f"saliency batch_size {batch_size!r} (setting batch_size) must be an integer >= 1."
         )
     target_device = torch.device(device)

@@ -26,20 +26,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cutswap.errors import SettingsError
+from cutswap.methods import METHODS
 
-#: Training methods (``cutswap.training.METHOD_KINDS`` says which negatives each makes and its classes).
-METHODS = (
-    "cutswap",
-    "cutswap-3way",
-    "cutpaste",
-    "cutpaste-scar",
-    "cutpaste-3way",
-    "random-swap",
-    "imagenet-gde",
-)
-#: Methods that train nothing (the frozen ImageNet trunk scored by the same density): the same for any
-#: seed, so they run for the first seed and are paired with every seed of a trained method.
-UNTRAINED_METHODS = ("imagenet-gde",)
 LEVELS = ("level1", "level2", "level3", "level4")
 
 
@@ -244,7 +232,13 @@ class ParallelSettings(_Section):
     per GPU when there are ``gpus`` (None: every visible CUDA device; each runs one job at a time), else
     ``workers`` CPU workers that run ``cpu_jobs`` jobs at once (None: one per worker), each job with its
     share of the cores; ``benchmarks/bench_jobs.py`` times the choices on a machine. ``workers: 0``
-    computes everything in-process, one job at a time.
+    computes everything in-process, one job at a time. With ``address``, ``gpus`` says whether jobs ask
+    for a GPU (None: when any worker advertises one).
+
+    Faults end the run (``cutswap.parallel``): a job whose worker dies is rerun (a training job from its
+    last checkpoint) at most ``allowed_failures`` times (a local cluster's; a remote scheduler keeps its
+    own ``distributed.scheduler.allowed-failures``), and a job no connected worker can run fails after
+    ``worker_timeout`` seconds (at once when the workers lack the GPU resource it asks for).
     """
 
     workers: int = Field(2, ge=0)
@@ -252,6 +246,8 @@ class ParallelSettings(_Section):
     threads_per_worker: int = Field(1, ge=1)
     gpus: int | None = Field(None, ge=0)
     cpu_jobs: int | None = Field(None, ge=1)
+    allowed_failures: int = Field(3, ge=0)
+    worker_timeout: float = Field(300.0, gt=0)
 
 
 class Settings(_Section):

@@ -3,30 +3,21 @@
 Inputs:
     images   uint8 (N, H, W, 3), the normal training images of one category at the working size
     bank     int32 (N, L, D, 6) patch-pair draws ``(h, w, y1, x1, y2, x2)`` per image and saliency level:
-             the saliency-anchored bank of the pairs stage (``SALIENCY_BANK_METHODS``), or a random bank with
-             the same patch sizes draw for draw (``RANDOM_BANK_METHODS``), so the control differs only in
+             the saliency-anchored bank of the pairs stage, or a random bank with the same patch sizes
+             draw for draw (``cutswap.methods``: a method's ``bank``), so the control differs only in
              where patches lie; (N, D, 6) is taken as one level. Other methods take no bank.
 
-A step's batch, built on the device from one ``torch.Generator`` (no per-sample Python)::
+Each step draws a batch of ``B`` images per class (``cutswap.negatives.draw_batch``) and makes one SGD
+update on the cross-entropy over all rows. When the batch runs in ``parts`` micro-batches (after an
+out-of-memory retry, ``cutswap.oom``) or over ``world`` processes (DDP), each part takes an equal slice of
+every class, and the losses are weighted so the gradient is that of the whole batch; only batch
+normalisation sees the smaller parts. Every process draws the same whole batch from the same generator
+and trains on its own slice, so the random stream does not depend on the number of processes.
 
-    rows [c * B, (c + 1) * B)   class c: 0 = normal, 1.. = one per negative kind of the method (METHOD_KINDS)
-
-``B = batch_size``; the images of every row are drawn at random from the normal images, negatives are made
-from theirs, then all rows get the same light colour jitter (as CutPaste, so colour alone never separates
-the classes). The step is one SGD update on the cross-entropy over all rows. When the batch runs in
-``parts`` micro-batches (after an out-of-memory retry) or over ``world`` processes (DDP), each part takes
-an equal slice of every class, and the losses are weighted so the gradient is that of the whole batch;
-only batch normalisation sees the smaller parts. Every process draws the same whole batch from the same
-generator and trains on its own slice, so the random stream does not depend on the number of processes.
-
-Resumable checkpoint (``checkpoint``, written atomically every ``checkpoint_every`` steps by rank 0;
-``torch.load(..., weights_only=True)``)::
-
-    format 1, fingerprint (JSON of what must match to resume), step, model, optimizer, scheduler, scaler,
-    generator (state of the training generator), torch_rng, history (log entries), seconds, parts,
-    oom_retries
-
-A run resumed from it finishes with exactly the weights of an uninterrupted run (same machine, CPU).
+The loop takes plain values: a ``Recipe`` (the optimisation), a ``ModelSpec`` (the classifier), an
+``Execution`` (device, precision, memory format; resolved once by the caller) and CutPaste's patch
+ranges. A run resumed from its checkpoint (``cutswap.checkpoint``) finishes with exactly the weights of
+an uninterrupted run (same machine, CPU).
 """
 
 from __future__ import annotations
@@ -35,11 +26,10 @@ import contextlib
 import json
 import logging
 import math
-import os
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,193 +38,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cutswap.augment import cut_paste, cut_paste_scar, swap_patches
+from cutswap import checkpoint as ckpt
+from cutswap.execution import Execution
+from cutswap.methods import get_method
 from cutswap.models import ProjectionNet, TrunkInfo, build_model
-from cutswap.settings import UNTRAINED_METHODS, PairSettings, TrainSettings
+from cutswap.negatives import NegativeSampler, draw_batch
+from cutswap.oom import OomRetry
+from cutswap.transforms import CUTPASTE_AREA, CUTPASTE_ASPECT
 
 log = logging.getLogger(__name__)
 
-#: Negative kinds per method, in class order (class 0 is normal): ``swap`` swaps a bank pair,
-#: ``cutpaste`` is CutPaste's rectangle, ``scar`` CutPaste-Scar. The number of classes is 1 + len(kinds).
-METHOD_KINDS: dict[str, tuple[str, ...]] = {
-    "cutswap": ("swap",),
-    "cutswap-3way": ("swap", "scar"),
-    "cutpaste": ("cutpaste",),
-    "cutpaste-scar": ("scar",),
-    "cutpaste-3way": ("cutpaste", "scar"),
-    "random-swap": ("swap",),
-    "imagenet-gde": (),
-}
-#: Methods whose swaps come from the saliency pair bank (the pairs stage): the flow passes them its store.
-SALIENCY_BANK_METHODS = ("cutswap", "cutswap-3way")
-#: Methods whose swaps come from a random bank with the same patch sizes (built by the train stage).
-RANDOM_BANK_METHODS = ("random-swap",)
-#: Methods that need a bank.
-SWAP_METHODS = SALIENCY_BANK_METHODS + RANDOM_BANK_METHODS
-
 #: Log entry fields, in the column order of the train store's ``log`` array.
 LOG_FIELDS = ("step", "loss", "acc_negative", "acc_normal", "lr", "images_per_s")
-#: Settings that change how a run executes but not what it computes (beyond floating-point noise).
-EXECUTION_KNOBS = frozenset(
-    {
-        "methods",
-        "seeds",
-        "device",
-        "amp",
-        "channels_last",
-        "log_every",
-        "checkpoint_every",
-        "weights",
-        "allow_download",
-        "baseline_trunk",
-    }
-)
-_OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
-
-
-def method_kinds(method: str) -> tuple[str, ...]:
-    """The negative kinds of a method, in class order; raises ``ValueError`` for an unknown method."""
-    try:
-        return METHOD_KINDS[method]
-    except KeyError:
-        raise ValueError(f"unknown method {method!r}; methods are {list(METHOD_KINDS)}") from None
-
-
-def method_seeds(method: str, seeds: list[int]) -> list[int]:
-    """The seeds a method runs for: all of them, or the first only for a method that trains nothing."""
-    return list(seeds[:1]) if method in UNTRAINED_METHODS else list(seeds)
-
-
-def num_classes(method: str) -> int:
-    """Classifier outputs for a method: normal plus one per negative kind (2 binary, 3 for 3-way)."""
-    return 1 + len(method_kinds(method))
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` means the first CUDA device when there is one, else the CPU; bare ``cuda`` gets its index."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
-    if dev.type == "cuda" and dev.index is None:
-        dev = torch.device("cuda", torch.cuda.current_device())
-    return dev
-
-
-def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype for ``train.amp``, None for full precision.
-
-    ``auto`` is bf16 on a CUDA device that supports it (no loss scaling needed), fp16 with loss scaling on
-    older CUDA devices, and off on the CPU, where autocast rarely pays; ``bf16``/``fp16`` force it anywhere
-    (the CPU tests use them to run the same code path as a GPU).
-    """
-    if amp == "auto":
-        if device.type != "cuda":
-            return None
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[amp]
-
-
-def amp_name(dtype: torch.dtype | None) -> str:
-    """``bf16``, ``fp16`` or ``off``: the precision a run used, as keyed and recorded."""
-    return {torch.bfloat16: "bf16", torch.float16: "fp16", None: "off"}[dtype]
-
-
-def resolve_channels_last(setting: str | bool, device: torch.device) -> bool:
-    """``auto`` is channels-last on CUDA (faster convolutions with tensor cores), not on the CPU."""
-    return device.type == "cuda" if setting == "auto" else bool(setting)
-
-
-def color_jitter(images: torch.Tensor, generator: torch.Generator, strength: float = 0.1) -> torch.Tensor:
-    """Per-image brightness and contrast jitter in [-strength, strength], images in [0, 1]."""
-    b = images.shape[0]
-    gain = 1 + torch.empty(b, 1, 1, 1, device=images.device).uniform_(
-        -strength, strength, generator=generator
-    )
-    shift = torch.empty(b, 1, 1, 1, device=images.device).uniform_(-strength, strength, generator=generator)
-    mean = images.mean(dim=(1, 2, 3), keepdim=True)
-    return ((images - mean) * gain + mean + shift).clamp(0, 1)
-
-
-@dataclass
-class NegativeSampler:
-    """Builds the negatives of one method from normal images, one block per negative kind.
-
-    Attributes:
-        method: a key of ``METHOD_KINDS``.
-        pairs: patch-size settings (CutPaste's area and aspect ratio).
-        bank: (N, L, D, 6) or (N, D, 6) int pair draws on the device, for the swap methods.
-        swaps: ``one`` (one draw of one level per negative) or ``per-level`` (one draw of every level,
-            swapped in level order on the same image).
-    """
-
-    method: str
-    pairs: PairSettings
-    bank: torch.Tensor | None = None
-    swaps: str = "one"
-
-    def __post_init__(self) -> None:
-        self.kinds = method_kinds(self.method)
-        if "swap" in self.kinds:
-            if self.bank is None:
-                raise ValueError(f"{self.method} needs a pair bank")
-            if self.bank.dim() == 3:
-                self.bank = self.bank.unsqueeze(1)
-            if self.bank.dim() != 4 or self.bank.shape[-1] != 6:
-                raise ValueError(f"bank must be (N, L, D, 6), got {tuple(self.bank.shape)}")
-        if self.swaps not in ("one", "per-level"):
-            raise ValueError(f"swaps must be 'one' or 'per-level', got {self.swaps!r}")
-
-    @property
-    def num_classes(self) -> int:
-        return 1 + len(self.kinds)
-
-    def _swap(self, images: torch.Tensor, index: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        assert self.bank is not None
-        n, levels, draws, _ = self.bank.shape
-        b = images.shape[0]
-        if self.swaps == "one":
-            draw = torch.randint(levels * draws, (b,), device=images.device, generator=generator)
-            return swap_patches(images, self.bank.view(n, levels * draws, 6)[index, draw])
-        draw = torch.randint(draws, (b, levels), device=images.device, generator=generator)
-        level = torch.arange(levels, device=images.device).expand(b, levels)
-        return swap_patches(images, self.bank[index.view(b, 1), level, draw])  # (B, L, 6)
-
-    def negative(
-        self, kind: str, images: torch.Tensor, index: torch.Tensor, generator: torch.Generator
-    ) -> torch.Tensor:
-        """Negatives of one kind from images (B, C, H, W) in [0, 1] whose bank rows are ``index`` (B,)."""
-        if kind == "swap":
-            return self._swap(images, index, generator)
-        if kind == "cutpaste":
-            return cut_paste(images, self.pairs.area, self.pairs.aspect, generator)
-        if kind == "scar":
-            return cut_paste_scar(images, generator)
-        raise ValueError(f"unknown negative kind {kind!r}")
-
-    def __call__(self, images: torch.Tensor, index: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Negatives for ``len(kinds)`` equal blocks of ``images``, block k made by kind k."""
-        blocks = zip(self.kinds, images.chunk(len(self.kinds)), index.chunk(len(self.kinds)), strict=True)
-        out = [self.negative(kind, imgs, idx, generator) for kind, imgs, idx in blocks]
-        return out[0] if len(out) == 1 else torch.cat(out)
-
-
-def draw_batch(
-    data: torch.Tensor, sampler: NegativeSampler, batch_size: int, generator: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """One step's inputs (C * B, 3, H, W) float in [0, 1] and labels (C * B,), C classes (module docstring).
-
-    Args:
-        data: uint8 (N, 3, H, W) normal images on the device.
-        sampler: the method's negatives.
-        batch_size: B, images per class.
-        generator: the training generator; all randomness of the batch comes from it.
-    """
-    b, classes = batch_size, sampler.num_classes
-    idx = torch.randint(data.shape[0], (classes * b,), device=data.device, generator=generator)
-    batch = data[idx].float().div_(255)
-    inputs = color_jitter(torch.cat([batch[:b], sampler(batch[b:], idx[b:], generator)]), generator)
-    labels = torch.arange(classes, device=data.device).repeat_interleave(b)
-    return inputs, labels
 
 
 def class_slices(
@@ -351,27 +166,66 @@ def _world() -> tuple[int, int]:
     return 0, 1
 
 
-def _atomic_save(payload: dict, path: Path) -> None:
-    """Write ``payload`` next to ``path`` and rename it into place: a kill leaves the old file or the new."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+@dataclass(frozen=True)
+class Recipe:
+    """The optimisation of one run: SGD with momentum, cosine-annealed over ``steps``.
+
+    Attributes:
+        steps: optimiser updates.
+        batch_size: images per class per step (B); a multiple of the DDP processes.
+        lr, momentum, weight_decay: SGD's.
+        log_every: steps between log entries (the last step is always logged).
+        checkpoint_every: steps between resumable checkpoints; 0 never writes one.
+    """
+
+    steps: int
+    batch_size: int
+    lr: float
+    momentum: float = 0.9
+    weight_decay: float = 3e-5
+    log_every: int = 10
+    checkpoint_every: int = 0
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """The classifier to build: a trunk, from scratch or from ImageNet weights, and a projection head.
+
+    ``weights`` is a ResNet-18 ImageNet weights file (checked by hash, ``cutswap.backbones``) and
+    ``allow_download`` lets torchvision fetch it; neither changes what is computed, only where from.
+    """
+
+    head_dims: tuple[int, ...]
+    num_classes: int
+    trunk: str = "resnet18"
+    pretrained: bool = False
+    weights: str | None = None
+    allow_download: bool = False
+
+    def build(self) -> ProjectionNet:
+        return build_model(
+            list(self.head_dims), self.pretrained, self.num_classes, self.trunk, self.weights, self.allow_download
+        )
 
 
 def train_classifier(
     images: np.ndarray,
     method: str,
-    settings: TrainSettings,
-    pairs: PairSettings,
+    model: ModelSpec,
+    recipe: Recipe,
+    execution: Execution,
     seed: int,
     bank: np.ndarray | None = None,
-    progress: Callable[[dict[str, float]], None] | None = None,
     *,
+    swaps: str = "one",
+    area: tuple[float, float] = CUTPASTE_AREA,
+    aspect: tuple[float, float] = CUTPASTE_ASPECT,
+    progress: Callable[[dict[str, float]], None] | None = None,
     checkpoint: Path | None = None,
+    identity: dict[str, Any] | None = None,
     parts: int = 1,
 ) -> TrainResult:
-    """Train one classifier from scratch (or from ImageNet weights) and return it with its log.
+    """Train one classifier and return it with its log.
 
     The whole training set lives on the device as uint8 (MVTec's largest category is ~400 images, about
     80 MB at 256 px), so a step never waits on Python-side data loading. Inside an initialised process
@@ -379,66 +233,63 @@ def train_classifier(
 
     Args:
         images, bank: see the module docstring.
-        method: a key of ``METHOD_KINDS``.
-        settings: the train section; ``checkpoint_every`` applies when ``checkpoint`` is given.
-        pairs: CutPaste's patch-size ranges.
+        method: a method of ``cutswap.methods.REGISTRY`` that trains.
+        model: the classifier; built after seeding torch with ``seed``, so its initialisation is the seed's.
+        recipe: the optimisation.
+        execution: device, precision and memory format, resolved by the caller.
         seed: seeds the model's initialisation and the training generator.
+        swaps, area, aspect: the negatives' settings (``NegativeSampler``).
         progress: called with each log entry (rank 0 only).
         checkpoint: resumable checkpoint file; resumed from when it exists and matches this run.
+        identity: JSON-ready values that must match for a checkpoint to be resumed (the caller's key),
+            besides everything given here.
         parts: micro-batches per step to start with (more save memory; an out-of-memory error on one
             process doubles it and retries the step).
 
     Raises:
+        ValueError: a method that trains nothing, or a batch size the processes cannot share.
         FloatingPointError: the loss stopped being finite.
         torch.OutOfMemoryError: even one image per class does not fit, or the run is distributed (ranks
             cannot agree on a retry).
     """
-    kinds = method_kinds(method)
-    classes = 1 + len(kinds)
+    spec = get_method(method)
+    if not spec.trains:
+        raise ValueError(f"{method} trains nothing; build its model with cutswap.models.build_model")
+    if model.num_classes != spec.num_classes:
+        raise ValueError(f"{method} has {spec.num_classes} classes, the model {model.num_classes}")
+    classes = spec.num_classes
     rank, world = _world()
-    device = resolve_device(settings.device)
-    amp_dtype = resolve_amp(settings.amp, device)
-    channels_last = resolve_channels_last(settings.channels_last, device)
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    b = settings.batch_size
+    device, amp_dtype, memory_format = execution.device, execution.amp, execution.memory_format
+    b = recipe.batch_size
     if b % world:
         raise ValueError(f"batch_size {b} must be a multiple of the {world} processes")
     per_rank = b // world
 
     torch.manual_seed(seed)
     generator = torch.Generator(device=device).manual_seed(seed)
-    if method in UNTRAINED_METHODS:
-        raise ValueError(f"{method} trains nothing; build its model with cutswap.models.build_model")
-    net = build_model(
-        settings.head_dims,
-        settings.pretrained,
-        classes,
-        settings.trunk,
-        settings.weights,
-        settings.allow_download,
-    )
-    net = net.to(device, memory_format=memory_format)
-    model: nn.Module = net
+    net = model.build().to(device, memory_format=memory_format)
+    ddp: nn.Module = net
     if world > 1:
         ids = [device.index] if device.type == "cuda" else None
-        model = nn.parallel.DistributedDataParallel(net, device_ids=ids)
+        ddp = nn.parallel.DistributedDataParallel(net, device_ids=ids)
     data = torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2)  # uint8 NCHW
-    bank_t = None
-    if bank is not None:
-        bank_t = torch.from_numpy(np.asarray(bank, dtype=np.int64)).to(device)
-    sampler = NegativeSampler(method, pairs, bank_t, settings.swaps)
+    bank_t = None if bank is None else torch.from_numpy(np.asarray(bank, dtype=np.int64)).to(device)
+    sampler = NegativeSampler(method, bank_t, swaps, area, aspect)
     optimizer = torch.optim.SGD(
-        net.parameters(), lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay
+        net.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay
     )
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, settings.steps)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, recipe.steps)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
 
     fingerprint = json.dumps(
         {
+            "identity": identity,
             "method": method,
             "seed": seed,
-            "train": settings.model_dump(mode="json", exclude=EXECUTION_KNOBS),
-            "amp": amp_name(amp_dtype),
+            "model": asdict(model) | {"weights": None, "allow_download": None},
+            "recipe": asdict(recipe) | {"log_every": None, "checkpoint_every": None},
+            "negatives": {"swaps": swaps, "area": list(area), "aspect": list(aspect)},
+            "amp": execution.amp_name,
             "world": world,
             "images": list(images.shape),
             "bank": None if bank is None else list(np.shape(bank)),
@@ -446,75 +297,55 @@ def train_classifier(
         sort_keys=True,
     )
     start_step, history, seconds_before, oom_retries, resumed_from = 0, [], 0.0, 0, None
-    if checkpoint is not None and Path(checkpoint).is_file():
-        saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        if saved.get("format") == 1 and saved.get("fingerprint") == fingerprint:
-            net.load_state_dict(saved["model"])
-            optimizer.load_state_dict(saved["optimizer"])
-            schedule.load_state_dict(saved["scheduler"])
-            scaler.load_state_dict(saved["scaler"])
-            generator.set_state(saved["generator"])
-            torch.set_rng_state(saved["torch_rng"])
-            start_step = resumed_from = int(saved["step"])
-            history = [dict(e) for e in saved["history"]]
-            seconds_before = float(saved["seconds"])
-            parts = max(parts, int(saved["parts"]))
-            oom_retries = int(saved["oom_retries"])
-            log.info("resumed %s seed %d from step %d of %d", method, seed, start_step, settings.steps)
-        else:
-            log.warning("ignoring checkpoint %s: it belongs to another run", checkpoint)
+    saved = ckpt.load_resume(checkpoint, fingerprint)
+    if saved is not None:
+        net.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        schedule.load_state_dict(saved["scheduler"])
+        scaler.load_state_dict(saved["scaler"])
+        generator.set_state(saved["generator"])
+        torch.set_rng_state(saved["torch_rng"])
+        start_step = resumed_from = int(saved["step"])
+        history = [dict(e) for e in saved["history"]]
+        seconds_before = float(saved["seconds"])
+        parts = max(parts, int(saved["parts"]))
+        oom_retries = int(saved["oom_retries"])
+        log.info("resumed %s seed %d from step %d of %d", method, seed, start_step, recipe.steps)
+    retry = OomRetry(net, per_rank, parts, enabled=world == 1)
+    retry.retries = oom_retries
 
     def save_checkpoint(step: int, seconds: float) -> None:
-        _atomic_save(
-            {
-                "format": 1,
-                "fingerprint": fingerprint,
-                "step": step,
-                "model": net.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": schedule.state_dict(),
-                "scaler": scaler.state_dict(),
-                "generator": generator.get_state(),
-                "torch_rng": torch.get_rng_state(),
-                "history": history,
-                "seconds": seconds,
-                "parts": parts,
-                "oom_retries": oom_retries,
-            },
-            Path(checkpoint),
-        )
+        state = {
+            "format": ckpt.RESUME_FORMAT,
+            "fingerprint": fingerprint,
+            "step": step,
+            "model": net.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": schedule.state_dict(),
+            "scaler": scaler.state_dict(),
+            "generator": generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "history": history,
+            "seconds": seconds,
+            "parts": retry.parts,
+            "oom_retries": retry.retries,
+        }
+        ckpt.save(state, Path(checkpoint))
 
     shard = class_slices(classes, b, world, device)[rank][0] if world > 1 else None
-    buffers = [buf for buf in net.buffers()] if world == 1 else []
     net.train()
     start = window_start = time.perf_counter()
     window_steps = 0
-    for step in range(start_step + 1, settings.steps + 1):
+    for step in range(start_step + 1, recipe.steps + 1):
         inputs, labels = draw_batch(data, sampler, b, generator)
         if shard is not None:
             inputs, labels = inputs[shard], labels[shard]
-        while True:
-            snapshot = [buf.clone() for buf in buffers]  # batch-norm statistics, restored on a retry
-            oom = None
-            try:
-                chunks = class_slices(classes, per_rank, parts, device) if parts > 1 else None
-                loss, logits, seen = train_step(
-                    model, inputs, labels, optimizer, scaler, amp_dtype, chunks, memory_format
-                )
-                break
-            except _OOM as exc:
-                if world > 1 or parts >= per_rank:
-                    raise
-                oom = str(exc).splitlines()[0] if str(exc) else "out of memory"
-            # Outside the except block, so the failed step's tensors are freed before the retry.
-            optimizer.zero_grad(set_to_none=True)
-            with torch.no_grad():
-                for buf, old in zip(buffers, snapshot, strict=True):
-                    buf.copy_(old)
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-            parts, oom_retries = min(2 * parts, per_rank), oom_retries + 1
-            log.warning("out of memory at step %d (%s); retrying in %d micro-batches", step, oom, parts)
+
+        def attempt(n_parts: int, inputs=inputs, labels=labels):
+            chunks = class_slices(classes, per_rank, n_parts, device) if n_parts > 1 else None
+            return train_step(ddp, inputs, labels, optimizer, scaler, amp_dtype, chunks, memory_format)
+
+        loss, logits, seen = retry.run(attempt, f"step {step}")
         with warnings.catch_warnings():
             # The fp16 loss scaler skips the update of a step whose gradients overflowed; the schedule
             # still advances (the usual practice), which torch warns about.
@@ -523,7 +354,7 @@ def train_classifier(
             )
             schedule.step()
         window_steps += 1
-        if step % settings.log_every == 0 or step == settings.steps:
+        if step % recipe.log_every == 0 or step == recipe.steps:
             pred = logits.argmax(1)
             normal = seen == 0
             stats = torch.stack(
@@ -548,8 +379,8 @@ def train_classifier(
             window_start, window_steps = now, 0
             if progress is not None and rank == 0:
                 progress(entry)
-        every = settings.checkpoint_every
-        if checkpoint is not None and every and step % every == 0 and step < settings.steps and rank == 0:
+        every = recipe.checkpoint_every
+        if checkpoint is not None and every and step % every == 0 and step < recipe.steps and rank == 0:
             save_checkpoint(step, seconds_before + time.perf_counter() - start)
     session = time.perf_counter() - start
     net.eval()
@@ -557,12 +388,12 @@ def train_classifier(
         model=net,
         log=history,
         seconds=seconds_before + session,
-        images_per_s=(settings.steps - start_step) * classes * b / max(session, 1e-9),
+        images_per_s=(recipe.steps - start_step) * classes * b / max(session, 1e-9),
         resumed_from=resumed_from,
-        parts=parts,
-        oom_retries=oom_retries,
-        amp=amp_name(amp_dtype),
-        channels_last=channels_last,
+        parts=retry.parts,
+        oom_retries=retry.retries,
+        amp=execution.amp_name,
+        channels_last=execution.channels_last,
         world_size=world,
         num_classes=classes,
         trunk=net.trunk_info,

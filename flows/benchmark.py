@@ -39,7 +39,7 @@ from cutswap.parallel import dask_client
 from cutswap.settings import load_settings
 from cutswap.stages import STAGES
 from cutswap.stages.report import CategoryRefs
-from cutswap.training import SWAP_METHODS, method_seeds
+from cutswap.methods import get_method, method_seeds
 from tasks.cluster import cluster
 from tasks.evaluate import evaluate
 from tasks.ingest import ingest, resolve
@@ -83,7 +83,7 @@ def cutswap(
             precomputed[c] = (maps, clusters, bank)
             evaluations[c] = []
             for method, seed in jobs:
-                bank_in = bank if method in SWAP_METHODS else None  # random-swap copies its sizes
+                bank_in = bank if get_method(method).needs_pairs else None  # random-swap copies its sizes
                 model = train.submit(settings, images[c], method, seed, bank_in, mode["train"], dask)
                 evaluations[c].append(evaluate.submit(settings, images[c], model, mode["evaluate"], dask))
         categories = {

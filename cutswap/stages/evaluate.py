@@ -30,14 +30,13 @@ import numpy as np
 import torch
 
 from cutswap.density import GaussianDensity
+from cutswap.execution import resolve_device
 from cutswap.localization import gradcam_maps, patch_maps
 from cutswap.metrics import FPR_LIMIT, METRIC_DEFINITIONS, f1_max, image_auroc, pixel_metrics
 from cutswap.parallel import current_worker
+from cutswap.readers import load_model, samples, train_indices
 from cutswap.settings import EvaluateSettings, Settings
-from cutswap.stages.ingest import samples, train_indices
-from cutswap.stages.train import load_model
 from cutswap.stores import StoreRef, build_store, open_store, write_array
-from cutswap.training import resolve_device
 
 PIXEL_METRICS = ("pixel_AUROC", "pixel_AUPRO", "pixel_F1Max")
 

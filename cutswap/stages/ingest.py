@@ -41,10 +41,9 @@ import pandas as pd
 from cutswap.data.images import load_mask, load_rgb
 from cutswap.data.layout import IMAGE_EXTENSIONS
 from cutswap.errors import DatasetError
+from cutswap.readers import SAMPLE_COLUMNS
 from cutswap.settings import Settings
 from cutswap.stores import StoreRef, build_store, write_array
-
-SAMPLE_COLUMNS = ("split", "label", "defect_type", "image_path", "mask_path")
 
 log = logging.getLogger(__name__)
 
@@ -307,14 +306,3 @@ def _duplicates(table: pd.DataFrame, digests: list[str]) -> dict:
         {"split": split, "paths": paths} for (split, _), paths in sorted(groups.items()) if len(paths) > 1
     ]
     return {"count": sum(len(g["paths"]) - 1 for g in found), "groups": found}
-
-
-def samples(group) -> pd.DataFrame:
-    """The sample table of an ingest store, row i describing ``images[i]``."""
-    return pd.DataFrame(group.attrs["samples"], columns=list(SAMPLE_COLUMNS))
-
-
-def train_indices(group) -> np.ndarray:
-    """Indices of the normal training images, the only images saliency and training ever see."""
-    table = samples(group)
-    return np.flatnonzero((table["split"] == "train").to_numpy())

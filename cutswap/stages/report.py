@@ -21,10 +21,10 @@ import torch
 from cutswap.augment import cut_paste, swap_patches
 from cutswap.compare import COLUMNS, compare, comparison_pairs
 from cutswap.errors import StoreError
+from cutswap.pairs import random_swap_bank
+from cutswap.readers import train_indices
 from cutswap.report import metrics_of, overlay_figure, run_page, summary_markdown, write_index
 from cutswap.settings import Settings
-from cutswap.stages.ingest import train_indices
-from cutswap.stages.train import random_bank
 from cutswap.stores import CODE_VERSIONS, StoreRef, library_versions, open_store, stage_key
 
 
@@ -66,9 +66,10 @@ def results_table(settings: Settings, categories: dict[str, CategoryRefs]) -> pd
                     "backbone_sha256": sal["backbone"]["sha256"],
                     "backbone_fallback": bool(sal["backbone"].get("fallback_reason")),
                     "levels": "+".join(sal["levels"]),
-                    "target_class": settings.saliency.target_class,
+                    # What made the maps, from the saliency store (whose key covers these settings).
+                    "target_class": sal["settings"].get("target_class"),
                     "saliency_input_size": sal.get("input_size"),
-                    "shallow_tanh": settings.saliency.shallow_tanh,
+                    "shallow_tanh": bool(sal["settings"].get("shallow_tanh", False)),
                     "cluster_method": settings.cluster.method,
                     "cluster_k": settings.cluster.k,
                     "cluster_m": settings.cluster.m,
@@ -122,7 +123,7 @@ def _figure(
     maps = sal["maps"][: len(idx)]
     tops = open_store(refs.cluster)["top"][: len(idx)]
     boxes = open_store(refs.pairs)["boxes"][: len(idx)]
-    random = random_bank(settings, boxes, *ingest["images"].shape[1:3])  # the same sizes, random places
+    random = random_swap_bank(boxes, *ingest["images"].shape[1:3], settings.pairs.seed)  # the same sizes, random places
     pick = np.arange(n_negatives)
     batch = torch.from_numpy(images[pick % len(idx)]).permute(0, 3, 1, 2).float() / 255
 

@@ -28,9 +28,9 @@ import zarr
 from cutswap import parallel
 from cutswap.backbones import Backbone, load_backbone
 from cutswap.parallel import Cluster, run_sharded, worker_device
+from cutswap.readers import train_indices
 from cutswap.saliency import SaliencyExtractor, saliency_maps
 from cutswap.settings import SaliencySettings, Settings
-from cutswap.stages.ingest import train_indices
 from cutswap.stores import StoreRef, build_store, empty_array, open_store, store_dir, write_array
 
 

@@ -9,7 +9,7 @@ Store layout (``storage/train/<category>-<method>-s<seed>-<key>/``)::
                     worker (Dask worker or in-process), amp, channels_last, nproc, parts, oom_retries,
                     resumed_from, seconds, images_per_s, final_loss, log_columns
 
-The no-training baseline (``UNTRAINED_METHODS``: ``imagenet-gde``) has a store of the same layout, named
+The no-training baseline (a method that does not train, ``cutswap.methods``: ``imagenet-gde``) has a store of the same layout, named
 ``<category>-<method>-<key>`` (no seed changes it): the ImageNet ``train.baseline_trunk`` (else
 ``train.trunk``) as its checkpoint (head and classifier untouched and unused), an empty log, and
 a key of just the method and the trunk, so every schedule and seed shares it.
@@ -21,7 +21,7 @@ Work directory (``storage/train/.work/<category>-<method>-s<seed>-<key>/``, hidd
 
 A killed run leaves its work directory, and the next run with the same key resumes from ``resume.pt``; it
 is deleted once the store is published. The key holds everything that changes the weights: the train
-settings except execution knobs (``cutswap.training.EXECUTION_KNOBS``), the precision ``train.amp``
+settings except execution knobs (``EXECUTION_KNOBS``), the precision ``train.amp``
 resolves to, ``nproc``, the method and seed, the pairs store (swap methods: the saliency bank, or the
 patch sizes the random-swap control copies) or the pairs settings CutPaste draws from, and the ingest
 store. Device, memory format, log and checkpoint intervals are recorded in the attrs only.
@@ -36,40 +36,69 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
+from cutswap import checkpoint as ckpt
+from cutswap.execution import Execution, resolve_execution
+from cutswap.methods import get_method
 from cutswap.models import ProjectionNet, build_model
-from cutswap.pairs import random_pair_bank
+from cutswap.pairs import random_swap_bank
 from cutswap.parallel import current_worker
-from cutswap.settings import Settings
-from cutswap.stages.ingest import train_indices
+from cutswap.readers import train_indices
+from cutswap.settings import Settings, TrainSettings
 from cutswap.stores import StoreRef, build_store, open_store, stage_key, store_dir, store_path, write_array
-from cutswap.training import (
-    EXECUTION_KNOBS,
-    LOG_FIELDS,
-    RANDOM_BANK_METHODS,
-    SALIENCY_BANK_METHODS,
-    UNTRAINED_METHODS,
-    amp_name,
-    method_kinds,
-    resolve_amp,
-    resolve_device,
-    train_classifier,
-)
+from cutswap.training import LOG_FIELDS, ModelSpec, Recipe, train_classifier
 
 log = logging.getLogger(__name__)
 LOG_COLUMNS = LOG_FIELDS
+#: Settings that change how a run executes but not what it computes (beyond floating-point noise).
+EXECUTION_KNOBS = frozenset(
+    {
+        "methods",
+        "seeds",
+        "device",
+        "amp",
+        "channels_last",
+        "log_every",
+        "checkpoint_every",
+        "weights",
+        "allow_download",
+        "baseline_trunk",
+    }
+)
 
 
-def train_key(settings: Settings, method: str, seed: int) -> dict[str, Any]:
-    """The settings a train store is keyed by (its inputs' keys are added by ``build_store``)."""
+def execution_of(cfg: TrainSettings) -> Execution:
+    """The train section's device, precision and memory format, resolved: once per job, on its worker."""
+    return resolve_execution(cfg.device, cfg.amp, cfg.channels_last)
+
+
+def recipe_of(cfg: TrainSettings) -> Recipe:
+    return Recipe(
+        cfg.steps, cfg.batch_size, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.log_every, cfg.checkpoint_every
+    )
+
+
+def model_spec_of(cfg: TrainSettings, method: str) -> ModelSpec:
+    weights = None if cfg.weights is None else str(cfg.weights)
+    classes = get_method(method).num_classes
+    return ModelSpec(tuple(cfg.head_dims), classes, cfg.trunk, cfg.pretrained, weights, cfg.allow_download)
+
+
+def train_key(settings: Settings, method: str, seed: int, amp: str | None = None) -> dict[str, Any]:
+    """The settings a train store is keyed by (its inputs' keys are added by ``build_store``).
+
+    Args:
+        amp: the precision the job resolved (``Execution.amp_name``); None resolves it here, for callers
+            that only want to know the key.
+    """
     cfg = settings.train
-    kinds = method_kinds(method)
-    if method in UNTRAINED_METHODS:
+    spec = get_method(method)
+    kinds = spec.kinds
+    if not spec.trains:
         return {"method": method, "trunk": cfg.baseline_trunk or cfg.trunk, "pretrained": True}
     keyed = {
         **cfg.model_dump(mode="json", exclude=EXECUTION_KNOBS),
-        "amp": amp_name(resolve_amp(cfg.amp, resolve_device(cfg.device))),
+        "amp": amp if amp is not None else execution_of(cfg).amp_name,
         "method": method,
         "seed": seed,
     }
@@ -84,18 +113,6 @@ def train_key(settings: Settings, method: str, seed: int) -> dict[str, Any]:
 def work_dir(storage_root: Path, name: str, key: str) -> Path:
     """Where a training run keeps its resumable checkpoint: hidden, beside the train stores."""
     return Path(storage_root) / "train" / ".work" / f"{name}-{key}"
-
-
-def model_payload(model: ProjectionNet, head_dims: list[int], num_classes: int, method: str) -> dict:
-    """What ``checkpoint.pt`` holds: tensors and plain values only, so it loads with weights_only."""
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    return {
-        "model": state,
-        "head_dims": list(head_dims),
-        "num_classes": num_classes,
-        "method": method,
-        "trunk": model.trunk_name,
-    }
 
 
 def _untrained(settings: Settings, method: str) -> tuple[ProjectionNet, dict[str, Any]]:
@@ -144,17 +161,18 @@ def train_run(
         cutswap.errors.CutswapError: a DDP run failed (its last output lines are in the message).
     """
     cfg = settings.train
-    keyed = train_key(settings, method, seed)
+    spec = get_method(method)
+    execution = execution_of(cfg)
+    keyed = train_key(settings, method, seed, execution.amp_name)
     inputs = {"ingest": ingest}
-    if method in SALIENCY_BANK_METHODS + RANDOM_BANK_METHODS:
+    if spec.needs_pairs:
         if pairs is None:
             raise ValueError(f"{method} training needs the pairs store")
         inputs["pairs"] = pairs
     # A method that trains nothing is the same for every seed: one store per category, named without one.
-    name = f"{ingest.name}-{method}" if method in UNTRAINED_METHODS else f"{ingest.name}-{method}-s{seed}"
+    name = f"{ingest.name}-{method}-s{seed}" if spec.trains else f"{ingest.name}-{method}"
     key = stage_key("train", keyed, {k: v.key for k, v in inputs.items()})
     work = work_dir(settings.storage_root, name, key)
-    device = resolve_device(cfg.device)
     if progress is None:
         progress = lambda entry: log.info("%s: %s", name, progress_line(entry, cfg.steps))  # noqa: E731
 
@@ -170,7 +188,7 @@ def train_run(
         )
         group.attrs.update(
             {
-                "device": str(device),
+                "device": str(execution.device),
                 "worker": current_worker() or "in-process",
                 "amp": outcome["amp"],
                 "channels_last": outcome["channels_last"],
@@ -188,26 +206,37 @@ def train_run(
 
     def write(group):
         out = store_dir(group) / "checkpoint.pt"
-        if method in UNTRAINED_METHODS:
+        if not spec.trains:
             model, outcome = _untrained(settings, method)
-            torch.save(model_payload(model, cfg.head_dims, 1, method), out)
+            ckpt.save(ckpt.model_payload(model, cfg.head_dims, 1, method), out)
             return record(group, outcome)
         source = open_store(ingest)
         images = source["images"][:][train_indices(source)]
         bank = None
-        if method in SALIENCY_BANK_METHODS:
+        if spec.bank == "saliency":
             bank = open_store(pairs)["boxes"][:]
-        elif method in RANDOM_BANK_METHODS:
-            bank = random_bank(settings, open_store(pairs)["boxes"][:], *images.shape[1:3])
+        elif spec.bank == "random":
+            bank = random_swap_bank(open_store(pairs)["boxes"][:], *images.shape[1:3], settings.pairs.seed)
+        job = {
+            "images": images,
+            "method": method,
+            "model": model_spec_of(cfg, method),
+            "recipe": recipe_of(cfg),
+            "execution": execution,
+            "seed": seed,
+            "bank": bank,
+            "swaps": cfg.swaps,
+            "area": tuple(settings.pairs.area),
+            "aspect": tuple(settings.pairs.aspect),
+            "identity": {"key": key},
+        }
         if cfg.nproc > 1:
             from cutswap.distributed import launch
 
-            outcome = launch(settings, method, seed, images, bank, work, out, progress, log_line or log.info)
+            outcome = launch(job, cfg.nproc, work, out, progress, log_line or log.info)
         else:
-            result = train_classifier(
-                images, method, cfg, settings.pairs, seed, bank, progress, checkpoint=work / "resume.pt"
-            )
-            torch.save(model_payload(result.model, cfg.head_dims, result.num_classes, method), out)
+            result = train_classifier(**job, progress=progress, checkpoint=work / "resume.pt")
+            ckpt.save(ckpt.model_payload(result.model, cfg.head_dims, result.num_classes, method), out)
             outcome = result.summary()
         record(group, outcome)
 
@@ -225,27 +254,3 @@ def progress_line(entry: dict[str, float], total: int) -> str:
         f"step {entry['step']:.0f}/{total} loss {entry['loss']:.4f} acc(neg) {entry['acc_negative']:.2f} "
         f"acc(normal) {entry['acc_normal']:.2f} {entry['images_per_s']:.0f} img/s"
     )
-
-
-def random_bank(settings: Settings, boxes: np.ndarray, height: int, width: int) -> np.ndarray:
-    """The random-swap control's bank, (N, L, D, 6): CutSwap's patch sizes at uniformly random places.
-
-    The sizes come from the pairs store's ``boxes`` (N, L, D, 6), draw for draw: its ladder may shrink a
-    draw's patch, so they cannot be recomputed from the seed. With the same seed and map indexing as the
-    pairs stage, ``random_pair_bank`` uses the same generator and location numbers as CutSwap's random
-    step, so with equal training seeds the control differs from CutSwap only where the patches lie.
-    """
-    n, levels, draws = boxes.shape[:3]
-    sizes = np.asarray(boxes)[..., :2].reshape(n * levels, draws, 2)
-    bank = random_pair_bank(sizes, height, width, settings.pairs.seed)
-    return bank.boxes.reshape(n, levels, draws, 6)
-
-
-def load_model(train: StoreRef, device: torch.device | str = "cpu") -> ProjectionNet:
-    """The trained classifier of a train store, loaded safely (tensors only, no pickled code)."""
-    open_store(train)  # refuses an incomplete store
-    state = torch.load(Path(train.path) / "checkpoint.pt", map_location=device, weights_only=True)
-    trunk = str(state.get("trunk", "resnet18"))  # stores written before trunks were a setting
-    model = ProjectionNet(list(state["head_dims"]), int(state["num_classes"]), trunk)
-    model.load_state_dict(state["model"])
-    return model.to(device).eval()

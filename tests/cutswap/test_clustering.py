@@ -22,7 +22,6 @@ from sklearn.cluster import KMeans
 
 from cutswap import clustering
 from cutswap.clustering import UNRANKED, cluster_maps, cluster_ranks, fuzzy_cmeans, kmeans, top_cluster_mask
-from cutswap.errors import SettingsError
 
 SIZE = 64
 BIN_WIDTH = 1.0 / 1024
@@ -303,7 +302,7 @@ def test_cluster_ranks_bad_shapes():
     ],
 )
 def test_bad_settings(kwargs, setting):
-    with pytest.raises(SettingsError, match=setting):
+    with pytest.raises(ValueError, match=setting):
         cluster_maps(torch.rand(2, 8, 8), **kwargs)
 
 

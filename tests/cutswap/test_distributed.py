@@ -7,10 +7,12 @@ import pytest
 import torch
 
 from cutswap.distributed import PROGRESS_PREFIX, DistributedTrainingError, command, launch
-from cutswap.settings import PairSettings, Settings, TrainSettings
-from cutswap.stages.train import load_model, train_run
+from cutswap.execution import resolve_execution
+from cutswap.readers import load_model
+from cutswap.settings import Settings, TrainSettings
+from cutswap.stages.train import execution_of, model_spec_of, recipe_of, train_run
 from cutswap.stores import open_store
-from cutswap.training import train_classifier
+from cutswap.training import ModelSpec, Recipe, train_classifier
 
 
 @pytest.fixture
@@ -27,23 +29,24 @@ def test_the_command_is_torchrun_on_this_module(tmp_path):
 @pytest.mark.slow
 def test_a_failing_job_reports_its_output(tmp_path, stripes):
     """A rank that dies (here: an unknown method) fails the stage with the ranks' last lines in the message."""
-    settings = Settings(
-        storage_root=tmp_path, train=TrainSettings(nproc=2, device="cpu", steps=1, batch_size=2)
-    )
+    job = {
+        "images": stripes,
+        "method": "cutmix",
+        "model": ModelSpec((32,), 2),
+        "recipe": Recipe(steps=1, batch_size=2, lr=0.03),
+        "execution": resolve_execution("cpu"),
+        "seed": 0,
+        "bank": None,
+        "swaps": "one",
+        "area": (0.02, 0.15),
+        "aspect": (0.3, 3.3),
+        "identity": None,
+    }
     lines = []
     with pytest.raises(
         DistributedTrainingError, match=r"failed \(exit 1\): \[rank\d\]: ValueError: unknown method"
     ) as info:
-        launch(
-            settings,
-            "cutmix",
-            0,
-            stripes,
-            None,
-            tmp_path / "work",
-            tmp_path / "out.pt",
-            log_line=lines.append,
-        )
+        launch(job, 2, tmp_path / "work", tmp_path / "out.pt", log_line=lines.append)
     assert "exit" in str(info.value) and any("unknown method" in line for line in lines)
 
 
@@ -80,7 +83,9 @@ def test_ddp_on_two_cpu_processes_trains_a_loadable_model_whose_loss_falls(
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        single = train_classifier(small, "cutpaste", TrainSettings(**train), PairSettings(), 0, parts=2)
+        cfg = TrainSettings(**train)
+        spec, recipe = model_spec_of(cfg, "cutpaste"), recipe_of(cfg)
+        single = train_classifier(small, "cutpaste", spec, recipe, execution_of(cfg), 0, parts=2)
     finally:
         torch.set_num_threads(threads)
     ddp, one = model.state_dict(), single.model.state_dict()

@@ -369,7 +369,7 @@ def test_shallow_tanh_lifts_maps_and_stays_in_range(random_resnet18: Backbone, n
     ],
 )
 def test_invalid_settings_are_rejected(random_resnet18: Backbone, kwargs: dict, match: str) -> None:
-    with pytest.raises(SettingsError, match=match):
+    with pytest.raises(ValueError, match=match):
         SaliencyExtractor(random_resnet18, **kwargs)
 
 
@@ -391,7 +391,7 @@ def test_input_size_setting_defaults_to_224_and_is_bounded() -> None:
 def test_target_class_out_of_range_is_rejected(random_resnet18: Backbone, noise: np.ndarray) -> None:
     with (
         SaliencyExtractor(random_resnet18, target_class=1000) as extractor,
-        pytest.raises(SettingsError, match="1000 classes"),
+        pytest.raises(ValueError, match="1000 classes"),
     ):
         extractor(torch.from_numpy(noise[:1]))
 
@@ -431,7 +431,7 @@ def test_saliency_maps_over_numpy_batches(random_resnet18: Backbone, noise: np.n
 
 def test_saliency_maps_rejects_bad_arguments(random_resnet18: Backbone, noise: np.ndarray) -> None:
     with SaliencyExtractor(random_resnet18) as extractor:
-        with pytest.raises(SettingsError, match="batch_size"):
+        with pytest.raises(ValueError, match="batch_size"):
             saliency_maps(extractor, noise, batch_size=0)
         with pytest.raises(ValueError, match="uint8"):
             saliency_maps(extractor, noise.astype(np.float32))

@@ -13,18 +13,31 @@ from torch import nn
 
 import cutswap.training as training
 from cutswap.augment import swap_patches
-from cutswap.settings import METHODS, PairSettings, TrainSettings
-from cutswap.training import (
-    METHOD_KINDS,
-    SWAP_METHODS,
-    NegativeSampler,
-    class_slices,
-    draw_batch,
-    num_classes,
-    resolve_amp,
-    train_classifier,
-    train_step,
-)
+from cutswap.execution import resolve_amp
+from cutswap.methods import METHODS, REGISTRY, SWAP_METHODS, UNTRAINED_METHODS, method_seeds, num_classes
+from cutswap.negatives import NegativeSampler, draw_batch
+from cutswap.settings import PairSettings, TrainSettings
+from cutswap.stages.train import execution_of, model_spec_of, recipe_of
+from cutswap.training import class_slices, train_step
+
+
+def _train(images, method, settings, pairs, seed=0, bank=None, progress=None, *, checkpoint=None, parts=1):
+    """The library loop, given settings mapped onto its arguments as the train stage maps them."""
+    return training.train_classifier(
+        images,
+        method,
+        model_spec_of(settings, method),
+        recipe_of(settings),
+        execution_of(settings),
+        seed,
+        bank,
+        swaps=settings.swaps,
+        area=tuple(pairs.area),
+        aspect=tuple(pairs.aspect),
+        progress=progress,
+        checkpoint=checkpoint,
+        parts=parts,
+    )
 
 
 @pytest.fixture
@@ -62,22 +75,22 @@ def _same(a, b):
 
 
 def test_every_setting_method_has_kinds():
-    assert set(METHODS) == set(METHOD_KINDS)
+    assert set(METHODS) == set(REGISTRY)
     assert [num_classes(m) for m in METHODS] == [2, 3, 2, 2, 3, 2, 1]
 
 
 def test_the_no_training_baseline_runs_once_and_is_not_trained(images):
-    assert training.method_seeds("imagenet-gde", [4, 5, 6]) == [4]
-    assert training.method_seeds("cutswap", [4, 5, 6]) == [4, 5, 6]
+    assert method_seeds("imagenet-gde", [4, 5, 6]) == [4]
+    assert method_seeds("cutswap", [4, 5, 6]) == [4, 5, 6]
     with pytest.raises(ValueError, match="imagenet-gde trains nothing"):
-        train_classifier(images, "imagenet-gde", _settings(), PairSettings(), seed=0)
+        _train(images, "imagenet-gde", _settings(), PairSettings(), seed=0)
 
 
-@pytest.mark.parametrize("method", [m for m in METHODS if m not in training.UNTRAINED_METHODS])
+@pytest.mark.parametrize("method", [m for m in METHODS if m not in UNTRAINED_METHODS])
 def test_each_method_trains_logs_and_is_deterministic(small, method):
     """Same seed, same machine, CPU: identical weights (hence identical embeddings and scores)."""
-    a = train_classifier(small, method, _settings(), PairSettings(), seed=0, bank=_bank(method))
-    b = train_classifier(small, method, _settings(), PairSettings(), seed=0, bank=_bank(method))
+    a = _train(small, method, _settings(), PairSettings(), seed=0, bank=_bank(method))
+    b = _train(small, method, _settings(), PairSettings(), seed=0, bank=_bank(method))
     assert [e["step"] for e in a.log] == [1.0, 2.0]
     assert all(np.isfinite(e["loss"]) and e["images_per_s"] > 0 for e in a.log)
     assert not a.model.training
@@ -87,26 +100,26 @@ def test_each_method_trains_logs_and_is_deterministic(small, method):
 
 
 def test_another_seed_gives_other_weights(small):
-    a = train_classifier(small, "cutpaste", _settings(steps=1), PairSettings(), seed=3).model.state_dict()
-    c = train_classifier(small, "cutpaste", _settings(steps=1), PairSettings(), seed=4).model.state_dict()
+    a = _train(small, "cutpaste", _settings(steps=1), PairSettings(), seed=3).model.state_dict()
+    c = _train(small, "cutpaste", _settings(steps=1), PairSettings(), seed=4).model.state_dict()
     assert not all(torch.equal(a[k], c[k]) for k in a if a[k].dtype.is_floating_point)
 
 
 @pytest.mark.parametrize("method", SWAP_METHODS)
 def test_swap_methods_need_a_bank(images, method):
     with pytest.raises(ValueError, match=f"{method} needs a pair bank"):
-        train_classifier(images, method, _settings(), PairSettings(), seed=0)
+        _train(images, method, _settings(), PairSettings(), seed=0)
 
 
 def test_unknown_method_is_refused(images):
     with pytest.raises(ValueError, match="unknown method 'cutmix'"):
-        train_classifier(images, "cutmix", _settings(), PairSettings(), seed=0)
+        _train(images, "cutmix", _settings(), PairSettings(), seed=0)
 
 
 def test_cutswap_negatives_come_from_the_bank(images):
     batch = torch.from_numpy(images[:2]).permute(0, 3, 1, 2).float() / 255
     bank = torch.tensor([[[4, 6, 0, 0, 10, 20]], [[2, 2, 30, 30, 0, 0]]])
-    out = NegativeSampler("cutswap", PairSettings(), bank)(batch, torch.tensor([0, 1]), torch.Generator())
+    out = NegativeSampler("cutswap", bank)(batch, torch.tensor([0, 1]), torch.Generator())
     torch.testing.assert_close(out[0, :, 0:4, 0:6], batch[0, :, 10:14, 20:26])
     torch.testing.assert_close(out[1, :, 0:2, 0:2], batch[1, :, 30:32, 30:32])
 
@@ -115,7 +128,7 @@ def test_per_level_swaps_one_draw_of_every_level_in_order(images):
     batch = torch.from_numpy(images[:2]).permute(0, 3, 1, 2).float() / 255
     levels = torch.tensor([[4, 6, 0, 0, 10, 20], [3, 3, 20, 20, 2, 25], [5, 2, 8, 0, 25, 30]])
     bank = levels.view(1, 3, 1, 6).expand(2, 3, 1, 6)  # one draw per level: the draw is fixed
-    out = NegativeSampler("random-swap", PairSettings(), bank, swaps="per-level")(
+    out = NegativeSampler("random-swap", bank, swaps="per-level")(
         batch, torch.tensor([0, 1]), torch.Generator()
     )
     expected = batch
@@ -128,7 +141,7 @@ def test_one_swap_draws_a_level_and_draw_at_random(images):
     batch = torch.from_numpy(images[:1]).permute(0, 3, 1, 2).float().div(255).expand(64, 3, 32, 32)
     levels = torch.tensor([[4, 6, 0, 0, 10, 20], [3, 3, 20, 20, 2, 25]])
     bank = levels.view(1, 2, 1, 6)
-    out = NegativeSampler("cutswap", PairSettings(), bank)(
+    out = NegativeSampler("cutswap", bank)(
         batch, torch.zeros(64, dtype=torch.long), torch.Generator()
     )
     singles = torch.stack([swap_patches(batch[:1], lv.view(1, 6))[0] for lv in levels])
@@ -139,7 +152,7 @@ def test_one_swap_draws_a_level_and_draw_at_random(images):
 @pytest.mark.parametrize("method", ["cutpaste-3way", "cutswap-3way"])
 def test_three_way_batches_hold_one_block_per_class(images, method):
     data = torch.from_numpy(images).permute(0, 3, 1, 2)
-    sampler = NegativeSampler(method, PairSettings(), torch.from_numpy(BANK).long())
+    sampler = NegativeSampler(method, torch.from_numpy(BANK).long())
     inputs, labels = draw_batch(data, sampler, 5, torch.Generator().manual_seed(0))
     assert inputs.shape == (15, 3, 32, 32)
     assert labels.tolist() == [0] * 5 + [1] * 5 + [2] * 5
@@ -190,7 +203,7 @@ def test_mixed_precision_runs_the_cuda_code_path_on_cpu(small, amp):
     inputs, labels = torch.rand(4, 3, 16, 16), torch.tensor([0, 0, 1, 1])
     _, logits, _ = train_step(model, inputs, labels, opt, scaler, dtype)
     assert logits.dtype == dtype
-    result = train_classifier(small, "cutpaste", _settings(amp=amp, steps=1), PairSettings(), seed=0)
+    result = _train(small, "cutpaste", _settings(amp=amp, steps=1), PairSettings(), seed=0)
     assert result.amp == amp and all(np.isfinite(e["loss"]) for e in result.log)
 
 
@@ -200,7 +213,7 @@ def test_amp_auto_is_off_on_cpu():
 
 
 def test_channels_last_runs_on_cpu(small):
-    result = train_classifier(small, "cutpaste", _settings(channels_last=True), PairSettings(), seed=0)
+    result = _train(small, "cutpaste", _settings(channels_last=True), PairSettings(), seed=0)
     assert result.channels_last
     assert result.model.trunk.conv1.weight.is_contiguous(memory_format=torch.channels_last)
     assert all(np.isfinite(e["loss"]) for e in result.log)
@@ -224,14 +237,14 @@ def test_out_of_memory_halves_the_micro_batch_and_retries_the_same_step(small, m
         return model
 
     settings = _settings(steps=2)
-    reference = train_classifier(small, "cutpaste", settings, PairSettings(), seed=0, parts=2)
+    reference = _train(small, "cutpaste", settings, PairSettings(), seed=0, parts=2)
     monkeypatch.setattr(training, "build_model", build)
-    retried = train_classifier(small, "cutpaste", settings, PairSettings(), seed=0)
+    retried = _train(small, "cutpaste", settings, PairSettings(), seed=0)
     assert (retried.parts, retried.oom_retries) == (2, 1)
     assert _same(retried.model.state_dict(), reference.model.state_dict())
     limit[0] = 1  # not even one image per class fits: the error reaches the caller
     with pytest.raises(torch.OutOfMemoryError):
-        train_classifier(small, "cutpaste", settings, PairSettings(), seed=0)
+        _train(small, "cutpaste", settings, PairSettings(), seed=0)
 
 
 _KILLED_RUN = """
@@ -239,6 +252,7 @@ import os, sys, time
 import numpy as np
 import torch
 from cutswap.settings import PairSettings, TrainSettings
+from cutswap.stages.train import execution_of, model_spec_of, recipe_of
 from cutswap.training import train_classifier
 
 torch.set_num_threads(int(sys.argv[4]))  # the parent's: results depend on the summation order
@@ -250,7 +264,8 @@ def progress(entry):
     if entry["step"] >= 4:  # past the checkpoint at step 2: wait here to be killed
         time.sleep(3600)
 
-train_classifier(images, "cutswap-3way", settings, PairSettings(), 0, np.load(sys.argv[2]), progress,
+train_classifier(images, "cutswap-3way", model_spec_of(settings, "cutswap-3way"), recipe_of(settings),
+                 execution_of(settings), 0, np.load(sys.argv[2]), swaps=settings.swaps, progress=progress,
                  checkpoint=sys.argv[3])
 """
 
@@ -291,10 +306,10 @@ def test_a_run_killed_after_a_checkpoint_resumes_to_the_same_weights(small, tmp_
     assert seen == ["step 2", "step 4"] and checkpoint.is_file()
 
     settings = TrainSettings(**kw)
-    resumed = train_classifier(
+    resumed = _train(
         small, "cutswap-3way", settings, PairSettings(), 0, SMALL_BANK, checkpoint=checkpoint
     )
-    whole = train_classifier(small, "cutswap-3way", settings, PairSettings(), 0, SMALL_BANK)
+    whole = _train(small, "cutswap-3way", settings, PairSettings(), 0, SMALL_BANK)
     assert resumed.resumed_from == 2 and whole.resumed_from is None
     assert _same(resumed.model.state_dict(), whole.model.state_dict())
     assert [e["loss"] for e in resumed.log] == [e["loss"] for e in whole.log]
@@ -303,19 +318,19 @@ def test_a_run_killed_after_a_checkpoint_resumes_to_the_same_weights(small, tmp_
 
 def test_a_checkpoint_of_another_run_is_ignored(small, tmp_path):
     checkpoint = tmp_path / "resume.pt"
-    train_classifier(
+    _train(
         small, "cutpaste", _settings(steps=2, checkpoint_every=1), PairSettings(), 1, checkpoint=checkpoint
     )
     assert checkpoint.is_file()
-    fresh = train_classifier(small, "cutpaste", _settings(steps=2), PairSettings(), 0)
-    other = train_classifier(small, "cutpaste", _settings(steps=2), PairSettings(), 0, checkpoint=checkpoint)
+    fresh = _train(small, "cutpaste", _settings(steps=2), PairSettings(), 0)
+    other = _train(small, "cutpaste", _settings(steps=2), PairSettings(), 0, checkpoint=checkpoint)
     assert other.resumed_from is None
     assert _same(fresh.model.state_dict(), other.model.state_dict())
 
 
 def test_training_separates_cutpaste_from_normal(small):
     """The classifier must learn the task: negatives recognised well above chance after training."""
-    result = train_classifier(
+    result = _train(
         small, "cutpaste", _settings(steps=60, batch_size=8, log_every=20, lr=0.01), PairSettings(), seed=0
     )
     assert result.log[-1]["loss"] < result.log[0]["loss"]
@@ -325,7 +340,7 @@ def test_training_separates_cutpaste_from_normal(small):
 @pytest.mark.parametrize("method", ["cutswap-3way", "cutpaste-3way"])
 def test_cuda_run_uses_bf16_and_channels_last(images, method):
     settings = _settings(device="cuda", steps=4)
-    result = train_classifier(images, method, settings, PairSettings(), 0, _bank(method))
+    result = _train(images, method, settings, PairSettings(), 0, _bank(method))
     expected = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     assert result.amp == expected and result.channels_last
     assert next(result.model.parameters()).is_cuda
@@ -336,8 +351,8 @@ def test_cuda_run_uses_bf16_and_channels_last(images, method):
 def test_cuda_fp16_scaler_and_resume(images, tmp_path):
     settings = _settings(device="cuda", steps=4, amp="fp16", checkpoint_every=2)
     checkpoint = tmp_path / "resume.pt"
-    first = train_classifier(images, "cutpaste", settings, PairSettings(), 0, checkpoint=checkpoint)
-    again = train_classifier(images, "cutpaste", settings, PairSettings(), 0, checkpoint=checkpoint)
+    first = _train(images, "cutpaste", settings, PairSettings(), 0, checkpoint=checkpoint)
+    again = _train(images, "cutpaste", settings, PairSettings(), 0, checkpoint=checkpoint)
     assert first.amp == "fp16" and again.resumed_from == 2
     assert all(np.isfinite(e["loss"]) for e in again.log)
 
@@ -352,7 +367,7 @@ def test_cuda_oom_retry_on_a_real_device(images):
     big = np.random.default_rng(0).integers(0, 255, (batch, side, side, 3), dtype=np.uint8)
     settings = _settings(device="cuda", steps=1, batch_size=batch, amp="off", channels_last=False)
     try:
-        result = train_classifier(big, "cutpaste", settings, PairSettings(), 0)
+        result = _train(big, "cutpaste", settings, PairSettings(), 0)
     except torch.OutOfMemoryError:
         pytest.skip("even one image per class does not fit")
     assert result.oom_retries >= 1 and result.parts > 1

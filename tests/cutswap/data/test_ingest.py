@@ -13,7 +13,8 @@ import pytest
 
 from cutswap.data.datasets import resolve_dataset
 from cutswap.errors import DatasetError
-from cutswap.stages.ingest import ingest_category, samples
+from cutswap.readers import samples
+from cutswap.stages.ingest import ingest_category
 from cutswap.stores import is_complete, open_store
 
 

@@ -27,7 +27,8 @@ from cutswap.data.digits import (
 from cutswap.data.images import read_rgb
 from cutswap.data.mvtec import scan_mvtec
 from cutswap.errors import DatasetError
-from cutswap.settings import METHODS, load_settings
+from cutswap.methods import METHODS
+from cutswap.settings import load_settings
 
 PRESET = Path(__file__).parents[3] / "configs" / "mnist.yaml"
 DEFAULTS = {"n_train": 350, "n_test_good": 150, "n_test_other": 17}
@@ -144,7 +145,8 @@ def test_readme_and_marker(full_build):
 
 
 def test_resolve_dataset_table_and_ingest(tmp_path):
-    from cutswap.stages.ingest import ingest_category, samples
+    from cutswap.readers import samples
+    from cutswap.stages.ingest import ingest_category
     from cutswap.stores import open_store
 
     settings = load_settings(

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from cutswap.readers import load_model
 from cutswap.settings import Settings, TrainSettings
-from cutswap.stages.train import load_model, train_key, train_run, work_dir
+from cutswap.stages.train import train_key, train_run, work_dir
 from cutswap.stores import build_store, open_store, write_array
 
 
