@@ -425,3 +425,35 @@ def load_backbone(
         _resnet18_cache_path().parent,
     )
     return _build_effnet(None, fallback_reason=reason)
+
+
+def load_exact_backbone(
+    name: str, sha256: str, source: str | None = None, allow_download: bool = False
+) -> Backbone:
+    """Load exactly the backbone another process resolved: the same network and the same weights hash.
+
+    ``load_backbone("auto")`` depends on the machine (its torch cache); a run resolves it once, keys its
+    maps by the result, and hands every worker the resolved name and hash, so a worker with another cache
+    either computes with the same weights or fails, never silently with other ones.
+
+    Args:
+        name: a resolved backbone name (not ``auto``).
+        sha256: the weights hash the key names.
+        source: the weights file the resolving process used; used when it exists here, else the
+            default lookup of ``name`` runs.
+        allow_download: as in ``load_backbone``.
+
+    Raises:
+        SettingsError: the backbone cannot be had here, or its weights differ from the resolved ones.
+    """
+    if name not in BACKBONE_NAMES:
+        raise ValueError(f"load_exact_backbone needs a resolved backbone name, got {name!r}")
+    path = source if source is not None and Path(source).is_file() else None
+    backbone = load_backbone(name, path, allow_download)
+    if backbone.weights_sha256 != sha256:
+        raise SettingsError(
+            f"backbone {name} here has weights sha256 {backbone.weights_sha256}, but this run resolved "
+            f"{sha256} (from {source}); give every worker the same weights (saliency.weights, or the same "
+            "torch hub cache)"
+        )
+    return backbone

@@ -14,7 +14,9 @@ resolution straight to ``S``; ``input_size: null`` runs the backbone at ``S`` (s
 :mod:`cutswap.saliency`). ``input_size`` is part of the key and recorded in the attrs.
 
 The key includes the resolved backbone and its weights hash, so ``backbone: auto`` resolving to another
-network on another machine never reuses the wrong maps. Images are processed in shard-sized ranges, each
+network on another machine never reuses the wrong maps. The backbone is resolved once, in the process that
+keys the store; its workers load exactly that name and hash (``load_exact_backbone``) and fail rather than
+compute with other weights. Images are processed in shard-sized ranges, each
 written by one task (a Dask worker, or this process), so the store is the same with any worker count.
 """
 
@@ -26,7 +28,7 @@ from pathlib import Path
 import zarr
 
 from cutswap import parallel
-from cutswap.backbones import Backbone, load_backbone
+from cutswap.backbones import Backbone, load_backbone, load_exact_backbone
 from cutswap.parallel import Cluster, run_sharded, worker_device
 from cutswap.readers import train_indices
 from cutswap.saliency import SaliencyExtractor, saliency_maps
@@ -36,15 +38,23 @@ from cutswap.stores import StoreRef, build_store, empty_array, open_store, store
 
 @functools.lru_cache(maxsize=4)
 def _backbone(name: str, weights: Path | None, allow_download: bool) -> Backbone:
-    """One loaded backbone per process and choice (workers reuse it across shards)."""
+    """The run's backbone, resolved from the settings (``auto`` included) once per process."""
     return load_backbone(name, weights, allow_download)
 
 
-def _shard(start: int, stop: int, *, ingest: str, out: str, cfg: SaliencySettings, device: str) -> None:
+@functools.lru_cache(maxsize=4)
+def _exact_backbone(name: str, sha256: str, source: str | None, allow_download: bool) -> Backbone:
+    """One loaded backbone per process and resolved choice (workers reuse it across shards)."""
+    return load_exact_backbone(name, sha256, source, allow_download)
+
+
+def _shard(
+    start: int, stop: int, *, ingest: str, out: str, cfg: SaliencySettings, resolved: dict, device: str
+) -> None:
     source = open_store(ingest)
     index = train_indices(source)[start:stop]
     images = source["images"].get_orthogonal_selection((index,))
-    backbone = _backbone(cfg.backbone, cfg.weights, cfg.allow_download)
+    backbone = _exact_backbone(resolved["name"], resolved["sha256"], resolved["source"], cfg.allow_download)
     dev = worker_device(device)
     with SaliencyExtractor(
         backbone, cfg.levels, cfg.target_class, cfg.shallow_tanh, input_size=cfg.input_size
@@ -75,7 +85,12 @@ def saliency_category(
         empty_array(group, "targets", (len(index),), "int64", per_shard=parallel.SHARD)
         write_array(group, "index", index, per_chunk=len(index) or 1, per_shard=len(index) or 1)
         shard = functools.partial(
-            _shard, ingest=ingest.path, out=str(store_dir(group)), cfg=cfg, device=settings.train.device
+            _shard,
+            ingest=ingest.path,
+            out=str(store_dir(group)),
+            cfg=cfg,
+            resolved=backbone.provenance(),
+            device=settings.train.device,
         )
         run_sharded(shard, len(index), dask, parallel.SHARD)
         group.attrs["device"] = worker_device(settings.train.device) if dask is None else "dask workers"
