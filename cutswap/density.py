@@ -28,6 +28,12 @@ class GaussianDensity:
         return cls(estimator.location_, estimator.precision_)
 
     def score(self, embeddings: np.ndarray) -> np.ndarray:
-        """Mahalanobis distance of each (N, D) embedding; larger means more anomalous."""
+        """Mahalanobis distance ``sqrt((x - mean)^T P (x - mean))`` of each (N, D) embedding; larger means
+        more anomalous.
+
+        One (N, D) x (D, D) matrix product and a row-wise dot product, never an (N, D, D) temporary: the
+        patch localization scores tens of thousands of crops with it (``cutswap.localization``). Rounding
+        can make a distance of a point at the mean a tiny negative square, hence the clamp at 0.
+        """
         d = np.asarray(embeddings, dtype=np.float64) - self.mean
         return np.sqrt(np.maximum(np.sum((d @ self.precision) * d, axis=1), 0.0))

@@ -9,10 +9,11 @@ pixel AUROC and AUPRO pool the pixels of all test images).
     and column flush with the far edge, so every pixel is covered), one trunk embedding per position. A
     Gaussian density (Ledoit-Wolf, as for images) is fitted on the crops of the normal training images
     (a fixed random subsample of at most ``max_fit`` crops, positions pooled: one density for the whole
-    image), each test crop gets its Mahalanobis distance, and each pixel takes the mean distance of the
-    crops covering it (receptive-field upsampling), then a Gaussian blur of ``sigma`` px. CutPaste trains
-    a separate model on patches; here the image-level model's trunk is reused, which needs no second
-    training run and keeps one model per (method, seed).
+    image), each test crop gets its Mahalanobis distance (``GaussianDensity.score``, the scorer of whole
+    images too), and each pixel takes the mean distance of the crops covering it (receptive-field
+    upsampling), then a Gaussian blur of ``sigma`` px. CutPaste trains a separate model on patches; here
+    the image-level model's trunk is reused, which needs no second training run and keeps one model per
+    (method, seed).
 ``gradcam`` (cheap: one forward and one backward pass per image)
     Grad-CAM (Selvaraju et al. 2017) of the anomaly logit at a trunk stage: ReLU of the channel sum of
     activations weighted by their spatially averaged gradients, bilinearly upsampled to S x S. The anomaly
@@ -132,18 +133,11 @@ def patch_maps(
         fit = fit[np.sort(np.random.default_rng(seed).choice(len(fit), max_fit, replace=False))]
     args = (offsets, patch_size, batch_size, device)
     density = GaussianDensity.fit(crop_embeddings(model, train_images, fit, *args))
-    scores = mahalanobis(density, crop_embeddings(model, test_images, every_crop(len(test_images)), *args))
+    scores = density.score(crop_embeddings(model, test_images, every_crop(len(test_images)), *args))
     maps = spread_patch_scores(scores.reshape(len(test_images), g, g), offsets, patch_size, size)
     if sigma > 0:
         maps = ndimage.gaussian_filter(maps, sigma=(0, sigma, sigma), mode="nearest")
     return maps.astype(np.float32)
-
-
-def mahalanobis(density: GaussianDensity, embeddings: np.ndarray) -> np.ndarray:
-    """``density.score`` through a matrix product: thousands of crops score in milliseconds, where the
-    unoptimised einsum of ``GaussianDensity.score`` takes about a second on two cores."""
-    d = np.asarray(embeddings, dtype=np.float64) - density.mean
-    return np.sqrt(np.maximum(((d @ density.precision) * d).sum(axis=1), 0.0))
 
 
 def anomaly_logit(logits: torch.Tensor) -> torch.Tensor:

@@ -49,7 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cutswap.backbones import Backbone
+from cutswap.backbones import RESNET18_MEAN, RESNET18_STD, Backbone
 
 logger = logging.getLogger(__name__)
 
@@ -92,11 +92,13 @@ class SaliencyExtractor:
         target_class: explain this ImageNet class for every image instead of each image's top-1 class.
         shallow_tanh: rescale each raw map by ``tanh(2 M / max M)`` (at the level's own resolution, before
             resampling and normalisation). The LayerCAM paper uses this for shallow layers, whose maps have a
-            few very large values; it lifts the rest. Off by default, as METHOD.md does not fix it.
+            few very large values; it lifts the rest. Off by default: CutSwap's abstract does not ask for
+            it (``docs/method.md#layercam-saliency-one-map-per-level``).
         input_size: resize images to ``input_size x input_size`` before the backbone, and resample the maps
             back to the working size (see the module docstring). ``None`` (the default here) runs the backbone
-            at the working size. METHOD.md asks for the backbone's native 224, which the saliency stage uses
-            by default: below about 128 px the deep levels otherwise collapse to one or two cells.
+            at the working size. Our default (``saliency.input_size``, ``docs/method.md``) is the backbone's
+            native 224, which the saliency stage uses: below about 128 px the deep levels otherwise collapse
+            to one or two cells.
 
     Raises:
         ValueError: ``input_size`` is not a positive integer.
@@ -305,9 +307,7 @@ def saliency_maps(
             f"{type(images).__name__} {getattr(images, 'dtype', '?')} {getattr(images, 'shape', '?')}"
         )
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(
-            f"saliency batch_size {batch_size!r} (setting batch_size) must be an integer >= 1."
-        )
+        raise ValueError(f"saliency batch_size {batch_size!r} (setting batch_size) must be an integer >= 1.")
     target_device = torch.device(device)
     model = extractor.backbone.model
     if extractor.backbone.device != target_device:
@@ -329,3 +329,38 @@ def saliency_maps(
         "LayerCAM maps for %d images at %dx%d, %d levels", count, height, width, len(extractor.levels)
     )
     return maps_out, targets_out
+
+
+class LayerCAM(SaliencyExtractor):
+    """LayerCAM maps of any torch image classifier, at the layers you name (one map per layer).
+
+    The same extractor as the pipeline's, over your own model instead of a packaged backbone::
+
+        model = torchvision.models.resnet50(weights="IMAGENET1K_V2")
+        cam = LayerCAM(model, {"layer2": model.layer2, "layer3": model.layer3})
+        maps, targets = cam(images)      # uint8 (B, H, W, 3) -> float (B, 2, H, W) in [0, 1], (B,)
+
+    Args:
+        model: a classifier mapping normalised ``(B, 3, H, W)`` images to logits; frozen and put in eval
+            mode here (batch norm must use its running statistics so one backward pass serves a batch).
+        layers: name -> module whose output is explained, in the order the maps are returned.
+        mean, std: the model's input normalisation on [0, 1] RGB (ImageNet's by default).
+        target_class, shallow_tanh, input_size: as for ``SaliencyExtractor``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layers: dict[str, nn.Module],
+        mean: tuple[float, float, float] = RESNET18_MEAN,
+        std: tuple[float, float, float] = RESNET18_STD,
+        target_class: int | None = None,
+        shallow_tanh: bool = False,
+        input_size: int | None = None,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if not layers or not all(isinstance(m, nn.Module) for m in layers.values()):
+            raise ValueError("layers must map at least one name to a module of the model")
+        backbone = Backbone(type(model).__name__, model, dict(layers), tuple(mean), tuple(std), "", "")
+        super().__init__(backbone, list(layers), target_class, shallow_tanh, input_size)

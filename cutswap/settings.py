@@ -151,7 +151,7 @@ class PairSettings(_Section):
 
 
 class TrainSettings(_Section):
-    """Classifier training (METHOD.md defaults, CutPaste's optimiser) and how it runs.
+    """Classifier training (CutPaste's recipe and optimiser, ``docs/method.md#training``) and how it runs.
 
     ``batch_size`` is per class: a step sees ``batch_size`` normal images plus ``batch_size`` negatives of
     each kind (64 images for binary methods, 96 for 3-way ones, as CutPaste). ``swaps`` applies to the swap

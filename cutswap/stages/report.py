@@ -123,7 +123,9 @@ def _figure(
     maps = sal["maps"][: len(idx)]
     tops = open_store(refs.cluster)["top"][: len(idx)]
     boxes = open_store(refs.pairs)["boxes"][: len(idx)]
-    random = random_swap_bank(boxes, *ingest["images"].shape[1:3], settings.pairs.seed)  # the same sizes, random places
+    random = random_swap_bank(
+        boxes, *ingest["images"].shape[1:3], settings.pairs.seed
+    )  # the same sizes, random places
     pick = np.arange(n_negatives)
     batch = torch.from_numpy(images[pick % len(idx)]).permute(0, 3, 1, 2).float() / 255
 

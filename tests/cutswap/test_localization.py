@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import torch
 from scipy import ndimage
+from scipy.spatial.distance import mahalanobis
+from sklearn.covariance import LedoitWolf
 
-from cutswap.density import GaussianDensity
 from cutswap.localization import (
     anomaly_logit,
     crop_embeddings,
     gradcam_maps,
-    mahalanobis,
     patch_maps,
     patch_positions,
     spread_patch_scores,
@@ -81,11 +81,25 @@ def test_crop_embeddings_are_the_trunk_on_the_cut_out_crops():
             np.testing.assert_allclose(row, model.embed(crop)[0].double().numpy(), rtol=1e-4, atol=1e-5)
 
 
-def test_mahalanobis_through_matmul_equals_the_density_score():
-    rng = np.random.default_rng(0)
-    density = GaussianDensity.fit(rng.normal(size=(40, 6)))
-    x = rng.normal(size=(9, 6))
-    np.testing.assert_allclose(mahalanobis(density, x), density.score(x), rtol=1e-10)
+def test_patch_scores_are_scipys_mahalanobis_under_the_ledoit_wolf_covariance():
+    # One crop per image (the crop is the whole image) and no blur: every pixel of a map must be the
+    # Mahalanobis distance of that image's trunk embedding, computed here by scipy from the inverted
+    # Ledoit-Wolf covariance, independently of ``GaussianDensity``'s stored precision and its formula.
+    model = _model()
+    size = 24
+    train, test = _textures(12, size, 4), _textures(3, size, 5)
+    maps = patch_maps(model, train, test, patch_size=size, stride=8, sigma=0.0, batch_size=5)
+
+    def embed(images: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return model.embed(torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255).double().numpy()
+
+    fitted = LedoitWolf().fit(embed(train))
+    inverse = np.linalg.inv(fitted.covariance_)
+    expected = [mahalanobis(e, fitted.location_, inverse) for e in embed(test)]
+    assert np.ptp(expected) > 0  # distinct distances, so a swapped or shared map would be caught
+    for got, want in zip(maps, expected, strict=True):
+        np.testing.assert_allclose(got, np.full((size, size), want), rtol=1e-4)
 
 
 def test_patch_maps_find_a_planted_defect_where_it_is():

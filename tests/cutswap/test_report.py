@@ -195,3 +195,77 @@ def test_report_without_a_question_writes_no_comparisons(tmp_path, monkeypatch, 
     assert "Comparisons" not in (folder / "index.html").read_text()
     assert cli(["--reports", str(tmp_path), "show", "r1"]) == 0
     assert "Comparisons" not in capsys.readouterr().out
+
+
+def _how(results: pd.DataFrame, provenance: dict | None = None) -> str:
+    """The "How these numbers were obtained" section of the summary, where every setting is stated."""
+    md = summary_markdown(results, provenance or PROV)
+    return md[md.index("## How these numbers were obtained") :]
+
+
+def test_how_states_a_non_default_optimiser_and_swap_placement():
+    # Values that no default has, so a sentence that ignored the rows could not contain them.
+    lr, momentum, decay, steps, batch = 0.125, 0.55, 7.5e-4, 37, 6
+    results = _results().assign(
+        lr=lr, momentum=momentum, weight_decay=decay, steps=steps, batch_size=batch, swaps="per-level"
+    )
+    how = _how(results)
+    assert (
+        f"{steps} steps of SGD with lr {lr} (cosine decay), momentum {momentum}, weight decay {decay}" in how
+    )
+    assert "momentum 0.9" not in how and "weight decay 3e-05" not in how
+    assert "swaps (cutswap): one pair from every saliency level per negative" in how
+    assert f"cutpaste: {batch} normal + {batch} cutpaste ({2 * batch} images)" in how
+    assert "one pair per negative, from one saliency level" in _how(results.assign(swaps="one"))
+
+
+def test_how_gives_each_3way_method_one_block_per_negative_kind():
+    batch = 5
+    results = pd.concat(
+        [_results().assign(method=m) for m in ("cutswap-3way", "cutpaste-3way", "cutpaste")],
+        ignore_index=True,
+    ).assign(batch_size=batch)
+    how = _how(results)
+    assert f"cutswap-3way: {batch} normal + {batch} swap + {batch} scar ({3 * batch} images)" in how
+    assert f"cutpaste-3way: {batch} normal + {batch} cutpaste + {batch} scar ({3 * batch} images)" in how
+    assert f"cutpaste: {batch} normal + {batch} cutpaste ({2 * batch} images)" in how
+    assert "B normal + B negative" not in how and "of each negative kind" not in how
+
+
+def test_how_gives_methods_trained_differently_a_sentence_each():
+    # A reused train store can hold another schedule than its neighbours: the first row must not speak
+    # for every method.
+    results = _results()
+    results.loc[results["method"] == "cutpaste", "momentum"] = 0.25
+    how = _how(results)
+    assert how.count("Classifiers (") == 2
+    assert "Classifiers (cutpaste): resnet18 (scratch) + MLP head 512-128, 10 steps" in how
+    cutpaste_line = next(line for line in how.splitlines() if "Classifiers (cutpaste)" in line)
+    cutswap_line = next(line for line in how.splitlines() if "Classifiers (cutswap)" in line)
+    assert "momentum 0.25" in cutpaste_line and "momentum 0.9," in cutswap_line
+
+
+def test_how_names_the_saliency_target_class_and_tanh_when_configured():
+    default = _how(_results().assign(target_class=None, shallow_tanh=False))
+    assert "target class = each image's top-1." in default and "tanh" not in default
+    configured = _how(_results().assign(target_class=283, shallow_tanh=True))
+    assert "target class = ImageNet class 283 for every image" in configured
+    assert "top-1" not in configured and "rescaled by tanh(2 M / max M)" in configured
+
+
+def test_how_states_the_gradcam_localization_that_made_the_maps():
+    prov = {
+        **PROV,
+        "metric_resolution": [64, 64],
+        "localization": {"localization": "gradcam", "gradcam_layer": "layer2", "pixel_bins": 512},
+    }
+    how = _how(_results(), prov)
+    assert "anomaly maps by gradcam localization (gradcam_layer layer2, pixel_bins 512)" in how
+    assert "patch_size" not in how
+
+
+def test_how_lists_only_the_controls_that_ran():
+    only_cutswap = _how(_results()[lambda f: f["method"] == "cutswap"])
+    assert "Controls:" not in only_cutswap
+    with_random = _how(_results().replace({"method": {"cutpaste": "random-swap"}}))
+    assert "random-swap = the same swaps" in with_random and "cutpaste = CutPaste" not in with_random

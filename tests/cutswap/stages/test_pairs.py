@@ -89,3 +89,22 @@ def test_pairs_do_not_depend_on_the_shard_size(stores, monkeypatch):
     assert computed and open_store(again)["step"].shards[0] == 3
     for name, array in before.items():
         np.testing.assert_array_equal(open_store(again)[name][:], array)
+
+
+def test_the_library_bank_equals_the_pipeline_bank(stores):
+    """``cutswap.build_pair_bank`` on the same maps gives the pairs stage's draws, level by level."""
+    from cutswap import build_pair_bank
+
+    maps, settings, _, pairs = stores
+    c, p = settings.cluster, settings.pairs
+    banks = build_pair_bank(
+        maps, p.draws, p.area, p.aspect, method=c.method, k=c.k, m=c.m, bins=c.bins,
+        max_iter=c.max_iter, tol=c.tol, max_tries=p.max_tries, seed=p.seed,
+    )  # fmt: skip
+    group = open_store(pairs)
+    assert len(banks) == len(LEVELS)
+    for level, bank in enumerate(banks):
+        np.testing.assert_array_equal(bank.boxes, group["boxes"][:, level])
+        np.testing.assert_array_equal(bank.step, group["step"][:, level])
+    single = build_pair_bank(maps[:, 0], p.draws, seed=p.seed)
+    assert single.boxes.shape == (len(maps), p.draws, 6)
