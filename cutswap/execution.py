@@ -93,7 +93,9 @@ class Execution:
         return cls(torch.device(data["device"]), _AMP_DTYPES[data["amp"]], bool(data["channels_last"]))
 
 
-def resolve_execution(device: str = "auto", amp: str = "auto", channels_last: str | bool = "auto") -> Execution:
+def resolve_execution(
+    device: str = "auto", amp: str = "auto", channels_last: str | bool = "auto"
+) -> Execution:
     """Resolve the three settings together: precision and memory format depend on the device."""
     dev = resolve_device(device)
     return Execution(dev, resolve_amp(amp, dev), resolve_channels_last(channels_last, dev))

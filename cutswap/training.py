@@ -204,7 +204,12 @@ class ModelSpec:
 
     def build(self) -> ProjectionNet:
         return build_model(
-            list(self.head_dims), self.pretrained, self.num_classes, self.trunk, self.weights, self.allow_download
+            list(self.head_dims),
+            self.pretrained,
+            self.num_classes,
+            self.trunk,
+            self.weights,
+            self.allow_download,
         )
 
 

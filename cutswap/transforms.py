@@ -136,7 +136,9 @@ class CutPaste(_Transform):
     ) -> None:
         super().__init__(generator)
         if not 0 < area[0] <= area[1] <= 1:
-            raise ValueError(f"area must be (low, high) image fractions with 0 < low <= high <= 1, got {area}")
+            raise ValueError(
+                f"area must be (low, high) image fractions with 0 < low <= high <= 1, got {area}"
+            )
         if not 0 < aspect[0] <= aspect[1]:
             raise ValueError(f"aspect must be (low, high) ratios with 0 < low <= high, got {aspect}")
         self.area, self.aspect, self.jitter = tuple(area), tuple(aspect), jitter

@@ -141,9 +141,7 @@ def test_one_swap_draws_a_level_and_draw_at_random(images):
     batch = torch.from_numpy(images[:1]).permute(0, 3, 1, 2).float().div(255).expand(64, 3, 32, 32)
     levels = torch.tensor([[4, 6, 0, 0, 10, 20], [3, 3, 20, 20, 2, 25]])
     bank = levels.view(1, 2, 1, 6)
-    out = NegativeSampler("cutswap", bank)(
-        batch, torch.zeros(64, dtype=torch.long), torch.Generator()
-    )
+    out = NegativeSampler("cutswap", bank)(batch, torch.zeros(64, dtype=torch.long), torch.Generator())
     singles = torch.stack([swap_patches(batch[:1], lv.view(1, 6))[0] for lv in levels])
     which = [[torch.equal(o, s) for s in singles] for o in out]
     assert all(sum(w) == 1 for w in which) and {w.index(True) for w in which} == {0, 1}
@@ -306,9 +304,7 @@ def test_a_run_killed_after_a_checkpoint_resumes_to_the_same_weights(small, tmp_
     assert seen == ["step 2", "step 4"] and checkpoint.is_file()
 
     settings = TrainSettings(**kw)
-    resumed = _train(
-        small, "cutswap-3way", settings, PairSettings(), 0, SMALL_BANK, checkpoint=checkpoint
-    )
+    resumed = _train(small, "cutswap-3way", settings, PairSettings(), 0, SMALL_BANK, checkpoint=checkpoint)
     whole = _train(small, "cutswap-3way", settings, PairSettings(), 0, SMALL_BANK)
     assert resumed.resumed_from == 2 and whole.resumed_from is None
     assert _same(resumed.model.state_dict(), whole.model.state_dict())
