@@ -35,11 +35,11 @@ from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from cutswap.errors import CutswapError
+from cutswap.methods import get_method, method_seeds
 from cutswap.parallel import dask_client
 from cutswap.settings import load_settings
 from cutswap.stages import STAGES
 from cutswap.stages.report import CategoryRefs
-from cutswap.methods import get_method, method_seeds
 from tasks.cluster import cluster
 from tasks.evaluate import evaluate
 from tasks.ingest import ingest, resolve
