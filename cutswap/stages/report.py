@@ -39,25 +39,33 @@ class CategoryRefs:
     evaluations: list[StoreRef]
 
 
-def results_table(settings: Settings, categories: dict[str, CategoryRefs]) -> pd.DataFrame:
+def results_table(categories: dict[str, CategoryRefs]) -> pd.DataFrame:
+    """One row per evaluation, every cell read from the attrs of the stores that made it.
+
+    Never from the live settings: a reused store need not share them (a store made under other execution
+    knobs, or a stage deployment that only looked upstream stores up), and a row must state what made it.
+    """
     rows = []
     for category, refs in categories.items():
+        ing = open_store(refs.ingest).attrs["settings"]
         sal = open_store(refs.saliency).attrs
+        clu = open_store(refs.cluster).attrs["settings"]
         pairs = open_store(refs.pairs).attrs
+        drawn = pairs["settings"]
         for ev_ref in refs.evaluations:
             ev = open_store(ev_ref).attrs
             train_ref = StoreRef(**ev["inputs"]["train"])
             tr = open_store(train_ref).attrs
             rows.append(
                 {
-                    "dataset": settings.dataset.name,
+                    "dataset": ing["dataset"],
                     "category": category,
                     "method": ev["method"],
                     "seed": ev["seed"],
                     **ev["metrics"],
                     "n_train": ev["n_train"],
                     "n_test": ev["n_test"],
-                    "image_size": settings.dataset.image_size,
+                    "image_size": ing["image_size"],
                     **_training_columns(tr),
                     "num_classes": tr["num_classes"],
                     "amp": tr["amp"],
@@ -70,14 +78,14 @@ def results_table(settings: Settings, categories: dict[str, CategoryRefs]) -> pd
                     "target_class": sal["settings"].get("target_class"),
                     "saliency_input_size": sal.get("input_size"),
                     "shallow_tanh": bool(sal["settings"].get("shallow_tanh", False)),
-                    "cluster_method": settings.cluster.method,
-                    "cluster_k": settings.cluster.k,
-                    "cluster_m": settings.cluster.m,
-                    "cluster_bins": settings.cluster.bins,
-                    "draws": settings.pairs.draws,
-                    "pair_area": "-".join(map(str, settings.pairs.area)),
-                    "pair_aspect": "-".join(map(str, settings.pairs.aspect)),
-                    "pair_seed": settings.pairs.seed,
+                    "cluster_method": clu["method"],
+                    "cluster_k": clu["k"],
+                    "cluster_m": clu["m"],
+                    "cluster_bins": clu["bins"],
+                    "draws": drawn["draws"],
+                    "pair_area": "-".join(map(str, drawn["area"])),
+                    "pair_aspect": "-".join(map(str, drawn["aspect"])),
+                    "pair_seed": drawn["seed"],
                     "localization": json.dumps(ev["localization"], sort_keys=True),
                     "pair_fallback_rate": round(pairs["fallback_rate"], 4),
                     "pair_step_rates": json.dumps(pairs.get("step_rates", {}), sort_keys=True),
@@ -192,7 +200,7 @@ def write_report(
     if mode != "force" and prov_path.is_file() and json.loads(prov_path.read_text()).get("key") == key:
         return final, False
 
-    results = results_table(settings, categories)
+    results = results_table(categories)
     comparisons, how = _comparisons(results)
     first = next(iter(categories.values()))
     provenance = {

@@ -141,7 +141,7 @@ def _fake_stores(monkeypatch, results: pd.DataFrame) -> None:
     class _Store:
         attrs = {"backbone": PROV["backbone"]}
 
-    monkeypatch.setattr(stage, "results_table", lambda settings, categories: results)
+    monkeypatch.setattr(stage, "results_table", lambda categories: results)
     monkeypatch.setattr(stage, "open_store", lambda ref: _Store())
     monkeypatch.setattr(stage, "_figure", lambda path, settings, refs: path.write_bytes(b""))
 
