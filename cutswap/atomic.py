@@ -5,7 +5,8 @@ Everything the project writes for a later run or a reader to trust goes through 
 The protocol, for a file or a folder at ``final``::
 
     .<name>.tmp-<token>     written first, every byte fsynced (a power cut cannot publish data in flight)
-    .<name>.lock            flock held while the old version is swapped out and the new one in (folders)
+    .<name>.lock            flock held while the old version is swapped out and the new one in (folders),
+                            deleted after
     .<name>.old-<token>     the previous version, renamed aside and deleted once the new one is in place
 
 ``os.replace`` swaps a file atomically; POSIX cannot swap two folders, so a folder's old version is
@@ -74,7 +75,12 @@ def remove(path: Path) -> None:
 
 @contextlib.contextmanager
 def locked(final: Path) -> Iterator[None]:
-    """Hold ``.<name>.lock`` beside ``final`` (flock), so two writers never interleave their swaps."""
+    """Hold ``.<name>.lock`` beside ``final`` (flock), so two writers do not interleave their swaps.
+
+    The lock file is deleted before it is released, so nothing is left beside ``final``; a writer that
+    opened it just before then locks a deleted file and may swap at the same time as the next one. Each
+    swap stays atomic on its own (renames), so the worst case is the last writer's version winning.
+    """
     lock = final.parent / f".{final.name}.lock"
     fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
     try:
@@ -82,6 +88,8 @@ def locked(final: Path) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
+        with contextlib.suppress(OSError):
+            lock.unlink()
         os.close(fd)
 
 

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cutswap import atomic
 from cutswap.compare import METRICS, comparisons_markdown, display_table, interval_note
 from cutswap.methods import UNTRAINED_METHODS, method_kinds
 
@@ -469,9 +470,7 @@ def write_index(reports_root: Path) -> Path:
             table = table.replace(f"<td>{esc}</td>", f'<td><a href="{esc}/index.html">{esc}</a></td>', 1)
         body = f"<h1>cutswap reports</h1>{table}"
     path = Path(reports_root) / "index.html"
-    tmp = path.with_name(".index.html.tmp")
-    tmp.write_text(_page("cutswap reports", body))
-    tmp.replace(path)
+    atomic.write_text(path, _page("cutswap reports", body))
     return path
 
 

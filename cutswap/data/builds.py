@@ -6,7 +6,7 @@ A build lies in one folder with a JSON marker naming its generator, version and 
       <marker>          # written last, inside the temporary folder: a root whose marker exists is whole
       ...               # the dataset's files
 
-It is written into a hidden temporary sibling and renamed into place, and reused when the marker names
+It is written into a hidden temporary sibling and swapped into place (``cutswap.atomic``), and reused when the marker names
 the same parameters. A folder that is neither empty nor an earlier build of the same dataset is refused,
 so a wrong path never deletes user data.
 """
@@ -14,13 +14,12 @@ so a wrong path never deletes user data.
 from __future__ import annotations
 
 import json
-import os
-import secrets
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from cutswap import atomic
 from cutswap.errors import DatasetError
 
 
@@ -48,29 +47,6 @@ def _check_replaceable(root: Path, marker: str, what: str) -> None:
         f"{root}: folder exists, is not empty and is not an earlier {what} build (no {marker}); refusing to replace "
         "it. Choose another path, or empty the folder yourself."
     )
-
-
-def _move_into_place(tmp: Path, root: Path, is_same_build: Callable[[], bool]) -> None:
-    """Rename ``tmp`` to ``root``, replacing an earlier build; a concurrent identical build is fine.
-
-    POSIX cannot swap two directories atomically, so an earlier build is first renamed aside: readers see
-    the old build, then no folder for an instant, then the new build, never a mix.
-    """
-    old = None
-    if root.exists():
-        old = root.parent / f".{root.name}.old-{os.getpid()}-{secrets.token_hex(4)}"
-        os.rename(root, old)
-    try:
-        os.rename(tmp, root)
-    except OSError:
-        if not is_same_build():  # not another process finishing the same build first
-            if old is not None and not root.exists():
-                os.rename(old, root)
-                old = None
-            raise
-    finally:
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
 
 
 def build_once(
@@ -104,13 +80,15 @@ def build_once(
         return root
     _check_replaceable(root, marker, what)
     root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = root.parent / f".{root.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+    tmp = atomic.temporary_sibling(root)
     tmp.mkdir()
     try:
         provenance = write(tmp)
         text = json.dumps({**wanted, **provenance}, indent=2, sort_keys=True) + "\n"
         (tmp / marker).write_text(text, encoding="utf-8")
-        _move_into_place(tmp, root, same)
+        atomic.sync_tree(tmp)
+        with atomic.locked(root):
+            atomic.swap_into_place(tmp, root, keep_theirs=same)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

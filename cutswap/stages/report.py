@@ -7,8 +7,6 @@ The report folder is written beside its final place and swapped in whole, and it
 from __future__ import annotations
 
 import json
-import shutil
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from cutswap.atomic import atomic_dir
 from cutswap.augment import cut_paste, swap_patches
 from cutswap.compare import COLUMNS, compare, comparison_pairs
 from cutswap.errors import StoreError
@@ -220,9 +219,8 @@ def write_report(
         **_metric_contract(first),
         **({"comparisons": how} if comparisons is not None else {}),
     }
-    tmp = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}"
-    try:
-        (tmp / "figures").mkdir(parents=True)
+    with atomic_dir(final) as tmp:
+        (tmp / "figures").mkdir()
         results.to_csv(tmp / "results.csv", index=False)
         if comparisons is not None:
             comparisons.to_csv(tmp / "comparisons.csv", index=False, columns=list(COLUMNS))
@@ -233,14 +231,5 @@ def write_report(
             _figure(tmp / figures[-1], settings, refs)
         (tmp / "index.html").write_text(run_page(results, provenance, figures, comparisons))
         (tmp / "provenance.json").write_text(json.dumps(provenance, indent=2, default=str))
-        if final.exists():
-            aside = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
-            final.rename(aside)
-            tmp.rename(final)
-            shutil.rmtree(aside, ignore_errors=True)
-        else:
-            tmp.rename(final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     write_index(final.parent)
     return final, True

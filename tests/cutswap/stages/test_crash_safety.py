@@ -66,7 +66,7 @@ CHILD = textwrap.dedent(
 
             os.rename = killing_rename
         if kill == "barrier":  # both concurrent writers reach publishing before either publishes
-            import cutswap.stores as stores
+            import cutswap.stores.publish as stores
             publishing = stores.publishing
 
             def waiting(final, attrs, replace=False):

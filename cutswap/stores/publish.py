@@ -1,4 +1,4 @@
-"""Keyed, crash-safe stage outputs.
+"""Publishing keyed stage outputs, crash-safely.
 
 Every stage writes one directory per output, named by what it holds and by a key::
 
@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import json
 import os
 import shutil
@@ -42,65 +41,14 @@ import socket
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import zarr
 
+from cutswap import atomic
 from cutswap.errors import StoreError
-
-#: Bumped whenever a stage's output would change for the same settings and inputs.
-CODE_VERSIONS = {
-    "ingest": "1",
-    "saliency": "2",  # 2: saliency.input_size (default 224) resizes images before the backbone
-    "cluster": "2",  # 2: the rank array (cluster ranks by centroid) beside top
-    "pairs": "2",  # 2: the ladder (smaller patch, next cluster) before random locations; step array
-    "train": "1",
-    "evaluate": "2",
-    "report": "3",  # 3: comparisons.csv and the Comparisons section (cutswap.compare)
-}
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in sorted(value.items())}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
-def stage_key(stage: str, settings: dict[str, Any], inputs: dict[str, str]) -> str:
-    """Hash of everything that determines a stage's output; 16 hex digits."""
-    payload = {
-        "stage": stage,
-        "code_version": CODE_VERSIONS[stage],
-        "settings": _jsonable(settings),
-        "inputs": dict(sorted(inputs.items())),
-    }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
-
-
-@dataclass(frozen=True)
-class StoreRef:
-    """A published store: small and JSON-friendly, passed between tasks instead of arrays."""
-
-    stage: str
-    name: str
-    key: str
-    path: str
-
-    def to_dict(self) -> dict[str, str]:
-        return asdict(self)
-
-
-def store_path(storage_root: Path, stage: str, name: str, key: str) -> Path:
-    """Where a stage output lives; ``name`` must be a plain folder name."""
-    if not name or "/" in name or "\\" in name or name.startswith("."):
-        raise StoreError(f"store name {name!r} must be a plain folder name")
-    return Path(storage_root) / stage / f"{name}-{key}"
+from cutswap.stores.keys import CODE_VERSIONS, StoreRef, _jsonable, library_versions, stage_key, store_path
 
 
 def is_complete(path: Path) -> bool:
@@ -166,7 +114,7 @@ def publishing(final: Path, attrs: dict[str, Any], replace: bool = False) -> Ite
     try:
         yield group
         group.attrs["complete"] = True
-        _sync_tree(tmp)
+        atomic.sync_tree(tmp)
         _publish(tmp, final, replace)
     except OSError as exc:
         if not _is_storage_error(exc, parent):
@@ -214,7 +162,7 @@ def _publish(tmp: Path, final: Path, replace: bool) -> None:
     aside: list[Path] = []  # what stood at the final name and is deleted once ours is in place
 
     def set_aside() -> None:
-        target = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:12]}"
+        target = atomic.temporary_sibling(final, "old")
         with contextlib.suppress(FileNotFoundError):
             os.rename(final, target)
             aside.append(target)
@@ -234,43 +182,10 @@ def _publish(tmp: Path, final: Path, replace: bool) -> None:
                 set_aside()  # something incomplete squats the name (a half-deleted store, a partial copy)
         else:
             raise StoreError(f"cannot publish {final}: something keeps recreating it; remove it and rerun")
-        _fsync_dir(final.parent)
+        atomic.fsync_dir(final.parent)
     finally:
         for path in aside:
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                with contextlib.suppress(OSError):
-                    path.unlink()
-
-
-def _sync_tree(path: Path) -> None:
-    """fsync every file and folder under ``path``, so the rename never publishes data still in flight.
-
-    A SIGKILL loses nothing the kernel already accepted, but a power cut can: without this, the rename
-    could reach the disk before the arrays it publishes.
-    """
-    for folder, _dirs, files in os.walk(path):
-        for name in files:
-            fd = os.open(os.path.join(folder, name), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        _fsync_dir(Path(folder))
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # some filesystems refuse fsync on a directory; the files themselves were synced
-        pass
-    finally:
-        os.close(fd)
+            atomic.remove(path)
 
 
 class _WriterLock:
@@ -372,64 +287,6 @@ def _writer_is_dead(lock_path: Path, tmp: Path | None) -> bool:
         return True
     finally:
         os.close(fd)
-
-
-def library_versions() -> dict[str, str]:
-    """Versions of what shaped the numbers, for provenance."""
-    import importlib.metadata as md
-    import platform
-
-    out = {"python": platform.python_version()}
-    for dist in ("cutswap", "torch", "torchvision", "numpy", "zarr", "scikit-learn", "timm"):
-        with contextlib.suppress(md.PackageNotFoundError):
-            out[dist] = md.version(dist)
-    return out
-
-
-def empty_array(
-    group: zarr.Group, name: str, shape: tuple[int, ...], dtype: Any, per_chunk: int = 1, per_shard: int = 128
-) -> zarr.Array:
-    """Create a sharded array with one item (image, map) per inner chunk and ``per_shard`` items per shard.
-
-    One item per chunk keeps random access to a single image cheap; shards keep the file count low. Fill
-    it shard by shard: several writers in one shard lose data silently in Zarr 3.
-    """
-    from zarr.codecs import BloscCodec
-
-    if len(shape) == 0 or shape[0] == 0:
-        return group.create_array(name, shape=shape, dtype=dtype)
-    shard = min(per_shard, shape[0])
-    shard -= shard % per_chunk
-    return group.create_array(
-        name,
-        shape=shape,
-        dtype=dtype,
-        chunks=(per_chunk, *shape[1:]),
-        shards=(shard, *shape[1:]),
-        compressors=BloscCodec(cname="zstd", clevel=3, shuffle="shuffle"),
-    )
-
-
-def write_array(
-    group: zarr.Group, name: str, data: Any, per_chunk: int = 1, per_shard: int = 128
-) -> zarr.Array:
-    """Store ``data`` in a new array laid out by :func:`empty_array`, writing whole shards."""
-    import numpy as np
-
-    data = np.asarray(data)
-    arr = empty_array(group, name, data.shape, data.dtype, per_chunk, per_shard)
-    if data.ndim == 0:
-        arr[...] = data
-        return arr
-    shard = arr.shards[0] if arr.shards else max(len(data), 1)
-    for start in range(0, data.shape[0], shard):
-        arr[start : start + shard] = data[start : start + shard]
-    return arr
-
-
-def store_dir(group: zarr.Group) -> Path:
-    """The directory behind a local group, for files that live beside the arrays (checkpoints)."""
-    return Path(str(group.store.root))
 
 
 def build_store(

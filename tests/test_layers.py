@@ -1,0 +1,141 @@
+"""The import graph has layers only: flows -> tasks -> stages -> library, no circle, no stage-to-stage import.
+
+Every import counts, at module level or inside a function (a function-level import hides a circle, it
+does not remove it). Run ``python tests/test_layers.py`` to print the graph by layer.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("cutswap", "tasks", "flows")
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _resolve(name: str, modules: set[str]) -> str | None:
+    """The project module an import names (``a.b.c`` may be a name inside module ``a.b``)."""
+    while name and name not in modules:
+        name = name.rpartition(".")[0]
+    return name or None
+
+
+def import_graph() -> dict[str, set[str]]:
+    files = [p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")]
+    modules = {_module_name(p) for p in files}
+    graph: dict[str, set[str]] = {}
+    for path in files:
+        me = _module_name(path)
+        package = me if path.name == "__init__.py" else me.rpartition(".")[0]
+        found: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + [base])
+                names = [base] + [f"{base}.{alias.name}" for alias in node.names]
+            for name in names:
+                target = _resolve(name.strip("."), modules)
+                if target and target != me:
+                    found.add(target)
+        graph[me] = found
+    return graph
+
+
+def external_imports(package: str) -> set[str]:
+    """Top-level names of the third-party modules a package imports."""
+    out = set()
+    for path in (ROOT / package).rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                out |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                out.add(node.module.split(".")[0])
+    return out
+
+
+def layer(module: str) -> int:
+    if module.startswith("flows"):
+        return 3
+    if module.startswith("tasks"):
+        return 2
+    if module.startswith("cutswap.stages"):
+        return 1
+    return 0
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every strongly connected component with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                out.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_imports_point_down_the_layers_only():
+    graph = import_graph()
+    upward = [(a, b) for a, targets in graph.items() for b in targets if layer(b) > layer(a)]
+    assert not upward, f"imports against the layers: {upward}"
+
+
+def test_no_stage_imports_another_stage():
+    graph = import_graph()
+    stages = {m for m in graph if m.startswith("cutswap.stages.")}
+    sideways = [(a, b) for a in stages for b in graph[a] if b in stages]
+    assert not sideways, f"stage-to-stage imports: {sideways}"
+
+
+def test_the_import_graph_has_no_circle():
+    graph = import_graph()
+    assert _cycles(graph) == []
+    assert _cycles({"a": {"b"}, "b": {"a"}, "c": {"a"}}) == [["a", "b"]]  # the detector itself works
+
+
+def test_the_library_never_imports_prefect():
+    assert "prefect" not in external_imports("cutswap")
+    assert "prefect" in external_imports("tasks")  # the check sees imports at all
+
+
+if __name__ == "__main__":
+    graph = import_graph()
+    for level, title in ((3, "flows"), (2, "tasks"), (1, "stages"), (0, "library")):
+        print(f"{title}:")
+        for module in sorted(m for m in graph if layer(m) == level):
+            targets = sorted(graph[module], key=lambda t: (-layer(t), t))
+            print(f"  {module} -> {', '.join(targets) or '(nothing of ours)'}")
+    print("circles:", _cycles(graph) or "none")
