@@ -23,7 +23,7 @@ pixel AUROC and AUPRO pool the pixels of all test images).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -68,6 +68,19 @@ def _crops(
 
 
 @torch.inference_mode()
+def embed_batches(model, batches: Iterable[np.ndarray], device: torch.device) -> np.ndarray:
+    """Trunk embeddings (K, width) float64 of uint8 image batches (B, H, W, 3), concatenated."""
+    out = [model.embed(_to_tensor(batch, device)).double().cpu().numpy() for batch in batches]
+    return np.concatenate(out) if out else np.zeros((0, model.width))
+
+
+def embed_images(model, images: np.ndarray, batch_size: int, device: torch.device) -> np.ndarray:
+    """Trunk embeddings (N, width) float64 of whole uint8 images (N, H, W, 3), batch by batch."""
+    return embed_batches(
+        model, (images[s : s + batch_size] for s in range(0, len(images), batch_size)), device
+    )
+
+
 def crop_embeddings(
     model,
     images: np.ndarray,
@@ -78,11 +91,7 @@ def crop_embeddings(
     device: torch.device,
 ) -> np.ndarray:
     """Trunk embeddings (K, width) float64 of the crops listed in ``which`` (K, 3) = (image, gy, gx)."""
-    out = [
-        model.embed(_to_tensor(crops, device)).double().cpu().numpy()
-        for crops in _crops(images, which, offsets, patch_size, batch_size)
-    ]
-    return np.concatenate(out) if out else np.zeros((0, model.width))
+    return embed_batches(model, _crops(images, which, offsets, patch_size, batch_size), device)
 
 
 def spread_patch_scores(

@@ -19,14 +19,28 @@ the store is identical with 1 or N workers.
   come back to the caller as they happen (Dask events).
 
 Every socket stays on 127.0.0.1 for a local cluster (scheduler, workers and dashboard).
+
+Faults end a run; they never hang it (``JobError`` names the job, the reason and what to do):
+
+* A worker that dies running a job (killed, out of memory) is restarted by its nanny and the scheduler
+  reruns the job elsewhere; a training job resumes from its last checkpoint (``cutswap.stages.train``).
+  A job whose workers die more than ``allowed_failures`` times fails (Dask's ``KilledWorker``).
+* Jobs and shards travel to the workers as pickled bytes and unpickle inside the task: a job whose code a
+  worker cannot import fails at once. (Dask unpickles a task in the worker's scheduler stream, where a
+  failure stops the worker taking work and the job waits forever.)
+* A job no connected worker can run (none at all, or none with the ``GPU`` resource it asks for) fails at
+  once when the cluster's workers lack the resource, and after ``worker_timeout`` seconds when the workers
+  are gone (they died or left) and none comes back.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -37,6 +51,11 @@ log = logging.getLogger(__name__)
 
 #: Items per shard of every sharded array, and so per parallel task.
 SHARD = 128
+
+
+class JobError(CutswapError):
+    """A cluster job cannot run: it does not unpickle on the workers, its workers keep dying, or no worker
+    can take it. The message names the job, the reason and what to do."""
 
 
 def shard_ranges(n: int, shard: int = SHARD) -> list[tuple[int, int]]:
@@ -52,8 +71,12 @@ class Cluster:
         address: scheduler of an existing cluster (``tcp://host:8786``); takes precedence.
         threads_per_worker: threads per local worker process; torch parallelises inside a task already.
         gpus: GPUs of a local cluster; with any, it starts one worker per GPU, each advertising
-            ``{"GPU": 1}``. None: every visible CUDA device.
+            ``{"GPU": 1}``. None: every visible CUDA device. With ``address``: 1 or more, every job asks
+            for a GPU; 0, none does; None, jobs ask for one when any worker advertises GPUs.
         cpu_jobs: jobs at once on a local cluster without GPUs (at most, and by default, one per worker).
+        allowed_failures: deaths of a job's worker before the job fails, on a local cluster (a remote
+            scheduler uses its own ``distributed.scheduler.allowed-failures``).
+        worker_timeout: seconds a job may wait while no connected worker can run it.
     """
 
     def __init__(
@@ -63,8 +86,10 @@ class Cluster:
         threads_per_worker: int = 1,
         gpus: int | None = None,
         cpu_jobs: int | None = None,
+        allowed_failures: int = 3,
+        worker_timeout: float = 300.0,
     ) -> None:
-        if gpus is None:
+        if gpus is None and address is None:
             import torch
 
             gpus = torch.cuda.device_count()
@@ -72,6 +97,7 @@ class Cluster:
         self.workers = gpus or workers
         self.cpu_jobs = min(cpu_jobs or self.workers, self.workers) if self.local_cpu else None
         self._slots = threading.BoundedSemaphore(self.cpu_jobs) if self.cpu_jobs else None
+        self.allowed_failures, self.worker_timeout = allowed_failures, worker_timeout
         self._stack = contextlib.ExitStack()
         self._client: Any = None
         self._lock = threading.Lock()  # jobs are submitted from several threads
@@ -110,6 +136,7 @@ class Cluster:
                 host="127.0.0.1",
                 dashboard_address="127.0.0.1:0",
                 resources={"GPU": 1} if self.gpus else None,
+                scheduler_kwargs={"allowed_failures": self.allowed_failures},
             )
         self._stack.callback(cluster.close)
         client = Client(cluster, set_as_default=False)
@@ -124,9 +151,72 @@ class Cluster:
         return client
 
     def job_resources(self) -> dict[str, float] | None:
-        """``{"GPU": 1}`` when any worker of the cluster advertises GPUs, else None (no constraint)."""
+        """What every job asks for: ``{"GPU": 1}`` or None (no constraint).
+
+        A local cluster's jobs ask for a GPU when it has GPUs; a remote one's when ``gpus`` says so, or,
+        without it, when any worker of the cluster advertises GPUs.
+        """
+        if self.gpus is not None:
+            return {"GPU": 1} if self.gpus else None
         workers = self.client.scheduler_info(n_workers=-1)["workers"].values()
         return {"GPU": 1} if any(w.get("resources", {}).get("GPU") for w in workers) else None
+
+    def _where(self) -> str:
+        return f"the Dask scheduler at {self.address}" if self.address else "the local Dask cluster"
+
+    def check_can_run(self, name: str, resources: dict[str, float] | None) -> None:
+        """Fail at once when the cluster has workers but none offers ``resources``."""
+        workers = self.client.scheduler_info(n_workers=-1)["workers"]
+        if workers and resources and not _capable(workers, resources):
+            offers = sorted({_format(w.get("resources") or {}) for w in workers.values()})
+            raise JobError(
+                f"job {name} needs a worker with the resource {_format(resources)}, but none of the "
+                f"{len(workers)} workers of {self._where()} advertises it (they offer: {', '.join(offers)}); "
+                "start GPU workers with `dask worker ... --resources GPU=1`, or set parallel.gpus: 0 to run "
+                "jobs on any worker"
+            )
+
+    def wait(self, future: Any, name: str, resources: dict[str, float] | None) -> Any:
+        """The job's result; ``JobError`` once it has waited ``worker_timeout`` s with no worker to run it
+        (none connected, or none offering ``resources``), or once its workers died too often."""
+        from distributed import KilledWorker
+
+        poll = min(2.0, self.worker_timeout / 4)
+        stranded_since = None
+        done = threading.Event()
+        future.add_done_callback(lambda _: done.set())
+        while not done.wait(poll):
+            workers = self.client.scheduler_info(n_workers=-1)["workers"]
+            if _capable(workers, resources):
+                stranded_since = None
+                continue
+            now = time.monotonic()
+            stranded_since = now if stranded_since is None else stranded_since
+            if now - stranded_since < self.worker_timeout:
+                continue
+            if workers:
+                why = (
+                    f"no worker of {self._where()} advertises the resource {_format(resources)} it "
+                    "asks for (those that did died or left)"
+                )
+            else:
+                why = f"no worker is connected to {self._where()} (they died or left, or never joined)"
+            raise JobError(
+                f"job {name} waited {self.worker_timeout:g} s with no worker able to run it: {why}. "
+                "Restart the cluster's workers, or raise parallel.worker_timeout when they take longer "
+                "to come back"
+            )
+        try:
+            return future.result()
+        except KilledWorker as exc:
+            last = getattr(exc.last_worker, "address", exc.last_worker)
+            raise JobError(
+                f"job {name} failed: the Dask workers running it died {exc.allowed_failures + 1} times "
+                f"(the last was {last}). A job that kills its worker process (out of memory, a crash "
+                "in native code, a kill from outside) is retried at most parallel.allowed_failures "
+                f"({exc.allowed_failures}) times. Read the worker logs for why it died; if it ran out "
+                "of memory, lower train.batch_size or give the workers more memory"
+            ) from exc
 
     def job_threads(self) -> int | None:
         """Torch threads per job on a local CPU cluster (its share of the cores); None: leave as is."""
@@ -141,11 +231,79 @@ class Cluster:
         self._client = None
 
 
+def _capable(workers: dict[str, dict], resources: dict[str, float] | None) -> bool:
+    """Whether any of ``scheduler_info()["workers"]`` can run a job asking for ``resources``."""
+    return any(
+        all((w.get("resources") or {}).get(k, 0) >= v for k, v in (resources or {}).items())
+        for w in workers.values()
+    )
+
+
+def _format(resources: dict[str, float]) -> str:
+    return ", ".join(f"{k}={v:g}" for k, v in sorted(resources.items())) or "no resources"
+
+
+def _describe(fn: Callable[..., Any], args: tuple) -> str:
+    """A job as a reader knows it: ``train_run(brick, cutswap, 0)`` (names and plain values)."""
+    func = getattr(fn, "func", fn)  # a functools.partial
+    words = []
+    for value in (*getattr(fn, "args", ()), *args):
+        if isinstance(value, bool | int | float | str):
+            words.append(str(value))
+        elif isinstance(getattr(value, "name", None), str):
+            words.append(value.name)
+    return f"{getattr(func, '__name__', type(func).__name__)}({', '.join(words)})"
+
+
+def _unpickling_runner() -> Callable[..., tuple]:
+    def run_pickled(payload: bytes, *args: Any) -> tuple:
+        """On the worker: unpickle the call and make it; a failure to unpickle is an answer."""
+        import pickle
+        import traceback
+
+        try:
+            call = pickle.loads(payload)
+        except BaseException as exc:  # a module's import may raise anything, SystemExit included
+            try:
+                from distributed import get_worker
+
+                where = get_worker().address
+            except Exception:
+                where = "?"
+            return "unpickle", "".join(traceback.format_exception_only(exc)).strip(), where
+        return "done", call(*args)
+
+    return run_pickled
+
+
+#: Defined in a function, so it travels by value: a worker runs it even where ``cutswap`` does not import.
+_run_pickled = _unpickling_runner()
+
+
+def _pickled(name: str, call: Callable[..., Any]) -> bytes:
+    import cloudpickle
+
+    try:
+        return cloudpickle.dumps(call)
+    except Exception as exc:
+        raise JobError(f"job {name} cannot be sent to the cluster: it does not pickle ({exc})") from exc
+
+
+def _unpacked(name: str, answer: tuple) -> Any:
+    if answer[0] == "done":
+        return answer[1]
+    raise JobError(
+        f"job {name} does not unpickle on the Dask worker {answer[2]}: {answer[1]}. The workers must import "
+        "the same code as this process: install this project and the job's modules in the workers' "
+        "environment (same versions), and keep the job's function at module level in an importable module"
+    )
+
+
 def _check_workers_see_this_package(client: Any) -> None:
     """Fail fast when local workers would import another ``cutswap`` than this process does.
 
     Workers inherit this process's ``sys.path``; a ``cutswap.py`` on it (a script folder put there by a
-    runner) shadows the package there, and a job the workers cannot unpickle is retried, not failed.
+    runner) shadows the package there, and every job would fail to unpickle (``JobError``); this says why.
     """
     import importlib.util
 
@@ -172,12 +330,14 @@ def dask_client(
     threads_per_worker: int = 1,
     gpus: int | None = None,
     cpu_jobs: int | None = None,
+    allowed_failures: int = 3,
+    worker_timeout: float = 300.0,
 ) -> Iterator[Cluster | None]:
     """A lazily started :class:`Cluster`, or None for in-process work (``workers=0`` and no address)."""
     if address is None and workers <= 0:
         yield None
         return
-    cluster = Cluster(workers, address, threads_per_worker, gpus, cpu_jobs)
+    cluster = Cluster(workers, address, threads_per_worker, gpus, cpu_jobs, allowed_failures, worker_timeout)
     try:
         yield cluster
     finally:
@@ -191,14 +351,19 @@ def run_sharded(
 
     A single range runs in this process: shipping it to a worker would only add the worker's start-up.
     ``fn`` must be picklable (a module-level function, or a ``functools.partial`` of one). The first
-    exception of any range is raised here.
+    exception of any range is raised here; ``JobError`` when the workers cannot unpickle ``fn``.
     """
     ranges = shard_ranges(n, shard)
     if cluster is None or len(ranges) <= 1:
         return [fn(start, stop) for start, stop in ranges]
     client = cluster.client
-    futures = client.map(fn, [r[0] for r in ranges], [r[1] for r in ranges], pure=False)
-    return client.gather(futures)
+    name = _describe(fn, ())
+    payload = _pickled(name, fn)
+    starts, stops = [r[0] for r in ranges], [r[1] for r in ranges]
+    token = uuid.uuid4().hex
+    keys = [f"{name.split('(')[0]}-{start}-{token}" for start in starts]  # named after fn on the dashboard
+    futures = client.map(_run_pickled, [payload] * len(ranges), starts, stops, key=keys, pure=False)
+    return [_unpacked(name, answer) for answer in client.gather(futures)]
 
 
 def worker_device(device: str) -> str:
@@ -236,6 +401,7 @@ def run_job(
     *args: Any,
     cluster: Cluster | None = None,
     relay: Callable[[int, str], None] | None = None,
+    name: str | None = None,
 ) -> Any:
     """Run one job, ``fn(*args)``, on a cluster worker (one GPU when there are GPUs), or in this process.
 
@@ -247,25 +413,37 @@ def run_job(
         cluster: where to run; None runs here.
         relay: called with (level, message) for every record of the ``cutswap`` loggers the job emits on
             its worker, while it runs (in-process jobs log through the normal logging tree instead).
+        name: the job in error messages; default: ``fn``'s name and the names and plain values of ``args``.
 
     Returns:
         What ``fn`` returns; its exception is raised here.
+
+    Raises:
+        JobError: the job does not unpickle on the workers, its workers died ``allowed_failures`` + 1
+            times, or no worker could run it (see the module docstring).
     """
     if cluster is None:
         with _IN_PROCESS:
             return fn(*args)
+    name = name or _describe(fn, args)
     client = cluster.client
     topic = f"cutswap-job-{uuid.uuid4().hex}"
+    payload = _pickled(
+        name, functools.partial(_job, fn, args, topic if relay else None, cluster.job_threads())
+    )
+    resources = cluster.job_resources()
     if relay is not None:
         client.subscribe_topic(topic, lambda event: relay(*event[1]))
+    future = None
     try:
         with cluster.job_slot():
-            future = client.submit(
-                _job, fn, args, topic if relay else None, cluster.job_threads(),
-                resources=cluster.job_resources(), pure=False,
-            )  # fmt: skip
-            return future.result()
+            cluster.check_can_run(name, resources)
+            key = f"{getattr(getattr(fn, 'func', fn), '__name__', 'job')}-{uuid.uuid4().hex}"
+            future = client.submit(_run_pickled, payload, resources=resources, key=key, pure=False)
+            return _unpacked(name, cluster.wait(future, name, resources))
     finally:
+        if future is not None and not future.done():
+            future.cancel()  # a job given up here must not run later, when a worker turns up
         if relay is not None:
             client.unsubscribe_topic(topic)
 

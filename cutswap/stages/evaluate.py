@@ -31,7 +31,7 @@ import torch
 
 from cutswap.density import GaussianDensity
 from cutswap.execution import resolve_device
-from cutswap.localization import gradcam_maps, patch_maps
+from cutswap.localization import embed_images, gradcam_maps, patch_maps
 from cutswap.metrics import FPR_LIMIT, METRIC_DEFINITIONS, f1_max, image_auroc, pixel_metrics
 from cutswap.parallel import current_worker
 from cutswap.readers import load_model, samples, train_indices
@@ -39,18 +39,6 @@ from cutswap.settings import EvaluateSettings, Settings
 from cutswap.stores import StoreRef, build_store, open_store, write_array
 
 PIXEL_METRICS = ("pixel_AUROC", "pixel_AUPRO", "pixel_F1Max")
-
-
-@torch.inference_mode()
-def embed(model, images: np.ndarray, batch_size: int, device: torch.device) -> np.ndarray:
-    """Embeddings of uint8 (N, H, W, 3) images, batch by batch."""
-    out = []
-    for start in range(0, len(images), batch_size):
-        batch = (
-            torch.from_numpy(images[start : start + batch_size]).to(device).permute(0, 3, 1, 2).float() / 255
-        )
-        out.append(model.embed(batch).double().cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, model.width))
 
 
 def localization_key(cfg: EvaluateSettings) -> dict[str, Any]:
@@ -104,8 +92,8 @@ def evaluate_run(
         fit = train_indices(source)
         model = load_model(train, device)
         bs = cfg.batch_size
-        density = GaussianDensity.fit(embed(model, images[fit], bs, device))
-        scores = density.score(embed(model, images[test], bs, device))
+        density = GaussianDensity.fit(embed_images(model, images[fit], bs, device))
+        scores = density.score(embed_images(model, images[test], bs, device))
         labels = table["label"].to_numpy()[test].astype(np.uint8)
         for name, data in (("scores", scores), ("labels", labels), ("index", test)):
             write_array(group, name, data, per_chunk=len(data) or 1, per_shard=len(data) or 1)

@@ -186,4 +186,4 @@ def test_a_shadowing_cutswap_module_on_the_workers_path_is_a_clear_error(tmp_pat
     (tmp_path / "cutswap.py").write_text("raise SystemExit('not the package')\n")
     monkeypatch.syspath_prepend(str(tmp_path))  # spawned workers inherit sys.path
     with dask_client(workers=1, gpus=0) as dask, pytest.raises(CutswapError, match="shadows the package"):
-        dask.job_resources()  # starts the cluster
+        dask.client  # noqa: B018 - starts the cluster
