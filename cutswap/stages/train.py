@@ -2,27 +2,26 @@
 
 Store layout (``storage/train/<category>-<method>-s<seed>-<key>/``)::
 
-    checkpoint.pt   {"model": state_dict, "head_dims": [...], "num_classes": 1, 2 or 3, "method": str,
-                    "trunk": str}; load with weights_only=True (``load_model``)
+    checkpoint.pt   the model (``cutswap.checkpoint``); ``cutswap.readers.load_model`` reads it safely
     log             float64 (T, 6)  step, loss, acc_negative, acc_normal, lr, images_per_s
     attrs           method, seed, category, num_classes, trunk: {name, pretrained, sha256}, device,
                     worker (Dask worker or in-process), amp, channels_last, nproc, parts, oom_retries,
                     resumed_from, seconds, images_per_s, final_loss, log_columns
 
-The no-training baseline (a method that does not train, ``cutswap.methods``: ``imagenet-gde``) has a store of the same layout, named
-``<category>-<method>-<key>`` (no seed changes it): the ImageNet ``train.baseline_trunk`` (else
-``train.trunk``) as its checkpoint (head and classifier untouched and unused), an empty log, and
-a key of just the method and the trunk, so every schedule and seed shares it.
+The no-training baseline (``imagenet-gde``: ``trains`` is False in ``cutswap.methods``) has a store of
+the same layout, named ``<category>-<method>-<key>`` (no seed changes it): the ImageNet
+``train.baseline_trunk`` (else ``train.trunk``) as its checkpoint (head and classifier untouched and
+unused), an empty log, and a key of just the method and the trunk, so every schedule and seed shares it.
 
 Work directory (``storage/train/.work/<category>-<method>-s<seed>-<key>/``, hidden, never a store)::
 
-    resume.pt       the resumable checkpoint (``cutswap.training``), every ``train.checkpoint_every`` steps
+    resume.pt       the resumable state (``cutswap.checkpoint``), every ``train.checkpoint_every`` steps
     job.json, images.npy, bank.npy, result.json     the hand-over to and from a DDP run (``nproc > 1``)
 
 A killed run leaves its work directory, and the next run with the same key resumes from ``resume.pt``; it
 is deleted once the store is published. The key holds everything that changes the weights: the train
-settings except execution knobs (``EXECUTION_KNOBS``), the precision ``train.amp``
-resolves to, ``nproc``, the method and seed, the pairs store (swap methods: the saliency bank, or the
+settings except execution knobs (``EXECUTION_KNOBS``), the precision ``train.amp`` resolves to (on the
+job's worker: ``execution_of``, once per job), ``nproc``, the method and seed, the pairs store (swap methods: the saliency bank, or the
 patch sizes the random-swap control copies) or the pairs settings CutPaste draws from, and the ingest
 store. Device, memory format, log and checkpoint intervals are recorded in the attrs only.
 """
