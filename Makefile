@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 demo: install
-	$(PY) -m flows.benchmark --preset configs/demo.yaml
+	$(VENV)/bin/cutswap run --preset configs/demo.yaml
 
 test: install
 	scripts/ensure-chromium.sh

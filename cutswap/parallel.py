@@ -16,7 +16,11 @@ the store is identical with 1 or N workers.
   one job at a time and each job sees its worker's GPU as ``cuda``. Without GPUs, ``cpu_jobs`` jobs run
   at once (default: one per worker), each with its share of the cores (``benchmarks/bench_jobs.py``
   compares the choices on a machine). Log records of the ``cutswap`` loggers a job emits on its worker
-  come back to the caller as they happen (Dask events).
+  come back to the caller as they happen (Dask events), with the structured ``progress`` entry a record
+  carries (``extra={"progress": {...}}``), and only there: a worker prints none of them itself. Records of
+  the ``cutswap`` loggers outside a job (a shard's warning) come back too and are logged here, once.
+  A local cluster's workers log Dask's own chatter at WARNING only; the scheduler and nannies run in this
+  process and log at INFO, to whatever handlers this process has (a run's log file).
 
 Every socket stays on 127.0.0.1 for a local cluster (scheduler, workers and dashboard).
 
@@ -123,12 +127,22 @@ class Cluster:
         if self.address is not None:
             client = Client(self.address, set_as_default=False)
             self._stack.callback(client.close)
+            client.subscribe_topic(WORKER_LOGS, _log_worker_record)
             log.info("dask: connected to %s", self.address)
             return client
         # Dask sets MALLOC_TRIM_THRESHOLD_ in its workers, which turns off glibc's adaptive mmap threshold:
         # every large tensor is then a fresh mmap, and its page faults made training jobs there slower
         # than in-process (benchmarks/bench_jobs.py: 0.55x with it, 1.02x without, 2 cores).
-        with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+        # Workers read their Dask logging levels at start-up, from the environment they are spawned with.
+        # (The nanny sets that environment in this process too; it is put back below, so that processes
+        # started from here later log Dask's INFO lines as usual.)
+        quiet = "DASK_DISTRIBUTED__LOGGING__DISTRIBUTED"
+        before = os.environ.get(quiet)
+        config = {
+            "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+            f"distributed.nanny.pre-spawn-environ.{quiet}": "warning",
+        }
+        with dask.config.set(config), _restored_env(quiet, before):
             cluster = LocalCluster(
                 n_workers=self.workers,
                 threads_per_worker=self.threads_per_worker,
@@ -142,6 +156,8 @@ class Cluster:
         client = Client(cluster, set_as_default=False)
         self._stack.callback(client.close)
         _check_workers_see_this_package(client)
+        client.subscribe_topic(WORKER_LOGS, _log_worker_record)
+        client.register_plugin(_route_logs_plugin(), name="cutswap-logs")
         log.info(
             "dask: local cluster of %d workers%s, dashboard %s",
             self.workers,
@@ -229,6 +245,17 @@ class Cluster:
     def close(self) -> None:
         self._stack.close()
         self._client = None
+
+
+@contextlib.contextmanager
+def _restored_env(name: str, value: str | None) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 def _capable(workers: dict[str, dict], resources: dict[str, float] | None) -> bool:
@@ -402,6 +429,7 @@ def run_job(
     cluster: Cluster | None = None,
     relay: Callable[[int, str], None] | None = None,
     name: str | None = None,
+    progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> Any:
     """Run one job, ``fn(*args)``, on a cluster worker (one GPU when there are GPUs), or in this process.
 
@@ -414,6 +442,8 @@ def run_job(
         relay: called with (level, message) for every record of the ``cutswap`` loggers the job emits on
             its worker, while it runs (in-process jobs log through the normal logging tree instead).
         name: the job in error messages; default: ``fn``'s name and the names and plain values of ``args``.
+        progress: called with the ``progress`` dict of every relayed record that carries one (a training
+            step, ``cutswap.stages.train``), after ``relay`` got its line. Needs ``relay``.
 
     Returns:
         What ``fn`` returns; its exception is raised here.
@@ -433,7 +463,7 @@ def run_job(
     )
     resources = cluster.job_resources()
     if relay is not None:
-        client.subscribe_topic(topic, lambda event: relay(*event[1]))
+        client.subscribe_topic(topic, functools.partial(_relayed, relay, progress))
     future = None
     try:
         with cluster.job_slot():
@@ -448,21 +478,101 @@ def run_job(
             client.unsubscribe_topic(topic)
 
 
-class _EventHandler(logging.Handler):
-    """Sends each record to the job's Dask event topic, for ``run_job``'s relay."""
+#: The Dask event topic of ``cutswap`` records that workers log outside a relayed job.
+WORKER_LOGS = "cutswap-worker-logs"
 
-    def __init__(self, worker: Any, topic: str) -> None:
+
+def _relayed(
+    relay: Callable[[int, str], None], progress: Callable[[dict[str, Any]], None] | None, event: tuple
+) -> None:
+    level, message, entry = (*event[1], None)[:3]
+    relay(level, message)
+    if progress is not None and entry is not None:
+        progress(entry)
+
+
+def _log_worker_record(event: tuple) -> None:
+    """Here: a ``cutswap`` record a worker logged outside a relayed job, logged again under its name."""
+    level, name, message, worker = event[1]
+    logging.getLogger(name).log(level, "%s (Dask worker %s)", message, worker)
+
+
+class _WorkerLogs(logging.Handler):
+    """On a worker, the one handler of the ``cutswap`` loggers: a record of a relayed job's thread goes to
+    that job's topic, any other to ``WORKER_LOGS``; both come back to the process that started the work.
+
+    (A worker may run several jobs at once, one per thread, so records are told apart by thread.)
+    """
+
+    def __init__(self, worker: Any) -> None:
         super().__init__(logging.INFO)
-        self.worker, self.topic = worker, topic
-        self.thread = threading.get_ident()  # a worker with several threads may run several jobs
+        self.worker = worker
+        self.topics: dict[int, str] = {}
 
     def emit(self, record: logging.LogRecord) -> None:
-        if record.thread != self.thread:
-            return
         try:
-            self.worker.log_event(self.topic, (record.levelno, record.getMessage()))
+            topic = self.topics.get(record.thread)
+            if topic is not None:
+                entry = getattr(record, "progress", None)
+                self.worker.log_event(topic, (record.levelno, record.getMessage(), entry))
+            else:
+                who = str(self.worker.name)
+                self.worker.log_event(WORKER_LOGS, (record.levelno, record.name, record.getMessage(), who))
         except Exception:  # a lost log line must not fail the job
             self.handleError(record)
+
+
+def _route_worker_logs(worker: Any) -> _WorkerLogs:
+    """Make ``_WorkerLogs`` the only way out of the ``cutswap`` loggers on this worker (idempotent).
+
+    It replaces the handlers a runner's import attached there (Prefect's API handler, whose records here
+    belong to no run) and stops propagation to the worker's root handlers (a second copy of each line on
+    the worker's stderr): every record is logged once, by the process that started the work.
+    """
+    logger = logging.getLogger("cutswap")
+    for handler in logger.handlers:
+        if type(handler).__name__ == "_WorkerLogs":
+            return handler
+    router = _WorkerLogs(worker)
+    logger.handlers[:] = [router]
+    logger.propagate = False
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+    return router
+
+
+class _OneLine(logging.Formatter):
+    """A record without its traceback: ``01:02:03 ERROR message (logger)``."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(message)s (%(name)s on a Dask worker)", "%H:%M:%S")
+
+    def formatException(self, ei: Any) -> str:
+        return ""
+
+
+def _one_line_dask_logs() -> None:
+    """On a local worker: Dask's own records (WARNING and up, see ``Cluster._start``) as one line each on the
+    worker's stderr, the terminal of the run. A worker's closing races its scheduler's, and the heartbeat
+    that loses logs an error with a 40-line traceback that says nothing to act on."""
+    logger = logging.getLogger("distributed")
+    handler = logging.StreamHandler()
+    handler.setFormatter(_OneLine())
+    logger.handlers[:] = [handler]
+    logger.propagate = False  # not also through a root handler a runner's import set up (Prefect's)
+
+
+def _route_logs_plugin() -> Any:
+    """A Dask worker plugin that routes the ``cutswap`` logs of every worker of a local cluster from its
+    start, shards included (jobs route them themselves, on any cluster)."""
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    class RouteLogs(WorkerPlugin):
+        def setup(self, worker: Any) -> None:
+            _route_worker_logs(worker)
+            _one_line_dask_logs()
+
+    return RouteLogs()
 
 
 def _job(fn: Callable[..., Any], args: tuple, topic: str | None, threads: int | None) -> Any:
@@ -476,12 +586,11 @@ def _job(fn: Callable[..., Any], args: tuple, topic: str | None, threads: int | 
     if threads is not None:
         torch.set_num_threads(threads)
     if topic is None:
+        _route_worker_logs(worker)
         return fn(*args)
-    logger, handler = logging.getLogger("cutswap"), _EventHandler(worker, topic)
-    if logger.getEffectiveLevel() > logging.INFO:
-        logger.setLevel(logging.INFO)  # left so: other jobs on this worker may be relaying too
-    logger.addHandler(handler)
+    router, thread = _route_worker_logs(worker), threading.get_ident()
+    router.topics[thread] = topic
     try:
         return fn(*args)
     finally:
-        logger.removeHandler(handler)
+        router.topics.pop(thread, None)

@@ -19,6 +19,7 @@ changing ``train.steps`` recomputes training and what follows, never saliency.
 from __future__ import annotations
 
 import contextlib
+import difflib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -316,6 +317,26 @@ def load_settings(preset: str | Path | None = None, overrides: dict[str, Any] | 
         return Settings.model_validate(data)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors(include_url=False)
+            f"{'.'.join(str(p) for p in err['loc'])}: {_unknown_key(err) or err['msg']}"
+            for err in exc.errors(include_url=False)
         )
         raise SettingsError(f"invalid settings from {source}: {problems}") from exc
+
+
+def _unknown_key(err: Any) -> str | None:
+    """An unknown key's problem: ``unknown setting; did you mean train.steps?`` (difflib over its section's
+    fields), else the fields the section has; None for any other error."""
+    if err["type"] != "extra_forbidden":
+        return None
+    *parents, leaf = (str(p) for p in err["loc"])
+    model: Any = Settings
+    for part in parents:
+        field = model.model_fields.get(part)
+        model = field.annotation if field is not None else None
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return "unknown setting"
+    close = difflib.get_close_matches(leaf, list(model.model_fields), n=1, cutoff=0.6)
+    if close:
+        return f"unknown setting; did you mean {'.'.join([*parents, close[0]])}?"
+    where = f"section {'.'.join(parents)}" if parents else "top level"
+    return f"unknown setting; the {where} has {', '.join(model.model_fields)}"

@@ -19,27 +19,33 @@ the other stages are only looked up, and must already be complete for these sett
 ``stages=["train", "evaluate", "report"]`` with a new seed trains and evaluates just that seed and reuses
 every upstream store untouched.
 
-Run in-process (no server needed; Prefect starts a temporary local API):
+Run in-process (no server needed; Prefect starts a temporary local API), after every input is checked
+(``flows.launch``):
 
-    python -m flows.benchmark --preset configs/demo.yaml [--set train.steps=100] [--stages ...] [--force ...]
+    cutswap run --preset configs/demo.yaml [--set train.steps=100] [--stages ...] [--force ...] [--debug]
+    python -m flows.benchmark ...                  (the same options)
+
+The console shows each event once and a progress display; the full log goes to ``reports/<run>/run.log``
+(``cutswap.console``).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Any
 
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from cutswap import console
 from cutswap.errors import CutswapError
 from cutswap.methods import get_method, method_seeds
 from cutswap.parallel import dask_client
 from cutswap.settings import load_settings
 from cutswap.stages import STAGES
 from cutswap.stages.report import CategoryRefs
+from flows import launch
 from tasks.cluster import cluster
 from tasks.evaluate import evaluate
 from tasks.ingest import ingest, resolve
@@ -68,57 +74,41 @@ def cutswap(
     """Run the CutSwap benchmark described by a preset; returns the report folder."""
     settings = load_settings(preset, overrides)
     mode = _modes(stages, force)
-    root, table = resolve(settings)
-    # Every category is read and checked before any heavy work, so a bad file fails the run in seconds.
-    names = sorted(table["category"].unique())
-    images = {c: ingest(settings, root, c, table, mode["ingest"]) for c in names}
-    precomputed, evaluations = {}, {}
-    # Every method over every seed, except the no-training baseline, which is the same for any seed.
-    jobs = [(m, s) for m in settings.train.methods for s in method_seeds(m, settings.train.seeds)]
-    with dask_client(**settings.parallel.model_dump()) as dask:
-        for c in names:
-            maps = saliency(settings, images[c], mode["saliency"], dask)
-            clusters = cluster(settings, maps, mode["cluster"], dask)
-            bank = pairs(settings, clusters, mode["pairs"], dask)
-            precomputed[c] = (maps, clusters, bank)
-            evaluations[c] = []
-            for method, seed in jobs:
-                bank_in = bank if get_method(method).needs_pairs else None  # random-swap copies its sizes
-                model = train.submit(settings, images[c], method, seed, bank_in, mode["train"], dask)
-                evaluations[c].append(evaluate.submit(settings, images[c], model, mode["evaluate"], dask))
-        categories = {
-            c: CategoryRefs(images[c], *precomputed[c], [future.result() for future in evaluations[c]])
-            for c in names
-        }
-    folder = report(settings, categories, mode["report"], preset)
-    print(f"report: {folder}/summary.md")
+    with console.run(settings.reports_root, settings.run) as shown:
+        root, table = resolve(settings)
+        # Every category is read and checked before any heavy work, so a bad file fails the run in seconds.
+        names = sorted(table["category"].unique())
+        # Every method over every seed, except the no-training baseline, which is the same for any seed.
+        jobs = [(m, s) for m in settings.train.methods for s in method_seeds(m, settings.train.seeds)]
+        # Stage tasks: 4 per category before its jobs, a train and an evaluate per job, then the report.
+        shown.start(len(names) * (4 + 2 * len(jobs)) + 1, 2 * len(jobs) * len(names))
+        images = {c: ingest(settings, root, c, table, mode["ingest"]) for c in names}
+        precomputed, evaluations = {}, {}
+        with dask_client(**settings.parallel.model_dump()) as dask:
+            for c in names:
+                maps = saliency(settings, images[c], mode["saliency"], dask)
+                clusters = cluster(settings, maps, mode["cluster"], dask)
+                bank = pairs(settings, clusters, mode["pairs"], dask)
+                precomputed[c] = (maps, clusters, bank)
+                evaluations[c] = []
+                for method, seed in jobs:
+                    bank_in = bank if get_method(method).needs_pairs else None  # random-swap copies its sizes
+                    model = train.submit(settings, images[c], method, seed, bank_in, mode["train"], dask)
+                    evaluations[c].append(evaluate.submit(settings, images[c], model, mode["evaluate"], dask))
+            categories = {
+                c: CategoryRefs(images[c], *precomputed[c], [future.result() for future in evaluations[c]])
+                for c in names
+            }
+        folder = report(settings, categories, mode["report"], preset)
+        print(f"report: {folder}/summary.md")
     return str(folder)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, owns_process: bool = False) -> int:
     parser = argparse.ArgumentParser(prog="python -m flows.benchmark", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--preset", default="configs/demo.yaml", help="YAML preset (configs/)")
-    parser.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. train.steps=50"
-    )
-    parser.add_argument("--stages", default=None, help=f"comma-separated subset of {','.join(STAGES)}")
-    parser.add_argument("--force", default=None, help="comma-separated stages to recompute")
-    args = parser.parse_args(argv)
-    overrides = {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            parser.error(f"--set {item!r}: expected KEY=VALUE")
-        overrides[key] = value
-    split = lambda s: [x.strip() for x in s.split(",") if x.strip()] if s else None  # noqa: E731
-    try:
-        folder = cutswap(args.preset, overrides, split(args.stages), split(args.force))
-    except CutswapError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(f"\nDone. Report: {Path(folder).resolve()}/summary.md")
-    return 0
+    launch.add_run_arguments(parser)
+    return launch.run(parser.parse_args(argv), lambda: cutswap, owns_process)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(owns_process=True))

@@ -1,4 +1,10 @@
-"""Shared logging for stage tasks: one line per store, saying whether it was reused or computed."""
+"""Shared logging for stage tasks: one line per store, saying whether it was reused or computed.
+
+Lines go to the task's Prefect log (the UI, the run's log file) and, for the precompute stages and the
+report, to the console; a job's lines (train, evaluate) go to the console's progress display instead
+(``cutswap.console``), which also counts every stage task done. (Other records of the Prefect run
+loggers, the engine's and a job's relayed lines, reach the console only from WARNING.)
+"""
 
 from __future__ import annotations
 
@@ -8,22 +14,48 @@ from typing import Any
 
 from prefect import get_run_logger
 
+from cutswap import console
 from cutswap.stores import StoreRef
+
+#: Stages whose every store is a cluster job: the progress display shows them, the console does not.
+JOB_STAGES = ("train", "evaluate")
 
 
 def run_logged(stage: str, label: str, call: Callable[[], tuple[Any, bool]], items: int | None = None) -> Any:
     """Run a stage function and log what happened, with throughput when the stage computed."""
     logger = get_run_logger()
+    shown = console.display()
+    job = stage in JOB_STAGES
+    key = f"{stage} {label}"
+    if job:
+        shown.job_started(key)
+    else:
+        shown.stage_started(key)
     start = time.perf_counter()
-    ref, computed = call()
+    try:
+        ref, computed = call()
+    except BaseException:
+        if job:
+            shown.job_done(key, key, time.perf_counter() - start, "failed")
+        raise
     seconds = time.perf_counter() - start
     where = ref.path if isinstance(ref, StoreRef) else ref
+    extra = {"console": not job}
     if not computed:
-        logger.info("%s %s: reused %s", stage, label, where)
+        logger.info("%s %s: reused %s", stage, label, where, extra=extra)
     elif items:
         logger.info(
-            "%s %s: computed in %.1f s (%.1f items/s) -> %s", stage, label, seconds, items / seconds, where
+            "%s %s: computed in %.1f s (%.1f items/s) -> %s",
+            stage,
+            label,
+            seconds,
+            items / seconds,
+            where,
+            extra=extra,
         )
     else:
-        logger.info("%s %s: computed in %.1f s -> %s", stage, label, seconds, where)
+        logger.info("%s %s: computed in %.1f s -> %s", stage, label, seconds, where, extra=extra)
+    shown.stage_done()
+    if job:
+        shown.job_done(key, key, seconds, "computed" if computed else "reused")
     return ref

@@ -47,6 +47,16 @@ def report(
             key=_artifact_key(settings.run, "comparisons"),
             description=f"Paired comparisons of run {settings.run} ({Path(folder) / 'comparisons.csv'})",
         )
+    # The pictures as links, not inline images: the Prefect UI is served over http and cannot load
+    # file:// images, and base64 PNGs would make artifacts of megabytes.
+    pictures = sorted((Path(folder) / "figures").glob("*.png"))
+    if pictures:
+        create_markdown_artifact(
+            markdown=f"# Figures: {settings.run}\n\n"
+            + "\n".join(f"- [{p.stem}]({p.resolve().as_uri()})" for p in pictures),
+            key=_artifact_key(settings.run, "figures"),
+            description=f"Figures of run {settings.run} ({Path(folder) / 'figures'}; shown in index.html)",
+        )
     page = (Path(folder) / "index.html").resolve()
     create_link_artifact(
         link=page.as_uri(), link_text=f"{settings.run} report (HTML)", key=_artifact_key(settings.run, "page")

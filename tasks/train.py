@@ -5,6 +5,7 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
+from cutswap import console
 from cutswap.parallel import Cluster, run_job
 from cutswap.settings import Settings
 from cutswap.stages.train import progress_line, train_run
@@ -28,12 +29,21 @@ def train(
     """
     logger = get_run_logger()
     cluster = dask if settings.train.nproc == 1 else None
-    # On the cluster, the library's own progress lines are relayed; here, they go straight to this log.
-    progress = None if cluster else lambda entry: logger.info(progress_line(entry, settings.train.steps))
+    label = f"{ingest.name}/{method}/seed {seed}"
+    total = settings.train.steps
+
+    def step(entry: dict) -> None:
+        """A training step, on the console's progress display (not as a console line: see _logging)."""
+        rate = entry["images_per_s"]
+        console.display().job_step(f"train {label}", f"train {label}", entry["step"], total, rate)
+
+    def log_step(entry: dict) -> None:
+        logger.info(progress_line(entry, total), extra={"console": False})
+        step(entry)
+
+    # On the cluster, the library's own progress lines are relayed (their entries to the display); here,
+    # they go straight to this log.
+    progress = None if cluster else log_step
     log_line = None if cluster else logger.info
     job = (train_run, settings, ingest, method, seed, pairs, mode, progress, log_line)
-    return run_logged(
-        "train",
-        f"{ingest.name}/{method}/seed {seed}",
-        lambda: run_job(*job, cluster=cluster, relay=logger.log),
-    )
+    return run_logged("train", label, lambda: run_job(*job, cluster=cluster, relay=logger.log, progress=step))

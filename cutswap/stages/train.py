@@ -172,8 +172,10 @@ def train_run(
     name = f"{ingest.name}-{method}-s{seed}" if spec.trains else f"{ingest.name}-{method}"
     key = stage_key("train", keyed, {k: v.key for k, v in inputs.items()})
     work = work_dir(settings.storage_root, name, key)
-    if progress is None:
-        progress = lambda entry: log.info("%s: %s", name, progress_line(entry, cfg.steps))  # noqa: E731
+    if progress is None:  # the record carries the entry too: ``cutswap.parallel.run_job`` relays both
+        progress = lambda entry: log.info(  # noqa: E731
+            "%s: %s", name, progress_line(entry, cfg.steps), extra={"progress": {**entry, "total": cfg.steps}}
+        )
 
     def record(group, outcome: dict[str, Any]) -> None:
         """The log and the attrs of a train store, from a training summary."""

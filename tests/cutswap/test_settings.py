@@ -118,3 +118,18 @@ def test_the_method_doc_links_and_the_code_citing_it_resolve():
     assert cited, "the code cites the doc's sections by anchor"
     for source, anchor in cited:
         assert anchor in anchors, f"{source.relative_to(root)} cites a missing section: #{anchor}"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"train.stepz": 5}, "train.stepz: unknown setting; did you mean train.steps?"),
+        ({"trian.steps": 5}, "trian: unknown setting; did you mean train?"),
+        ({"dataset.image_sise": 64}, "dataset.image_sise: unknown setting; did you mean dataset.image_size?"),
+        ({"train.zzz": 1}, "train.zzz: unknown setting; the section train has methods, seeds, steps,"),
+    ],
+)
+def test_an_unknown_key_gets_a_did_you_mean(overrides, message):
+    with pytest.raises(SettingsError) as raised:
+        load_settings(CONFIGS / "demo.yaml", overrides)
+    assert message in str(raised.value)

@@ -90,6 +90,16 @@ def test_full_benchmark_then_train_stage_through_server_and_worker(server, tmp_p
     run = _run_deployment(server, "cutswap/full-benchmark", params)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "Completed" in run.stdout
+    # Our lines reach the flow run's log in the API (the UI): the tasks' through Prefect's run logger, the
+    # library's through the `cutswap` loggers; and the worker never warns about our logging.
+    flow_run = re.findall(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", run.stdout)[-1]
+    logs = _run(server, "flow-run", "logs", flow_run)
+    assert logs.returncode == 0, logs.stdout[-3000:] + logs.stderr[-3000:]
+    for line in ("report: ", "train brick/cutswap/seed 0: computed in", "step 2/2 loss", "full log in"):
+        assert line in logs.stdout, f"{line!r} not in the flow run's logs:\n{logs.stdout[-3000:]}"
+    worker_log = (Path(server["PREFECT_HOME"]) / "worker.log").read_text()
+    assert "UserWarning" not in worker_log and "without a flow run id" not in worker_log
+    assert (tmp_path / "reports" / "e2e" / "run.log").is_file()
 
     report = tmp_path / "reports" / "e2e"
     first = pd.read_csv(report / "results.csv")

@@ -1,0 +1,361 @@
+"""What a person sees of a run: each event once, a live progress display, and the run's full log in a file.
+
+* **Log lines** (``session``): the console handlers of the root logger (Prefect's, Python's) give way to
+  one ``ConsoleHandler`` for the session. It shows ``cutswap`` records from INFO and every other library's
+  (Dask, Prefect, ...) from WARNING; a record with ``extra={"console": True}`` is shown (the run's own
+  lines through Prefect's run logger), one with ``console: False`` is not (a training step: the progress
+  display shows it). A warning or error (Python's warnings included) is said once per session (a fallback
+  a run meets in every category, or that several processes log). Tracebacks only with ``debug``.
+* **The run's log file** (``run``): every record from INFO (DEBUG for ``cutswap``), Dask's and Prefect's
+  included, with tracebacks, in ``<reports_root>/<run>/run.log``. The report stage replaces its folder
+  whole, so the file is written beside it (``.<run>.run.log``) and moved in when the run ends.
+* **Progress** (``Display``): stage tasks done, jobs done of total, each running training's steps and
+  throughput and an estimate of the time left: a ``rich`` live display on a terminal, plain lines
+  elsewhere (CI, a Prefect worker, a pipe): one per finished job, and at most one per running job every
+  ``interval`` seconds.
+
+No Prefect here: ``tasks/`` and ``flows/`` call it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+#: Loggers whose Python handlers write straight to a terminal and bypass the root logger.
+_OWN_HANDLERS = ("distributed",)
+
+
+def _is_terminal_handler(handler: logging.Handler) -> bool:
+    """Prefect's console handler, or a plain stream handler on the process's stdout or stderr."""
+    if type(handler).__name__ == "PrefectConsoleHandler":
+        return True
+    if isinstance(handler, logging.FileHandler) or not isinstance(handler, logging.StreamHandler):
+        return False
+    return handler.stream in (sys.stderr, sys.stdout, sys.__stderr__, sys.__stdout__)
+
+
+def _clock(record: logging.LogRecord) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(record.created))
+
+
+class ConsoleHandler(logging.Handler):
+    """The one console handler of a session: the records a person needs, once each (see the module)."""
+
+    def __init__(self, display: Display, debug: bool = False) -> None:
+        super().__init__(logging.DEBUG if debug else logging.INFO)
+        self.display, self.debug = display, debug
+        self._said: set[str] = set()
+        self._lock_said = threading.Lock()
+
+    def shown(self, record: logging.LogRecord) -> bool:
+        flag = getattr(record, "console", None)
+        if flag is not None:
+            return bool(flag)
+        return record.levelno >= logging.WARNING or record.name.split(".")[0] == "cutswap"
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            if not self.shown(record):
+                return
+            message = record.getMessage()
+            if record.levelno >= logging.WARNING:
+                with self._lock_said:
+                    if message in self._said:
+                        return
+                    self._said.add(message)
+            if not self.debug:
+                message = message.split("\n", 1)[0]  # a failed task's message may hold a traceback
+            level = "" if record.levelno == logging.INFO else f"{record.levelname} "
+            text = f"{_clock(record)} {level}{message}"
+            if self.debug and record.exc_info:
+                text += "\n" + logging.Formatter().formatException(record.exc_info)
+            self.display.print(text)
+        except Exception:
+            self.handleError(record)
+
+
+class _FileFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s%(where)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        run = getattr(record, "task_run_name", None) or getattr(record, "flow_run_name", None)
+        record.where = f" [{run}]" if run else ""
+        return super().format(record)
+
+
+@dataclass
+class _Job:
+    label: str
+    started: float
+    step: float = 0.0
+    total: float = 0.0
+    rate: float = 0.0
+    printed: float = 0.0
+    row: Any = None  # the rich task id of its progress bar
+
+
+@dataclass
+class Display:
+    """Progress of one run, fed from any thread (tasks, Dask's event thread).
+
+    Args:
+        stream: where it writes (default: stderr, where the log lines go too).
+        live: a ``rich`` live display; None: when ``stream`` is a terminal.
+        interval: plain mode: least seconds between two step lines of one job.
+        clock: the time source (tests pass a fake one).
+    """
+
+    stream: TextIO | None = None
+    live: bool | None = None
+    interval: float = 10.0
+    clock: Any = time.monotonic
+    stages_total: int = 0
+    stages_done: int = 0
+    jobs_total: int = 0
+    jobs_done: int = 0
+    current: str = ""
+    _jobs: dict[str, _Job] = field(default_factory=dict)
+    _lock: threading.RLock = field(default_factory=threading.RLock)
+    _first_job: float | None = None
+    _progress: Any = None
+    _rows: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.stream = self.stream or sys.stderr
+        if self.live is None:
+            self.live = bool(getattr(self.stream, "isatty", lambda: False)())
+
+    # -- lifecycle -----------------------------------------------------------------------------------------
+    def start(self, stages_total: int, jobs_total: int) -> None:
+        with self._lock:
+            self.stages_total, self.jobs_total = stages_total, jobs_total
+            if self.live and self._progress is None:
+                from rich.console import Console
+                from rich.progress import (
+                    BarColumn,
+                    MofNCompleteColumn,
+                    Progress,
+                    TextColumn,
+                    TimeElapsedColumn,
+                )
+
+                self._progress = Progress(
+                    TextColumn("{task.description}"),
+                    BarColumn(bar_width=24),
+                    MofNCompleteColumn(),
+                    TextColumn("{task.fields[note]}"),
+                    TimeElapsedColumn(),
+                    console=Console(file=self.stream),
+                    redirect_stdout=False,
+                    redirect_stderr=False,
+                )
+                self._rows["stages"] = self._progress.add_task("stages", total=stages_total or None, note="")
+                self._rows["jobs"] = self._progress.add_task("jobs", total=jobs_total or None, note="")
+                self._progress.start()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._progress is not None:
+                self._progress.stop()
+                self._progress = None
+
+    def print(self, text: str) -> None:
+        """A log line: above the live display, or as a plain line."""
+        with self._lock:
+            if self._progress is not None:
+                self._progress.console.print(text, markup=False, highlight=False, soft_wrap=True)
+            else:
+                self.stream.write(text + "\n")
+                self.stream.flush()
+
+    # -- events --------------------------------------------------------------------------------------------
+    def stage_started(self, label: str) -> None:
+        with self._lock:
+            self.current = label
+            self._refresh()
+
+    def stage_done(self) -> None:
+        with self._lock:
+            self.stages_done += 1
+            self._refresh()
+
+    def job_step(self, key: str, label: str, step: float, total: float, rate: float) -> None:
+        """A training job's step ``step`` of ``total`` at ``rate`` images/s."""
+        with self._lock:
+            now = self.clock()
+            job = self._jobs.get(key)
+            if job is None:
+                job = self._jobs[key] = _Job(label, now, printed=now)
+                self._first_job = self._first_job if self._first_job is not None else now
+            job.step, job.total, job.rate = step, total, rate
+            if self._progress is not None:
+                if job.row is None:
+                    job.row = self._progress.add_task(f"  {label}", total=total or None, note="")
+                self._progress.update(job.row, completed=step, total=total or None, note=f"{rate:.0f} img/s")
+                self._refresh()
+            elif now - job.printed >= self.interval:
+                job.printed = now
+                self._line(f"{label}: step {step:.0f}/{total:.0f}, {rate:.0f} img/s")
+
+    def job_started(self, key: str) -> None:
+        with self._lock:
+            self._first_job = self._first_job if self._first_job is not None else self.clock()
+
+    def job_done(self, key: str, label: str, seconds: float, outcome: str = "done") -> None:
+        with self._lock:
+            job = self._jobs.pop(key, None)
+            if job is not None and job.row is not None and self._progress is not None:
+                self._progress.remove_task(job.row)
+            self.jobs_done += 1
+            if self._progress is not None:
+                self._refresh()
+            else:
+                self._line(f"{label}: {outcome}" + (f" in {seconds:.1f} s" if outcome != "reused" else ""))
+
+    # -- internals -----------------------------------------------------------------------------------------
+    def eta(self) -> float | None:
+        """Seconds left, from the jobs' pace so far (finished jobs and running trainings' steps)."""
+        with self._lock:
+            if self._first_job is None or not self.jobs_total:
+                return None
+            running = sum(j.step / j.total for j in self._jobs.values() if j.total)
+            done = self.jobs_done + running
+            if done <= 0:
+                return None
+            return (self.clock() - self._first_job) * max(self.jobs_total - done, 0) / done
+
+    def _left(self) -> str:
+        eta = self.eta()
+        if eta is None or self.jobs_done >= self.jobs_total:
+            return ""
+        return f"about {eta / 60:.0f} min left" if eta >= 90 else f"about {eta:.0f} s left"
+
+    def _refresh(self) -> None:
+        if self._progress is None:
+            return
+        self._progress.update(
+            self._rows["stages"], completed=self.stages_done, note=self.current and f"now: {self.current}"
+        )
+        self._progress.update(self._rows["jobs"], completed=self.jobs_done, note=self._left())
+
+    def _line(self, text: str) -> None:
+        left = self._left()
+        jobs = (
+            f"[{self.jobs_done}/{self.jobs_total} jobs{', ' + left if left else ''}] "
+            if self.jobs_total
+            else ""
+        )
+        self.print(f"{time.strftime('%H:%M:%S')} {jobs}{text}")
+
+
+class _NoDisplay(Display):
+    """Outside a run: events go nowhere."""
+
+    def print(self, text: str) -> None:
+        pass
+
+    def _line(self, text: str) -> None:
+        pass
+
+
+#: The display of the process's one session, if any (the tasks' threads read it).
+_SESSION: list[Display] = []
+
+
+def display() -> Display:
+    """The display of the running session, or one that discards everything."""
+    return _SESSION[0] if _SESSION else _NoDisplay(live=False)
+
+
+@contextlib.contextmanager
+def session(
+    debug: bool = False, stream: TextIO | None = None, live: bool | None = None, restore: bool = True
+) -> Iterator[Display]:
+    """The console of this process while it runs: see the module. Re-entrant: an inner call (the flow,
+    inside the command line's session) reuses the outer one. ``restore=False`` (a command that owns its
+    process) keeps the console handler afterwards, for what Prefect logs at exit."""
+    if _SESSION:
+        yield _SESSION[0]
+        return
+    shown = Display(stream=stream, live=live)
+    handler = ConsoleHandler(shown, debug)
+    root = logging.getLogger()
+    removed = [(i, h) for i, h in enumerate(root.handlers) if _is_terminal_handler(h)]
+    own = {name: logging.getLogger(name) for name in _OWN_HANDLERS}
+    saved = {
+        name: (lg.propagate, [h for h in lg.handlers if _is_terminal_handler(h)]) for name, lg in own.items()
+    }
+    for _, h in removed:
+        root.removeHandler(h)
+    for name, lg in own.items():  # Dask's stderr handler, when it set one up: its records go through ours
+        for h in saved[name][1]:
+            lg.removeHandler(h)
+        lg.propagate = True
+    root.addHandler(handler)
+    logging.captureWarnings(True)  # Python warnings too: once each, and in the log file
+    cutswap = logging.getLogger("cutswap")
+    level = cutswap.level
+    if cutswap.getEffectiveLevel() > logging.INFO:
+        cutswap.setLevel(logging.INFO)
+    _SESSION.append(shown)
+    try:
+        yield shown
+    finally:
+        _SESSION.clear()
+        shown.close()
+        if restore:
+            logging.captureWarnings(False)
+            cutswap.setLevel(level)
+            root.removeHandler(handler)
+            for i, h in removed:  # where they were
+                root.handlers.insert(i, h)
+            for name, lg in own.items():
+                lg.propagate = saved[name][0]
+                for h in saved[name][1]:
+                    lg.addHandler(h)
+
+
+def log_path(reports_root: Path, run: str) -> Path:
+    """Where a run's full log ends up: beside its report."""
+    return Path(reports_root) / run / "run.log"
+
+
+@contextlib.contextmanager
+def run(reports_root: Path, name: str, debug: bool = False) -> Iterator[Display]:
+    """One run: its session (``session``, reused when one is open) and its full log, written to
+    ``log_path`` (moved there when the run ends, whether it succeeds or fails). Start the display
+    (``Display.start``) once the run knows its size."""
+    final = log_path(reports_root, name)
+    final.parent.parent.mkdir(parents=True, exist_ok=True)
+    partial = final.parent.parent / f".{name}.run.log"
+    file = logging.FileHandler(partial, mode="w", encoding="utf-8")
+    file.setLevel(logging.DEBUG)
+    file.setFormatter(_FileFormatter())
+    root = logging.getLogger()
+    root.addHandler(file)
+    log = logging.getLogger(__name__)
+    try:
+        with session(debug) as shown:
+            log.info("run %s: full log in %s", name, final.resolve())
+            try:
+                yield shown
+            except BaseException:
+                log.error("run %s failed; its full log: %s", name, final.resolve(), extra={"console": False})
+                raise
+            finally:
+                shown.close()
+    finally:
+        root.removeHandler(file)
+        file.close()
+        final.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(partial, final)

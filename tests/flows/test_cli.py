@@ -1,0 +1,119 @@
+"""``cutswap run``, the front door: bad input ends before Prefect or Dask start, with one line and exit 2;
+a run's console holds each event once and names the run's log file, which holds everything."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def prefect_api():
+    """These tests start their own processes: no shared temporary Prefect API (it takes ~15 s)."""
+    yield
+
+
+def _cutswap(tmp_path: Path, *args: str, importtime: bool = False, timeout: float = 60):
+    """``cutswap ARGS`` (the console script's module) in a fresh process, with its wall time."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PREFECT_HOME": str(tmp_path / "prefect")}
+    for name in [n for n in env if n == "CI" or n.startswith("DASK_DISTRIBUTED__LOGGING")]:
+        env.pop(name)  # (a local cluster of an earlier test sets its workers' level here too)
+    command = [sys.executable, *(["-X", "importtime"] if importtime else []), "-m", "flows.cli", *args]
+    start = time.perf_counter()
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    return done, time.perf_counter() - start
+
+
+def _imported(stderr: str) -> set[str]:
+    """The modules ``-X importtime`` says the process imported."""
+    return {m.group(1) for m in re.finditer(r"^import time:\s+\d+ \|\s+\d+ \|\s+(\S+)$", stderr, re.M)}
+
+
+@pytest.fixture
+def preset(tmp_path, tiny_preset) -> Path:
+    from cutswap.data.textures import build_textures
+
+    data = build_textures(tmp_path / "data", seed=1, image_size=64, n_train=6, n_test_good=3, n_test_defect=1)
+    dataset = {"name": "mvtec", "root": str(data), "categories": ["brick"], "image_size": 48}
+    return tiny_preset(tmp_path, "tiny", dataset, parallel={"workers": 0})
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--set", "train.stepz=5"], "train.stepz: unknown setting; did you mean train.steps?"),
+        (
+            ["--set", "dataset.root=/no/such/folder"],
+            "/no/such/folder: dataset root does not exist; check the path",
+        ),
+        (["--stages", "trian"], "unknown stage(s) ['trian']"),
+    ],
+    ids=["setting", "dataset-path", "stage"],
+)
+def test_bad_input_exits_2_with_one_line_before_prefect_or_dask_start(tmp_path, preset, args, message):
+    done, seconds = _cutswap(tmp_path, "run", "--preset", str(preset), *args, importtime=True)
+    print(
+        f"cutswap run {' '.join(args)}: exit {done.returncode} in {seconds:.2f} s wall (with -X importtime)"
+    )
+    imported = _imported(done.stderr)
+    assert "cutswap.settings" in imported  # the check sees imports at all
+    assert not {m for m in imported if m.split(".")[0] in ("prefect", "distributed", "torch")}
+    errors = [line for line in done.stderr.splitlines() if not line.startswith("import time:")]
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert errors[0].startswith("error: ") and message in "\n".join(errors), errors
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "prefect").exists(), "Prefect made its home: it was started"
+
+
+def test_debug_shows_the_traceback(tmp_path, preset):
+    done, _ = _cutswap(tmp_path, "run", "--preset", str(preset), "--set", "train.stepz=5", "--debug")
+    assert done.returncode == 2
+    assert "Traceback" in done.stderr and "did you mean train.steps?" in done.stderr
+
+
+def test_help_lists_every_command_with_an_example(capsys):
+    from flows.cli import main
+
+    with pytest.raises(SystemExit) as exit:
+        main(["--help"])
+    assert exit.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("run", "runs", "show", "open"):
+        assert re.search(rf"^\s+{command}\s+\S", out, re.M), command
+        assert re.search(rf"^\s+cutswap {command}\b", out, re.M), f"no example of {command}"
+
+
+@pytest.mark.slow
+def test_a_run_says_each_event_once_and_logs_everything_to_its_file(tmp_path, preset):
+    """A tiny run on a one-worker Dask cluster, as the console script runs it (stdout not a terminal)."""
+    done, seconds = _cutswap(
+        tmp_path, "run", "--preset", str(preset), "--set", "parallel.workers=1", timeout=600
+    )
+    console = done.stdout + done.stderr
+    print(f"{len(console.splitlines())} console lines in {seconds:.0f} s:\n{console}")
+    assert done.returncode == 0, console[-3000:]
+    log = tmp_path / "reports" / "tiny" / "run.log"
+    assert str(log) in done.stderr.splitlines()[0]  # the first line names the log file
+    assert f"Full log: {log}" in done.stdout
+    assert "UserWarning" not in console and "Traceback" not in console
+    events = [re.sub(r"^\d\d:\d\d:\d\d ", "", line) for line in done.stderr.splitlines() if line.strip()]
+    assert [e for e, n in Counter(events).items() if n > 1] == []
+    assert not [e for e in events if "distributed." in e or "Finished in state" in e]
+    assert not [e for e in events if re.search(r"step \d+/\d+ loss", e)]  # the progress display has them
+    jobs = [e for e in events if re.match(r"\[\d+/6 jobs.*: (computed in|reused)", e)]  # one per finished job
+    assert len(jobs) == 6 and jobs[-1].startswith("[6/6 jobs")
+    # The file holds what the console leaves out: Dask's own lines, every training step, the engine's.
+    text = log.read_text()
+    assert re.search(r"INFO +distributed\.scheduler", text)
+    assert "Registering Worker plugin cutswap-logs" in text
+    assert re.search(r"train brick/cutswap/seed 0|step 2/2 loss", text) and "Finished in state" in text
+    assert not list((tmp_path / "reports").glob(".*.run.log"))  # moved beside the report
