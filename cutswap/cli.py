@@ -8,8 +8,9 @@
                                               score image files, folders or globs with one detector of the
                                               run: predictions.csv and an overlay PNG per image
     cutswap export RUN [--category C] [--method M] [--seed S] [--out DIR]
-                                              the detector as ONNX (and TorchScript): uint8 images in,
-                                              score and anomaly map out, threshold in the metadata
+                                              the detector as ONNX (and a torch.export .pt2): uint8
+                                              images in, score and anomaly map out, threshold in the
+                                              metadata
 
 Defaults: the run's only category, the method with the best mean image AUROC on it, its first seed, and
 the decision threshold the evaluate stage chose on held-out normal training images (``cutswap.detector``).
@@ -55,11 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     how.add_argument("--threshold", type=float, default=None, help="use this decision threshold")
     predict.add_argument("--strict", action="store_true", help="a file that cannot be read is an error")
     predict.add_argument("--batch-size", type=int, default=64)
-    export = sub.add_parser("export", help="write a detector of a run as ONNX (+ TorchScript)")
+    export = sub.add_parser("export", help="write a detector of a run as ONNX (+ a torch.export program)")
     export.add_argument("run")
     _detector_arguments(export)
     export.add_argument("--out", type=Path, default=None, help="output folder (default: exports/...)")
-    export.add_argument("--no-torchscript", action="store_true", help="write the ONNX file only")
+    export.add_argument("--onnx-only", action="store_true", help="skip the torch.export program (.pt2)")
     args = parser.parse_args(argv)
 
     if args.command in ("predict", "export"):
@@ -200,7 +201,7 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from cutswap.export import export_onnx, export_torchscript
+    from cutswap.export import export_onnx, export_program
 
     sel, detector = _load(args)
     out = args.out or Path("exports") / f"{sel.run}-{sel.category}-{sel.method}-s{sel.seed}"
@@ -208,8 +209,8 @@ def _export(args: argparse.Namespace) -> int:
     print(
         f"wrote {onnx_path} (input uint8 (N, {detector.image_size}, {detector.image_size}, 3); outputs score, anomaly_map)"
     )
-    if not args.no_torchscript:
-        print(f"wrote {export_torchscript(detector, out / 'detector.pt', run=sel.run)}")
+    if not args.onnx_only:
+        print(f"wrote {export_program(detector, out / 'detector.pt2', run=sel.run)} (torch.export program)")
     print(_threshold_line(detector.threshold, "stored") + " (metadata cutswap.threshold)")
     return 0
 

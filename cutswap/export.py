@@ -197,6 +197,7 @@ def export_onnx(detector: Detector, path: Path, run: str | None = None, opset: i
             opset_version=opset,
             dynamo=True,
             external_data=False,
+            verbose=False,
         )
     model = program.model_proto
     for key, value in metadata(detector, run).items():
@@ -206,17 +207,23 @@ def export_onnx(detector: Detector, path: Path, run: str | None = None, opset: i
     return path
 
 
-def export_torchscript(detector: Detector, path: Path, run: str | None = None) -> Path:
-    """Write the same module as a TorchScript file (traced), its metadata in ``extra_files``."""
+def export_program(detector: Detector, path: Path, run: str | None = None) -> Path:
+    """Write the same module as a ``torch.export`` program (``.pt2``), its metadata in ``extra_files``.
+
+    This stands in for TorchScript, which torch 2.14 deprecates (``torch.jit.trace`` warns); load it with
+    ``torch.export.load(path).module()`` and call it on uint8 images like the ONNX graph.
+    """
     module = ExportedDetector(detector).eval()
     size = detector.image_size
     example = torch.zeros(2, size, size, 3, dtype=torch.uint8)
     with torch.no_grad():
-        traced = torch.jit.trace(module, (example,), check_trace=False)
-    extra = {"cutswap.json": json.dumps(metadata(detector, run), sort_keys=True)}
+        program = torch.export.export(
+            module, (example,), dynamic_shapes={"images": {0: torch.export.Dim("batch", min=1)}}
+        )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.jit.save(traced, str(path), _extra_files=extra)
+    extra = {"cutswap.json": json.dumps(metadata(detector, run), sort_keys=True)}
+    torch.export.save(program, str(path), extra_files=extra)
     return path
 
 
