@@ -176,7 +176,7 @@ def _predict(args: argparse.Namespace) -> int:
     names = [overlay_name(i, p) for i, p in enumerate(kept)]
     for i, name in enumerate(names):
         write_overlay(
-            out / "overlays" / name, images[i], None if maps is None else maps[i], detector.map_scale
+            out / "overlays" / name, images[i], None if maps is None else maps[i], detector.display_scale
         )
     table = pd.DataFrame(
         {

@@ -156,7 +156,9 @@ class Detector:
         image_size: the working size S; ``score`` takes (N, S, S, 3) images.
         threshold: what ``choose_threshold`` returned (``value`` is the decision threshold).
         holdout_scores: the held-out normal scores the threshold came from (``--fpr`` re-chooses on them).
-        map_scale: the largest map value on the evaluated test set; divides maps for display.
+        map_scale: the largest map value on the evaluated test set.
+        normal_map_max: the largest map value on the held-out normal images (None: no maps or none held
+            out); overlays put it mid-scale, so what exceeds every normal image stands out.
         provenance: what made the detector (run, category, method, seed, store keys, versions).
     """
 
@@ -168,10 +170,18 @@ class Detector:
     threshold: dict[str, Any] = field(default_factory=dict)
     holdout_scores: np.ndarray = field(default_factory=lambda: np.zeros(0))
     map_scale: float = 1.0
+    normal_map_max: float | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
     batch_size: int = 64
     patch_batch_size: int = 512
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def display_scale(self) -> float:
+        """The map value shown as the top of the colour scale: twice the largest held-out normal value
+        (a map's tail is long, so the test set's maximum would leave every other image dark), else
+        ``map_scale``."""
+        return 2 * self.normal_map_max if self.normal_map_max else self.map_scale
 
     def _check(self, images: np.ndarray) -> np.ndarray:
         images = np.asarray(images)
@@ -268,6 +278,7 @@ class Detector:
             threshold=dict(attrs["threshold"]),
             holdout_scores=group["holdout_scores"][:],
             map_scale=float(attrs["map_scale"]),
+            normal_map_max=attrs.get("holdout_map_max"),
             provenance=provenance,
             batch_size=batch_size,
             device=device,

@@ -16,7 +16,8 @@ exported: the file's contract is both outputs.
 
 The ONNX file's ``metadata_props`` hold ``cutswap.threshold`` (the decision threshold: anomalous when the
 score is above it), ``cutswap.threshold_info`` (how it was chosen, JSON), ``cutswap.image_size``,
-``cutswap.map_scale`` and ``cutswap.provenance`` (run, category, method, seed, store keys, versions, JSON).
+``cutswap.map_scale``, ``cutswap.normal_map_max`` (largest map value on held-out normal images) and
+``cutswap.provenance`` (run, category, method, seed, store keys, versions, JSON).
 """
 
 from __future__ import annotations
@@ -165,6 +166,7 @@ def metadata(detector: Detector, run: str | None = None) -> dict[str, str]:
         "cutswap.threshold_info": json.dumps(detector.threshold, default=float, sort_keys=True),
         "cutswap.image_size": str(detector.image_size),
         "cutswap.map_scale": repr(float(detector.map_scale)),
+        "cutswap.normal_map_max": repr(float(detector.normal_map_max or math.nan)),
         "cutswap.provenance": json.dumps(provenance, default=str, sort_keys=True),
         "cutswap.contract": (
             f"input {INPUT}: uint8 (N, {detector.image_size}, {detector.image_size}, 3) RGB at the working "

@@ -11,7 +11,8 @@ Output folder::
     predictions.csv   path, score, decision (anomalous | normal), threshold, overlay
     skipped.csv       path, problem: the files that could not be used (only when there are some)
     overlays/<i>-<name>.png   the image beside it with its anomaly map overlaid, on one colour scale for
-                              every image (the largest map value of the evaluated test set is the top)
+                              every image (``Detector.display_scale``: twice the largest map value of the
+                              held-out normal training images is the top)
 """
 
 from __future__ import annotations
@@ -206,15 +207,18 @@ def overlay_name(index: int, path: Path) -> str:
 
 
 def write_overlay(path: Path, image: np.ndarray, amap: np.ndarray | None, scale: float) -> None:
-    """The image and, beside it, the image under its anomaly map (``inferno``, 0 to ``scale``), enlarged
-    to at least 256 px so that a 64 px working image is visible."""
+    """The image and, beside it, the image under its anomaly map (``inferno`` from 0 to ``scale``, opaque
+    in proportion to the value, so that low values leave the image visible), enlarged to at least 256 px
+    so that a 64 px working image can be seen."""
     from matplotlib import colormaps
     from PIL import Image
 
     panels = [image]
     if amap is not None:
-        heat = colormaps["inferno"](np.clip(amap / scale, 0, 1))[..., :3] * 255
-        panels.append((0.5 * image + 0.5 * heat).round().astype(np.uint8))
+        value = np.clip(amap / scale, 0, 1)[..., None]
+        heat = colormaps["inferno"](value[..., 0])[..., :3] * 255
+        alpha = 0.15 + 0.7 * value
+        panels.append(((1 - alpha) * image + alpha * heat).round().astype(np.uint8))
     strip = np.concatenate([*panels[:1], *[np.pad(p, ((0, 0), (2, 0), (0, 0))) for p in panels[1:]]], 1)
     zoom = max(1, math.ceil(256 / image.shape[0]))
     out = Image.fromarray(strip).resize((strip.shape[1] * zoom, strip.shape[0] * zoom), Image.NEAREST)

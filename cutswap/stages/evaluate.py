@@ -15,7 +15,8 @@ Store layout (``storage/evaluate/<category>-<method>-s<seed>-<key>/``)::
             maps, or anomalous test images without masks: ``anomalous_without_mask`` > 0),
             metric_definitions: {name: text}, metric_resolution: [S, S] (the working size the
             pixel metrics were computed at, not the original image size), fpr_limit, pixel_bins,
-            localization: {the settings that made the maps}, map_scale, map_seconds, n_train (images the
+            localization: {the settings that made the maps}, map_scale, holdout_map_max (largest map
+            value on the held-out normal images; None without maps), map_seconds, n_train (images the
             densities were fitted on), n_holdout, n_test, method, seed, category, worker (Dask worker or
             in-process), threshold: {value, fpr_target, n_holdout, rank, expected_fpr, holdout_fpr,
             resolved, rule, holdout, test: {precision, recall, fpr, tp, fp, fn, tn}}
@@ -146,6 +147,10 @@ def evaluate_run(
         else:
             masks = source["masks"][:][test]
             metrics.update(pixel_metrics(maps, masks, FPR_LIMIT, cfg.pixel_bins))
+        # The largest map value on held-out normal images: what a normal image reaches, for display.
+        normal_max = None
+        if maps is not None and len(held):
+            normal_max = float(detector.anomaly_maps(images[held]).max())
         if maps is not None:
             scale = float(maps.max()) if len(maps) and maps.max() > 0 else 1.0
             write_array(group, "maps", (maps / scale).astype(np.float16), per_chunk=1, per_shard=128)
@@ -160,6 +165,7 @@ def evaluate_run(
                 "localization": route,
                 "threshold": threshold,
                 "map_scale": scale,
+                "holdout_map_max": normal_max,
                 "map_seconds": round(seconds, 3),
                 "n_train": int(len(fit)),
                 "n_holdout": int(len(held)),
