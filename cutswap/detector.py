@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from cutswap.density import GaussianDensity
-from cutswap.errors import StoreError
+from cutswap.errors import SettingsError, StoreError
 from cutswap.localization import gradcam_maps, score_patch_maps
 from cutswap.models import ProjectionNet
 from cutswap.stores import StoreRef, open_store, store_path
@@ -61,13 +61,13 @@ def threshold_split(indices: np.ndarray, fraction: float) -> tuple[np.ndarray, n
     permutation (``HOLDOUT_SEED``) so the split is the same on every run and machine.
 
     Raises:
-        ValueError: fewer than 2 images would be left for the density fit.
+        SettingsError: fewer than 2 images would be left for the density fit.
     """
     indices = np.asarray(indices)
     n = len(indices)
     held = 0 if fraction <= 0 else max(1, int(math.floor(fraction * n + 0.5)))
     if n - held < 2:
-        raise ValueError(
+        raise SettingsError(
             f"evaluate.threshold_holdout={fraction} holds out {held} of {n} normal training images, leaving "
             f"{n - held} for the density fit, which needs at least 2; lower evaluate.threshold_holdout or "
             "add training images"

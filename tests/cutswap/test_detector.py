@@ -12,7 +12,7 @@ from sklearn.metrics import precision_score, recall_score
 
 from cutswap.density import GaussianDensity
 from cutswap.detector import Detector, choose_threshold, embed, operating_point, threshold_split
-from cutswap.errors import StoreError
+from cutswap.errors import SettingsError, StoreError
 from cutswap.stages.evaluate import evaluate_run
 from cutswap.stages.ingest import samples, train_indices
 from cutswap.stores import StoreRef, build_store, open_store, write_array
@@ -125,7 +125,7 @@ def test_threshold_split_is_fixed_disjoint_and_checked():
     assert not (np.diff(held) == 1).all(), "a permutation, not the first or last images"
     fit, held = threshold_split(indices, 0.0)
     assert len(held) == 0 and math.isnan(choose_threshold(np.zeros(0), 0.01)["value"])
-    with pytest.raises(ValueError, match="evaluate.threshold_holdout"):
+    with pytest.raises(SettingsError, match="evaluate.threshold_holdout"):
         threshold_split(np.arange(3), 0.5)
 
 

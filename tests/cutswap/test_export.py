@@ -58,7 +58,7 @@ def test_matrix_forms_equal_the_loops_and_scipy(size, patch, stride, sigma):
     np.testing.assert_allclose(blur @ spread @ blur.T, expected, rtol=1e-12, atol=1e-14)
 
 
-@pytest.mark.parametrize("method", ["cutpaste", "imagenet-gde"])
+@pytest.mark.parametrize("method", ["cutpaste", pytest.param("imagenet-gde", marks=pytest.mark.slow)])
 def test_graph_module_equals_the_checkpoint_path(tiny_run, method):
     detector = Detector.from_stores(tiny_run.evaluations[method])
     images = _test_images(tiny_run, method)
