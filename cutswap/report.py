@@ -10,6 +10,12 @@ Output layout (``reports/``)::
                               obtained
     <run>/index.html          the same as a page, with the figures and the provenance
     <run>/figures/<category>.png   saliency per level with its top cluster, and negatives of each method
+    <run>/figures/<category>-examples-<method>.png   most/least anomalous test images of each class with
+                              heat map and masks, for the best method and the no-training baseline
+    <run>/figures/<category>-scores.png   score histograms, normal against anomalous, per method
+    <run>/figures/<category>-roc.png      image-level ROC curves per method and seed
+    <run>/figures/<category>-training.png loss and accuracy on negatives per step (trained methods)
+    <run>/figures/differences.png         paired differences with their intervals (when comparisons exist)
     <run>/comparisons.csv     one row per question (cutswap vs random-swap, ...) x metric: paired mean
                               difference, bootstrap interval, wins/ties/losses, verdict (``cutswap.compare``)
     <run>/provenance.json     settings, backbone, versions, store keys
@@ -19,6 +25,7 @@ from __future__ import annotations
 
 import html
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -72,6 +79,30 @@ REFERENCES: dict[str, Reference] = {
         "test set, so read them as context, not as a reproduction target.",
     ),
 }
+
+
+@dataclass(frozen=True)
+class FigureRef:
+    """One picture of the run page: where it is, what it is called and the sentence that says how to read it.
+
+    Attributes:
+        path: relative to the run folder (``figures/<name>.png``), as the page links it.
+        title: the heading above it.
+        caption: how to read it (what the colours, lines and scales mean).
+        section: the category it belongs to, or ``""`` for a run-level figure.
+        row: figures of a section with the same non-empty ``row`` are laid out side by side.
+    """
+
+    path: str
+    title: str
+    caption: str = ""
+    section: str = ""
+    row: str = ""
+
+    @property
+    def ident(self) -> str:
+        """The figure's element id: ``fig-`` and its file name without the extension."""
+        return "fig-" + Path(self.path).stem
 
 
 def metrics_of(results: pd.DataFrame) -> list[str]:
@@ -382,7 +413,9 @@ def summary_markdown(results: pd.DataFrame, provenance: dict, comparisons: pd.Da
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}
 th:first-child,td:first-child{text-align:left}tr.mean{font-weight:bold;background:#f4f4f4}
-img{max-width:100%;border:1px solid #ddd}pre{background:#f7f7f7;padding:1em;overflow:auto;font-size:12px}"""
+img{max-width:100%;border:1px solid #ddd}figure{margin:1em 0}figcaption{font-size:13px;color:#555;
+max-width:900px;text-align:left}.figrow{display:flex;flex-wrap:wrap;gap:1.5em;align-items:flex-start}
+.figrow figure{flex:0 1 auto}pre{background:#f7f7f7;padding:1em;overflow:auto;font-size:12px}"""
 
 
 def html_table(frame: pd.DataFrame, index_name: str = "category", table_id: str | None = None) -> str:
@@ -412,10 +445,56 @@ def _inline_md(text: str) -> str:
     return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
 
 
+def _figure_html(fig: FigureRef) -> str:
+    src = html.escape(fig.path)
+    caption = f"<figcaption>{_inline_md(fig.caption)}</figcaption>" if fig.caption else ""
+    return (
+        f'<figure id="{html.escape(fig.ident)}"><h4>{html.escape(fig.title)}</h4>'
+        f'<img src="{src}" alt="{html.escape(fig.title)}">{caption}</figure>'
+    )
+
+
+def figures_html(figures: Sequence[str | FigureRef], categories: Sequence[str] = ()) -> str:
+    """The page's figures: the run-level ones first, then a section per category.
+
+    A plain string is a figure path of the older form (``figures/<category>.png``), shown under its
+    file name. Within a section, figures sharing a ``row`` sit side by side (the best method's examples
+    beside the baseline's), so the page compares what a reader wants to compare without scrolling.
+    """
+    refs = [
+        f if isinstance(f, FigureRef) else FigureRef(f, Path(f).stem, section=Path(f).stem) for f in figures
+    ]
+    if not refs:
+        return ""
+    sections = list(dict.fromkeys(["", *categories, *(f.section for f in refs)]))
+    parts = ['<h2 id="figures">Figures</h2>']
+    for section in sections:
+        members = [f for f in refs if f.section == section]
+        if not members:
+            continue
+        name = section or "all categories"
+        parts.append(f'<section id="figures-{html.escape(section or "run")}"><h3>{html.escape(name)}</h3>')
+        done: set[str] = set()
+        for fig in members:
+            if fig.row and fig.row in done:
+                continue
+            row = [f for f in members if fig.row and f.row == fig.row]
+            if len(row) > 1:
+                parts.append('<div class="figrow">' + "".join(map(_figure_html, row)) + "</div>")
+                done.add(fig.row)
+            else:
+                parts.append(_figure_html(fig))
+        parts.append("</section>")
+    return "".join(parts)
+
+
 def run_page(
-    results: pd.DataFrame, provenance: dict, figures: list[str], comparisons: pd.DataFrame | None = None
+    results: pd.DataFrame,
+    provenance: dict,
+    figures: Sequence[str | FigureRef],
+    comparisons: pd.DataFrame | None = None,
 ) -> str:
-    """One run as a self-contained HTML page (figures by relative link)."""
+    """One run as a self-contained HTML page (figures by relative link, ``figures_html``)."""
     parts = [
         f"<h1>cutswap report: {html.escape(provenance['run'])}</h1>",
         '<p><a href="../index.html">all runs</a></p>',
@@ -456,11 +535,8 @@ def run_page(
         ]
     parts += ["<h2>How these numbers were obtained</h2><ul>"]
     parts += [f"<li>{_inline_md(line)}</li>" for line in how_obtained(results, provenance)]
-    parts += ['</ul><p>Per-seed values: <a href="results.csv">results.csv</a>.</p>', "<h2>Figures</h2>"]
-    parts += [
-        f'<h3>{html.escape(Path(f).stem)}</h3><img src="{html.escape(f)}" alt="{html.escape(f)}">'
-        for f in figures
-    ]
+    parts += ['</ul><p>Per-seed values: <a href="results.csv">results.csv</a>.</p>']
+    parts.append(figures_html(figures, sorted(results["category"].unique())))
     prov = {
         k: provenance[k] for k in ("settings", "backbone", "versions", "created", "preset") if k in provenance
     }

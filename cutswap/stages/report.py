@@ -2,6 +2,13 @@
 
 The report folder is written beside its final place and swapped in whole, and it is skipped when its
 ``provenance.json`` already names the same input keys.
+
+The figures (``cutswap.figures``) read, per category: the evaluate stores' ``scores``, ``labels``,
+``index`` and ``maps`` (only the few maps shown, plus the normal images' maps for the display scale when
+the store records no ``holdout_map_max``) and their attrs ``metrics``, ``map_scale``, ``threshold.value``
+and ``holdout_map_max`` where present; the ingest store's ``images`` and ``masks`` at the picked rows
+and its sample table (defect type, whether a mask exists); the train stores' ``log`` with its
+``log_columns``.
 """
 
 from __future__ import annotations
@@ -16,13 +23,23 @@ import numpy as np
 import pandas as pd
 import torch
 
+from cutswap import figures as plots
 from cutswap.atomic import atomic_dir
 from cutswap.augment import cut_paste, swap_patches
-from cutswap.compare import COLUMNS, compare, comparison_pairs
+from cutswap.compare import BASELINE, COLUMNS, compare, comparison_pairs, paired_differences
 from cutswap.errors import StoreError
+from cutswap.methods import UNTRAINED_METHODS
 from cutswap.pairs import random_swap_bank
-from cutswap.readers import train_indices
-from cutswap.report import metrics_of, overlay_figure, run_page, summary_markdown, write_index
+from cutswap.readers import samples, train_indices
+from cutswap.report import (
+    FigureRef,
+    comparison_settings,
+    metrics_of,
+    overlay_figure,
+    run_page,
+    summary_markdown,
+    write_index,
+)
 from cutswap.settings import Settings
 from cutswap.stores import CODE_VERSIONS, StoreRef, library_versions, open_store, stage_key
 
@@ -172,6 +189,233 @@ def _figure(
     overlay_figure(path, images, maps, tops, as_images, list(sal.attrs["levels"]))
 
 
+@dataclass(frozen=True)
+class _Evaluation:
+    """One evaluate store as the figures need it (scores and labels are small: read whole)."""
+
+    method: str
+    seed: int
+    auroc: float
+    scores: np.ndarray
+    labels: np.ndarray
+    group: Any  # the open zarr group, for the few maps shown and the attrs
+
+
+def _evaluations(refs: CategoryRefs) -> dict[str, list[_Evaluation]]:
+    """A category's evaluations by method (in the order the run lists them), each sorted by seed."""
+    out: dict[str, list[_Evaluation]] = {}
+    for ref in refs.evaluations:
+        group = open_store(ref)
+        attrs = group.attrs
+        out.setdefault(attrs["method"], []).append(
+            _Evaluation(
+                attrs["method"],
+                int(attrs["seed"]),
+                float(attrs["metrics"].get("image_AUROC", float("nan"))),
+                group["scores"][:],
+                group["labels"][:],
+                group,
+            )
+        )
+    return {m: sorted(evs, key=lambda e: e.seed) for m, evs in out.items()}
+
+
+def _representative(evaluations: list[_Evaluation]) -> _Evaluation:
+    """The seed whose image AUROC is the (lower) median of the method's seeds: neither its luckiest nor its
+    unluckiest model, so its pictures show what the method typically does."""
+    ranked = sorted(evaluations, key=lambda e: (np.nan_to_num(e.auroc, nan=-1.0), e.seed))
+    return ranked[(len(ranked) - 1) // 2]
+
+
+def best_method(results: pd.DataFrame, trained: bool = False) -> str | None:
+    """The method with the highest mean image AUROC (the mean over categories of each category's mean, as
+    the tables' mean row); with ``trained``, among the methods that train only. None when no row has one.
+    """
+    if trained:
+        results = results[~results["method"].isin(UNTRAINED_METHODS)]
+    if "image_AUROC" not in results.columns or results["image_AUROC"].notna().sum() == 0:
+        return None
+    means = results.groupby(["method", "category"])["image_AUROC"].mean().groupby("method").mean()
+    return str(means.idxmax())
+
+
+def shown_methods(results: pd.DataFrame) -> list[str]:
+    """Whose test images the report shows: the best method and the no-training baseline, or, when the
+    baseline is the best, the best trained method beside it (what training gives is the question then)."""
+    best = best_method(results)
+    first = best_method(results, trained=True) if best == BASELINE else best
+    return [m for m in dict.fromkeys([first, BASELINE]) if m is not None and m in set(results["method"])]
+
+
+def _score_threshold(ev: _Evaluation) -> float | None:
+    value = (ev.group.attrs.get("threshold") or {}).get("value")
+    return float(value) if value is not None and np.isfinite(value) else None
+
+
+def _label(ev: _Evaluation) -> str:
+    return f"{ev.method}, seed {ev.seed} (image AUROC {100 * ev.auroc:.1f})"
+
+
+def _examples(
+    path: Path, category: str, ev: _Evaluation, images: Any, masks: Any, table: pd.DataFrame
+) -> FigureRef:
+    """The examples figure of one evaluation, on the display scale and with the pixel threshold it records.
+
+    The maps are stored divided by the test maximum (``map_scale``). Drawn on that scale, every image but
+    the hottest looks cold; the display scale is therefore what a normal image reaches: the store's
+    ``holdout_map_max`` (held-out normal training images) when recorded, which is also the predicted-mask
+    threshold (a pixel above anything normal), else the largest map value over the normal test images
+    (for display only; no predicted mask is drawn then).
+    """
+    attrs = ev.group.attrs
+    has_maps = "maps" in ev.group
+    scale = float(attrs.get("map_scale") or 1.0)
+    holdout = attrs.get("holdout_map_max")
+    threshold = float(holdout) / scale if has_maps and holdout is not None else None
+    vmax = threshold
+    if has_maps and vmax is None:
+        normal = np.flatnonzero(ev.labels == 0)
+        vmax = float(ev.group["maps"].oindex[normal].max()) if len(normal) else 1.0
+    index = ev.group["index"][:]
+    score_threshold = _score_threshold(ev)
+    rows = []
+    for pick in plots.extremes(ev.scores, ev.labels):
+        row = int(index[pick.position])
+        sample = table.iloc[row]
+        no_mask = pick.label == 1 and not isinstance(sample["mask_path"], str)
+        flagged = ""
+        if score_threshold is not None:
+            flagged = " · flagged" if pick.score > score_threshold else " · passed"
+        defect = f"{sample['defect_type']} · " if pick.label == 1 and sample["defect_type"] else ""
+        rows.append(
+            plots.Example(
+                images[row],
+                ev.group["maps"][pick.position].astype(np.float32) if has_maps else None,
+                None if no_mask else masks[row].astype(bool),
+                f"{pick.description}\n{defect}score {pick.score:.3g}{flagged}",
+            )
+        )
+    plots.examples_figure(path, rows, f"{category}: {_label(ev)}", vmax or 1.0, threshold)
+    scale_words = (
+        "the heat is full at the largest map value of the held-out normal training images; the predicted "
+        "mask is every pixel above it"
+        if threshold is not None
+        else "the heat is full at the largest map value over the normal test images (display only; the "
+        "store records no pixel threshold, so no predicted mask is drawn)"
+    )
+    return FigureRef(
+        f"figures/{path.name}",
+        f"Test images: {ev.method}" + (" (no training)" if ev.method == BASELINE else ""),
+        f"The most and least anomalous test image of each class for {_label(ev)}, the seed with the median "
+        f"AUROC; the anomaly map over the image (inferno, opaque in proportion to the value; {scale_words}) "
+        "with the true mask outlined in cyan, and the true mask"
+        + (
+            ""
+            if score_threshold is None
+            else f"; `flagged`: score above the recorded threshold {score_threshold:.3g}"
+        )
+        + ".",
+        category,
+        row="examples",
+    )
+
+
+def _category_figures(folder: Path, category: str, refs: CategoryRefs, shown: list[str]) -> list[FigureRef]:
+    """The category's pictures of what the detectors found (examples, scores, ROC, training curves)."""
+    evaluations = _evaluations(refs)
+    if not evaluations:
+        return []
+    figs: list[FigureRef] = []
+    stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in category)
+    shown = [m for m in shown if m in evaluations]
+    if shown:
+        ingest = open_store(refs.ingest)
+        table = samples(ingest)
+        rows = sorted(
+            {int(ev.group["index"][p.position]) for m in shown for ev in [_representative(evaluations[m])]
+             for p in plots.extremes(ev.scores, ev.labels)}
+        )  # fmt: skip
+        # Only the picked rows of the ingest store are read (a few images, not the category).
+        images = dict(zip(rows, ingest["images"].oindex[rows], strict=True)) if rows else {}
+        masks = dict(zip(rows, ingest["masks"].oindex[rows], strict=True)) if rows else {}
+        for method in shown:
+            path = folder / "figures" / f"{stem}-examples-{method}.png"
+            figs.append(_examples(path, category, _representative(evaluations[method]), images, masks, table))
+    panels = {_label(ev): (ev.scores, ev.labels) for ev in map(_representative, evaluations.values())}
+    thresholds = {_label(ev): _score_threshold(ev) for ev in map(_representative, evaluations.values())}
+    plots.score_histograms(folder / "figures" / f"{stem}-scores.png", panels, category, thresholds)
+    figs.append(
+        FigureRef(
+            f"figures/{stem}-scores.png",
+            "Score distributions",
+            "Image scores of the normal (blue) and anomalous (red) test images, one panel per method for "
+            "its median-AUROC seed (scores of different models are not on one scale); little overlap means "
+            "a high AUROC. Dashed: the recorded image threshold, where there is one.",
+            category,
+        )
+    )
+    curves = {m: [(ev.scores, ev.labels) for ev in evs] for m, evs in evaluations.items()}
+    plots.roc_figure(folder / "figures" / f"{stem}-roc.png", curves, f"{category}: image-level ROC")
+    figs.append(
+        FigureRef(
+            f"figures/{stem}-roc.png",
+            "ROC curves",
+            "True- against false-positive rate as the image threshold sweeps the scores, one line per seed; "
+            "the legend gives each method's mean image AUROC (the area under its curves).",
+            category,
+        )
+    )
+    logs: dict[str, list[np.ndarray]] = {}
+    columns: list[str] = []
+    for method, evs in evaluations.items():
+        for ev in evs:
+            train = open_store(StoreRef(**ev.group.attrs["inputs"]["train"]))
+            log = train["log"][:] if "log" in train else np.empty((0, 0))
+            if log.ndim == 2 and len(log):
+                logs.setdefault(method, []).append(log)
+                columns = list(train.attrs.get("log_columns") or columns)
+    if logs and {"step", "loss", "acc_negative"} <= set(columns):
+        path = folder / "figures" / f"{stem}-training.png"
+        plots.training_figure(path, logs, columns, f"{category}: training, one line per seed")
+        figs.append(
+            FigureRef(
+                f"figures/{path.name}",
+                "Training curves",
+                "Loss and accuracy on the negatives (the synthetic anomalies each method trains on) at "
+                "every logged step; methods that train nothing have no curve.",
+                category,
+            )
+        )
+    return figs
+
+
+def _run_figures(
+    folder: Path, results: pd.DataFrame, comparisons: pd.DataFrame | None, how: dict
+) -> list[FigureRef]:
+    """The run-level picture: the comparisons' paired differences with their intervals."""
+    if comparisons is None or comparisons.empty:
+        return []
+    slim = results[["category", "method", "seed", *metrics_of(results)]]  # pandas is slow on 40 columns
+    diffs = {}
+    for r in comparisons.itertuples(index=False):
+        pair = slim[slim["method"].isin((r.a, r.b))]
+        diffs[(r.a, r.b, r.metric)] = paired_differences(pair, r.a, r.b, r.metric)["diff"].to_numpy(float)
+    settings = comparison_settings({"comparisons": how})
+    path = folder / "figures" / "differences.png"
+    plots.differences_figure(
+        path, comparisons, diffs, settings.get("confidence", 0.95), settings.get("tie", 0.001)
+    )
+    return [
+        FigureRef(
+            "figures/differences.png",
+            "Paired differences",
+            "Each question's mean difference a − b in points with its bootstrap interval (the Comparisons "
+            "table), one panel per metric; grey dots are the single (category, seed) differences, the grey "
+            "band the tie zone. An interval clear of zero is coloured (green: a better, red: b better).",
+        )
+    ]
+
+
 def _metric_contract(refs: CategoryRefs) -> dict[str, Any]:
     """How the metrics of a run are defined and at which resolution, from its first evaluation store."""
     if not refs.evaluations:
@@ -243,10 +487,20 @@ def write_report(
         if comparisons is not None:
             comparisons.to_csv(tmp / "comparisons.csv", index=False, columns=list(COLUMNS))
         (tmp / "summary.md").write_text(summary_markdown(results, provenance, comparisons))
-        figures = []
+        figures = _run_figures(tmp, results, comparisons, how)
+        shown = shown_methods(results)
         for category, refs in categories.items():
-            figures.append(f"figures/{category}.png")
-            _figure(tmp / figures[-1], settings, refs)
+            figures += _category_figures(tmp, category, refs, shown)
+            figures.append(
+                FigureRef(
+                    f"figures/{category}.png",
+                    "Saliency and negatives",
+                    "Training images with each saliency level and its top cluster outlined, then the "
+                    "negatives each method trains on.",
+                    category,
+                )
+            )
+            _figure(tmp / figures[-1].path, settings, refs)
         (tmp / "index.html").write_text(run_page(results, provenance, figures, comparisons))
         (tmp / "provenance.json").write_text(json.dumps(provenance, indent=2, default=str))
     write_index(final.parent)

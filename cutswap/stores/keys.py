@@ -25,7 +25,8 @@ CODE_VERSIONS = {
     "pairs": "2",  # 2: the ladder (smaller patch, next cluster) before random locations; step array
     "train": "1",
     "evaluate": "3",  # 3: normal training images held out for the threshold; densities stored
-    "report": "3",  # 3: comparisons.csv and the Comparisons section (cutswap.compare)
+    # 3: comparisons.csv and the Comparisons section (cutswap.compare); 4: the figures of cutswap.figures
+    "report": "4",
 }
 
 
