@@ -31,7 +31,7 @@ import pandas as pd
 from cutswap.data.images import load_rgb
 from cutswap.data.layout import IMAGE_EXTENSIONS, OTHER_IMAGE_EXTENSIONS
 from cutswap.errors import CutswapError, DatasetError
-from cutswap.settings import UNTRAINED_METHODS
+from cutswap.methods import UNTRAINED_METHODS
 from cutswap.stores import store_path
 
 #: Threads decoding images (decoding releases the GIL), as ingest uses.
@@ -210,15 +210,13 @@ def write_overlay(path: Path, image: np.ndarray, amap: np.ndarray | None, scale:
     """The image and, beside it, the image under its anomaly map (``inferno`` from 0 to ``scale``, opaque
     in proportion to the value, so that low values leave the image visible), enlarged to at least 256 px
     so that a 64 px working image can be seen."""
-    from matplotlib import colormaps
     from PIL import Image
+
+    from cutswap.figures import overlay
 
     panels = [image]
     if amap is not None:
-        value = np.clip(amap / scale, 0, 1)[..., None]
-        heat = colormaps["inferno"](value[..., 0])[..., :3] * 255
-        alpha = 0.15 + 0.7 * value
-        panels.append(((1 - alpha) * image + alpha * heat).round().astype(np.uint8))
+        panels.append(overlay(image, amap, scale))
     strip = np.concatenate([*panels[:1], *[np.pad(p, ((0, 0), (2, 0), (0, 0))) for p in panels[1:]]], 1)
     zoom = max(1, math.ceil(256 / image.shape[0]))
     out = Image.fromarray(strip).resize((strip.shape[1] * zoom, strip.shape[0] * zoom), Image.NEAREST)
