@@ -123,27 +123,68 @@ def patch_maps(
     device: torch.device | str = "cpu",
     seed: int = 0,
 ) -> np.ndarray:
-    """Patch-level anomaly maps (T, S, S) float32 of ``test_images`` (module docstring, ``patch``).
+    """Patch-level anomaly maps (T, S, S) float32 of ``test_images`` (module docstring, ``patch``):
+    ``fit_patch_density`` on the training images, then ``score_patch_maps`` of the test images."""
+    density = fit_patch_density(model, train_images, patch_size, stride, max_fit, batch_size, device, seed)
+    return score_patch_maps(model, density, test_images, patch_size, stride, sigma, batch_size, device)
 
+
+def _grid(g: int) -> np.ndarray:
+    """(g * g, 2) crop positions (row, column), rows major: the order maps are reshaped in."""
+    return np.stack(np.meshgrid(np.arange(g), np.arange(g), indexing="ij"), -1).reshape(-1, 2)
+
+
+def _every_crop(n: int, grid: np.ndarray) -> np.ndarray:
+    """(n * len(grid), 3) rows (image, gy, gx): every crop of every image, image major."""
+    return np.concatenate([np.repeat(np.arange(n), len(grid))[:, None], np.tile(grid, (n, 1))], 1)
+
+
+def fit_patch_density(
+    model,
+    train_images: np.ndarray,
+    patch_size: int = 32,
+    stride: int = 8,
+    max_fit: int = 20000,
+    batch_size: int = 256,
+    device: torch.device | str = "cpu",
+    seed: int = 0,
+) -> GaussianDensity:
+    """The Gaussian density of the crop embeddings of normal ``train_images``, positions pooled.
+
+    Kept apart from the scoring so that a loaded detector (``cutswap.detector``) scores new images with
+    the density the evaluate stage fitted and stored, instead of refitting it from the training images.
     The fitting subsample is drawn before any crop is embedded, so a large training set costs at most
     ``max_fit`` trunk passes; ``seed`` fixes it.
     """
     device = torch.device(device)
-    size = test_images.shape[1]
-    offsets = patch_positions(size, patch_size, stride)
-    g = len(offsets)
-    grid = np.stack(np.meshgrid(np.arange(g), np.arange(g), indexing="ij"), -1).reshape(-1, 2)
-
-    def every_crop(n: int) -> np.ndarray:
-        return np.concatenate([np.repeat(np.arange(n), len(grid))[:, None], np.tile(grid, (n, 1))], 1)
-
-    fit = every_crop(len(train_images))
+    offsets = patch_positions(train_images.shape[1], patch_size, stride)
+    fit = _every_crop(len(train_images), _grid(len(offsets)))
     if len(fit) > max_fit:
         fit = fit[np.sort(np.random.default_rng(seed).choice(len(fit), max_fit, replace=False))]
-    args = (offsets, patch_size, batch_size, device)
-    density = GaussianDensity.fit(crop_embeddings(model, train_images, fit, *args))
-    scores = density.score(crop_embeddings(model, test_images, every_crop(len(test_images)), *args))
-    maps = spread_patch_scores(scores.reshape(len(test_images), g, g), offsets, patch_size, size)
+    return GaussianDensity.fit(
+        crop_embeddings(model, train_images, fit, offsets, patch_size, batch_size, device)
+    )
+
+
+def score_patch_maps(
+    model,
+    density: GaussianDensity,
+    images: np.ndarray,
+    patch_size: int = 32,
+    stride: int = 8,
+    sigma: float = 4.0,
+    batch_size: int = 256,
+    device: torch.device | str = "cpu",
+) -> np.ndarray:
+    """Patch-level anomaly maps (T, S, S) float32 of ``images`` under a fitted crop ``density``."""
+    device = torch.device(device)
+    size = images.shape[1]
+    offsets = patch_positions(size, patch_size, stride)
+    g = len(offsets)
+    crops = _every_crop(len(images), _grid(g))
+    embeddings = crop_embeddings(model, images, crops, offsets, patch_size, batch_size, device)
+    scores = density.score(embeddings)
+    maps = spread_patch_scores(scores.reshape(len(images), g, g), offsets, patch_size, size)
     if sigma > 0:
         maps = ndimage.gaussian_filter(maps, sigma=(0, sigma, sigma), mode="nearest")
     return maps.astype(np.float32)

@@ -109,6 +109,34 @@ def metrics_of(results: pd.DataFrame) -> list[str]:
     return [m for m in METRICS if m in results.columns and results[m].notna().any()]
 
 
+#: Operating-point columns of ``results.csv`` (``cutswap.stages.report``), in the order tables show them.
+OPERATING_POINT = ("threshold_precision", "threshold_recall", "threshold_fpr")
+
+
+def operating_point_note(results: pd.DataFrame) -> str:
+    """How the threshold behind the operating-point tables was chosen, from the results' own columns."""
+    target = results["threshold_fpr_target"].dropna()
+    expected = results["threshold_expected_fpr"].dropna()
+    held = results["n_holdout"]
+    text = (
+        "Precision, recall and false-positive rate on the test set at the decision threshold chosen on "
+        f"normal training images held out of the density fit ({held.min()}-{held.max()} per category), "
+        f"targeting a false-positive rate of {target.max() * 100:g} %; the test labels are not used to "
+        "choose it."
+    )
+    if len(expected) and (expected > target.max() + 1e-12).any():
+        text += (
+            f" With so few held-out images the largest held-out score is the threshold, whose expected "
+            f"false-positive rate is up to {expected.max() * 100:.1f} %."
+        )
+    return text
+
+
+def operating_points(results: pd.DataFrame) -> list[str]:
+    """The operating-point columns that have a value (empty for runs from before thresholds)."""
+    return [c for c in OPERATING_POINT if c in results.columns and results[c].notna().any()]
+
+
 def reference_table(dataset: str = "mvtec") -> pd.DataFrame:
     """The published table for ``dataset`` (``REFERENCES``), in %, indexed by category.
 
@@ -364,6 +392,10 @@ def summary_markdown(results: pd.DataFrame, provenance: dict, comparisons: pd.Da
         lines += ["", "## Comparisons", "", table]
     for metric in metrics_of(results):
         lines += ["", f"## {metric}", "", markdown_table(pivot(results, metric)), "", trunk_note(results)]
+    for column in operating_points(results):
+        lines += ["", f"## {column}", "", markdown_table(pivot(results, column))]
+    if operating_points(results):
+        lines += ["", operating_point_note(results)]
     ref = comparison(results)
     if ref is not None:
         title = REFERENCES[results["dataset"].iloc[0]].title
@@ -485,6 +517,10 @@ def run_page(
             html_table(pivot(results, metric), table_id=f"table-{metric}"),
             f"<p>{html.escape(trunk_note(results))}</p>",
         ]
+    for column in operating_points(results):
+        parts += [f"<h2>{column}</h2>", html_table(pivot(results, column), table_id=f"table-{column}")]
+    if operating_points(results):
+        parts.append(f"<p>{html.escape(operating_point_note(results))}</p>")
     ref = comparison(results)
     if ref is not None:
         parts += [

@@ -212,6 +212,11 @@ class EvaluateSettings(_Section):
     32 px crops every 4 px at 256 px. ``max_fit_patches`` caps the normal crops the density is fitted
     on (a fixed random subsample). ``pixel_bins``: None for exact pixel metrics, or a bin count for
     faster approximate ones (``cutswap.metrics``). Batch sizes do not change results and are not keyed.
+
+    ``threshold_holdout``: the fraction of the normal training images held out of the density fits to
+    choose the decision threshold on (0: no threshold); ``threshold_fpr``: the false-positive rate it
+    targets on normal images (``cutswap.detector`` says how few held-out images bound it). Both are keyed:
+    the held-out images change the densities, and so every score.
     """
 
     batch_size: int = Field(64, ge=1)
@@ -223,6 +228,8 @@ class EvaluateSettings(_Section):
     patch_batch_size: int = Field(512, ge=1)
     gradcam_layer: Literal["layer1", "layer2", "layer3", "layer4"] = "layer4"
     pixel_bins: int | None = Field(None, ge=2)
+    threshold_holdout: float = Field(0.1, ge=0.0, lt=1.0)
+    threshold_fpr: float = Field(0.01, gt=0.0, lt=1.0)
 
 
 class ParallelSettings(_Section):

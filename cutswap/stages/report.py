@@ -79,6 +79,7 @@ def results_table(categories: dict[str, CategoryRefs]) -> pd.DataFrame:
                     "method": ev["method"],
                     "seed": ev["seed"],
                     **ev["metrics"],
+                    **_threshold_columns(ev),
                     "n_train": ev["n_train"],
                     "n_test": ev["n_test"],
                     "image_size": ing["image_size"],
@@ -116,6 +117,23 @@ def results_table(categories: dict[str, CategoryRefs]) -> pd.DataFrame:
     return (
         pd.DataFrame(rows).sort_values(["category", "method", "seed"], kind="stable").reset_index(drop=True)
     )
+
+
+def _threshold_columns(ev_attrs: dict[str, Any]) -> dict[str, Any]:
+    """The operating point of an evaluation: the threshold chosen on held-out normal training images and
+    what it gives on the test set (``cutswap.detector``); NaN for stores that kept no threshold."""
+    th = ev_attrs.get("threshold", {})
+    test = th.get("test", {})
+    nan = float("nan")
+    return {
+        "threshold": th.get("value", nan),
+        "threshold_fpr_target": th.get("fpr_target", nan),
+        "threshold_expected_fpr": th.get("expected_fpr", nan),
+        "n_holdout": th.get("n_holdout", 0),
+        "threshold_precision": test.get("precision", nan),
+        "threshold_recall": test.get("recall", nan),
+        "threshold_fpr": test.get("fpr", nan),
+    }
 
 
 def _training_columns(train_attrs: dict[str, Any]) -> dict[str, Any]:

@@ -24,7 +24,7 @@ CODE_VERSIONS = {
     "cluster": "2",  # 2: the rank array (cluster ranks by centroid) beside top
     "pairs": "2",  # 2: the ladder (smaller patch, next cluster) before random locations; step array
     "train": "1",
-    "evaluate": "2",
+    "evaluate": "3",  # 3: normal training images held out for the threshold; densities stored
     # 3: comparisons.csv and the Comparisons section (cutswap.compare); 4: the figures of cutswap.figures
     "report": "4",
 }

@@ -118,8 +118,11 @@ def test_patch_run_stores_maps_and_every_metric(stores):
         "max_fit_patches": 40,
         "pixel_bins": None,
     }
-    assert attrs["settings"] == attrs["localization"]  # exactly what the key hashes
-    assert attrs["method"] == "cutswap" and attrs["n_train"] == 8 and attrs["n_test"] == 6
+    # Exactly what the key hashes: the route's settings and the threshold's.
+    assert attrs["settings"] == {**attrs["localization"], "threshold_holdout": 0.1, "threshold_fpr": 0.01}
+    # One of the 8 normal training images (10 %, rounded) is held out of the fits for the threshold.
+    assert attrs["method"] == "cutswap" and attrs["n_test"] == 6
+    assert (attrs["n_train"], attrs["n_holdout"]) == (7, 1)
 
 
 def test_key_follows_result_settings_not_batch_sizes(stores):
