@@ -66,3 +66,38 @@ def load_resume(path: Path | None, fingerprint: str) -> dict[str, Any] | None:
         return saved
     log.warning("ignoring checkpoint %s: it belongs to another run", path)
     return None
+
+
+def training_state(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler,
+    generator: torch.Generator,
+) -> dict[str, Any]:
+    """Everything that decides the rest of a run, as the resumable format holds it."""
+    return {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict(),
+        "generator": generator.get_state(),
+        "torch_rng": torch.get_rng_state(),
+    }
+
+
+def restore_training_state(
+    saved: dict[str, Any],
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler,
+    generator: torch.Generator,
+) -> None:
+    """Put a ``training_state`` back, so the run continues with exactly the numbers it would have had."""
+    model.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    scaler.load_state_dict(saved["scaler"])
+    generator.set_state(saved["generator"])
+    torch.set_rng_state(saved["torch_rng"])

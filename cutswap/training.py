@@ -213,6 +213,41 @@ class ModelSpec:
         )
 
 
+def _log_entry(
+    step: int,
+    loss: torch.Tensor,
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    world: int,
+    lr: float,
+    images_per_s: float,
+) -> dict[str, float]:
+    """A log entry (``LOG_FIELDS``): the step's loss and accuracies, averaged over the DDP ranks.
+
+    Raises:
+        FloatingPointError: the loss is not finite (training diverged).
+    """
+    pred = logits.argmax(1)
+    normal = labels == 0
+    stats = torch.stack(
+        [loss.float(), (pred == labels)[~normal].float().mean(), (pred == labels)[normal].float().mean()]
+    )
+    if world > 1:
+        torch.distributed.all_reduce(stats)
+        stats /= world
+    loss_v, acc_negative, acc_normal = stats.tolist()
+    if not math.isfinite(loss_v):
+        raise FloatingPointError(f"training diverged at step {step} (loss {loss_v}); lower train.lr")
+    return {
+        "step": float(step),
+        "loss": loss_v,
+        "acc_negative": acc_negative,
+        "acc_normal": acc_normal,
+        "lr": lr,
+        "images_per_s": images_per_s,
+    }
+
+
 def train_classifier(
     images: np.ndarray,
     method: str,
@@ -285,7 +320,9 @@ def train_classifier(
     )
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, recipe.steps)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    session = (net, optimizer, schedule, scaler, generator)
 
+    # What must match for a checkpoint to be resumed: everything that changes the numbers from here on.
     fingerprint = json.dumps(
         {
             "identity": identity,
@@ -296,20 +333,14 @@ def train_classifier(
             "negatives": {"swaps": swaps, "area": list(area), "aspect": list(aspect)},
             "amp": execution.amp_name,
             "world": world,
-            "images": list(images.shape),
-            "bank": None if bank is None else list(np.shape(bank)),
+            "data": [list(images.shape), None if bank is None else list(np.shape(bank))],
         },
         sort_keys=True,
     )
     start_step, history, seconds_before, oom_retries, resumed_from = 0, [], 0.0, 0, None
     saved = ckpt.load_resume(checkpoint, fingerprint)
     if saved is not None:
-        net.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        schedule.load_state_dict(saved["scheduler"])
-        scaler.load_state_dict(saved["scaler"])
-        generator.set_state(saved["generator"])
-        torch.set_rng_state(saved["torch_rng"])
+        ckpt.restore_training_state(saved, *session)
         start_step = resumed_from = int(saved["step"])
         history = [dict(e) for e in saved["history"]]
         seconds_before = float(saved["seconds"])
@@ -320,21 +351,9 @@ def train_classifier(
     retry.retries = oom_retries
 
     def save_checkpoint(step: int, seconds: float) -> None:
-        state = {
-            "format": ckpt.RESUME_FORMAT,
-            "fingerprint": fingerprint,
-            "step": step,
-            "model": net.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": schedule.state_dict(),
-            "scaler": scaler.state_dict(),
-            "generator": generator.get_state(),
-            "torch_rng": torch.get_rng_state(),
-            "history": history,
-            "seconds": seconds,
-            "parts": retry.parts,
-            "oom_retries": retry.retries,
-        }
+        state = {"format": ckpt.RESUME_FORMAT, "fingerprint": fingerprint, "step": step}
+        state |= ckpt.training_state(*session)
+        state |= {"history": history, "seconds": seconds, "parts": retry.parts, "oom_retries": retry.retries}
         ckpt.save(state, Path(checkpoint))
 
     shard = class_slices(classes, b, world, device)[rank][0] if world > 1 else None
@@ -360,26 +379,9 @@ def train_classifier(
             schedule.step()
         window_steps += 1
         if step % recipe.log_every == 0 or step == recipe.steps:
-            pred = logits.argmax(1)
-            normal = seen == 0
-            stats = torch.stack(
-                [loss.float(), (pred == seen)[~normal].float().mean(), (pred == seen)[normal].float().mean()]
-            )
-            if world > 1:
-                torch.distributed.all_reduce(stats)
-                stats /= world
-            loss_v, acc_negative, acc_normal = stats.tolist()
-            if not math.isfinite(loss_v):
-                raise FloatingPointError(f"training diverged at step {step} (loss {loss_v}); lower train.lr")
             now = time.perf_counter()
-            entry = {
-                "step": float(step),
-                "loss": loss_v,
-                "acc_negative": acc_negative,
-                "acc_normal": acc_normal,
-                "lr": schedule.get_last_lr()[0],
-                "images_per_s": window_steps * classes * b / max(now - window_start, 1e-9),
-            }
+            rate = window_steps * classes * b / max(now - window_start, 1e-9)
+            entry = _log_entry(step, loss, logits, seen, world, schedule.get_last_lr()[0], rate)
             history.append(entry)
             window_start, window_steps = now, 0
             if progress is not None and rank == 0:
