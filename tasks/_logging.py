@@ -15,7 +15,7 @@ from typing import Any
 from prefect import get_run_logger
 
 from cutswap import console
-from cutswap.stores import StoreRef
+from cutswap.stores import StoreRef, open_store
 
 #: Stages whose every store is a cluster job: the progress display shows them, the console does not.
 JOB_STAGES = ("train", "evaluate")
@@ -39,6 +39,9 @@ def run_logged(stage: str, label: str, call: Callable[[], tuple[Any, bool]], ite
             shown.job_done(key, key, time.perf_counter() - start, "failed")
         raise
     seconds = time.perf_counter() - start
+    if computed and isinstance(ref, StoreRef):
+        # The store's own compute time: the wall time above also counts the wait for a cluster slot.
+        seconds = float(open_store(ref).attrs["provenance"]["seconds"])
     where = ref.path if isinstance(ref, StoreRef) else ref
     extra = {"console": not job}
     if not computed:
