@@ -13,6 +13,8 @@
   throughput and an estimate of the time left: a ``rich`` live display on a terminal, plain lines
   elsewhere (CI, a Prefect worker, a pipe): one per finished job, and at most one per running job every
   ``interval`` seconds.
+* **Failures** are said once, by the command when the run ends (``flows.launch``): the errors that
+  Prefect's engine and Dask's workers log about the same exception reach the log file only.
 
 No Prefect here: ``tasks/`` and ``flows/`` call it.
 """
@@ -32,6 +34,11 @@ from typing import Any, TextIO
 
 #: Loggers whose Python handlers write straight to a terminal and bypass the root logger.
 _OWN_HANDLERS = ("distributed",)
+
+#: Loggers whose errors repeat a failure that the run reports itself, once, when it ends: a task's
+#: exception, logged again by Prefect's engine for the task, its state and the flow, and by the Dask
+#: worker that ran the job. They go to the log file only.
+_REPEATERS = ("prefect.task_runs", "prefect.flow_runs", "prefect.flow_engine", "distributed.worker")
 
 
 def _is_terminal_handler(handler: logging.Handler) -> bool:
@@ -60,6 +67,8 @@ class ConsoleHandler(logging.Handler):
         flag = getattr(record, "console", None)
         if flag is not None:
             return bool(flag)
+        if record.levelno >= logging.ERROR and record.name.startswith(_REPEATERS):
+            return False
         return record.levelno >= logging.WARNING or record.name.split(".")[0] == "cutswap"
 
     def emit(self, record: logging.LogRecord) -> None:

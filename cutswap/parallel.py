@@ -542,13 +542,22 @@ def _route_worker_logs(worker: Any) -> _WorkerLogs:
 
 
 class _OneLine(logging.Formatter):
-    """A record without its traceback: ``01:02:03 ERROR message (logger)``."""
+    """A record's first line, without its traceback: ``01:02:03 ERROR message (logger)``."""
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(message)s (%(name)s on a Dask worker)", "%H:%M:%S")
 
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = record.message.split("\n", 1)[0]
+        return super().formatMessage(record)
+
     def formatException(self, ei: Any) -> str:
         return ""
+
+
+def _not_a_job_failure(record: logging.LogRecord) -> bool:
+    """Dask's "Compute Failed" record repeats a job's exception, which reaches the run that reports it."""
+    return not (record.name == "distributed.worker" and str(record.msg).startswith("Compute Failed"))
 
 
 def _one_line_dask_logs() -> None:
@@ -558,6 +567,7 @@ def _one_line_dask_logs() -> None:
     logger = logging.getLogger("distributed")
     handler = logging.StreamHandler()
     handler.setFormatter(_OneLine())
+    handler.addFilter(_not_a_job_failure)
     logger.handlers[:] = [handler]
     logger.propagate = False  # not also through a root handler a runner's import set up (Prefect's)
 

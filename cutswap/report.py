@@ -380,9 +380,28 @@ def comparison_settings(provenance: dict) -> dict:
     return dict(provenance.get("comparisons") or {})
 
 
+def incomplete_note(provenance: dict) -> tuple[str, list[str]] | None:
+    """A run whose jobs failed: a sentence saying so, and one line per failed job; None when complete."""
+    failed = provenance.get("failed_jobs") or []
+    if not failed:
+        return None
+    jobs = "job" if len(failed) == 1 else "jobs"
+    sentence = (
+        f"**Incomplete run:** {len(failed)} {jobs} failed, so the tables below leave them out (their means "
+        "are over fewer seeds, or their rows are missing). Rerun the same command to retry them; every "
+        "finished store is reused."
+    )
+    return sentence, [
+        f"{f['stage']} {f['category']}/{f['method']}/seed {f['seed']}: {f['cause']}" for f in failed
+    ]
+
+
 def summary_markdown(results: pd.DataFrame, provenance: dict, comparisons: pd.DataFrame | None = None) -> str:
     """The human-readable summary: the tables first, then exactly how they were obtained."""
     lines = [f"# cutswap report: {provenance['run']}", ""]
+    incomplete = incomplete_note(provenance)
+    if incomplete is not None:
+        lines += [incomplete[0], "", *[f"- {line}" for line in incomplete[1]], ""]
     lines.append(
         f"Dataset **{results['dataset'].iloc[0]}**, {results['category'].nunique()} categories; values in %, "
         "mean ± std over seeds where there are several."
@@ -499,6 +518,10 @@ def run_page(
         f"<h1>cutswap report: {html.escape(provenance['run'])}</h1>",
         '<p><a href="../index.html">all runs</a></p>',
     ]
+    incomplete = incomplete_note(provenance)
+    if incomplete is not None:
+        items = "".join(f"<li>{html.escape(line)}</li>" for line in incomplete[1])
+        parts.append(f'<div id="incomplete"><p>{_inline_md(incomplete[0])}</p><ul>{items}</ul></div>')
     parts.append(
         f"<p>Dataset <b>{html.escape(str(results['dataset'].iloc[0]))}</b>, {results['category'].nunique()} "
         "categories; values in %, mean ± std over seeds where there are several.</p>"

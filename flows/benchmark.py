@@ -33,13 +33,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from typing import Any
 
 from prefect import flow
+from prefect.futures import PrefectFuture
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from cutswap import console
-from cutswap.errors import CutswapError
+from cutswap.errors import CutswapError, RunFailed, StageFailed, one_line
 from cutswap.methods import get_method, method_seeds
 from cutswap.parallel import dask_client
 from cutswap.settings import load_settings
@@ -63,6 +65,39 @@ def _modes(stages: list[str] | None, force: list[str] | None) -> dict[str, str]:
     return {s: "force" if s in (force or []) else "run" if s in stages else "reuse" for s in STAGES}
 
 
+@dataclass(eq=False)
+class Job:
+    """One training and its evaluation, as Prefect futures."""
+
+    category: str
+    method: str
+    seed: int
+    trained: PrefectFuture
+    evaluated: PrefectFuture
+
+    def failure(self) -> dict[str, Any] | None:
+        """None once the job finished; else the stage that failed, and why. (An evaluation whose training
+        failed never runs: Prefect leaves it pending.)"""
+        for stage, future in (("train", self.trained), ("evaluate", self.evaluated)):
+            future.wait()
+            if future.state.is_completed():
+                continue
+            error = future.result(raise_on_failure=False) if future.state.is_failed() else None
+            if isinstance(error, StageFailed):
+                cause = error.cause  # it names its stage and job already
+            else:
+                cause = one_line(error) if isinstance(error, BaseException) else f"ended {future.state.name}"
+            return {
+                "category": self.category,
+                "method": self.method,
+                "seed": self.seed,
+                "stage": stage,
+                "cause": cause,
+                "summary": f"{stage} {self.category}/{self.method}/seed {self.seed} failed: {cause}",
+            }
+        return None
+
+
 # Threads only wait on cluster jobs (in-process jobs take turns), so allow many.
 @flow(name="cutswap", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=64))
 def cutswap(
@@ -83,24 +118,34 @@ def cutswap(
         # Stage tasks: 4 per category before its jobs, a train and an evaluate per job, then the report.
         shown.start(len(names) * (4 + 2 * len(jobs)) + 1, 2 * len(jobs) * len(names))
         images = {c: ingest(settings, root, c, table, mode["ingest"]) for c in names}
-        precomputed, evaluations = {}, {}
+        precomputed, jobs_of = {}, {}
         with dask_client(**settings.parallel.model_dump()) as dask:
             for c in names:
                 maps = saliency(settings, images[c], mode["saliency"], dask)
                 clusters = cluster(settings, maps, mode["cluster"], dask)
                 bank = pairs(settings, clusters, mode["pairs"], dask)
                 precomputed[c] = (maps, clusters, bank)
-                evaluations[c] = []
+                jobs_of[c] = []
                 for method, seed in jobs:
                     bank_in = bank if get_method(method).needs_pairs else None  # random-swap copies its sizes
                     model = train.submit(settings, images[c], method, seed, bank_in, mode["train"], dask)
-                    evaluations[c].append(evaluate.submit(settings, images[c], model, mode["evaluate"], dask))
-            categories = {
-                c: CategoryRefs(images[c], *precomputed[c], [future.result() for future in evaluations[c]])
-                for c in names
-            }
-        folder = report(settings, categories, mode["report"], preset)
+                    scored = evaluate.submit(settings, images[c], model, mode["evaluate"], dask)
+                    jobs_of[c].append(Job(c, method, seed, model, scored))
+            # Every job runs to its end, whatever the others do: a failed one is reported, not fatal.
+            failures = {job: job.failure() for c in names for job in jobs_of[c]}
+        failed = [failure for failure in failures.values() if failure]
+        finished = {c: [job.evaluated.result() for job in jobs_of[c] if not failures[job]] for c in names}
+        categories = {c: CategoryRefs(images[c], *precomputed[c], finished[c]) for c in names if finished[c]}
+        if not categories:
+            raise RunFailed(f"every job failed, so there is no report; the first: {failed[0]['summary']}")
+        folder = report(settings, categories, mode["report"], preset, failed)
         print(f"report: {folder}/summary.md")
+        if failed:
+            more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+            raise RunFailed(
+                f"{failed[0]['summary']}{more}; {len(failed)} of {len(jobs) * len(names)} jobs failed, the "
+                f"report of the others is marked incomplete and lists them: {folder}/summary.md"
+            )
     return str(folder)
 
 

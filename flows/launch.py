@@ -11,7 +11,12 @@ console session (``cutswap.console``).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import signal
 import sys
+import threading
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -67,30 +72,117 @@ def check(args: argparse.Namespace) -> Checked:
     return Checked(settings, args.preset, overrides, stages, force)
 
 
-def fail(exc: BaseException, debug: bool, log: Path | None = None) -> int:
+def fail(exc: BaseException, debug: bool, log: Path | None = None, code: int = 2) -> int:
+    """Say what went wrong in one line (the traceback too with ``--debug``); returns ``code``."""
     if debug:
         traceback.print_exception(exc)
     print(f"error: {exc}", file=sys.stderr)
     if log is not None and log.is_file():
         print(f"full log: {log}", file=sys.stderr)
-    return 2
+    return code
+
+
+#: Seconds a run has, after SIGINT or SIGTERM, to mark its flow run, close its cluster and exit cleanly
+#: before it and its child processes are ended at once.
+STOP_GRACE = 10.0
+
+
+class _Stop:
+    """SIGINT and SIGTERM while a run is in flight.
+
+    The first signal interrupts the main thread (``KeyboardInterrupt``; during the flow Prefect's own
+    SIGTERM handler raises ``TerminationSignal`` instead), so the flow run is marked crashed and the
+    cluster closes on the way out, and it starts a deadline: after ``STOP_GRACE`` seconds the process and
+    its children (Dask workers, a training's torchrun) are killed. The deadline is armed from the signal's
+    wake-up byte, which Python writes for every signal it handles, so it holds while Prefect's handler
+    stands in for ours. A second SIGINT (Ctrl-C twice) ends the run at once.
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._write, False)
+
+    def __enter__(self) -> _Stop:
+        self._handlers = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        self._wakeup = signal.set_wakeup_fd(self._write, warn_on_full_buffer=False)
+        threading.Thread(target=self._watch, daemon=True, name="stop-deadline").start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        signal.set_wakeup_fd(self._wakeup)
+        for s, handler in self._handlers.items():
+            signal.signal(s, handler)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.signum is None:
+            self.signum = signum
+            raise KeyboardInterrupt
+        if signum == signal.SIGINT:  # asked twice (Prefect re-sends SIGTERM to itself, so not that one)
+            self._end_now("stopping at once, as asked twice")
+
+    def _watch(self) -> None:
+        while True:
+            try:
+                data = os.read(self._read, 64)
+            except OSError:
+                return
+            received = [b for b in data if b in (signal.SIGINT, signal.SIGTERM)]
+            if received:
+                break
+        self.signum = self.signum or received[0]
+        time.sleep(STOP_GRACE)
+        self._end_now(f"the run did not stop within {STOP_GRACE:.0f} s of {signal.Signals(self.signum).name}")
+
+    def _end_now(self, why: str) -> None:
+        import psutil
+
+        print(f"\n{why}: ending it and its child processes now", file=sys.stderr, flush=True)
+        children = psutil.Process().children(recursive=True)
+        for child in children:
+            with contextlib.suppress(psutil.Error):
+                child.kill()
+        psutil.wait_procs(children, timeout=3)
+        os._exit(128 + (self.signum or signal.SIGTERM))
 
 
 def execute(
     checked: Checked, flow: Callable[..., str], debug: bool = False, owns_process: bool = False
 ) -> int:
-    """Run the flow in-process, in the console session; 0, or 2 on a ``CutswapError``.
+    """Run the flow in-process, in the console session, reporting to ``flows.api.run_api``'s API.
 
-    ``owns_process``: the command ends the process, so the console stays ours until the exit (Prefect
-    logs the stop of its temporary server then)."""
+    Returns:
+        0 when every job finished; 1 when the run failed (jobs failed: the report holds the others;
+        or a stage failed); 2 on a ``CutswapError`` about input or settings; 128 + the signal's number
+        when SIGINT or SIGTERM stopped it.
+
+    ``owns_process``: the command ends the process after the run, so the console stays ours until the exit
+    (Prefect logs at exit), signals are handled here (``_Stop``), and the temporary API serves until then.
+    """
     from cutswap import console
+    from cutswap.errors import RunFailed
+    from flows.api import run_api
 
     log = console.log_path(checked.settings.reports_root, checked.settings.run).resolve()
+    stop = _Stop() if owns_process else contextlib.nullcontext()
     try:
-        with console.session(debug, restore=not owns_process):
+        with stop, console.session(debug, restore=not owns_process), run_api(stop_on_exit=not owns_process):
             folder = Path(flow(checked.preset, checked.overrides, checked.stages, checked.force)).resolve()
+    except RunFailed as exc:
+        return fail(exc, debug, log, code=1)
     except CutswapError as exc:
         return fail(exc, debug, log)
+    except BaseException as exc:
+        signum = getattr(stop, "signum", None) or getattr(exc, "signal", None)
+        if signum is None and not isinstance(exc, KeyboardInterrupt):
+            raise
+        name = signal.Signals(signum or signal.SIGINT).name
+        print(
+            f"\nstopped by {name}: the flow run is marked crashed; complete stores are kept and the next "
+            f"run reuses them. Full log: {log}",
+            file=sys.stderr,
+        )
+        return 128 + (signum or signal.SIGINT)
     page = folder / "index.html"
     print(f"\nDone. Report: {folder}/summary.md" + (f" and {page}" if page.is_file() else ""))
     print(f"Full log: {log}")

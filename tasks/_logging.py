@@ -8,6 +8,7 @@ loggers, the engine's and a job's relayed lines, reach the console only from WAR
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -15,14 +16,30 @@ from typing import Any
 from prefect import get_run_logger
 
 from cutswap import console
+from cutswap.errors import CutswapError, StageFailed, one_line
 from cutswap.stores import StoreRef, open_store
 
 #: Stages whose every store is a cluster job: the progress display shows them, the console does not.
 JOB_STAGES = ("train", "evaluate")
 
 
+def relay_to(logger: Any) -> Callable[[int, str], None]:
+    """Where a job's relayed lines go: the task's log, and the console from WARNING (the others' errors
+    are hidden there: ``cutswap.console``)."""
+
+    def relay(level: int, message: str) -> None:
+        logger.log(level, message, extra={"console": level >= logging.WARNING})
+
+    return relay
+
+
 def run_logged(stage: str, label: str, call: Callable[[], tuple[Any, bool]], items: int | None = None) -> Any:
-    """Run a stage function and log what happened, with throughput when the stage computed."""
+    """Run a stage function and log what happened, with throughput when the stage computed.
+
+    Raises:
+        StageFailed: the stage raised something other than a ``CutswapError`` (which already says what is
+            wrong and where); the message names the stage, the item and the cause.
+    """
     logger = get_run_logger()
     shown = console.display()
     job = stage in JOB_STAGES
@@ -34,9 +51,13 @@ def run_logged(stage: str, label: str, call: Callable[[], tuple[Any, bool]], ite
     start = time.perf_counter()
     try:
         ref, computed = call()
-    except BaseException:
+    except BaseException as exc:
         if job:
             shown.job_done(key, key, time.perf_counter() - start, "failed")
+        if isinstance(exc, Exception) and not isinstance(exc, CutswapError):
+            # A bug or a resource failure deep in the stage: said in one line naming where it happened
+            # (the traceback stays in the run's log file).
+            raise StageFailed(stage, label, one_line(exc)) from exc
         raise
     seconds = time.perf_counter() - start
     if computed and isinstance(ref, StoreRef):

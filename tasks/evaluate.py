@@ -9,7 +9,7 @@ from cutswap.parallel import Cluster, run_job
 from cutswap.settings import Settings
 from cutswap.stages.evaluate import evaluate_run
 from cutswap.stores import StoreRef, open_store
-from tasks._logging import run_logged
+from tasks._logging import relay_to, run_logged
 
 
 @task(name="evaluate", cache_policy=NONE, task_run_name="evaluate-{train.name}")
@@ -19,7 +19,7 @@ def evaluate(
     """``dask``: the cluster that runs the job (None: in-process)."""
     logger = get_run_logger()
     job = (evaluate_run, settings, ingest, train, mode)
-    ref = run_logged("evaluate", train.name, lambda: run_job(*job, cluster=dask, relay=logger.log))
+    ref = run_logged("evaluate", train.name, lambda: run_job(*job, cluster=dask, relay=relay_to(logger)))
     metrics = open_store(ref).attrs["metrics"]
     logger.info("%s: %s", train.name, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     return ref

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from prefect import task
@@ -24,9 +26,16 @@ def _artifact_key(run: str, what: str) -> str:
 
 @task(name="report", cache_policy=NONE)
 def report(
-    settings: Settings, categories: dict[str, CategoryRefs], mode: str = "run", preset: str | None = None
+    settings: Settings,
+    categories: dict[str, CategoryRefs],
+    mode: str = "run",
+    preset: str | None = None,
+    failed: list[dict[str, Any]] | None = None,
 ) -> Path:
-    folder = run_logged("report", settings.run, lambda: write_report(settings, categories, mode, preset))
+    """``failed``: the jobs that failed; the report of the others says it is incomplete and lists them."""
+    folder = run_logged(
+        "report", settings.run, partial(write_report, settings, categories, mode, preset, failed)
+    )
     results = pd.read_csv(Path(folder) / "results.csv")
     create_table_artifact(
         table=results.astype(object).where(results.notna(), None).to_dict(orient="records"),

@@ -10,7 +10,7 @@ from cutswap.parallel import Cluster, run_job
 from cutswap.settings import Settings
 from cutswap.stages.train import progress_line, train_run
 from cutswap.stores import StoreRef
-from tasks._logging import run_logged
+from tasks._logging import relay_to, run_logged
 
 
 @task(name="train", cache_policy=NONE, task_run_name="train-{ingest.name}-{method}-s{seed}")
@@ -46,4 +46,6 @@ def train(
     progress = None if cluster else log_step
     log_line = None if cluster else logger.info
     job = (train_run, settings, ingest, method, seed, pairs, mode, progress, log_line)
-    return run_logged("train", label, lambda: run_job(*job, cluster=cluster, relay=logger.log, progress=step))
+    return run_logged(
+        "train", label, lambda: run_job(*job, cluster=cluster, relay=relay_to(logger), progress=step)
+    )

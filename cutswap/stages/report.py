@@ -438,9 +438,17 @@ def _comparisons(results: pd.DataFrame) -> tuple[pd.DataFrame | None, dict[str, 
 
 
 def write_report(
-    settings: Settings, categories: dict[str, CategoryRefs], mode: str = "run", preset: str | None = None
+    settings: Settings,
+    categories: dict[str, CategoryRefs],
+    mode: str = "run",
+    preset: str | None = None,
+    failed: list[dict[str, Any]] | None = None,
 ) -> tuple[Path, bool]:
     """Write the report of one run and refresh the index of runs.
+
+    Args:
+        failed: the jobs that failed (``category``, ``method``, ``seed``, ``stage``, ``cause``): the report
+            of the others is marked incomplete and lists them.
 
     Returns:
         The run's folder and whether it was written now (False: an identical report was already there).
@@ -451,7 +459,9 @@ def write_report(
         for k in ("ingest", "saliency", "cluster", "pairs")
     }
     inputs.update({f"{c}/eval/{e.name}": e.key for c, r in categories.items() for e in r.evaluations})
-    key = stage_key("report", {"run": settings.run}, inputs)
+    failed = [{k: f[k] for k in ("category", "method", "seed", "stage", "cause")} for f in failed or []]
+    # (an incomplete report is keyed by its failures, so a rerun that completes it writes it anew)
+    key = stage_key("report", {"run": settings.run, **({"failed_jobs": failed} if failed else {})}, inputs)
     final = Path(settings.reports_root) / settings.run
     prov_path = final / "provenance.json"
     if mode == "reuse":
@@ -478,6 +488,7 @@ def write_report(
             for c, r in categories.items()
         },
         "inputs": inputs,
+        "failed_jobs": failed,
         **_metric_contract(first),
         **({"comparisons": how} if comparisons is not None else {}),
     }

@@ -45,9 +45,13 @@ def test_the_console_shows_our_lines_and_others_warnings_each_once():
         _record(
             "cutswap.backbones", logging.WARNING, "saliency backbone: falling back to efficientnet_lite0"
         ),
+        # A job's exception, logged again by Prefect's engine and Dask: the run says it once, at its end.
         _record(
             "prefect.task_runs", logging.ERROR, "Task run failed with exception\nTraceback (most recent..."
         ),
+        _record("prefect.flow_runs", logging.ERROR, "Finished in state Failed('boom')"),
+        _record("distributed.worker", logging.ERROR, "Compute Failed\nKey: train_run-1"),
+        _record("cutswap.stages.train", logging.ERROR, "checkpoint unreadable\nTraceback (most recent..."),
     ]:
         handler.handle(record)
     lines = [line.split(" ", 1)[1] for line in out.getvalue().splitlines()]
@@ -56,7 +60,7 @@ def test_the_console_shows_our_lines_and_others_warnings_each_once():
         "WARNING Worker process still alive after 4.0 seconds, killing",
         "saliency brick: computed",
         "WARNING saliency backbone: falling back to efficientnet_lite0",
-        "ERROR Task run failed with exception",
+        "ERROR checkpoint unreadable",
     ]
 
 
