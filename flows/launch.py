@@ -165,13 +165,15 @@ def execute(
 
     log = console.log_path(checked.settings.reports_root, checked.settings.run).resolve()
     stop = _Stop() if owns_process else contextlib.nullcontext()
+    started = False  # the flow began: its log file says more
     try:
         with stop, console.session(debug, restore=not owns_process), run_api(stop_on_exit=not owns_process):
+            started = True
             folder = Path(flow(checked.preset, checked.overrides, checked.stages, checked.force)).resolve()
     except RunFailed as exc:
-        return fail(exc, debug, log, code=1)
+        return fail(exc, debug, log if started else None, code=1)
     except CutswapError as exc:
-        return fail(exc, debug, log)
+        return fail(exc, debug, log if started else None)
     except BaseException as exc:
         signum = getattr(stop, "signum", None) or getattr(exc, "signal", None)
         if signum is None and not isinstance(exc, KeyboardInterrupt):
@@ -187,6 +189,18 @@ def execute(
     print(f"\nDone. Report: {folder}/summary.md" + (f" and {page}" if page.is_file() else ""))
     print(f"Full log: {log}")
     return 0
+
+
+def main(
+    doc: str,
+    load_flow: Callable[[], Callable[..., str]],
+    argv: list[str] | None = None,
+    owns_process: bool = True,
+) -> int:
+    """``python -m flows.benchmark``: its options, described by the first paragraph of ``doc``."""
+    parser = argparse.ArgumentParser(prog="python -m flows.benchmark", description=doc.split("\n\n")[0])
+    add_run_arguments(parser)
+    return run(parser.parse_args(argv), load_flow, owns_process)
 
 
 def run(

@@ -4,14 +4,18 @@
 #   scripts/prefect-local.sh start   # server (DB under $PREFECT_HOME), pool, `prefect deploy --all`, worker
 #   scripts/prefect-local.sh stop    # worker and server
 #
-# Environment: PREFECT_HOME (default ./.prefect), CUTSWAP_PREFECT_PORT (4200),
-# VENV (.venv). `start` also makes a Prefect profile `cutswap-local` pointing at the server the active
-# one, so plain `prefect deployment run cutswap/full-benchmark` reaches it; `stop` switches back.
+# Environment: PREFECT_HOME (default ./.prefect), PREFECT_PROFILES_PATH ($PREFECT_HOME/profiles.toml),
+# CUTSWAP_PREFECT_PORT (4200), VENV (.venv). `start` also makes a Prefect profile `cutswap-local` pointing at
+# the server the active one, so plain `prefect deployment run cutswap/full-benchmark --watch` from the
+# project root reaches it (prefect.toml names the profiles file); `stop` switches back to `ephemeral`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 PREFECT="$PWD/$VENV/bin/prefect"
 export PREFECT_HOME=${PREFECT_HOME:-$PWD/.prefect}
+# Where prefect.toml says the profiles are, for the default home: `prefect` commands run from the project
+# root with nothing exported then find the profile that `start` activates.
+export PREFECT_PROFILES_PATH=${PREFECT_PROFILES_PATH:-$PREFECT_HOME/profiles.toml}
 PORT=${CUTSWAP_PREFECT_PORT:-4200}
 CUTSWAP_POOL=cutswap  # the pool prefect.yaml names
 export PREFECT_API_URL="http://127.0.0.1:$PORT/api"

@@ -7,6 +7,9 @@ import os
 import tempfile
 
 os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="cutswap-prefect-")
+# prefect.toml names the project's profiles file, which outranks PREFECT_HOME: a server the developer
+# started (`make server`) must not receive the tests' runs.
+os.environ["PREFECT_PROFILES_PATH"] = os.path.join(os.environ["PREFECT_HOME"], "profiles.toml")
 os.environ.pop("PREFECT_API_URL", None)
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
