@@ -4,9 +4,12 @@ Everything the project writes for a later run or a reader to trust goes through 
 (``cutswap.stores``), generated datasets (``cutswap.data.builds``), reports, checkpoints and job results.
 The protocol, for a file or a folder at ``final``::
 
-    .<name>.tmp-<token>     written first, every byte fsynced (a power cut cannot publish data in flight)
+    .<name>.tmp-<token>       written first, every byte fsynced (a power cut cannot publish data in flight)
+    .<name>.tmp-<token>.lock  flock held by its writer while it lives (``WriterLock``): the kernel drops it
+                              when the writer dies, however it dies, so the next writer of the folder
+                              knows a leftover from a live write (``collect_garbage``)
     .<name>.lock            flock held while the old version is swapped out and the new one in (folders),
-                            deleted after
+                            deleted after (``locked``)
     .<name>.old-<token>     the previous version, renamed aside and deleted once the new one is in place
 
 ``os.replace`` swaps a file atomically; POSIX cannot swap two folders, so a folder's old version is
@@ -17,10 +20,13 @@ temporary copy is removed and nothing is published.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import secrets
 import shutil
+import socket
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -74,18 +80,39 @@ def remove(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def locked(final: Path) -> Iterator[None]:
-    """Hold ``.<name>.lock`` beside ``final`` (flock), so two writers do not interleave their swaps.
+def locked(final: Path, kind: str = "lock", waiting: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Hold ``.<name>.<kind>`` beside ``final`` (flock), waiting for it: two holders never overlap.
 
-    The lock file is deleted before it is released, so nothing is left beside ``final``; a writer that
-    opened it just before then locks a deleted file and may swap at the same time as the next one. Each
-    swap stays atomic on its own (renames), so the worst case is the last writer's version winning.
+    The file records who holds it (pid and host, for ``waiting`` and for people) and is deleted before it
+    is released, so nothing is left beside ``final``. A waiter that opened it just before then finds, once
+    it has the lock, that the path names another file or none, and starts over on the current one.
+
+    Args:
+        waiting: called once, with the holder's record, when the lock is held elsewhere.
     """
-    lock = final.parent / f".{final.name}.lock"
-    fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
-    try:
-        with contextlib.suppress(OSError):  # filesystems without locks: the swap is still atomic per rename
+    lock = final.parent / f".{final.name}.{kind}"
+    final.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
+        taken = try_lock(fd)
+        if taken is None:  # a filesystem without locks: each rename is still atomic on its own
+            break
+        if not taken:
+            if waiting is not None:
+                with contextlib.suppress(OSError):
+                    waiting(os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process")
+                waiting = None
             fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            if os.fstat(fd).st_ino == os.stat(lock).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, _holder(), 0)
         yield
     finally:
         with contextlib.suppress(OSError):
@@ -131,6 +158,7 @@ def atomic_file(final: Path) -> Iterator[Path]:
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_sibling(final)
+    writer = WriterLock(Path(f"{tmp}.lock"))
     try:
         yield tmp
         sync_tree(tmp)
@@ -139,6 +167,7 @@ def atomic_file(final: Path) -> Iterator[Path]:
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        writer.release()
 
 
 def write_text(final: Path, text: str) -> None:
@@ -148,17 +177,121 @@ def write_text(final: Path, text: str) -> None:
 
 
 @contextlib.contextmanager
-def atomic_dir(final: Path) -> Iterator[Path]:
-    """Yield a new temporary folder to fill; on success it is synced and swapped in for ``final``."""
+def atomic_dir(final: Path, keep_theirs: Callable[[], bool] | None = None) -> Iterator[Path]:
+    """Yield a new temporary folder to fill; on success it is synced and swapped in for ``final``
+    (``keep_theirs``: see ``swap_into_place``)."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_sibling(final)
+    writer = WriterLock(Path(f"{tmp}.lock"))
     tmp.mkdir()
     try:
         yield tmp
         sync_tree(tmp)
         with locked(final):
-            swap_into_place(tmp, final)
+            swap_into_place(tmp, final, keep_theirs)
     finally:
         if tmp.exists():
             remove(tmp)
+        writer.release()
+
+
+def _holder() -> bytes:
+    return f"{os.getpid()} {socket.gethostname()}\n".encode()
+
+
+class WriterLock:
+    """An exclusive ``flock`` on ``<temporary>.lock``, held while the temporary's writer lives.
+
+    The kernel drops the lock when the process dies, however it dies, which is what lets a later writer
+    tell a crashed write's leftovers from a live one. The file records pid and host for people.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fd: int | None = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try_lock(self.fd)
+        with contextlib.suppress(OSError):
+            os.write(self.fd, _holder())
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)  # before unlocking, so nobody mistakes the file for a dead writer's
+        os.close(self.fd)
+        self.fd = None
+
+
+def try_lock(fd: int) -> bool | None:
+    """Take an exclusive lock without waiting: True taken, False held elsewhere, None unsupported here."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+    except OSError as exc:
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            return False
+        return None  # ENOLCK, EOPNOTSUPP: the filesystem has no locks
+
+
+#: A lock file with no temporary store beside it is removed only once older than this (seconds): a
+#: writer creates the file an instant before it locks it and creates its directory.
+_ORPHAN_LOCK_AGE = 60.0
+
+
+def collect_garbage(folder: Path) -> list[Path]:
+    """Remove what killed writers left in a folder; returns what was removed.
+
+    A temporary file or folder (``.<name>.tmp-<token>``) is a leftover when its lock file is gone or its
+    lock can be taken (its writer is dead); ``.<name>.old-<token>`` folders are versions set aside by a
+    writer that died before deleting them. Live writes and anything on a filesystem without locks are
+    left alone. Every writer of a folder calls this first (stores, reports, a run's log).
+    """
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    names = {e.name for e in entries}
+    for entry in entries:
+        name = entry.name
+        if not name.startswith("."):
+            continue
+        path = Path(folder) / name
+        if ".old-" in name and entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+        elif ".tmp-" in name and not name.endswith(".lock"):
+            if _writer_is_dead(Path(f"{path}.lock"), path):
+                removed.append(path)
+        elif ".tmp-" in name and name.endswith(".lock") and name[: -len(".lock")] not in names:
+            with contextlib.suppress(OSError):
+                if time.time() - entry.stat().st_mtime > _ORPHAN_LOCK_AGE and _writer_is_dead(path, None):
+                    removed.append(path)
+    return removed
+
+
+def _writer_is_dead(lock_path: Path, tmp: Path | None) -> bool:
+    """If the writer owning ``lock_path`` is dead, remove its temporary store and lock file; say so."""
+    try:
+        fd = os.open(lock_path, os.O_RDWR)
+    except FileNotFoundError:
+        # A temporary store always has its lock file while its writer lives (created before, removed
+        # after it); without one it is a leftover, e.g. of an older version of this code.
+        if tmp is not None:
+            remove(tmp)
+        return tmp is not None
+    except OSError:
+        return False
+    try:
+        if not try_lock(fd):
+            return False
+        if tmp is not None:
+            remove(tmp)
+        with contextlib.suppress(OSError):
+            os.unlink(lock_path)
+        return True
+    finally:
+        os.close(fd)

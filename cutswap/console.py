@@ -8,7 +8,8 @@
   a run meets in every category, or that several processes log). Tracebacks only with ``debug``.
 * **The run's log file** (``run``): every record from INFO (DEBUG for ``cutswap``), Dask's and Prefect's
   included, with tracebacks, in ``<reports_root>/<run>/run.log``. The report stage replaces its folder
-  whole, so the file is written beside it (``.<run>.run.log``) and moved in when the run ends.
+  whole, so the file is written beside it (``.<run>.run.log.tmp-<pid>-<token>``) and moved in when the
+  run ends.
 * **Progress** (``Display``): stage tasks done, jobs done of total, each running training's steps and
   throughput and an estimate of the time left: a ``rich`` live display on a terminal, plain lines
   elsewhere (CI, a Prefect worker, a pipe): one per finished job, and at most one per running job every
@@ -31,6 +32,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
+
+from cutswap import atomic
 
 #: Loggers whose Python handlers write straight to a terminal and bypass the root logger.
 _OWN_HANDLERS = ("distributed",)
@@ -343,10 +346,17 @@ def log_path(reports_root: Path, run: str) -> Path:
 def run(reports_root: Path, name: str, debug: bool = False) -> Iterator[Display]:
     """One run: its session (``session``, reused when one is open) and its full log, written to
     ``log_path`` (moved there when the run ends, whether it succeeds or fails). Start the display
-    (``Display.start``) once the run knows its size."""
+    (``Display.start``) once the run knows its size.
+
+    The log is written beside the run's folder under a temporary name of this process's own (two runs of
+    one name at once each keep theirs; the last to end is the one in place), and leftovers of killed runs
+    are collected first (``cutswap.atomic.collect_garbage``): log files, report folders and the index.
+    """
     final = log_path(reports_root, name)
     final.parent.parent.mkdir(parents=True, exist_ok=True)
-    partial = final.parent.parent / f".{name}.run.log"
+    atomic.collect_garbage(final.parent.parent)
+    partial = atomic.temporary_sibling(final.parent.parent / f"{name}.run.log")
+    writer = atomic.WriterLock(Path(f"{partial}.lock"))
     file = logging.FileHandler(partial, mode="w", encoding="utf-8")
     file.setLevel(logging.DEBUG)
     file.setFormatter(_FileFormatter())
@@ -368,3 +378,4 @@ def run(reports_root: Path, name: str, debug: bool = False) -> Iterator[Display]
         file.close()
         final.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(partial, final)
+        writer.release()

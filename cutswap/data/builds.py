@@ -14,7 +14,6 @@ so a wrong path never deletes user data.
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -79,17 +78,8 @@ def build_once(
     if same():
         return root
     _check_replaceable(root, marker, what)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = atomic.temporary_sibling(root)
-    tmp.mkdir()
-    try:
+    with atomic.atomic_dir(root, keep_theirs=same) as tmp:
         provenance = write(tmp)
         text = json.dumps({**wanted, **provenance}, indent=2, sort_keys=True) + "\n"
         (tmp / marker).write_text(text, encoding="utf-8")
-        atomic.sync_tree(tmp)
-        with atomic.locked(root):
-            atomic.swap_into_place(tmp, root, keep_theirs=same)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return root

@@ -5,13 +5,12 @@ See ``cutswap.stores.publish`` for the on-disk protocol and ``storage/README.md`
 
 from cutswap.stores.arrays import empty_array, store_dir, write_array
 from cutswap.stores.keys import CODE_VERSIONS, StoreRef, library_versions, stage_key, store_path
-from cutswap.stores.publish import build_store, collect_garbage, is_complete, open_store, publishing
+from cutswap.stores.publish import build_store, is_complete, open_store, publishing
 
 __all__ = [
     "CODE_VERSIONS",
     "StoreRef",
     "build_store",
-    "collect_garbage",
     "empty_array",
     "is_complete",
     "library_versions",

@@ -7,6 +7,7 @@ Every stage writes one directory per output, named by what it holds and by a key
                            "provenance": {...versions, timings...}, ...stage-specific attrs}
     <storage_root>/<stage>/.<name>-<key>.tmp-<token>/       a write in progress (or a crashed one's leftover)
     <storage_root>/<stage>/.<name>-<key>.tmp-<token>.lock   held (flock) by that writer while it runs
+    <storage_root>/<stage>/.<name>-<key>.writing            held (flock) by the one process computing the key
 
 The key is a hash of the stage name, its code version, its own settings and its inputs' keys, so a
 changed setting yields a new directory and leaves the old one intact.
@@ -18,12 +19,14 @@ How a store is published (``publishing``), and why each step is there:
    one ``rename``. Readers only accept a directory whose attrs say ``complete``, and only a finished
    directory ever gets the final name, so a crash (SIGKILL, power loss) at any moment leaves at worst a
    hidden temporary directory that nothing reads.
-3. If another writer of the same key published first (two runs of the same stage at once), the rename
-   fails because the target exists; ours is discarded and theirs kept: stages are deterministic, so both
+3. One process computes a key at a time (``build_store`` holds ``.<name>-<key>.writing``): a second run
+   that needs the same store waits for the first and reuses what it published. Should two writers of the
+   same key still publish (a filesystem without locks, a forced recompute), the second rename fails
+   because the target exists; ours is discarded and theirs kept: stages are deterministic, so both
    are equal and either is correct. Each writer fills its own directory, whole shards at a time, so two
    writers never share a Zarr shard (Zarr loses data silently when they do).
-4. Leftovers of crashed writers are removed by the next writer in the same stage folder: a temporary
-   directory whose lock can be taken has no live writer. Where the filesystem offers no locks, leftovers
+4. Leftovers of crashed writers are removed by the next writer in the same stage folder
+   (``cutswap.atomic.collect_garbage``): a temporary directory whose lock can be taken has no live writer. Where the filesystem offers no locks, leftovers
    are left alone (they are hidden and never read) rather than risk deleting a live write.
 
 Disk-full and permission errors surface as ``StoreError`` naming the path, never as a traceback deep in
@@ -35,9 +38,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import logging
 import os
 import shutil
-import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -49,6 +52,8 @@ import zarr
 from cutswap import atomic
 from cutswap.errors import StoreError
 from cutswap.stores.keys import CODE_VERSIONS, StoreRef, _jsonable, library_versions, stage_key, store_path
+
+log = logging.getLogger(__name__)
 
 
 def is_complete(path: Path) -> bool:
@@ -98,11 +103,11 @@ def publishing(final: Path, attrs: dict[str, Any], replace: bool = False) -> Ite
     final = Path(final)
     parent = final.parent
     tmp = parent / f".{final.name}.tmp-{uuid.uuid4().hex[:12]}"
-    lock: _WriterLock | None = None
+    lock: atomic.WriterLock | None = None
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        collect_garbage(parent)
-        lock = _WriterLock(Path(f"{tmp}.lock"))
+        atomic.collect_garbage(parent)
+        lock = atomic.WriterLock(Path(f"{tmp}.lock"))
         tmp.mkdir()  # at once: a lock file without its directory is only collected once it is old
         group = zarr.open_group(str(tmp), mode="w-")
         group.attrs.update(_jsonable({**attrs, "complete": False}))
@@ -188,107 +193,6 @@ def _publish(tmp: Path, final: Path, replace: bool) -> None:
             atomic.remove(path)
 
 
-class _WriterLock:
-    """An exclusive ``flock`` on a lock file beside a temporary store, held while its writer lives.
-
-    The kernel drops the lock when the process dies, however it dies, which is what lets a later writer
-    tell a crashed write's leftovers from a live one. The file records pid and host for people.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.fd: int | None = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        _try_lock(self.fd)
-        with contextlib.suppress(OSError):
-            os.write(self.fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
-
-    def release(self) -> None:
-        if self.fd is None:
-            return
-        with contextlib.suppress(OSError):
-            os.unlink(self.path)  # before unlocking, so nobody mistakes the file for a dead writer's
-        os.close(self.fd)
-        self.fd = None
-
-
-def _try_lock(fd: int) -> bool | None:
-    """Take an exclusive lock without waiting: True taken, False held elsewhere, None unsupported here."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return True
-    except BlockingIOError:
-        return False
-    except OSError as exc:
-        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-            return False
-        return None  # ENOLCK, EOPNOTSUPP: the filesystem has no locks
-
-
-#: A lock file with no temporary store beside it is removed only once older than this (seconds): a
-#: writer creates the file an instant before it locks it and creates its directory.
-_ORPHAN_LOCK_AGE = 60.0
-
-
-def collect_garbage(stage_dir: Path) -> list[Path]:
-    """Remove what crashed writers left in a stage folder; returns what was removed.
-
-    A temporary store (``.<name>.tmp-<token>``) is a leftover when its lock file is gone or its lock can
-    be taken (its writer is dead); ``.<name>.old-<token>`` folders are stores replaced by a forced
-    recompute whose writer died before deleting them. Live writes and anything on a filesystem without
-    locks are left alone.
-    """
-    removed: list[Path] = []
-    try:
-        entries = list(os.scandir(stage_dir))
-    except OSError:
-        return removed
-    names = {e.name for e in entries}
-    for entry in entries:
-        name = entry.name
-        if not name.startswith("."):
-            continue
-        path = Path(stage_dir) / name
-        if ".old-" in name and entry.is_dir(follow_symlinks=False):
-            shutil.rmtree(path, ignore_errors=True)
-            removed.append(path)
-        elif ".tmp-" in name and entry.is_dir(follow_symlinks=False):
-            if _writer_is_dead(Path(f"{path}.lock"), path):
-                removed.append(path)
-        elif ".tmp-" in name and name.endswith(".lock") and name[: -len(".lock")] not in names:
-            with contextlib.suppress(OSError):
-                if time.time() - entry.stat().st_mtime > _ORPHAN_LOCK_AGE and _writer_is_dead(path, None):
-                    removed.append(path)
-    return removed
-
-
-def _writer_is_dead(lock_path: Path, tmp: Path | None) -> bool:
-    """If the writer owning ``lock_path`` is dead, remove its temporary store and lock file; say so."""
-    try:
-        fd = os.open(lock_path, os.O_RDWR)
-    except FileNotFoundError:
-        # A temporary store always has its lock file while its writer lives (created before, removed
-        # after it); without one it is a leftover, e.g. of an older version of this code.
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
-        return tmp is not None
-    except OSError:
-        return False
-    try:
-        if not _try_lock(fd):
-            return False
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
-        with contextlib.suppress(OSError):
-            os.unlink(lock_path)
-        return True
-    finally:
-        os.close(fd)
-
-
 def build_store(
     storage_root: Path,
     stage: str,
@@ -304,6 +208,9 @@ def build_store(
     Args:
         mode: ``run`` computes a missing store and reuses a complete one; ``force`` recomputes it anyway;
             ``reuse`` only accepts a complete store (a stage the user did not ask to run).
+
+    A store being written by another process (another run of the same stage) is waited for, then
+    reused, even under ``force``: it was computed after this call asked for it.
 
     Returns:
         The reference and whether it was computed now (False: a complete store was reused).
@@ -335,10 +242,25 @@ def build_store(
         "provenance": {"versions": library_versions(), "started": datetime.now(UTC).isoformat()},
         **(extra_attrs or {}),
     }
-    start = time.perf_counter()
-    with publishing(path, attrs, replace=mode == "force") as group:
-        write(group)
-        prov = dict(group.attrs["provenance"])
-        prov["seconds"] = round(time.perf_counter() - start, 3)
-        group.attrs["provenance"] = prov
+    waited: list[str] = []
+
+    def waiting(holder: str) -> None:
+        waited.append(holder)
+        log.info("%s %s: waiting for another writer of %s (pid, host: %s)", stage, name, path, holder)
+
+    # One writer per key at a time: a second run that needs the same store (the same preset twice, or two
+    # presets sharing stages) waits for the first and reuses its store instead of computing it again.
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(atomic.locked(path, "writing", waiting))
+        except OSError as exc:
+            raise StoreError(f"cannot write under {path.parent}: {_explain(exc, path.parent)}") from exc
+        if waited and is_complete(path):
+            return ref, False
+        start = time.perf_counter()
+        with publishing(path, attrs, replace=mode == "force") as group:
+            write(group)
+            prov = dict(group.attrs["provenance"])
+            prov["seconds"] = round(time.perf_counter() - start, 3)
+            group.attrs["provenance"] = prov
     return ref, True

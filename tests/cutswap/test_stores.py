@@ -1,12 +1,17 @@
 from __future__ import annotations
 
+import functools
+import multiprocessing
+import os
+import time
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from cutswap.errors import StoreError
 from cutswap.stores import (
     build_store,
-    collect_garbage,
     is_complete,
     open_store,
     publishing,
@@ -38,6 +43,33 @@ def test_build_store_publishes_then_reuses(tmp_path):
     _, forced = build_store(tmp_path, "cluster", "cat", {"k": 3}, {}, write, mode="force")
     assert forced and len(calls) == 2
     assert open_store(ref).attrs["provenance"]["seconds"] >= 0
+
+
+def _slow_write(calls: str, group) -> None:
+    with open(calls, "a") as f:
+        f.write(f"{os.getpid()}\n")
+    time.sleep(2.0)
+    write_array(group, "x", np.arange(10))
+
+
+def _build(root: str, calls: str) -> bool:
+    return build_store(Path(root), "cluster", "cat", {"k": 3}, {}, functools.partial(_slow_write, calls))[1]
+
+
+def test_two_processes_needing_one_store_compute_it_once(tmp_path):
+    """The second writer of a key waits for the first and reuses its store (two runs of one preset)."""
+    calls = tmp_path / "calls.txt"
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(2) as pool:
+        first = pool.apply_async(_build, (str(tmp_path), str(calls)))
+        while not calls.is_file():  # the first is computing (it holds the key)
+            time.sleep(0.1)
+        second = pool.apply_async(_build, (str(tmp_path), str(calls)))
+        computed = sorted([first.get(120), second.get(120)])
+    assert computed == [False, True]
+    assert len(calls.read_text().split()) == 1
+    entries = _entries(tmp_path / "cluster")
+    assert len(entries) == 1 and entries[0].startswith("cat-")  # one store; no temporary, no lock file
 
 
 def test_failed_write_leaves_nothing_visible(tmp_path):
@@ -106,38 +138,6 @@ def test_incomplete_directory_at_the_final_name_is_replaced(tmp_path):
         write_array(group, "x", np.arange(3))
     assert is_complete(final)
     assert _entries(final.parent) == ["cat-0123"]
-
-
-def test_garbage_of_dead_writers_is_collected_live_writes_are_not(tmp_path):
-    import fcntl
-    import os
-    import time
-
-    stage = tmp_path / "cluster"
-    stage.mkdir()
-    dead = stage / ".a-1.tmp-dead"
-    dead.mkdir()
-    (stage / ".a-1.tmp-dead.lock").write_text("123 host\n")  # nobody holds it: its writer died
-    unlocked = stage / ".a-1.tmp-nolock"  # no lock file at all (an older version's leftover)
-    unlocked.mkdir()
-    live = stage / ".a-1.tmp-live"
-    live.mkdir()
-    held = os.open(stage / ".a-1.tmp-live.lock", os.O_RDWR | os.O_CREAT)
-    fcntl.flock(held, fcntl.LOCK_EX)  # a live writer (another open file description, so it counts)
-    (stage / ".a-1.old-123").mkdir()  # a replaced store whose writer died before deleting it
-    young = stage / ".b-2.tmp-young.lock"  # a writer about to create its directory
-    young.write_text("")
-    old = stage / ".b-2.tmp-old.lock"  # a writer that died before creating its directory
-    old.write_text("")
-    past = time.time() - 3600
-    os.utime(old, (past, past))
-    (stage / "a-1").mkdir()  # a published store is never touched
-    try:
-        removed = {p.name for p in collect_garbage(stage)}
-    finally:
-        os.close(held)
-    assert removed == {".a-1.tmp-dead", ".a-1.tmp-nolock", ".a-1.old-123", ".b-2.tmp-old.lock"}
-    assert _entries(stage) == [".a-1.tmp-live", ".a-1.tmp-live.lock", ".b-2.tmp-young.lock", "a-1"]
 
 
 # --- storage errors --------------------------------------------------------------------------------------
