@@ -74,6 +74,23 @@ def test_bad_input_exits_2_with_one_line_before_prefect_or_dask_start(tmp_path, 
     assert not (tmp_path / "prefect").exists(), "Prefect made its home: it was started"
 
 
+@pytest.mark.parametrize(
+    ("args", "code"), [(["--help"], 0), (["--set", "train.stepz=5"], 2)], ids=["help", "typo"]
+)
+def test_python_m_flows_benchmark_answers_before_importing_prefect(tmp_path, preset, args, code):
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect")}
+    command = [sys.executable, "-X", "importtime", "-m", "flows.benchmark", "--preset", str(preset), *args]
+    start = time.perf_counter()
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    print(
+        f"python -m flows.benchmark {' '.join(args)}: exit {done.returncode} in {time.perf_counter() - start:.2f} s"
+    )
+    assert done.returncode == code, done.stderr[-2000:]
+    imported = _imported(done.stderr)
+    assert "flows.launch" in imported
+    assert not {m for m in imported if m.split(".")[0] in ("prefect", "distributed", "torch")}
+
+
 def test_debug_shows_the_traceback(tmp_path, preset):
     done, _ = _cutswap(tmp_path, "run", "--preset", str(preset), "--set", "train.stepz=5", "--debug")
     assert done.returncode == 2
