@@ -255,7 +255,7 @@ def build_store(
             held.enter_context(atomic.locked(path, "writing", waiting))
         except OSError as exc:
             raise StoreError(f"cannot write under {path.parent}: {_explain(exc, path.parent)}") from exc
-        if waited and is_complete(path):
+        if is_complete(path) and (mode != "force" or waited):  # published meanwhile, by another run
             return ref, False
         start = time.perf_counter()
         with publishing(path, attrs, replace=mode == "force") as group:

@@ -259,13 +259,15 @@ def test_maps_at_the_working_size_with_input_size(effnet: Backbone, small_photos
 
 @pytest.mark.parametrize("input_size", [None, 64])
 def test_batch_equals_per_sample(effnet: Backbone, photos: np.ndarray, input_size: int | None) -> None:
-    # eval-mode BatchNorm: samples must not interact through the shared backward pass.
+    # eval-mode BatchNorm: samples must not interact through the shared backward pass. An interaction shows
+    # at the maps' own scale (0.1 and up); a batch of 4 and a batch of 1 run other convolution kernels,
+    # whose rounding differs by up to 1.0e-5 on some CPUs (measured on a 2-core x86 machine), so 1e-4.
     with SaliencyExtractor(effnet, input_size=input_size) as extractor:
         batch_maps, batch_targets = extractor(torch.from_numpy(photos))
         for i in range(len(photos)):
             maps, targets = extractor(torch.from_numpy(photos[i : i + 1]))
             assert targets.item() == batch_targets[i].item()
-            torch.testing.assert_close(maps[0], batch_maps[i], rtol=0, atol=ATOL)
+            torch.testing.assert_close(maps[0], batch_maps[i], rtol=0, atol=1e-4)
 
 
 @pytest.mark.parametrize("input_size", [None, 64, 160])

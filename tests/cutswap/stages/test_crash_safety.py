@@ -65,17 +65,18 @@ CHILD = textwrap.dedent(
                 return rename(src, dst)
 
             os.rename = killing_rename
-        if kill == "barrier":  # both concurrent writers reach publishing before either publishes
+        if kill == "overlap":  # the other writer of the key starts while this one computes it
             import cutswap.stores.publish as stores
             publishing = stores.publishing
 
-            def waiting(final, attrs, replace=False):
-                open(os.path.join(storage, f"ready-{{os.getpid()}}"), "w").close()
-                while sum(n.startswith("ready-") for n in os.listdir(storage)) < 2:
+            def slow(final, attrs, replace=False):
+                while sum(n.startswith("started-") for n in os.listdir(storage)) < 2:
                     time.sleep(0.01)
+                time.sleep(1.0)  # the other one is at the key's lock by now
                 return publishing(final, attrs, replace)
 
-            stores.publishing = waiting
+            stores.publishing = slow
+            open(os.path.join(storage, f"started-{{os.getpid()}}"), "w").close()
 
     from cutswap.data.datasets import resolve_dataset
     from cutswap.settings import load_settings
@@ -85,12 +86,12 @@ CHILD = textwrap.dedent(
     root, table = resolve_dataset(settings)
     if stage == "ingest":
         arm()
-    ref, _ = ingest_category(settings, root, "bottle", table)
+    ref, computed = ingest_category(settings, root, "bottle", table)
     if stage == "saliency":
         from cutswap.stages.saliency import saliency_category
         arm()
-        ref, _ = saliency_category(settings, ref)
-    print(json.dumps({{"path": ref.path}}))
+        ref, computed = saliency_category(settings, ref)
+    print(json.dumps({{"path": ref.path, "computed": computed}}))
     """
 ).format(repo=str(REPO), settings=SETTINGS)
 
@@ -247,18 +248,20 @@ def test_saliency_killed_anywhere_reruns_to_the_same_store(tmp_path, dataset, mo
     check_kills(tmp_path, dataset, "saliency", ["half:MID", "rename"], monkeypatch)
 
 
-def test_two_concurrent_ingests_end_with_one_correct_store(tmp_path, dataset):
+def test_two_concurrent_ingests_compute_one_store_and_share_it(tmp_path, dataset):
+    """The second writer of a key waits for the first (inside its publish) and reuses its store."""
     script = tmp_path / "child.py"
     script.write_text(CHILD)
     expected = arrays(run_here(tmp_path / "reference", dataset, "ingest"))
     storage = tmp_path / "shared"
     storage.mkdir()
-    results = run_all(script, [(storage, dataset, "ingest", "barrier")] * 2)
+    results = run_all(script, [(storage, dataset, "ingest", "overlap")] * 2)
     assert [code for code, _, _ in results] == [0, 0], [err[-2000:] for _, _, err in results]
-    paths = {json.loads(out.splitlines()[-1])["path"] for _, out, _ in results}
-    assert len(paths) == 1  # both computed (the barrier saw to it), both return the one published store
+    answers = [json.loads(out.splitlines()[-1]) for _, out, _ in results]
+    assert len({a["path"] for a in answers}) == 1
+    assert sorted(a["computed"] for a in answers) == [False, True]  # one computed, one waited and reused
     visible, hidden = stage_entries(storage, "ingest")
-    assert len(visible) == 1 and hidden == []
+    assert len(visible) == 1 and hidden == []  # no temporary, no lock file
     got = arrays(storage / "ingest" / visible[0])
     for name, array in expected.items():
         np.testing.assert_array_equal(got[name], array)
