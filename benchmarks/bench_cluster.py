@@ -27,7 +27,7 @@ import skfuzzy
 import torch
 from sklearn.cluster import KMeans
 
-from cutswap.clustering import cluster_maps
+from cutswap.method.clustering import cluster_maps
 
 K = 3
 M = 2.0
@@ -114,7 +114,7 @@ def main() -> None:
 
     # Both FCMs stop on a tolerance, ~10x tol short of the fixed point (FCM converges linearly). To tell
     # stopping error from real error, also compare with the converged fixed point: our exact float64 FCM run
-    # to tol=1e-12 (tests/cutswap/test_clustering.py ties it to a converged skfuzzy within 1e-7).
+    # to tol=1e-12 (tests/cutswap/method/test_clustering.py ties it to a converged skfuzzy within 1e-7).
     converged = cluster_maps(maps16, k=K, m=M, bins=None, tol=1e-12, max_iter=10_000)[0].numpy()
     t_ref, ref = timed(lambda: skfuzzy_all(ref_maps), args.repeats, lambda: None)
     report(

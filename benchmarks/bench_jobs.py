@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cutswap.parallel import dask_client, run_job
-from cutswap.settings import Settings
-from cutswap.stages.train import train_run
-from cutswap.stores import StoreRef, build_store, write_array
+from cutswap.pipeline.parallel import dask_client, run_job
+from cutswap.pipeline.settings import Settings
+from cutswap.pipeline.stages.train import train_run
+from cutswap.pipeline.stores import StoreRef, build_store, write_array
 
 
 def ingest(root: Path, size: int, n: int = 32) -> StoreRef:
@@ -81,7 +81,7 @@ def main() -> None:
             with dask_client(workers=args.workers, cpu_jobs=cpu_jobs) as cluster:
                 # Started and warmed outside the timing, as a run has its cluster up before the first job.
                 cluster.client.wait_for_workers(cluster.workers)
-                cluster.client.run(importlib.import_module, "cutswap.stages.train")
+                cluster.client.run(importlib.import_module, "cutswap.pipeline.stages.train")
                 cfg = settings.model_copy(update={"storage_root": root})
                 label = (
                     f"{cluster.workers} GPU workers"

@@ -27,12 +27,13 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from cutswap.density import GaussianDensity
-from cutswap.detector import Detector
-from cutswap.export import MAP, SCORE, export_onnx
-from cutswap.localization import embed_images as embed
-from cutswap.localization import fit_patch_density
-from cutswap.models import ProjectionNet
+from cutswap.deploy.export import MAP, SCORE, export_onnx
+from cutswap.learn.models import ProjectionNet
+from cutswap.pipeline.readers import load_detector
+from cutswap.score.density import GaussianDensity
+from cutswap.score.detector import Detector
+from cutswap.score.localization import embed_images as embed
+from cutswap.score.localization import fit_patch_density
 
 
 def synthetic_detector(size: int, n_fit: int = 64) -> tuple[Detector, np.ndarray]:
@@ -52,11 +53,11 @@ def synthetic_detector(size: int, n_fit: int = 64) -> tuple[Detector, np.ndarray
 
 def run_detector(args: argparse.Namespace) -> tuple[Detector, np.ndarray]:
     """The detector of a run (``cutswap predict``'s selection) and its category's test images."""
-    from cutswap.predict import select_detector
-    from cutswap.stores import StoreRef, open_store
+    from cutswap.deploy.predict import select_detector
+    from cutswap.pipeline.stores import StoreRef, open_store
 
     sel = select_detector(args.reports, args.run, args.category, args.method, None, None)
-    detector = Detector.from_stores(sel.evaluate)
+    detector = load_detector(sel.evaluate)
     group = open_store(sel.evaluate)
     ingest = StoreRef(**group.attrs["inputs"]["ingest"])
     print(f"run {sel.run}: {sel.category} {sel.method} s{sel.seed} ({sel.why})")

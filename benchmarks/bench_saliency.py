@@ -7,7 +7,7 @@ Usage::
 
 Three ways of getting the same four maps for one batch of ``--batch`` random uint8 ``(B, H, W, 3)`` images:
 
-(a) ours: ``cutswap.saliency.SaliencyExtractor`` (one forward, one backward, all levels).
+(a) ours: ``cutswap.method.saliency.SaliencyExtractor`` (one forward, one backward, all levels).
 (b) bare: the minimum any method needs, a forward of the same backbone and
     ``torch.autograd.grad`` of the summed top-1 logits with respect to the level-1 activation. No maps.
 (c) grad-cam: ``pytorch_grad_cam.LayerCAM``, one object and one call per level (how a user of that package
@@ -34,8 +34,8 @@ from collections.abc import Callable
 
 import torch
 
-from cutswap.backbones import Backbone, load_backbone
-from cutswap.saliency import SaliencyExtractor
+from cutswap.method.backbones import Backbone, load_backbone
+from cutswap.method.saliency import SaliencyExtractor
 
 
 def _timed(

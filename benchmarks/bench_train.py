@@ -21,12 +21,12 @@ import time
 import numpy as np
 import torch
 
-from cutswap.execution import resolve_execution
-from cutswap.methods import REGISTRY, num_classes
-from cutswap.models import build_model
-from cutswap.negatives import NegativeSampler, draw_batch
-from cutswap.oom import OomRetry
-from cutswap.training import train_step
+from cutswap.learn.execution import resolve_execution
+from cutswap.learn.loop import train_step
+from cutswap.learn.models import build_model
+from cutswap.learn.oom import OomRetry
+from cutswap.method.registry import REGISTRY, num_classes
+from cutswap.method.sampler import NegativeSampler, draw_batch
 
 
 def main() -> None:

@@ -26,7 +26,7 @@ Run in-process (no server needed; Prefect starts a temporary local API), after e
     python -m flows.benchmark ...                  (the same options)
 
 The console shows each event once and a progress display; the full log goes to ``reports/<run>/run.log``
-(``cutswap.console``).
+(``cutswap.app.console``).
 """
 
 from __future__ import annotations
@@ -48,13 +48,13 @@ from prefect import flow
 from prefect.futures import PrefectFuture
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from cutswap import console
+from cutswap.app import console
 from cutswap.errors import CutswapError, RunFailed, StageFailed, one_line
-from cutswap.methods import get_method, method_seeds
-from cutswap.parallel import dask_client
-from cutswap.settings import load_settings
-from cutswap.stages import STAGES
-from cutswap.stages.report import CategoryRefs
+from cutswap.method.registry import get_method, method_seeds
+from cutswap.pipeline.parallel import dask_client
+from cutswap.pipeline.settings import load_settings
+from cutswap.pipeline.stages import STAGES
+from cutswap.pipeline.stages.report import CategoryRefs
 from flows import launch
 from tasks.cluster import cluster
 from tasks.evaluate import evaluate

@@ -1,7 +1,7 @@
 """The ``cutswap`` command (the console script): ``run`` plus the library's report commands.
 
 ``run`` checks every input (``flows.launch.check``) before it imports the flow and so Prefect: a bad
-setting or dataset path ends at once. The other commands are ``cutswap.cli``'s.
+setting or dataset path ends at once. The other commands are ``cutswap.app.cli``'s.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from cutswap import cli
+from cutswap.app import cli
 from flows import launch
 
 

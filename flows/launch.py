@@ -1,11 +1,11 @@
 """Running the flow from a command line (``cutswap run``, ``python -m flows.benchmark``): the same options,
 and every input checked before Prefect or Dask start.
 
-``check`` reads the preset and the overrides (``cutswap.settings.load_settings``), the stage names, and
-the dataset's root and layout (``cutswap.data.datasets.resolve_dataset``) without importing Prefect, so
+``check`` reads the preset and the overrides (``cutswap.pipeline.settings.load_settings``), the stage names, and
+the dataset's root and layout (``cutswap.pipeline.datasets.resolve_dataset``) without importing Prefect, so
 a typo or a wrong path ends in about a second with one line naming the setting or file and the fix, and
 exit code 2 (a traceback only with ``--debug``). ``execute`` then runs the flow in-process inside the
-console session (``cutswap.console``).
+console session (``cutswap.app.console``).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from cutswap.errors import CutswapError
-from cutswap.stages import STAGES
+from cutswap.pipeline.stages import STAGES
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,8 +54,8 @@ def _split(value: str | None) -> list[str] | None:
 
 def check(args: argparse.Namespace) -> Checked:
     """The settings, stage names and dataset of a run, checked; ``CutswapError`` names what is wrong."""
-    from cutswap.data.datasets import resolve_dataset
-    from cutswap.settings import load_settings
+    from cutswap.pipeline.datasets import resolve_dataset
+    from cutswap.pipeline.settings import load_settings
 
     overrides = {}
     for item in args.set:
@@ -159,7 +159,7 @@ def execute(
     ``owns_process``: the command ends the process after the run, so the console stays ours until the exit
     (Prefect logs at exit), signals are handled here (``_Stop``), and the temporary API serves until then.
     """
-    from cutswap import console
+    from cutswap.app import console
     from cutswap.errors import RunFailed
     from flows.api import run_api
 

@@ -2,7 +2,7 @@
 
 Lines go to the task's Prefect log (the UI, the run's log file) and, for the precompute stages and the
 report, to the console; a job's lines (train, evaluate) go to the console's progress display instead
-(``cutswap.console``), which also counts every stage task done. (Other records of the Prefect run
+(``cutswap.app.console``), which also counts every stage task done. (Other records of the Prefect run
 loggers, the engine's and a job's relayed lines, reach the console only from WARNING.)
 """
 
@@ -15,9 +15,9 @@ from typing import Any
 
 from prefect import get_run_logger
 
-from cutswap import console
+from cutswap.app import console
 from cutswap.errors import CutswapError, StageFailed, one_line
-from cutswap.stores import StoreRef, open_store
+from cutswap.pipeline.stores import StoreRef, open_store
 
 #: Stages whose every store is a cluster job: the progress display shows them, the console does not.
 JOB_STAGES = ("train", "evaluate")
@@ -25,7 +25,7 @@ JOB_STAGES = ("train", "evaluate")
 
 def relay_to(logger: Any) -> Callable[[int, str], None]:
     """Where a job's relayed lines go: the task's log, and the console from WARNING (the others' errors
-    are hidden there: ``cutswap.console``)."""
+    are hidden there: ``cutswap.app.console``)."""
 
     def relay(level: int, message: str) -> None:
         logger.log(level, message, extra={"console": level >= logging.WARNING})

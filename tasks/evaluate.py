@@ -5,10 +5,10 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
-from cutswap.parallel import Cluster, run_job
-from cutswap.settings import Settings
-from cutswap.stages.evaluate import evaluate_run
-from cutswap.stores import StoreRef, open_store
+from cutswap.pipeline.parallel import Cluster, run_job
+from cutswap.pipeline.settings import Settings
+from cutswap.pipeline.stages.evaluate import evaluate_run
+from cutswap.pipeline.stores import StoreRef, open_store
 from tasks._logging import relay_to, run_logged
 
 

@@ -8,10 +8,10 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NONE
 
-from cutswap.data.datasets import resolve_dataset
-from cutswap.settings import Settings
-from cutswap.stages.ingest import ingest_category
-from cutswap.stores import StoreRef
+from cutswap.pipeline.datasets import resolve_dataset
+from cutswap.pipeline.settings import Settings
+from cutswap.pipeline.stages.ingest import ingest_category
+from cutswap.pipeline.stores import StoreRef
 from tasks._logging import run_logged
 
 

@@ -12,10 +12,10 @@ from prefect import task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NONE
 
-from cutswap.compare import comparisons_markdown
-from cutswap.report import comparison_settings
-from cutswap.settings import Settings
-from cutswap.stages.report import CategoryRefs, write_report
+from cutswap.pipeline.settings import Settings
+from cutswap.pipeline.stages.report import CategoryRefs, write_report
+from cutswap.report.compare import comparisons_markdown
+from cutswap.report.tables import comparison_settings
 from tasks._logging import run_logged
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NONE
 
-from cutswap.parallel import Cluster
-from cutswap.settings import Settings
-from cutswap.stages.saliency import saliency_category
-from cutswap.stores import StoreRef
+from cutswap.pipeline.parallel import Cluster
+from cutswap.pipeline.settings import Settings
+from cutswap.pipeline.stages.saliency import saliency_category
+from cutswap.pipeline.stores import StoreRef
 from tasks._logging import run_logged
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
-from cutswap import console
-from cutswap.parallel import Cluster, run_job
-from cutswap.settings import Settings
-from cutswap.stages.train import progress_line, train_run
-from cutswap.stores import StoreRef
+from cutswap.app import console
+from cutswap.pipeline.parallel import Cluster, run_job
+from cutswap.pipeline.settings import Settings
+from cutswap.pipeline.stages.train import progress_line, train_run
+from cutswap.pipeline.stores import StoreRef
 from tasks._logging import relay_to, run_logged
 
 

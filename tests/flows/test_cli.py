@@ -65,7 +65,7 @@ def test_bad_input_exits_2_with_one_line_before_prefect_or_dask_start(tmp_path, 
         f"cutswap run {' '.join(args)}: exit {done.returncode} in {seconds:.2f} s wall (with -X importtime)"
     )
     imported = _imported(done.stderr)
-    assert "cutswap.settings" in imported  # the check sees imports at all
+    assert "cutswap.pipeline.settings" in imported  # the check sees imports at all
     assert not {m for m in imported if m.split(".")[0] in ("prefect", "distributed", "torch")}
     errors = [line for line in done.stderr.splitlines() if not line.startswith("import time:")]
     assert done.returncode == 2, done.stderr[-2000:]

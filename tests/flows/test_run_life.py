@@ -18,7 +18,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from cutswap.stores import is_complete
+from cutswap.pipeline.stores import is_complete
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]

@@ -16,7 +16,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from cutswap.settings import load_settings
+from cutswap.pipeline.settings import load_settings
 
 
 def write_image(path: Path, height: int = 24, width: int = 32, gray: bool = False) -> Path:

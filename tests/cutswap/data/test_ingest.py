@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cutswap.data.datasets import resolve_dataset
 from cutswap.errors import DatasetError
-from cutswap.readers import samples
-from cutswap.stages.ingest import ingest_category
-from cutswap.stores import is_complete, open_store
+from cutswap.pipeline.datasets import resolve_dataset
+from cutswap.pipeline.readers import samples
+from cutswap.pipeline.stages.ingest import ingest_category
+from cutswap.pipeline.stores import is_complete, open_store
 
 
 def ingest_all(settings):
@@ -99,7 +99,7 @@ def test_pixel_problems_are_collected_and_nothing_is_published(tmp_path, kit, st
 def test_lenient_skips_and_lists_unreadable_files(tmp_path, kit, storage, caplog):
     bad = bad_mvtec(kit, tmp_path / "data")
     settings = kit.settings_for("mvtec", tmp_path / "data", storage, **{"dataset.lenient": True})
-    with caplog.at_level(logging.WARNING, logger="cutswap.stages.ingest"):
+    with caplog.at_level(logging.WARNING, logger="cutswap.pipeline.stages.ingest"):
         [(ref, _)] = ingest_all(settings).values()
     group = open_store(ref)
     skipped = {entry["image_path"]: entry["problem"] for entry in group.attrs["skipped"]}
@@ -133,7 +133,7 @@ def test_leakage_and_duplicates_are_reported(tmp_path, kit, storage, caplog):
     cat = root / "bottle"
     shutil.copy(cat / "train/good/000.png", cat / "test/good/copy.png")  # the same file in train and test
     shutil.copy(cat / "train/good/001.png", cat / "train/good/001_again.png")  # a duplicate within train
-    with caplog.at_level(logging.WARNING, logger="cutswap.stages.ingest"):
+    with caplog.at_level(logging.WARNING, logger="cutswap.pipeline.stages.ingest"):
         [(ref, _)] = ingest_all(kit.settings_for("mvtec", root, storage)).values()
     attrs = open_store(ref).attrs
     assert attrs["leakage"] == [

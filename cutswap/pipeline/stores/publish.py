@@ -1,0 +1,273 @@
+"""Publishing keyed stage outputs, crash-safely.
+
+Every stage writes one directory per output, named by what it holds and by a key::
+
+    <storage_root>/<stage>/<name>-<key>/        a Zarr v3 group (zarr.json + arrays), plus any extra files
+        zarr.json  attrs: {"complete": true, "stage", "key", "code_version", "settings", "inputs",
+                           "provenance": {...versions, timings...}, ...stage-specific attrs}
+    <storage_root>/<stage>/.<name>-<key>.tmp-<token>/       a write in progress (or a crashed one's leftover)
+    <storage_root>/<stage>/.<name>-<key>.tmp-<token>.lock   held (flock) by that writer while it runs
+    <storage_root>/<stage>/.<name>-<key>.writing            held (flock) by the one process computing the key
+
+The key is a hash of the stage name, its code version, its own settings and its inputs' keys, so a
+changed setting yields a new directory and leaves the old one intact.
+
+How a store is published (``publishing``), and why each step is there:
+
+1. It is written under the hidden temporary name, whose lock file the writer holds for its whole life.
+2. ``complete: true`` is written last, every file is fsynced, and the directory is renamed into place in
+   one ``rename``. Readers only accept a directory whose attrs say ``complete``, and only a finished
+   directory ever gets the final name, so a crash (SIGKILL, power loss) at any moment leaves at worst a
+   hidden temporary directory that nothing reads.
+3. One process computes a key at a time (``build_store`` holds ``.<name>-<key>.writing``): a second run
+   that needs the same store waits for the first and reuses what it published. Should two writers of the
+   same key still publish (a filesystem without locks, a forced recompute), the second rename fails
+   because the target exists; ours is discarded and theirs kept: stages are deterministic, so both
+   are equal and either is correct. Each writer fills its own directory, whole shards at a time, so two
+   writers never share a Zarr shard (Zarr loses data silently when they do).
+4. Leftovers of crashed writers are removed by the next writer in the same stage folder
+   (``cutswap.atomic.collect_garbage``): a temporary directory whose lock can be taken has no live writer. Where the filesystem offers no locks, leftovers
+   are left alone (they are hidden and never read) rather than risk deleting a live write.
+
+Disk-full and permission errors surface as ``StoreError`` naming the path, never as a traceback deep in
+Zarr, and leave nothing behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import zarr
+
+from cutswap import atomic
+from cutswap.errors import StoreError
+from cutswap.pipeline.stores.keys import (
+    CODE_VERSIONS,
+    StoreRef,
+    _jsonable,
+    library_versions,
+    stage_key,
+    store_path,
+)
+
+log = logging.getLogger(__name__)
+
+
+def is_complete(path: Path) -> bool:
+    """True when ``path`` holds a store whose writer finished."""
+    meta = Path(path) / "zarr.json"
+    if not meta.is_file():
+        return False
+    try:
+        return bool(json.loads(meta.read_text()).get("attributes", {}).get("complete", False))
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+def open_store(ref: StoreRef | Path | str) -> zarr.Group:
+    """Open a complete store read-only.
+
+    Raises:
+        StoreError: the store is missing or was never completed (a crashed writer, a deleted file).
+    """
+    path = Path(ref.path if isinstance(ref, StoreRef) else ref)
+    if not is_complete(path):
+        raise StoreError(
+            f"store {path} is missing or incomplete; rerun its stage (or run with force=[<stage>])"
+        )
+    return zarr.open_group(str(path), mode="r")
+
+
+@contextlib.contextmanager
+def publishing(final: Path, attrs: dict[str, Any], replace: bool = False) -> Iterator[zarr.Group]:
+    """Yield a new group at a temporary path; publish it at ``final`` only if the body succeeds.
+
+    The attrs are written first, ``complete`` last, and then the directory is renamed into place (see the
+    module docstring for the protocol). On any error the temporary directory is removed and nothing is
+    published.
+
+    Args:
+        final: Where the store is published.
+        attrs: Attributes written before the body runs (the body may add more).
+        replace: Replace a complete store already at ``final`` (a forced recompute). Otherwise a complete
+            store that appeared there meanwhile (a concurrent writer of the same key) is kept and ours is
+            discarded.
+
+    Raises:
+        StoreError: The storage cannot be written (permissions, disk full, read-only filesystem), naming
+            the path.
+    """
+    final = Path(final)
+    parent = final.parent
+    tmp = parent / f".{final.name}.tmp-{uuid.uuid4().hex[:12]}"
+    lock: atomic.WriterLock | None = None
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        atomic.collect_garbage(parent)
+        lock = atomic.WriterLock(Path(f"{tmp}.lock"))
+        tmp.mkdir()  # at once: a lock file without its directory is only collected once it is old
+        group = zarr.open_group(str(tmp), mode="w-")
+        group.attrs.update(_jsonable({**attrs, "complete": False}))
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if lock is not None:
+            lock.release()
+        raise StoreError(f"cannot write under {parent}: {_explain(exc, parent)}") from exc
+    try:
+        yield group
+        group.attrs["complete"] = True
+        atomic.sync_tree(tmp)
+        _publish(tmp, final, replace)
+    except OSError as exc:
+        if not _is_storage_error(exc, parent):
+            raise
+        raise StoreError(f"writing {final} failed: {_explain(exc, parent)}") from exc
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        lock.release()
+
+
+#: errno values that always mean "the storage cannot take this write", whichever file raised them.
+_STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
+
+
+def _is_storage_error(exc: OSError, parent: Path) -> bool:
+    """Whether an OSError raised while a store was written is about the storage (not, say, an input)."""
+    if exc.errno in _STORAGE_ERRNOS:
+        return True
+    filename = exc.filename
+    if filename is None:
+        return False
+    try:
+        return Path(os.path.abspath(filename)).is_relative_to(os.path.abspath(parent))
+    except (TypeError, ValueError):
+        return False
+
+
+def _explain(exc: OSError, parent: Path) -> str:
+    """A one-line reason with what to do, for the errno values people actually meet."""
+    what = exc.strerror or str(exc)
+    where = f" ({exc.filename})" if exc.filename else ""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        advice = f"the disk or quota is full: free space under {parent}, or point storage_root elsewhere"
+    elif exc.errno == errno.EFBIG:
+        advice = f"a file-size limit (filesystem, or ulimit -f) stopped the write under {parent}"
+    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        advice = f"make {parent} writable for this user, or point storage_root elsewhere"
+    else:
+        advice = "check space and permissions"
+    return f"{what}{where}; {advice}"
+
+
+def _publish(tmp: Path, final: Path, replace: bool) -> None:
+    """Rename the finished ``tmp`` to ``final`` atomically, resolving a race with another writer."""
+    aside: list[Path] = []  # what stood at the final name and is deleted once ours is in place
+
+    def set_aside() -> None:
+        target = atomic.temporary_sibling(final, "old")
+        with contextlib.suppress(FileNotFoundError):
+            os.rename(final, target)
+            aside.append(target)
+
+    try:
+        if replace:
+            set_aside()
+        for _ in range(3):
+            try:
+                os.rename(tmp, final)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.EISDIR, errno.ENOTDIR):
+                    raise
+                if is_complete(final):
+                    return  # a concurrent writer of the same key won; its store equals ours
+                set_aside()  # something incomplete squats the name (a half-deleted store, a partial copy)
+        else:
+            raise StoreError(f"cannot publish {final}: something keeps recreating it; remove it and rerun")
+        atomic.fsync_dir(final.parent)
+    finally:
+        for path in aside:
+            atomic.remove(path)
+
+
+def build_store(
+    storage_root: Path,
+    stage: str,
+    name: str,
+    settings: dict[str, Any],
+    inputs: dict[str, StoreRef],
+    write: Any,
+    mode: str = "run",
+    extra_attrs: dict[str, Any] | None = None,
+) -> tuple[StoreRef, bool]:
+    """Return the keyed store of a stage, computing it with ``write(group)`` only when needed.
+
+    Args:
+        mode: ``run`` computes a missing store and reuses a complete one; ``force`` recomputes it anyway;
+            ``reuse`` only accepts a complete store (a stage the user did not ask to run).
+
+    A store being written by another process (another run of the same stage) is waited for, then
+    reused, even under ``force``: it was computed after this call asked for it.
+
+    Returns:
+        The reference and whether it was computed now (False: a complete store was reused).
+
+    Raises:
+        StoreError: ``mode="reuse"`` and there is no complete store for these settings and inputs.
+    """
+    from datetime import UTC, datetime
+
+    key = stage_key(stage, settings, {k: v.key for k, v in inputs.items()})
+    path = store_path(storage_root, stage, name, key)
+    ref = StoreRef(stage, name, key, str(path))
+    if mode not in ("run", "force", "reuse"):
+        raise ValueError(f"mode must be run, force or reuse, got {mode!r}")
+    if is_complete(path) and mode != "force":
+        return ref, False
+    if mode == "reuse":
+        raise StoreError(
+            f"stage {stage} has no complete output for {name} with these settings (expected {path}); "
+            f"include {stage!r} in the stages to run"
+        )
+    attrs = {
+        "stage": stage,
+        "name": name,
+        "key": key,
+        "code_version": CODE_VERSIONS[stage],
+        "settings": settings,
+        "inputs": {k: v.to_dict() for k, v in inputs.items()},
+        "provenance": {"versions": library_versions(), "started": datetime.now(UTC).isoformat()},
+        **(extra_attrs or {}),
+    }
+    waited: list[str] = []
+
+    def waiting(holder: str) -> None:
+        waited.append(holder)
+        log.info("%s %s: waiting for another writer of %s (pid, host: %s)", stage, name, path, holder)
+
+    # One writer per key at a time: a second run that needs the same store (the same preset twice, or two
+    # presets sharing stages) waits for the first and reuses its store instead of computing it again.
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(atomic.locked(path, "writing", waiting))
+        except OSError as exc:
+            raise StoreError(f"cannot write under {path.parent}: {_explain(exc, path.parent)}") from exc
+        if is_complete(path) and (mode != "force" or waited):  # published meanwhile, by another run
+            return ref, False
+        start = time.perf_counter()
+        with publishing(path, attrs, replace=mode == "force") as group:
+            write(group)
+            prov = dict(group.attrs["provenance"])
+            prov["seconds"] = round(time.perf_counter() - start, 3)
+            group.attrs["provenance"] = prov
+    return ref, True

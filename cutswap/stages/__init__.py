@@ -1,9 +1,0 @@
-"""Stage functions: each reads the stores of the stages before it and returns one keyed store.
-
-These are plain functions (no Prefect), so the pipeline can be driven from any code; ``tasks/`` wraps
-them for Prefect. Every function takes the resolved :class:`cutswap.settings.Settings`, its inputs as
-:class:`cutswap.stores.StoreRef`, and a ``mode`` (``run``, ``force`` or ``reuse``, see
-:func:`cutswap.stores.build_store`). They return ``(ref, computed)``.
-"""
-
-STAGES = ("ingest", "saliency", "cluster", "pairs", "train", "evaluate", "report")

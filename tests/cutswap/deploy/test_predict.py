@@ -1,0 +1,120 @@
+"""``cutswap predict`` on a tiny run on disk: it gives the evaluate stage's scores for the run's own test
+image files, picks the best method by default, and lists bad image files (fatal with ``--strict``)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from cutswap.app.cli import main
+from cutswap.pipeline.readers import samples
+from cutswap.pipeline.stores import open_store
+from cutswap.score.detector import choose_threshold
+
+
+def _predict(tiny_run, *args: str) -> int:
+    return main(["--reports", str(tiny_run.reports), "predict", tiny_run.run, *args])
+
+
+def test_predict_equals_evaluate_on_the_runs_test_images(tiny_run, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = _predict(tiny_run, str(tiny_run.data / "brick" / "test"), "--out", str(out))
+    printed = capsys.readouterr().out
+    assert code == 0
+    results = pd.read_csv(tiny_run.reports / tiny_run.run / "results.csv")
+    best = results.groupby("method")["image_AUROC"].mean().idxmax()
+    assert f"method {best} (best mean image AUROC on brick" in printed
+
+    group = open_store(tiny_run.evaluations[best])
+    table = samples(open_store(tiny_run.ingest))
+    by_path = {
+        str(tiny_run.data / table.at[int(i), "image_path"]): s
+        for i, s in zip(group["index"][:], group["scores"][:], strict=True)
+    }
+    predictions = pd.read_csv(out / "predictions.csv")
+    assert sorted(predictions["path"]) == sorted(by_path)
+    expected = predictions["path"].map(by_path).to_numpy()
+    np.testing.assert_allclose(predictions["score"].to_numpy(), expected, rtol=1e-6)
+
+    threshold = group.attrs["threshold"]["value"]
+    assert (predictions["threshold"] == threshold).all()
+    anomalous = predictions["decision"] == "anomalous"
+    assert (anomalous == (predictions["score"] > threshold)).all()
+    assert set(predictions["decision"]) <= {"anomalous", "normal"}
+    for overlay in predictions["overlay"]:
+        with Image.open(out / overlay) as im:
+            assert im.size[1] >= 256 and im.size[0] > im.size[1], "image and overlay side by side"
+
+
+def test_threshold_by_hand_or_at_another_fpr(tiny_run, tmp_path, capsys):
+    image = str(tiny_run.data / "brick" / "test" / "good")
+    assert (
+        _predict(tiny_run, image, "--method", "cutpaste", "--threshold", "-1", "--out", str(tmp_path / "a"))
+        == 0
+    )
+    assert (pd.read_csv(tmp_path / "a" / "predictions.csv")["decision"] == "anomalous").all()
+    assert (
+        _predict(tiny_run, image, "--method", "cutpaste", "--fpr", "0.5", "--out", str(tmp_path / "b")) == 0
+    )
+    holdout = open_store(tiny_run.evaluations["cutpaste"])["holdout_scores"][:]
+    chosen = pd.read_csv(tmp_path / "b" / "predictions.csv")["threshold"].iloc[0]
+    assert chosen == pytest.approx(choose_threshold(holdout, 0.5)["value"], rel=1e-15)
+    assert "(--fpr)" in capsys.readouterr().out
+
+
+@pytest.fixture
+def messy_folder(tiny_run, tmp_path) -> Path:
+    """One good image among an empty file, a text file named .png, and a file without an image extension."""
+    folder = tmp_path / "incoming"
+    folder.mkdir()
+    shutil.copy(tiny_run.data / "brick" / "test" / "good" / "000.png", folder / "good.png")
+    (folder / "empty.png").write_bytes(b"")
+    (folder / "notes.png").write_text("not an image")
+    (folder / "readme.txt").write_text("hello")
+    return folder
+
+
+def test_bad_image_files_are_listed_not_fatal(tiny_run, messy_folder, tmp_path, capsys):
+    out = tmp_path / "out"
+    missing = str(tmp_path / "missing.png")
+    code = _predict(tiny_run, str(messy_folder), missing, str(tmp_path / "*.jpg"), "--out", str(out))
+    err = capsys.readouterr().err
+    assert code == 0
+    for name in ("empty.png", "notes.png", "readme.txt", "missing.png", "*.jpg"):
+        assert name in err, name
+    assert "5 file(s) could not be used" in err and "Traceback" not in err
+    assert pd.read_csv(out / "predictions.csv")["path"].tolist() == [str(messy_folder / "good.png")]
+    assert len(pd.read_csv(out / "skipped.csv")) == 5
+
+
+def test_strict_makes_bad_image_files_fatal(tiny_run, messy_folder, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert _predict(tiny_run, str(messy_folder), "--strict", "--out", str(out)) == 2
+    err = capsys.readouterr().err
+    assert "error: --strict: 3 file(s) above cannot be used; nothing was written" in err
+    assert "empty.png" in err and "Traceback" not in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--category", "tile"], "has no category 'tile'; it has brick"),
+        (["--method", "cutswap"], "has no method 'cutswap' on 'brick'; it has cutpaste, imagenet-gde"),
+        (["--method", "cutpaste", "--seed", "3"], "has no seed 3 for cutpaste on 'brick'; it has 0"),
+        (["--storage", "/nonexistent"], "pass --storage with the storage root the run used"),
+    ],
+)
+def test_unknown_choices_name_what_exists(tiny_run, tmp_path, capsys, args, message):
+    assert _predict(tiny_run, str(tmp_path), *args) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_unknown_run_names_the_runs(tiny_run, tmp_path, capsys):
+    assert main(["--reports", str(tiny_run.reports), "predict", "nope", str(tmp_path)]) == 2
+    assert "no run 'nope'" in capsys.readouterr().err

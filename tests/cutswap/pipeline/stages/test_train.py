@@ -1,0 +1,161 @@
+"""The train stage: keys, the store it publishes, resuming through its work directory, and DDP."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from cutswap.pipeline.readers import load_model
+from cutswap.pipeline.settings import Settings, TrainSettings
+from cutswap.pipeline.stages.train import train_key, train_run, work_dir
+from cutswap.pipeline.stores import build_store, open_store, write_array
+
+
+@pytest.fixture
+def stripes(make_stripes):
+    return make_stripes(16)
+
+
+def _pairs(root, n, levels=4):
+    boxes = np.tile(np.array([4, 6, 0, 0, 8, 8], np.int32), (n, levels, 3, 1))
+    return build_store(root, "pairs", "stripes", {"n": n}, {}, lambda g: write_array(g, "boxes", boxes))[0]
+
+
+def _settings(root, **train):
+    kw = {"steps": 4, "batch_size": 4, "head_dims": [32], "log_every": 2, "device": "cpu", **train}
+    return Settings(storage_root=root, train=TrainSettings(**kw))
+
+
+def test_key_ignores_execution_knobs_and_keeps_what_changes_weights(tmp_path):
+    base = train_key(_settings(tmp_path), "cutswap", 0)
+    for knob in (
+        {"log_every": 1},
+        {"checkpoint_every": 5},
+        {"channels_last": True},
+        {"amp": "off"},
+        {"methods": ["cutpaste"]},
+        {"seeds": [3]},
+    ):
+        assert train_key(_settings(tmp_path, **knob), "cutswap", 0) == base, knob
+    for change in ({"swaps": "per-level"}, {"amp": "bf16"}, {"nproc": 2}, {"pretrained": True}, {"steps": 5}):
+        assert train_key(_settings(tmp_path, **change), "cutswap", 0) != base, change
+    assert train_key(_settings(tmp_path), "cutswap", 1) != base
+    assert train_key(_settings(tmp_path), "cutswap-3way", 0) != base
+    # Options a method does not use leave its key alone.
+    scar = train_key(_settings(tmp_path), "cutpaste-scar", 0)
+    assert train_key(_settings(tmp_path, swaps="per-level"), "cutpaste-scar", 0) == scar
+    assert "pairs" not in scar and "pairs" not in base  # cutswap's pairs come in as the pairs store's key
+    assert set(train_key(_settings(tmp_path), "cutpaste", 0)["pairs"]) == {"area", "aspect"}
+    random_swap = train_key(_settings(tmp_path), "random-swap", 0)
+    assert "pairs" not in random_swap and "levels" not in random_swap  # it copies the pairs store's sizes
+
+
+def test_store_holds_a_loadable_model_log_and_attrs_and_no_work_left(tmp_path, stripes, ingest_store):
+    ingest = ingest_store(tmp_path, stripes)
+    settings = _settings(tmp_path, checkpoint_every=2)
+    seen = []
+    ref, computed = train_run(settings, ingest, "cutpaste-3way", 0, progress=seen.append)
+    assert computed and [e["step"] for e in seen] == [2.0, 4.0]
+    group = open_store(ref)
+    assert group["log"].shape == (2, 6)
+    attrs = dict(group.attrs)
+    assert attrs["num_classes"] == 3 and attrs["amp"] == "off" and attrs["resumed_from"] is None
+    assert attrs["nproc"] == 1 and attrs["parts"] == 1 and attrs["oom_retries"] == 0
+    assert attrs["worker"] == "in-process"
+    model = load_model(ref)
+    assert model.classifier.out_features == 3
+    assert model(torch.rand(2, 3, 16, 16))[1].shape == (2, 3)
+    assert not work_dir(tmp_path, ref.name, ref.key).exists()
+    assert train_run(settings, ingest, "cutpaste-3way", 0) == (ref, False)
+
+
+def test_saliency_bank_methods_need_the_pairs_store(tmp_path, stripes, ingest_store):
+    ingest = ingest_store(tmp_path, stripes)
+    settings = _settings(tmp_path, steps=1)
+    with pytest.raises(ValueError, match="cutswap-3way training needs the pairs store"):
+        train_run(settings, ingest, "cutswap-3way", 0)
+    with pytest.raises(ValueError, match="random-swap training needs the pairs store"):
+        train_run(settings, ingest, "random-swap", 0)
+    ref, _ = train_run(settings, ingest, "cutswap-3way", 0, _pairs(tmp_path, len(stripes)))
+    assert load_model(ref).classifier.out_features == 3
+    assert set(open_store(ref).attrs["inputs"]) == {"ingest", "pairs"}
+
+
+def test_a_failed_run_resumes_from_its_work_directory_to_the_same_weights(tmp_path, stripes, ingest_store):
+    """A run that dies after its step-2 checkpoint leaves no store, only its work directory; the rerun
+    resumes there and publishes exactly the weights of an uninterrupted run."""
+    ingest = ingest_store(tmp_path / "a", stripes)
+    settings = _settings(tmp_path / "a", checkpoint_every=2)
+
+    class Died(Exception):
+        pass
+
+    def die(entry):
+        if entry["step"] == 4:
+            raise Died
+
+    with pytest.raises(Died):
+        train_run(settings, ingest, "random-swap", 0, _pairs(tmp_path / "a", len(stripes)), progress=die)
+    work = list((tmp_path / "a" / "train" / ".work").iterdir())
+    assert [p.name for p in work[0].iterdir()] == ["resume.pt"]
+    ref, computed = train_run(settings, ingest, "random-swap", 0, _pairs(tmp_path / "a", len(stripes)))
+    assert computed and open_store(ref).attrs["resumed_from"] == 2
+    assert not work[0].exists()
+
+    b_ingest, b_pairs = ingest_store(tmp_path / "b", stripes), _pairs(tmp_path / "b", len(stripes))
+    whole, _ = train_run(_settings(tmp_path / "b"), b_ingest, "random-swap", 0, b_pairs)
+    assert whole.key == ref.key
+    a, b = load_model(ref).state_dict(), load_model(whole).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    np.testing.assert_array_equal(open_store(ref)["log"][:, 1], open_store(whole)["log"][:, 1])
+
+
+def test_without_a_progress_callback_progress_goes_to_the_module_logger(
+    tmp_path, stripes, ingest_store, caplog
+):
+    ingest = ingest_store(tmp_path, stripes)
+    with caplog.at_level("INFO", logger="cutswap.pipeline.stages.train"):
+        train_run(_settings(tmp_path), ingest, "cutpaste", 0)
+    lines = [r.getMessage() for r in caplog.records if r.name == "cutswap.pipeline.stages.train"]
+    assert (
+        lines == [m for m in lines if m.startswith("stripes-cutpaste-s0: step ") and " img/s" in m]
+        and len(lines) == 2
+    )
+
+
+def test_trunk_and_its_initialisation_are_keyed_and_recorded(tmp_path, stripes, ingest_store):
+    base = train_key(_settings(tmp_path), "cutpaste", 0)
+    assert train_key(_settings(tmp_path, trunk="efficientnet_lite0"), "cutpaste", 0) != base
+    assert (
+        train_key(_settings(tmp_path, weights=tmp_path / "w.pth", allow_download=True), "cutpaste", 0) == base
+    )
+    settings = _settings(tmp_path, trunk="efficientnet_lite0", pretrained=True, steps=1, log_every=1)
+    ref, _ = train_run(settings, ingest_store(tmp_path, stripes), "cutpaste", 0)
+    assert open_store(ref).attrs["trunk"]["name"] == "efficientnet_lite0"
+    assert open_store(ref).attrs["trunk"]["pretrained"] is True
+    model = load_model(ref)
+    assert model.trunk_name == "efficientnet_lite0" and model.embed(torch.rand(1, 3, 16, 16)).shape == (
+        1,
+        1280,
+    )
+
+
+def test_no_training_baseline_is_the_imagenet_trunk_shared_by_every_schedule(tmp_path, stripes, ingest_store):
+    from cutswap.method.backbones import effnet_imagenet, effnet_packaged_weights
+
+    key = train_key(_settings(tmp_path, trunk="efficientnet_lite0"), "imagenet-gde", 0)
+    for change in ({"steps": 9}, {"lr": 0.1}, {"pretrained": True}):
+        assert train_key(_settings(tmp_path, trunk="efficientnet_lite0", **change), "imagenet-gde", 0) == key
+    assert train_key(_settings(tmp_path, trunk="efficientnet_lite0"), "imagenet-gde", 3) == key
+    assert train_key(_settings(tmp_path), "imagenet-gde", 0) != key  # another trunk
+    settings = _settings(tmp_path, trunk="efficientnet_lite0")
+    ref, computed = train_run(settings, ingest_store(tmp_path, stripes), "imagenet-gde", 0)
+    attrs = open_store(ref).attrs
+    assert computed and attrs["num_classes"] == 1 and open_store(ref)["log"].shape == (0, 6)
+    assert attrs["trunk"]["pretrained"] is True and attrs["seconds"] == 0.0
+    frozen = effnet_imagenet(effnet_packaged_weights()).state_dict()
+    got = load_model(ref).trunk.state_dict()
+    assert all(torch.equal(got[k], frozen[k]) for k in got)  # the ImageNet weights, untouched
+    again, computed = train_run(settings, ingest_store(tmp_path, stripes), "imagenet-gde", 3)
+    assert again.path == ref.path and not computed  # one store per category, whatever the seed

@@ -1,0 +1,135 @@
+"""What users read and run of the settings: the shipped presets (``configs/*.yaml``) load, mean what they
+say, and say how to point at a dataset on disk; ``docs/method.md`` states every setting's real default."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from cutswap.errors import SettingsError
+from cutswap.pipeline.datasets import resolve_dataset
+from cutswap.pipeline.settings import Settings, load_settings
+from cutswap.report.tables import reference_table
+
+CONFIGS = Path(__file__).parents[2] / "configs"
+DOCS = Path(__file__).parents[2] / "docs"
+PRESETS = sorted(CONFIGS.glob("*.yaml"))
+#: Datasets the project builds itself; every other preset needs ``dataset.root``.
+EMBEDDED = ("textures", "mnist")
+
+
+def _leaves(node: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """Every value a YAML mapping sets, by dotted name (``train.momentum``), lists kept whole."""
+    if not isinstance(node, dict):
+        return [(prefix, node)]
+    return [leaf for key, value in node.items() for leaf in _leaves(value, f"{prefix}{key}.")]
+
+
+def _lookup(data: dict[str, Any], dotted: str) -> Any:
+    for part in dotted.rstrip(".").split("."):
+        data = data[part]
+    return data
+
+
+def test_the_documented_presets_ship():
+    # The README and the docs name these four; a rename would leave them pointing at nothing.
+    assert {p.stem for p in PRESETS} >= {"demo", "mnist", "mvtec-ad", "visa"}
+
+
+@pytest.mark.parametrize("path", PRESETS, ids=lambda p: p.stem)
+def test_a_shipped_preset_loads_and_keeps_every_value_it_writes(path: Path):
+    # Unknown keys already fail the load (every section forbids extras). This also catches a value that
+    # loads but not as written: a YAML scalar read as a string or a boolean and coerced by pydantic, or a
+    # validator that rewrites it. The JSON dump turns tuples into lists and paths into strings, as YAML has.
+    settings = load_settings(path)
+    dumped = settings.model_dump(mode="json")
+    for dotted, value in _leaves(yaml.safe_load(path.read_text())):
+        assert _lookup(dumped, dotted) == value, f"{path.name}: {dotted.rstrip('.')}"
+
+
+def test_each_preset_reports_under_its_own_name():
+    # ``run`` names the report folder: two presets with one name would overwrite each other's report.
+    runs = {path.stem: load_settings(path).run for path in PRESETS}
+    assert all(run == stem for stem, run in runs.items()), runs
+
+
+def test_the_mvtec_preset_runs_every_category_of_the_published_table():
+    # The report shows CutPaste's published figures beside ours; a category missing from the preset (or
+    # misspelt) would silently drop out of that comparison.
+    settings = load_settings(CONFIGS / "mvtec-ad.yaml")
+    published = set(reference_table("mvtec").index) - {"mean"}
+    assert set(settings.dataset.categories) == published
+
+
+@pytest.mark.parametrize(
+    "path",
+    [p for p in PRESETS if load_settings(p).dataset.name not in EMBEDDED],
+    ids=lambda p: p.stem,
+)
+def test_a_preset_for_data_on_disk_asks_for_the_dataset_root(path: Path, tmp_path: Path):
+    settings = load_settings(path, {"storage_root": str(tmp_path)})
+    assert settings.dataset.root is None  # shipped without a machine's path
+    with pytest.raises(SettingsError, match=r"dataset\.root is not set.*--set dataset\.root="):
+        resolve_dataset(settings)
+
+
+#: The sections whose every setting ``docs/method.md`` explains (the rest say where files and workers are).
+METHOD_SECTIONS = ("saliency", "cluster", "pairs", "train", "evaluate")
+#: A knob row of the docs' tables: ``| `section.name` | `default` | meaning |``.
+KNOB_ROW = re.compile(r"^\| `(?P<name>[a-z_]+\.[a-z_]+)` \| `(?P<default>[^`]*)` \|", re.MULTILINE)
+
+
+def test_the_method_doc_states_every_setting_with_its_real_default():
+    # The doc is where a reader learns what a knob does and what it is unless set; a default changed in
+    # settings.py, or a new setting, must show up there too.
+    rows = {m["name"]: m["default"] for m in KNOB_ROW.finditer((DOCS / "method.md").read_text())}
+    defaults = Settings().model_dump(mode="json")
+    expected = {f"{s}.{k}" for s in METHOD_SECTIONS for k in defaults[s]}
+    assert expected <= set(rows), sorted(expected - set(rows))
+    for name, default in rows.items():
+        assert yaml.safe_load(default) == _lookup(defaults, name), name
+
+
+def _anchor(heading: str) -> str:
+    """GitHub's anchor of a Markdown heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_the_method_doc_links_and_the_code_citing_it_resolve():
+    # Modules move (the doc links to them) and headings get renamed (docstrings cite them by anchor).
+    text = (DOCS / "method.md").read_text()
+    anchors = {_anchor(h) for h in re.findall(r"^#+ (.+)$", text, re.MULTILINE)}
+    for target in re.findall(r"\]\(([^)]+)\)", text):
+        path, _, anchor = target.partition("#")
+        if path:
+            assert (DOCS / path).exists(), target
+        else:
+            assert anchor in anchors, target
+    root = DOCS.parent
+    cited = [
+        (source, anchor)
+        for source in [*(root / "cutswap").rglob("*.py"), root / "README.md"]
+        for anchor in re.findall(r"docs/method\.md#([\w-]+)", source.read_text())
+    ]
+    assert cited, "the code cites the doc's sections by anchor"
+    for source, anchor in cited:
+        assert anchor in anchors, f"{source.relative_to(root)} cites a missing section: #{anchor}"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"train.stepz": 5}, "train.stepz: unknown setting; did you mean train.steps?"),
+        ({"trian.steps": 5}, "trian: unknown setting; did you mean train?"),
+        ({"dataset.image_sise": 64}, "dataset.image_sise: unknown setting; did you mean dataset.image_size?"),
+        ({"train.zzz": 1}, "train.zzz: unknown setting; the section train has methods, seeds, steps,"),
+    ],
+)
+def test_an_unknown_key_gets_a_did_you_mean(overrides, message):
+    with pytest.raises(SettingsError) as raised:
+        load_settings(CONFIGS / "demo.yaml", overrides)
+    assert message in str(raised.value)

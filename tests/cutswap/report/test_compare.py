@@ -1,0 +1,191 @@
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cutswap.report.compare import (
+    COLUMNS,
+    NO_DIFFERENCE,
+    compare,
+    comparison_pairs,
+    comparisons_markdown,
+    paired_differences,
+    question,
+    verdict,
+)
+
+# 2 categories x 3 seeds, cutswap (a) against random-swap (b); a - b per (category, seed):
+#   bottle: 0.02, 0.0005 (a tie: within 0.001), 0.03      -> category mean 0.0505 / 3 = 0.016833...
+#   screw:  -0.01 (a loss), 0.04, 0.01                    -> category mean 0.04 / 3   = 0.013333...
+A = {"bottle": (0.90, 0.9200, 0.94), "screw": (0.60, 0.62, 0.61)}
+B = {"bottle": (0.88, 0.9195, 0.91), "screw": (0.61, 0.58, 0.60)}
+DIFFS = {"bottle": (0.02, 0.0005, 0.03), "screw": (-0.01, 0.04, 0.01)}
+
+
+def _frame(values: dict[str, dict[str, tuple[float, ...]]], metric: str = "image_AUROC") -> pd.DataFrame:
+    rows = [
+        {"category": c, "method": m, "seed": s, metric: v, "pixel_AUROC": np.nan}
+        for m, per_cat in values.items()
+        for c, vs in per_cat.items()
+        for s, v in enumerate(vs)
+    ]
+    return pd.DataFrame(rows)
+
+
+def _hand() -> pd.DataFrame:
+    return _frame({"cutswap": A, "random-swap": B})
+
+
+def _exact_quantile(values: np.ndarray, level: float) -> float:
+    """Inverse CDF of the uniform distribution on ``values``: the smallest v with P(X <= v) >= level."""
+    ordered = np.sort(values)
+    return float(ordered[int(np.ceil(level * len(ordered))) - 1])
+
+
+def test_hand_computed_mean_counts_and_exact_bootstrap_distribution():
+    row = compare(_hand(), metrics=["image_AUROC"]).iloc[0]
+    assert (row["a"], row["b"], row["metric"], row["n_pairs"]) == ("cutswap", "random-swap", "image_AUROC", 6)
+    assert row["mean_diff"] == pytest.approx((0.0505 / 3 + 0.04 / 3) / 2)  # 0.0150833
+    assert (row["wins"], row["ties"], row["losses"]) == (4, 1, 1)
+    # The stratified bootstrap has 27 equally likely ordered redraws of 3 seeds per category, so 27^2 = 729
+    # equally likely resamples in all: enumerate them and take the exact distribution of the statistic.
+    per_cat = [
+        [np.mean([DIFFS[c][i] for i in idx]) for idx in itertools.product(range(3), repeat=3)]
+        for c in ("bottle", "screw")
+    ]
+    exact = np.array([(x + y) / 2 for x in per_cat[0] for y in per_cat[1]])
+    assert exact.mean() == pytest.approx(row["mean_diff"])  # the bootstrap is centred on the estimate
+    # 10,000 draws put the empirical 2.5% level within +-0.005 of 2.5% (sd 0.0016): >3 sd either side.
+    # (eps: the same atom summed in another order differs in the last bits)
+    eps = 1e-12
+    assert _exact_quantile(exact, 0.020) - eps <= row["ci_low"] <= _exact_quantile(exact, 0.030) + eps
+    assert _exact_quantile(exact, 0.970) - eps <= row["ci_high"] <= _exact_quantile(exact, 0.980) + eps
+    assert row["ci_low"] < row["mean_diff"] < row["ci_high"]
+
+
+def test_paired_differences_align_on_category_and_seed_and_drop_missing_partners():
+    results = _hand()
+    results = results.drop(results.index[(results["method"] == "random-swap") & (results["seed"] == 2)])
+    results.loc[(results["method"] == "cutswap") & (results["category"] == "screw") & (results["seed"] == 0),
+                "image_AUROC"] = np.nan  # fmt: skip
+    diffs = paired_differences(results, "cutswap", "random-swap", "image_AUROC")
+    assert list(diffs[["category", "seed"]].itertuples(index=False, name=None)) == [
+        ("bottle", 0), ("bottle", 1), ("screw", 1)
+    ]  # fmt: skip
+    assert diffs["diff"].to_numpy() == pytest.approx([0.02, 0.0005, 0.04])
+    row = compare(results, metrics=["image_AUROC"]).iloc[0]
+    assert row["n_pairs"] == 3
+    # every category weighs the same: bottle's two pairs average first, screw's one pair is a constant
+    assert row["mean_diff"] == pytest.approx(((0.02 + 0.0005) / 2 + 0.04) / 2)
+
+
+def _shifted(shift: float, noise: tuple[float, ...]) -> pd.DataFrame:
+    base = {"bottle": (0.90, 0.91, 0.92, 0.93), "screw": (0.60, 0.62, 0.64, 0.66)}
+    other = {c: tuple(v + shift + n for v, n in zip(vs, noise, strict=True)) for c, vs in base.items()}
+    return _frame({"cutswap": other, "cutpaste": base})
+
+
+def test_verdicts_for_a_clear_win_a_clear_loss_and_noise():
+    win = compare(_shifted(0.05, (0.002, -0.002, 0.001, -0.001)), metrics=["image_AUROC"]).iloc[0]
+    assert win["ci_low"] > 0
+    assert win["verdict"] == (
+        f"cutswap better by {win['mean_diff'] * 100:.1f} [{win['ci_low'] * 100:.1f}, {win['ci_high'] * 100:.1f}]"
+    )
+    assert win["verdict"].startswith("cutswap better by 5.0 [")
+    loss = compare(_shifted(-0.05, (0.002, -0.002, 0.001, -0.001)), metrics=["image_AUROC"]).iloc[0]
+    assert loss["ci_high"] < 0 and loss["losses"] == 8
+    # b better: the difference b - a and its interval, as positive numbers
+    assert loss["verdict"] == (
+        f"cutpaste better by {-loss['mean_diff'] * 100:.1f} "
+        f"[{-loss['ci_high'] * 100:.1f}, {-loss['ci_low'] * 100:.1f}]"
+    )
+    assert loss["verdict"].startswith("cutpaste better by 5.0 [")
+    noise = compare(_shifted(0.0, (0.02, -0.02, 0.01, -0.01)), metrics=["image_AUROC"]).iloc[0]
+    assert noise["ci_low"] < 0 < noise["ci_high"] and noise["verdict"] == NO_DIFFERENCE
+    assert verdict("a", "b", -0.05, -0.06, -0.04, 8) == "b better by 5.0 [4.0, 6.0]"
+    assert verdict("a", "b", 0.05, 0.04, 0.06, 8) == "a better by 5.0 [4.0, 6.0]"
+    assert verdict("a", "b", 0.05, 0.04, 0.06, 1) == NO_DIFFERENCE  # fewer than 2 pairs
+
+
+def test_single_seed_categories_are_constants_and_alone_give_no_interval():
+    results = _hand()
+    results = results[(results["seed"] == 0) | (results["category"] == "bottle")]
+    both = compare(results, metrics=["image_AUROC"]).iloc[0]
+    # screw has one seed: it adds -0.01 / 2 to every resample, so the interval is bottle's, shifted
+    bottle_only = compare(results[results["category"] == "bottle"], metrics=["image_AUROC"]).iloc[0]
+    assert both["ci_low"] == pytest.approx((bottle_only["ci_low"] - 0.01) / 2)
+    assert both["ci_high"] == pytest.approx((bottle_only["ci_high"] - 0.01) / 2)
+    one_seed = compare(_hand()[lambda f: f["seed"] == 0], metrics=["image_AUROC"]).iloc[0]
+    assert one_seed["n_pairs"] == 2 and np.isnan(one_seed["ci_low"]) and one_seed["verdict"] == NO_DIFFERENCE
+
+
+def test_deterministic_given_seed_and_columns_exact():
+    first = compare(_hand(), n_boot=2000, seed=3)
+    pd.testing.assert_frame_equal(first, compare(_hand(), n_boot=2000, seed=3))
+    assert tuple(first.columns) == COLUMNS
+    assert list(first["metric"]) == ["image_AUROC"]  # the all-NaN pixel metric is not compared by default
+    # another seed draws other resamples (few of them, so the percentiles fall between other atoms)
+    bounds = [tuple(compare(_hand(), n_boot=20, seed=s).iloc[0][["ci_low", "ci_high"]]) for s in (3, 4)]
+    assert bounds[0] != bounds[1]
+
+
+def test_bad_input_raises_value_error():
+    with pytest.raises(ValueError, match="unknown metric"):
+        compare(_hand(), metrics=["image_AUPR"])
+    with pytest.raises(ValueError, match="seed"):
+        compare(_hand().drop(columns="seed"))
+    with pytest.raises(ValueError, match="several rows"):
+        compare(pd.concat([_hand(), _hand()]))
+    with pytest.raises(ValueError, match="not in the results"):
+        compare(_hand(), pairs=[("cutswap", "cutpaste")])
+    with pytest.raises(ValueError, match="n_boot"):
+        compare(_hand(), n_boot=0)
+    with pytest.raises(ValueError, match="confidence"):
+        compare(_hand(), confidence=95)
+    with pytest.raises(ValueError, match="not numeric"):
+        paired_differences(_hand().assign(image_AUROC="x"), "cutswap", "random-swap", "image_AUROC")
+
+
+def test_pairs_answer_the_questions_among_the_methods_present():
+    everything = ["random-swap", "cutpaste", "cutswap", "imagenet-gde", "cutpaste-3way", "cutswap-3way"]
+    assert comparison_pairs(everything) == [
+        ("cutswap", "random-swap"),
+        ("cutswap", "cutpaste"),
+        ("cutswap-3way", "cutpaste-3way"),
+        ("cutswap", "imagenet-gde"),
+        ("cutswap-3way", "imagenet-gde"),
+        ("cutpaste", "imagenet-gde"),
+        ("cutpaste-3way", "imagenet-gde"),
+        ("random-swap", "imagenet-gde"),
+    ]
+    assert comparison_pairs(["cutpaste", "cutswap", "cutswap"]) == [("cutswap", "cutpaste")]
+    assert comparison_pairs(["cutswap", "cutswap-3way"]) == []
+    assert question("cutswap", "random-swap").startswith("Does saliency guidance help")
+    assert "untrained" in question("cutpaste", "imagenet-gde")
+
+
+def test_markdown_table_is_in_points_with_questions_and_how_the_interval_was_made():
+    results = _shifted(0.05, (0.002, -0.002, 0.001, -0.001))
+    table = compare(results, metrics=["image_AUROC"], n_boot=500)
+    md = comparisons_markdown(table, n_boot=500)
+    row = table.iloc[0]
+    assert "| Do saliency-guided swaps beat CutPaste? | cutswap − cutpaste | image_AUROC | 8 | +5.0 |" in md
+    assert f"| 8/0/0 | {row['verdict']} |" in md
+    assert "500 paired bootstrap resamples stratified by category" in md and "95% percentile" in md
+
+
+def test_the_no_training_baseline_pairs_its_one_value_with_every_seed():
+    # imagenet-gde runs once per category (no seed changes it): bottle 0.91, screw 0.60.
+    frame = _frame({"cutswap": A, "imagenet-gde": {"bottle": (0.91,), "screw": (0.60,)}})
+    diffs = paired_differences(frame, "cutswap", "imagenet-gde", "image_AUROC")
+    assert list(diffs["seed"]) == [0, 1, 2, 0, 1, 2]
+    np.testing.assert_allclose(diffs["diff"], [-0.01, 0.01, 0.03, 0.0, 0.02, 0.01], atol=1e-12)
+    row = compare(frame, [("cutswap", "imagenet-gde")], ["image_AUROC"]).iloc[0]
+    assert row["n_pairs"] == 6 and row["mean_diff"] == pytest.approx((0.01 + 0.01) / 2)
+    assert (row["wins"], row["ties"], row["losses"]) == (4, 1, 1)
+    twice = pd.concat([frame, frame.assign(seed=5)[frame["method"] == "imagenet-gde"]])
+    with pytest.raises(ValueError, match="trains nothing but has several seeds"):
+        paired_differences(twice, "cutswap", "imagenet-gde", "image_AUROC")
