@@ -30,7 +30,7 @@ _EXPORTS = {
     "load_backbone": "cutswap.method.backbones",
     # clustering and the pair bank
     "cluster_maps": "cutswap.method.clustering",
-    "build_pair_bank": "cutswap.method.bank",
+    "build_pair_bank": "cutswap.method.pairs",
     "PairBank": "cutswap.method.pairs",
     "sample_pair_bank": "cutswap.method.pairs",
     "random_pair_bank": "cutswap.method.pairs",

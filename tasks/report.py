@@ -15,7 +15,7 @@ from prefect.cache_policies import NONE
 from cutswap.pipeline.settings import Settings
 from cutswap.pipeline.stages.report import CategoryRefs, write_report
 from cutswap.report.compare import comparisons_markdown
-from cutswap.report.tables import comparison_settings
+from cutswap.report.prose import comparison_settings
 from tasks._logging import run_logged
 
 

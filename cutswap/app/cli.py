@@ -38,7 +38,8 @@ import pandas as pd
 
 from cutswap.errors import CutswapError
 from cutswap.report.compare import comparisons_markdown
-from cutswap.report.tables import comparison_settings, list_runs, markdown_table, metrics_of, pivot
+from cutswap.report.prose import comparison_settings
+from cutswap.report.tables import list_runs, markdown_table, metrics_of, pivot
 
 
 @dataclass(frozen=True)

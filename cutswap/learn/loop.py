@@ -42,9 +42,9 @@ from cutswap.learn import checkpoint as ckpt
 from cutswap.learn.execution import Execution
 from cutswap.learn.models import ProjectionNet, TrunkInfo, build_model
 from cutswap.learn.oom import OomRetry
+from cutswap.method.ops import CUTPASTE_AREA, CUTPASTE_ASPECT
 from cutswap.method.registry import get_method
 from cutswap.method.sampler import NegativeSampler, draw_batch
-from cutswap.method.transforms import CUTPASTE_AREA, CUTPASTE_ASPECT
 
 log = logging.getLogger(__name__)
 

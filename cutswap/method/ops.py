@@ -20,6 +20,10 @@ import math
 
 import torch
 
+#: CutPaste's patch-size ranges (Li et al. 2021): area as a fraction of the image, height/width ratio.
+CUTPASTE_AREA = (0.02, 0.15)
+CUTPASTE_ASPECT = (0.3, 3.3)
+
 #: CutPaste-Scar geometry of Li et al. (2021) and of ``Runinho/pytorch-cutpaste``, in pixels at this size.
 SCAR_REFERENCE_SIZE = 256
 SCAR_WIDTH = (2.0, 16.0)

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import torch
 
-from cutswap.method.ops import color_jitter
+from cutswap.method.ops import CUTPASTE_AREA, CUTPASTE_ASPECT, color_jitter
 from cutswap.method.registry import get_method
-from cutswap.method.transforms import CUTPASTE_AREA, CUTPASTE_ASPECT, CutPaste, CutSwap, Scar
+from cutswap.method.transforms import CutPaste, CutSwap, Scar
 
 
 class NegativeSampler:

@@ -20,12 +20,17 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from cutswap.method.ops import SCAR_HEIGHT, SCAR_ROTATION, SCAR_WIDTH, cut_paste, cut_paste_scar, swap_patches
+from cutswap.method.ops import (
+    CUTPASTE_AREA,
+    CUTPASTE_ASPECT,
+    SCAR_HEIGHT,
+    SCAR_ROTATION,
+    SCAR_WIDTH,
+    cut_paste,
+    cut_paste_scar,
+    swap_patches,
+)
 from cutswap.method.pairs import PairBank
-
-#: CutPaste's patch-size ranges (Li et al. 2021): area as a fraction of the image, height/width ratio.
-CUTPASTE_AREA = (0.02, 0.15)
-CUTPASTE_ASPECT = (0.3, 3.3)
 
 
 def _bank_tensor(bank: PairBank | np.ndarray | torch.Tensor | Sequence[PairBank]) -> torch.Tensor:

@@ -436,3 +436,28 @@ def differences_figure(
     axes[0].set_ylim(-0.6, len(questions) - 0.4)
     fig.suptitle(f"Paired differences a − b: mean and {confidence * 100:g}% interval", fontsize=9)
     return _save(fig, path)
+
+
+def overlay_figure(path, images, maps, tops, negatives: dict[str, np.ndarray], levels: list[str]) -> None:
+    """Per category: rows of images with each level's saliency and top-cluster outline, then negatives."""
+    n_img = len(images)
+    cols = max(len(levels) + 1, max((len(v) for v in negatives.values()), default=0))
+    rows = n_img + len(negatives)
+    fig = _figure(2 * cols, 2 * rows)
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for r in range(n_img):
+        axes[r, 0].imshow(images[r])
+        axes[r, 0].set_title("image", fontsize=8)
+        for j, level in enumerate(levels):
+            ax = axes[r, j + 1]
+            ax.imshow(images[r])
+            ax.imshow(maps[r, j].astype(np.float32), cmap="jet", alpha=0.45, vmin=0, vmax=1)
+            ax.contour(tops[r, j].astype(float), levels=[0.5], colors="white", linewidths=0.8)
+            ax.set_title(f"{level} + top cluster", fontsize=8)
+    for k, (method, imgs) in enumerate(negatives.items()):
+        for j, img in enumerate(imgs[:cols]):
+            axes[n_img + k, j].imshow(img)
+            axes[n_img + k, j].set_title(method, fontsize=8)
+    _save(fig, Path(path))

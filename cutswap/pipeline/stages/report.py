@@ -33,15 +33,10 @@ from cutswap.pipeline.settings import Settings
 from cutswap.pipeline.stores import CODE_VERSIONS, StoreRef, library_versions, open_store, stage_key
 from cutswap.report import figures as plots
 from cutswap.report.compare import BASELINE, COLUMNS, compare, comparison_pairs, paired_differences
-from cutswap.report.tables import (
-    FigureRef,
-    comparison_settings,
-    metrics_of,
-    overlay_figure,
-    run_page,
-    summary_markdown,
-    write_index,
-)
+from cutswap.report.figures import overlay_figure
+from cutswap.report.html import FigureRef, run_page, write_index
+from cutswap.report.prose import comparison_settings, summary_markdown
+from cutswap.report.tables import metrics_of
 
 
 @dataclass(frozen=True)

@@ -255,7 +255,8 @@ def test_preset_validates():
 
 
 def test_report_shows_deep_svdd_beside_ours():
-    from cutswap.report.tables import comparison, reference_table, summary_markdown
+    from cutswap.report.prose import summary_markdown
+    from cutswap.report.tables import comparison, reference_table
 
     published = reference_table("mnist")
     assert list(published.index) == [*CATEGORIES, "mean"]

@@ -12,7 +12,7 @@ from PIL import Image
 
 from cutswap.report import figures
 from cutswap.report.compare import COLUMNS
-from cutswap.report.tables import FigureRef, figures_html
+from cutswap.report.html import FigureRef, figures_html
 from cutswap.score.metrics import image_auroc
 
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -7,16 +7,9 @@ import pandas as pd
 import pytest
 
 from cutswap.app.cli import main as cli
-from cutswap.report.tables import (
-    comparison,
-    list_runs,
-    pair_steps,
-    pivot,
-    reference_table,
-    run_page,
-    summary_markdown,
-    write_index,
-)
+from cutswap.report.html import run_page, write_index
+from cutswap.report.prose import summary_markdown
+from cutswap.report.tables import comparison, list_runs, pair_steps, pivot, reference_table
 
 
 def _results(dataset: str = "textures") -> pd.DataFrame:

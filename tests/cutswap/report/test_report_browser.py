@@ -22,7 +22,7 @@ import pytest
 
 from cutswap.report import figures as plots
 from cutswap.report.compare import compare
-from cutswap.report.tables import FigureRef, run_page, write_index
+from cutswap.report.html import FigureRef, run_page, write_index
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(

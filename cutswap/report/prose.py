@@ -1,0 +1,252 @@
+"""The report's sentences: how every number was obtained (dataset, schedule, trunk, seeds, what was
+trained from scratch), the operating-point and trunk notes, the incomplete-run note, and ``summary.md``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cutswap.method.registry import UNTRAINED_METHODS, method_kinds
+from cutswap.report.compare import comparisons_markdown
+from cutswap.report.tables import (
+    REFERENCES,
+    comparison,
+    markdown_table,
+    metrics_of,
+    operating_points,
+    pair_steps,
+    pivot,
+    trunk_label,
+)
+
+
+def operating_point_note(results: pd.DataFrame) -> str:
+    """How the threshold behind the operating-point tables was chosen, from the results' own columns."""
+    target = results["threshold_fpr_target"].dropna()
+    expected = results["threshold_expected_fpr"].dropna()
+    held = results["n_holdout"]
+    text = (
+        "Precision, recall and false-positive rate on the test set at the decision threshold chosen on "
+        f"normal training images held out of the density fit ({held.min()}-{held.max()} per category), "
+        f"targeting a false-positive rate of {target.max() * 100:g} %; the test labels are not used to "
+        "choose it."
+    )
+    if len(expected) and (expected > target.max() + 1e-12).any():
+        text += (
+            f" With so few held-out images the largest held-out score is the threshold, whose expected "
+            f"false-positive rate is up to {expected.max() * 100:.1f} %."
+        )
+    return text
+
+
+def trunk_note(results: pd.DataFrame) -> str:
+    """Which trunk, and how initialised, each method's column rests on: stated under every table."""
+    groups: dict[str, list[str]] = {}
+    for method, rows in results.groupby("method", sort=True):
+        row = rows.iloc[0]
+        label = trunk_label(row)
+        if method in UNTRAINED_METHODS:
+            label = f"{row.get('trunk')} (ImageNet, frozen: no training)"
+        groups.setdefault(label, []).append(str(method))
+    return "Trunks: " + "; ".join(f"{', '.join(ms)}: {label}" for label, ms in groups.items()) + "."
+
+
+#: Results columns that say how a classifier was trained (from its train store's attributes): rows that
+#: agree on all of them share one sentence of the report, rows that differ get their own.
+SCHEDULE_COLUMNS = (
+    "trunk",
+    "pretrained",
+    "head_dims",
+    "steps",
+    "batch_size",
+    "lr",
+    "momentum",
+    "weight_decay",
+    "swaps",
+)
+
+
+#: How the ``swaps`` setting (``train.swaps``) places a swap method's pairs, in the report's words.
+SWAPS_WORDS = {
+    "one": "one pair per negative, from one saliency level drawn at random",
+    "per-level": "one pair from every saliency level per negative, swapped in level order on the same image",
+}
+
+
+def _present(value: Any) -> bool:
+    """Whether a results cell holds a value: a column missing from some rows reads as None or NaN."""
+    return value is not None and not (isinstance(value, float) and np.isnan(value))
+
+
+def batch_layout(method: str, batch_size: int) -> str:
+    """One step's batch of ``method``, class by class: ``32 normal + 32 swap + 32 scar (96 images)``.
+
+    A step draws ``batch_size`` images for class 0 (normal) and as many again for every negative kind of
+    the method (``cutswap.method.registry``), so the batch of a 3-way method is half as large again as a binary
+    one's; the report must not describe both as "B normal + B negative".
+    """
+    kinds = method_kinds(method)
+    blocks = [f"{batch_size} normal", *(f"{batch_size} {kind}" for kind in kinds)]
+    return " + ".join(blocks) + f" ({batch_size * (1 + len(kinds))} images)"
+
+
+def training_sentences(results: pd.DataFrame, image_size: Any) -> list[str]:
+    """How the trained methods were trained, one sentence per distinct schedule, from the rows' columns.
+
+    Every number comes from the rows (which take it from the train stores that made the models), so a
+    run with a non-default momentum, weight decay, batch or swap setting says so, and two methods whose
+    stores disagree are not summarised by whichever row comes first.
+    """
+    trained = results[~results["method"].isin(UNTRAINED_METHODS)]
+    if "steps" in trained.columns:
+        trained = trained[trained["steps"].notna()]
+    if trained.empty:
+        return []
+    keys = [c for c in SCHEDULE_COLUMNS if c in trained.columns]
+    lines = []
+    groups = trained.groupby(keys, sort=False, dropna=False) if keys else [(None, trained)]
+    for _, group in groups:
+        t = group.iloc[0]
+        methods = sorted(group["method"].unique())
+        batch = int(t["batch_size"])
+        layouts = "; ".join(f"{m}: {batch_layout(m, batch)}" for m in methods)
+        line = (
+            f"Classifiers ({', '.join(methods)}): {trunk_label(t)} + MLP head {t['head_dims']}, "
+            f"{int(t['steps'])} steps of SGD with lr {t['lr']} (cosine decay), momentum {t['momentum']}, "
+            f"weight decay {t['weight_decay']}, at {image_size} px; a step's batch, by class: {layouts}"
+        )
+        swapping = [m for m in methods if "swap" in method_kinds(m)]
+        if swapping and _present(t.get("swaps")):
+            line += f"; swaps ({', '.join(swapping)}): {SWAPS_WORDS.get(t['swaps'], t['swaps'])}"
+        lines.append(line + "; seeds " + ", ".join(map(str, sorted(group["seed"].unique()))) + ".")
+    return lines
+
+
+def how_obtained(results: pd.DataFrame, provenance: dict) -> list[str]:
+    """Sentences saying exactly how the numbers were made, shared by the Markdown and HTML pages."""
+    first = results.iloc[0]
+    backbone = provenance["backbone"]
+    target = first.get("target_class")
+    target = int(target) if _present(target) else None
+    size = first.get("saliency_input_size")
+    size = int(size) if _present(size) else None
+    lines = training_sentences(results, first["image_size"])
+    for method in sorted(set(results["method"]) & set(UNTRAINED_METHODS)):
+        row = results[results["method"] == method].iloc[0]
+        lines.append(
+            f"{method} (no training): {row['trunk']} with its ImageNet weights, frozen, scored like the "
+            "classifiers; evaluated once per category (no seed changes it) and paired with every seed in "
+            "the comparisons."
+        )
+    lines += [
+        "Score: Mahalanobis distance to a Gaussian (mean, Ledoit-Wolf covariance) of the pooled trunk "
+        "embeddings (512-d ResNet-18, 1280-d EfficientNet-Lite0) of the normal training images only. "
+        "image_AUROC = ROC AUC of that score over the test images.",
+        f"Saliency (cutswap): LayerCAM on {backbone['name']} (ImageNet, weights sha256 "
+        f"{str(backbone.get('sha256', ''))[:12]}…)"
+        + (
+            f" at {size} x {size} px input, maps resampled to the working size"
+            if size
+            else " at the working size"
+        )
+        + f", levels {first['levels']}, target class = "
+        + ("each image's top-1" if target is None else f"ImageNet class {target} for every image")
+        + (", raw maps rescaled by tanh(2 M / max M)." if bool(first.get("shallow_tanh", False)) else "."),
+        f"Clustering: {first['cluster_method']} K={first['cluster_k']} on each map's values; pairs: "
+        f"{first['draws']} draws per map from the top cluster, else at a smaller patch, else from the top "
+        "and next clusters, and only then at random locations: "
+        f"{results.drop_duplicates('category')['pair_fallback_rate'].mean() * 100:.1f}% of draws, mean over "
+        "categories (steps per category and level in the pair-bank table).",
+    ]
+    methods = set(results["method"])
+    controls = []
+    if "random-swap" in methods:
+        controls.append(
+            "random-swap = the same swaps with the same patch sizes at uniformly random non-overlapping "
+            "locations"
+        )
+    if any("cutpaste" in method_kinds(m) for m in methods):
+        controls.append("cutpaste = CutPaste (normal variant) with the same patch-size distribution")
+    if controls:
+        lines.append("Controls: " + "; ".join(controls) + ".")
+    definitions = provenance.get("metric_definitions") or {}
+    for metric in metrics_of(results):
+        if metric in definitions:
+            lines.append(f"`{metric}`: {definitions[metric]}")
+    if "metric_resolution" in provenance:
+        loc = dict(provenance.get("localization") or {})
+        route = loc.pop("localization", "n/a")
+        detail = ", ".join(f"{k} {v}" for k, v in loc.items() if v is not None)
+        lines.append(
+            f"Pixel metrics computed at the working size {provenance['metric_resolution']} px (masks resized "
+            f"with nearest neighbour); anomaly maps by {route} localization ({detail})."
+        )
+    if backbone.get("fallback_reason"):
+        lines.append(
+            f"**Deviation**: saliency backbone is not the paper's ResNet-18: {backbone['fallback_reason']}"
+        )
+    if first["dataset"] == "textures":
+        lines.append(
+            "The `textures` dataset is real CC0 texture photographs (scikit-image) with synthetic defects "
+            "built by this project; no published figures exist for it."
+        )
+    elif first["dataset"] in REFERENCES:
+        lines.append(REFERENCES[first["dataset"]].note)
+    return lines
+
+
+def comparison_settings(provenance: dict) -> dict:
+    """How the run's comparisons were computed (``provenance["comparisons"]``: n_boot, confidence, tie, seed)."""
+    return dict(provenance.get("comparisons") or {})
+
+
+def incomplete_note(provenance: dict) -> tuple[str, list[str]] | None:
+    """A run whose jobs failed: a sentence saying so, and one line per failed job; None when complete."""
+    failed = provenance.get("failed_jobs") or []
+    if not failed:
+        return None
+    jobs = "job" if len(failed) == 1 else "jobs"
+    sentence = (
+        f"**Incomplete run:** {len(failed)} {jobs} failed, so the tables below leave them out (their means "
+        "are over fewer seeds, or their rows are missing). Rerun the same command to retry them; every "
+        "finished store is reused."
+    )
+    return sentence, [
+        f"{f['stage']} {f['category']}/{f['method']}/seed {f['seed']}: {f['cause']}" for f in failed
+    ]
+
+
+def summary_markdown(results: pd.DataFrame, provenance: dict, comparisons: pd.DataFrame | None = None) -> str:
+    """The human-readable summary: the tables first, then exactly how they were obtained."""
+    lines = [f"# cutswap report: {provenance['run']}", ""]
+    incomplete = incomplete_note(provenance)
+    if incomplete is not None:
+        lines += [incomplete[0], "", *[f"- {line}" for line in incomplete[1]], ""]
+    lines.append(
+        f"Dataset **{results['dataset'].iloc[0]}**, {results['category'].nunique()} categories; values in %, "
+        "mean ± std over seeds where there are several."
+    )
+    if comparisons is not None and not comparisons.empty:
+        table = comparisons_markdown(comparisons, **comparison_settings(provenance))
+        lines += ["", "## Comparisons", "", table]
+    for metric in metrics_of(results):
+        lines += ["", f"## {metric}", "", markdown_table(pivot(results, metric)), "", trunk_note(results)]
+    for column in operating_points(results):
+        lines += ["", f"## {column}", "", markdown_table(pivot(results, column))]
+    if operating_points(results):
+        lines += ["", operating_point_note(results)]
+    ref = comparison(results)
+    if ref is not None:
+        title = REFERENCES[results["dataset"].iloc[0]].title
+        lines += ["", f"## image_AUROC beside {title}", "", markdown_table(ref)]
+    steps = pair_steps(results)
+    if steps is not None:
+        table = markdown_table(steps, "category / level")
+        lines += ["", "## Pair-bank draws by step (% of draws)", "", table]
+    lines += ["", "## How these numbers were obtained", ""]
+    lines += [f"- {line}" for line in how_obtained(results, provenance)]
+    lines += ["", "Per-seed values and every setting: `results.csv`. Store keys: `provenance.json`.", ""]
+    return "\n".join(lines)
