@@ -10,7 +10,7 @@ Store layout (``storage/evaluate/<category>-<method>-s<seed>-<key>/``)::
     density_mean, density_precision              float64 (D,), (D, D)  the image-level density
     patch_density_mean, patch_density_precision  float64 (D,), (D, D)  the crop density (``patch`` only)
     maps    float16 (T, S, S)  anomaly map of each test image divided by ``map_scale`` (so in [0, 1]); one
-                               map per chunk, 128 per shard; absent when ``localization`` is ``none``
+                               map per chunk, ``SHARD`` per shard; absent when ``localization`` is ``none``
     attrs   metrics: {image_AUROC, image_F1Max, pixel_AUROC, pixel_AUPRO, pixel_F1Max} (NaN: undefined, no
             maps, or anomalous test images without masks: ``anomalous_without_mask`` > 0),
             metric_definitions: {name: text}, metric_resolution: [S, S] (the working size the
@@ -46,6 +46,7 @@ from cutswap.pipeline.parallel import current_worker
 from cutswap.pipeline.readers import load_model, samples, train_indices
 from cutswap.pipeline.settings import EvaluateSettings, Settings
 from cutswap.pipeline.stores import StoreRef, build_store, open_store, write_array
+from cutswap.pipeline.stores.arrays import SHARD
 from cutswap.score.density import GaussianDensity
 from cutswap.score.detector import Detector, choose_threshold, operating_point, threshold_split
 from cutswap.score.localization import embed_images, fit_patch_density
@@ -152,7 +153,7 @@ def evaluate_run(
             normal_max = float(detector.anomaly_maps(images[held]).max())
         if maps is not None:
             scale = float(maps.max()) if len(maps) and maps.max() > 0 else 1.0
-            write_array(group, "maps", (maps / scale).astype(np.float16), per_chunk=1, per_shard=128)
+            write_array(group, "maps", (maps / scale).astype(np.float16), per_chunk=1, per_shard=SHARD)
         size = list(images.shape[1:3])
         group.attrs.update(
             {

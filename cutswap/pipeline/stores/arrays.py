@@ -11,9 +11,18 @@ from typing import Any
 
 import zarr
 
+#: Items per shard of every sharded array, and so per parallel task of the precompute stages
+#: (``cutswap.pipeline.parallel.run_sharded``): a task writes whole shards only.
+SHARD = 128
+
 
 def empty_array(
-    group: zarr.Group, name: str, shape: tuple[int, ...], dtype: Any, per_chunk: int = 1, per_shard: int = 128
+    group: zarr.Group,
+    name: str,
+    shape: tuple[int, ...],
+    dtype: Any,
+    per_chunk: int = 1,
+    per_shard: int = SHARD,
 ) -> zarr.Array:
     """Create a sharded array with one item (image, map) per inner chunk and ``per_shard`` items per shard.
 
@@ -37,7 +46,7 @@ def empty_array(
 
 
 def write_array(
-    group: zarr.Group, name: str, data: Any, per_chunk: int = 1, per_shard: int = 128
+    group: zarr.Group, name: str, data: Any, per_chunk: int = 1, per_shard: int = SHARD
 ) -> zarr.Array:
     """Store ``data`` in a new array laid out by :func:`empty_array`, writing whole shards."""
     import numpy as np

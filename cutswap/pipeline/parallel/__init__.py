@@ -1,0 +1,65 @@
+"""Parallel work over a Dask cluster: a local one by default, an existing one by address.
+
+Two kinds of work go to the cluster:
+
+* **Shards** (``run_sharded``), for the precompute stages.
+
+Precompute stages split their items (images, maps) into ranges aligned with the store's shards
+(``SHARD`` items, ``cutswap.pipeline.stores.arrays``) and let each task compute one range and write
+it straight into the stage's temporary store. Writers therefore own whole shards (Zarr 3 loses data when
+two writers share one), and since every range is computed the same way whatever the number of workers,
+the store is identical with 1 or N workers.
+
+* **Jobs** (``run_job``): one training or evaluation (category x method x seed) each. When the workers
+  advertise a ``GPU`` resource (a local cluster on a CUDA machine starts one worker per GPU with
+  ``{"GPU": 1}``; start remote workers with ``--resources GPU=1``), every job asks for one, so each GPU runs
+  one job at a time and each job sees its worker's GPU as ``cuda``. Without GPUs, ``cpu_jobs`` jobs run
+  at once (default: one per worker), each with its share of the cores (``benchmarks/bench_jobs.py``
+  compares the choices on a machine). Log records of the ``cutswap`` loggers a job emits on its worker
+  come back to the caller as they happen (Dask events), with the structured ``progress`` entry a record
+  carries (``extra={"progress": {...}}``), and only there: a worker prints none of them itself. Records of
+  the ``cutswap`` loggers outside a job (a shard's warning) come back too and are logged here, once.
+  A local cluster's workers log Dask's own chatter at WARNING only; the scheduler and nannies run in this
+  process and log at INFO, to whatever handlers this process has (a run's log file).
+
+Every socket stays on 127.0.0.1 for a local cluster (scheduler, workers and dashboard).
+
+Faults end a run; they never hang it (``JobError`` names the job, the reason and what to do):
+
+* A worker that dies running a job (killed, out of memory) is restarted by its nanny and the scheduler
+  reruns the job elsewhere; a training job resumes from its last checkpoint (``cutswap.pipeline.stages.train``).
+  A job whose workers die more than ``allowed_failures`` times fails (Dask's ``KilledWorker``).
+* Jobs and shards travel to the workers as pickled bytes and unpickle inside the task: a job whose code a
+  worker cannot import fails at once. (Dask unpickles a task in the worker's scheduler stream, where a
+  failure stops the worker taking work and the job waits forever.)
+* A job no connected worker can run (none at all, or none with the ``GPU`` resource it asks for) fails at
+  once when the cluster's workers lack the resource, and after ``worker_timeout`` seconds when the workers
+  are gone (they died or left) and none comes back.
+
+Modules: ``cluster`` (the cluster and its lifecycle), ``jobs`` (shards and jobs), ``worker_logs`` (the
+workers' log records, back here).
+"""
+
+from cutswap.pipeline.parallel.cluster import Cluster, JobError, dask_client
+from cutswap.pipeline.parallel.jobs import (
+    SHARD,
+    current_worker,
+    run_job,
+    run_sharded,
+    shard_ranges,
+    worker_device,
+)
+from cutswap.pipeline.parallel.worker_logs import WORKER_LOGS
+
+__all__ = [
+    "Cluster",
+    "JobError",
+    "SHARD",
+    "WORKER_LOGS",
+    "current_worker",
+    "dask_client",
+    "run_job",
+    "run_sharded",
+    "shard_ranges",
+    "worker_device",
+]

@@ -1,0 +1,270 @@
+"""The Dask cluster a run works on: a local one started and stopped here, or an existing one by address,
+and what every job asks of it (see the package docstring)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from cutswap.errors import CutswapError
+from cutswap.pipeline.parallel.worker_logs import WORKER_LOGS, _log_worker_record, _route_logs_plugin
+
+log = logging.getLogger(__name__)
+
+
+class JobError(CutswapError):
+    """A cluster job cannot run: it does not unpickle on the workers, its workers keep dying, or no worker
+    can take it. The message names the job, the reason and what to do."""
+
+
+class Cluster:
+    """A Dask client started on first use, so a run whose stages are all reused starts no cluster.
+
+    Args:
+        workers: processes of a local cluster started (and stopped) here, when it has no GPUs.
+        address: scheduler of an existing cluster (``tcp://host:8786``); takes precedence.
+        threads_per_worker: threads per local worker process; torch parallelises inside a task already.
+        gpus: GPUs of a local cluster; with any, it starts one worker per GPU, each advertising
+            ``{"GPU": 1}``. None: every visible CUDA device. With ``address``: 1 or more, every job asks
+            for a GPU; 0, none does; None, jobs ask for one when any worker advertises GPUs.
+        cpu_jobs: jobs at once on a local cluster without GPUs (at most, and by default, one per worker).
+        allowed_failures: deaths of a job's worker before the job fails, on a local cluster (a remote
+            scheduler uses its own ``distributed.scheduler.allowed-failures``).
+        worker_timeout: seconds a job may wait while no connected worker can run it.
+    """
+
+    def __init__(
+        self,
+        workers: int,
+        address: str | None = None,
+        threads_per_worker: int = 1,
+        gpus: int | None = None,
+        cpu_jobs: int | None = None,
+        allowed_failures: int = 3,
+        worker_timeout: float = 300.0,
+    ) -> None:
+        if gpus is None and address is None:
+            import torch
+
+            gpus = torch.cuda.device_count()
+        self.address, self.threads_per_worker, self.gpus = address, threads_per_worker, gpus
+        self.workers = gpus or workers
+        self.cpu_jobs = min(cpu_jobs or self.workers, self.workers) if self.local_cpu else None
+        self._slots = threading.BoundedSemaphore(self.cpu_jobs) if self.cpu_jobs else None
+        self.allowed_failures, self.worker_timeout = allowed_failures, worker_timeout
+        self._stack = contextlib.ExitStack()
+        self._client: Any = None
+        self._lock = threading.Lock()  # jobs are submitted from several threads
+
+    @property
+    def local_cpu(self) -> bool:
+        """A local cluster without GPUs: the one whose cores the jobs share."""
+        return self.address is None and not self.gpus
+
+    @property
+    def client(self) -> Any:
+        with self._lock:
+            if self._client is None:
+                self._client = self._start()
+        return self._client
+
+    def _start(self) -> Any:
+        import dask
+        from distributed import Client, LocalCluster
+
+        # Not as context managers: the client may be started in a task's thread and closed in another,
+        # and Client.__exit__ resets a context variable it set in the first thread.
+        if self.address is not None:
+            client = Client(self.address, set_as_default=False)
+            self._stack.callback(client.close)
+            client.subscribe_topic(WORKER_LOGS, _log_worker_record)
+            log.info("dask: connected to %s", self.address)
+            return client
+        # Dask sets MALLOC_TRIM_THRESHOLD_ in its workers, which turns off glibc's adaptive mmap threshold:
+        # every large tensor is then a fresh mmap, and its page faults made training jobs there slower
+        # than in-process (benchmarks/bench_jobs.py: 0.55x with it, 1.02x without, 2 cores).
+        # Workers read their Dask logging levels at start-up, from the environment they are spawned with.
+        # (The nanny sets that environment in this process too; it is put back below, so that processes
+        # started from here later log Dask's INFO lines as usual.)
+        quiet = "DASK_DISTRIBUTED__LOGGING__DISTRIBUTED"
+        before = os.environ.get(quiet)
+        config = {
+            "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+            f"distributed.nanny.pre-spawn-environ.{quiet}": "warning",
+        }
+        with dask.config.set(config), _restored_env(quiet, before):
+            cluster = LocalCluster(
+                n_workers=self.workers,
+                threads_per_worker=self.threads_per_worker,
+                processes=True,
+                host="127.0.0.1",
+                dashboard_address="127.0.0.1:0",
+                resources={"GPU": 1} if self.gpus else None,
+                scheduler_kwargs={"allowed_failures": self.allowed_failures},
+            )
+        self._stack.callback(cluster.close)
+        client = Client(cluster, set_as_default=False)
+        self._stack.callback(client.close)
+        _check_workers_see_this_package(client)
+        client.subscribe_topic(WORKER_LOGS, _log_worker_record)
+        client.register_plugin(_route_logs_plugin(), name="cutswap-logs")
+        log.info(
+            "dask: local cluster of %d workers%s, dashboard %s",
+            self.workers,
+            " (one GPU each)" if self.gpus else "",
+            client.dashboard_link,
+        )
+        return client
+
+    def job_resources(self) -> dict[str, float] | None:
+        """What every job asks for: ``{"GPU": 1}`` or None (no constraint).
+
+        A local cluster's jobs ask for a GPU when it has GPUs; a remote one's when ``gpus`` says so, or,
+        without it, when any worker of the cluster advertises GPUs.
+        """
+        if self.gpus is not None:
+            return {"GPU": 1} if self.gpus else None
+        workers = self.client.scheduler_info(n_workers=-1)["workers"].values()
+        return {"GPU": 1} if any(w.get("resources", {}).get("GPU") for w in workers) else None
+
+    def _where(self) -> str:
+        return f"the Dask scheduler at {self.address}" if self.address else "the local Dask cluster"
+
+    def check_can_run(self, name: str, resources: dict[str, float] | None) -> None:
+        """Fail at once when the cluster has workers but none offers ``resources``."""
+        workers = self.client.scheduler_info(n_workers=-1)["workers"]
+        if workers and resources and not _capable(workers, resources):
+            offers = sorted({_format(w.get("resources") or {}) for w in workers.values()})
+            raise JobError(
+                f"job {name} needs a worker with the resource {_format(resources)}, but none of the "
+                f"{len(workers)} workers of {self._where()} advertises it (they offer: {', '.join(offers)}); "
+                "start GPU workers with `dask worker ... --resources GPU=1`, or set parallel.gpus: 0 to run "
+                "jobs on any worker"
+            )
+
+    def wait(self, future: Any, name: str, resources: dict[str, float] | None) -> Any:
+        """The job's result; ``JobError`` once it has waited ``worker_timeout`` s with no worker to run it
+        (none connected, or none offering ``resources``), or once its workers died too often."""
+        from distributed import KilledWorker
+
+        poll = min(2.0, self.worker_timeout / 4)
+        stranded_since = None
+        done = threading.Event()
+        future.add_done_callback(lambda _: done.set())
+        while not done.wait(poll):
+            workers = self.client.scheduler_info(n_workers=-1)["workers"]
+            if _capable(workers, resources):
+                stranded_since = None
+                continue
+            now = time.monotonic()
+            stranded_since = now if stranded_since is None else stranded_since
+            if now - stranded_since < self.worker_timeout:
+                continue
+            if workers:
+                why = (
+                    f"no worker of {self._where()} advertises the resource {_format(resources)} it "
+                    "asks for (those that did died or left)"
+                )
+            else:
+                why = f"no worker is connected to {self._where()} (they died or left, or never joined)"
+            raise JobError(
+                f"job {name} waited {self.worker_timeout:g} s with no worker able to run it: {why}. "
+                "Restart the cluster's workers, or raise parallel.worker_timeout when they take longer "
+                "to come back"
+            )
+        try:
+            return future.result()
+        except KilledWorker as exc:
+            last = getattr(exc.last_worker, "address", exc.last_worker)
+            raise JobError(
+                f"job {name} failed: the Dask workers running it died {exc.allowed_failures + 1} times "
+                f"(the last was {last}). A job that kills its worker process (out of memory, a crash "
+                "in native code, a kill from outside) is retried at most parallel.allowed_failures "
+                f"({exc.allowed_failures}) times. Read the worker logs for why it died; if it ran out "
+                "of memory, lower train.batch_size or give the workers more memory"
+            ) from exc
+
+    def job_threads(self) -> int | None:
+        """Torch threads per job on a local CPU cluster (its share of the cores); None: leave as is."""
+        return max(1, (os.cpu_count() or 1) // self.cpu_jobs) if self.cpu_jobs else None
+
+    def job_slot(self) -> contextlib.AbstractContextManager:
+        """Held while a job runs: on a local CPU cluster, at most ``cpu_jobs`` jobs hold one at once."""
+        return self._slots if self._slots is not None else contextlib.nullcontext()
+
+    def close(self) -> None:
+        self._stack.close()
+        self._client = None
+
+
+@contextlib.contextmanager
+def _restored_env(name: str, value: str | None) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+def _capable(workers: dict[str, dict], resources: dict[str, float] | None) -> bool:
+    """Whether any of ``scheduler_info()["workers"]`` can run a job asking for ``resources``."""
+    return any(
+        all((w.get("resources") or {}).get(k, 0) >= v for k, v in (resources or {}).items())
+        for w in workers.values()
+    )
+
+
+def _format(resources: dict[str, float]) -> str:
+    return ", ".join(f"{k}={v:g}" for k, v in sorted(resources.items())) or "no resources"
+
+
+def _check_workers_see_this_package(client: Any) -> None:
+    """Fail fast when local workers would import another ``cutswap`` than this process does.
+
+    Workers inherit this process's ``sys.path``; a ``cutswap.py`` on it (a script folder put there by a
+    runner) shadows the package there, and every job would fail to unpickle (``JobError``); this says why.
+    """
+    import importlib.util
+
+    def origin() -> str | None:  # nested, so it travels by value and needs no cutswap import there
+        import importlib.util
+
+        spec = importlib.util.find_spec("cutswap")
+        return spec.origin if spec else None
+
+    here = importlib.util.find_spec("cutswap").origin
+    wrong = {w: o for w, o in client.run(origin).items() if o != here}
+    if wrong:
+        address, seen = next(iter(wrong.items()))
+        raise CutswapError(
+            f"Dask worker {address} would import `cutswap` from {seen}, not from {here}: a file or folder "
+            "named cutswap on sys.path shadows the package; rename it or run from another directory"
+        )
+
+
+@contextlib.contextmanager
+def dask_client(
+    workers: int = 0,
+    address: str | None = None,
+    threads_per_worker: int = 1,
+    gpus: int | None = None,
+    cpu_jobs: int | None = None,
+    allowed_failures: int = 3,
+    worker_timeout: float = 300.0,
+) -> Iterator[Cluster | None]:
+    """A lazily started :class:`Cluster`, or None for in-process work (``workers=0`` and no address)."""
+    if address is None and workers <= 0:
+        yield None
+        return
+    cluster = Cluster(workers, address, threads_per_worker, gpus, cpu_jobs, allowed_failures, worker_timeout)
+    try:
+        yield cluster
+    finally:
+        cluster.close()
