@@ -30,8 +30,10 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from typing import IO, Any
+from pathlib import Path
+from typing import IO
 
+from cutswap import atomic
 from cutswap.errors import CutswapError
 
 #: Seconds the server has to finish its requests once its run has ended.
@@ -123,17 +125,19 @@ def run_api(stop_on_exit: bool = False) -> Iterator[str]:
             )
         yield configured
         return
-    with tempfile.TemporaryFile() as output:
-        yield from _owned(settings, output, stop_on_exit)
+    # Runs starting at once on a new Prefect home would each migrate its database at the same time, and
+    # all but one fail: one server starts at a time (its migrations done once it answers).
+    with tempfile.TemporaryFile() as output, atomic.locked(Path(settings.home) / "cutswap-api", "starting"):
+        process, url = _start_server(output)
+        _wait_until_up(process, url, output, settings.server.ephemeral.startup_timeout_seconds)
+    yield from _owned(process, url, stop_on_exit)
 
 
-def _owned(settings: Any, output: IO[bytes], stop_on_exit: bool) -> Iterator[str]:
+def _owned(process: subprocess.Popen, url: str, stop_on_exit: bool) -> Iterator[str]:
     from prefect.context import refresh_global_settings_context
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    process, url = _start_server(output)
     try:
-        _wait_until_up(process, url, output, settings.server.ephemeral.startup_timeout_seconds)
         if not stop_on_exit:
             # For the rest of the process: what Prefect sends at exit must reach this server too.
             os.environ["PREFECT_API_URL"] = url
