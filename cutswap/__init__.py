@@ -12,6 +12,19 @@ settings::
 
 The names below are imported on first use, so ``import cutswap`` stays fast (the command line checks a
 bad setting in well under a second, before torch is loaded).
+
+The package, one folder per concern, in the method's order::
+
+    data/       datasets on disk: layout readers and the built-in datasets
+    method/     backbones, LayerCAM saliency, clustering, the pair bank, negatives, the method registry
+    learn/      the classifier, its training loop, checkpoint, execution, OOM retry, DDP
+    score/      density, anomaly maps, metrics, the detector
+    ---         the core above takes plain arguments and never imports the floor below
+    pipeline/   settings, keyed stores and their readers, the Dask layer, the stages
+    report/     tables, prose, HTML, figures, paired comparisons
+    deploy/     predict and export
+    app/        the command line and the console
+    atomic.py, errors.py   shared by both floors (``tests/test_layers.py`` checks all of this)
 """
 
 from __future__ import annotations

@@ -49,11 +49,11 @@ from prefect.futures import PrefectFuture
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from cutswap.app import console
-from cutswap.errors import CutswapError, RunFailed, StageFailed, one_line
+from cutswap.errors import RunFailed, StageFailed, one_line
 from cutswap.method.registry import get_method, method_seeds
 from cutswap.pipeline.parallel import dask_client
 from cutswap.pipeline.settings import load_settings
-from cutswap.pipeline.stages import STAGES
+from cutswap.pipeline.stages import stage_modes, stage_tasks
 from cutswap.pipeline.stages.report import CategoryRefs
 from flows import launch
 from tasks.cluster import cluster
@@ -63,14 +63,6 @@ from tasks.pairs import pairs
 from tasks.report import report
 from tasks.saliency import saliency
 from tasks.train import train
-
-
-def _modes(stages: list[str] | None, force: list[str] | None) -> dict[str, str]:
-    stages = stages or list(STAGES)
-    unknown = sorted((set(stages) | set(force or [])) - set(STAGES))
-    if unknown:
-        raise CutswapError(f"unknown stage(s) {unknown}; stages are {list(STAGES)}")
-    return {s: "force" if s in (force or []) else "run" if s in stages else "reuse" for s in STAGES}
 
 
 @dataclass(eq=False)
@@ -116,15 +108,14 @@ def cutswap(
 ) -> str:
     """Run the CutSwap benchmark described by a preset; returns the report folder."""
     settings = load_settings(preset, overrides)
-    mode = _modes(stages, force)
+    mode = stage_modes(stages, force)
     with console.run(settings.reports_root, settings.run) as shown:
         root, table = resolve(settings)
         # Every category is read and checked before any heavy work, so a bad file fails the run in seconds.
         names = sorted(table["category"].unique())
         # Every method over every seed, except the no-training baseline, which is the same for any seed.
         jobs = [(m, s) for m in settings.train.methods for s in method_seeds(m, settings.train.seeds)]
-        # Stage tasks: 4 per category before its jobs, a train and an evaluate per job, then the report.
-        shown.start(len(names) * (4 + 2 * len(jobs)) + 1, 2 * len(jobs) * len(names))
+        shown.start(*stage_tasks(len(names), len(jobs)))
         images = {c: ingest(settings, root, c, table, mode["ingest"]) for c in names}
         precomputed, jobs_of = {}, {}
         with dask_client(**settings.parallel.model_dump()) as dask:

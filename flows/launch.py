@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from cutswap.errors import CutswapError
-from cutswap.pipeline.stages import STAGES
+from cutswap.pipeline.stages import STAGES, stage_modes
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -64,9 +64,7 @@ def check(args: argparse.Namespace) -> Checked:
             raise CutswapError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.steps=50")
         overrides[key] = value
     stages, force = _split(args.stages), _split(args.force)
-    unknown = sorted((set(stages or []) | set(force or [])) - set(STAGES))
-    if unknown:
-        raise CutswapError(f"unknown stage(s) {unknown} in --stages/--force; stages are {list(STAGES)}")
+    stage_modes(stages, force)
     settings = load_settings(args.preset, overrides)
     resolve_dataset(settings)
     return Checked(settings, args.preset, overrides, stages, force)

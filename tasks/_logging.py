@@ -17,10 +17,8 @@ from prefect import get_run_logger
 
 from cutswap.app import console
 from cutswap.errors import CutswapError, StageFailed, one_line
+from cutswap.pipeline.stages import PER_JOB
 from cutswap.pipeline.stores import StoreRef, open_store
-
-#: Stages whose every store is a cluster job: the progress display shows them, the console does not.
-JOB_STAGES = ("train", "evaluate")
 
 
 def relay_to(logger: Any) -> Callable[[int, str], None]:
@@ -42,7 +40,7 @@ def run_logged(stage: str, label: str, call: Callable[[], tuple[Any, bool]], ite
     """
     logger = get_run_logger()
     shown = console.display()
-    job = stage in JOB_STAGES
+    job = stage in PER_JOB  # a cluster job: the progress display shows it, the console does not
     key = f"{stage} {label}"
     if job:
         shown.job_started(key)

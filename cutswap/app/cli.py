@@ -62,11 +62,6 @@ EXAMPLES = {
 }
 
 
-def _epilog(extra: Sequence[Command]) -> str:
-    examples = {**{c.name: c.example for c in extra}, **EXAMPLES}
-    return "examples:\n" + "\n".join(f"  {line}" for line in examples.values())
-
-
 def _can_browse() -> bool:
     """A browser can open: ``BROWSER`` is set, or a display is (not on CI)."""
     if os.environ.get("CI"):
@@ -82,95 +77,30 @@ def _known_runs(reports: Path) -> str:
     return ", ".join(list_runs(reports).get("run", pd.Series(dtype=str))) or "none"
 
 
-def main(argv: list[str] | None = None, extra: Sequence[Command] = ()) -> int:
-    parser = argparse.ArgumentParser(
-        prog="cutswap",
-        description="Run cutswap benchmarks, browse their reports, use their detectors.",
-        epilog=_epilog(extra),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument(
-        "--reports", type=Path, default=Path("reports"), help="reports root (default: reports)"
-    )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command in extra:
-        command.arguments(
-            sub.add_parser(command.name, help=command.help, epilog=f"example: {command.example}")
-        )
-    sub.add_parser("runs", help="list every run", epilog=f"example: {EXAMPLES['runs']}")
-    show = sub.add_parser("show", help="print a run's tables", epilog=f"example: {EXAMPLES['show']}")
-    show.add_argument("run")
-    show.add_argument("--metric", default=None, help="one metric (default: every metric the run has)")
-    opener = sub.add_parser(
-        "open", help="print a run's HTML page and open it in a browser", epilog=f"example: {EXAMPLES['open']}"
-    )
-    opener.add_argument("run")
-    opener.add_argument("--no-browser", action="store_true", help="only print the path")
-    predict = sub.add_parser(
-        "predict", help="score images with a detector of a run", epilog=f"example: {EXAMPLES['predict']}"
-    )
-    predict.add_argument("run")
-    predict.add_argument("images", nargs="+", help="image files, folders (searched recursively) or globs")
-    _detector_arguments(predict)
-    predict.add_argument("--out", type=Path, default=None, help="output folder (default: predictions/...)")
-    how = predict.add_mutually_exclusive_group()
-    how.add_argument("--fpr", type=float, default=None, help="re-choose the threshold at this target FPR")
-    how.add_argument("--threshold", type=float, default=None, help="use this decision threshold")
-    predict.add_argument("--strict", action="store_true", help="a file that cannot be read is an error")
-    predict.add_argument("--batch-size", type=int, default=64)
-    export = sub.add_parser(
-        "export",
-        help="write a detector of a run as ONNX (+ a torch.export program)",
-        epilog=f"example: {EXAMPLES['export']}",
-    )
-    export.add_argument("run")
-    _detector_arguments(export)
-    export.add_argument("--out", type=Path, default=None, help="output folder (default: exports/...)")
-    export.add_argument("--onnx-only", action="store_true", help="skip the torch.export program (.pt2)")
-    args = parser.parse_args(argv)
-
-    if args.command in ("predict", "export"):
-        try:
-            return (_predict if args.command == "predict" else _export)(args)
-        except CutswapError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-
-    for command in extra:
-        if args.command == command.name:
-            return command.handler(args)
-    if args.command == "open":
-        page = args.reports / args.run / "index.html"
-        if not page.is_file():
-            print(f"error: no page {page} (runs: {_known_runs(args.reports)})", file=sys.stderr)
-            return 2
-        print(page.resolve())
-        if not args.no_browser and _can_browse():
-            import webbrowser
-
-            webbrowser.open(page.resolve().as_uri())
+def _runs(args: argparse.Namespace) -> int:
+    runs = list_runs(args.reports)
+    if runs.empty:
+        print(f"no runs under {args.reports}/ (run `make demo` or `cutswap run`)")
         return 0
-    if args.command == "runs":
-        runs = list_runs(args.reports)
-        if runs.empty:
-            print(f"no runs under {args.reports}/ (run `make demo` or `cutswap run`)")
-            return 0
-        print(runs.to_string(index=False))
-        return 0
+    print(runs.to_string(index=False))
+    return 0
+
+
+def _show_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run")
+    parser.add_argument("--metric", default=None, help="one metric (default: every metric the run has)")
+
+
+def _show(args: argparse.Namespace) -> int:
     csv = args.reports / args.run / "results.csv"
     if not csv.is_file():
-        known = _known_runs(args.reports)
-        print(f"error: no run {args.run!r} under {args.reports}/ (runs: {known})", file=sys.stderr)
-        return 2
+        raise CutswapError(f"no run {args.run!r} under {args.reports}/ (runs: {_known_runs(args.reports)})")
     results = pd.read_csv(csv)
     metrics = [args.metric] if args.metric else metrics_of(results)
+    missing = [m for m in metrics if m not in results.columns]
+    if missing:
+        raise CutswapError(f"run {args.run!r} has no metric {missing[0]!r}; it has {metrics_of(results)}")
     for metric in metrics:
-        if metric not in results.columns:
-            print(
-                f"error: run {args.run!r} has no metric {metric!r}; it has {metrics_of(results)}",
-                file=sys.stderr,
-            )
-            return 2
         print(f"\n{metric} (%)\n" + markdown_table(pivot(results, metric)))
     comparisons_csv = args.reports / args.run / "comparisons.csv"
     if comparisons_csv.is_file():
@@ -181,6 +111,97 @@ def main(argv: list[str] | None = None, extra: Sequence[Command] = ()) -> int:
         if not comparisons.empty:
             print("\nComparisons\n" + comparisons_markdown(comparisons, **comparison_settings(provenance)))
     return 0
+
+
+def _open_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run")
+    parser.add_argument("--no-browser", action="store_true", help="only print the path")
+
+
+def _open(args: argparse.Namespace) -> int:
+    page = args.reports / args.run / "index.html"
+    if not page.is_file():
+        raise CutswapError(f"no page {page} (runs: {_known_runs(args.reports)})")
+    print(page.resolve())
+    if not args.no_browser and _can_browse():
+        import webbrowser
+
+        webbrowser.open(page.resolve().as_uri())
+    return 0
+
+
+def _predict_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run")
+    parser.add_argument("images", nargs="+", help="image files, folders (searched recursively) or globs")
+    _detector_arguments(parser)
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default: predictions/...)")
+    how = parser.add_mutually_exclusive_group()
+    how.add_argument("--fpr", type=float, default=None, help="re-choose the threshold at this target FPR")
+    how.add_argument("--threshold", type=float, default=None, help="use this decision threshold")
+    parser.add_argument("--strict", action="store_true", help="a file that cannot be read is an error")
+    parser.add_argument("--batch-size", type=int, default=64)
+
+
+def _export_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run")
+    _detector_arguments(parser)
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default: exports/...)")
+    parser.add_argument("--onnx-only", action="store_true", help="skip the torch.export program (.pt2)")
+
+
+def _commands() -> list[Command]:
+    """The library's commands, each with its example (``cutswap --help`` lists them)."""
+    return [
+        Command("runs", "list every run", EXAMPLES["runs"], lambda parser: None, _runs),
+        Command("show", "print a run's tables", EXAMPLES["show"], _show_arguments, _show),
+        Command(
+            "open",
+            "print a run's HTML page and open it in a browser",
+            EXAMPLES["open"],
+            _open_arguments,
+            _open,
+        ),
+        Command(
+            "predict",
+            "score images with a detector of a run",
+            EXAMPLES["predict"],
+            _predict_arguments,
+            _predict,
+        ),
+        Command(
+            "export",
+            "write a detector of a run as ONNX (+ a torch.export program)",
+            EXAMPLES["export"],
+            _export_arguments,
+            _export,
+        ),
+    ]
+
+
+def main(argv: list[str] | None = None, extra: Sequence[Command] = ()) -> int:
+    """Every command the same way: parse, then its handler; a ``CutswapError`` is one line and exit 2."""
+    commands = [*extra, *_commands()]
+    parser = argparse.ArgumentParser(
+        prog="cutswap",
+        description="Run cutswap benchmarks, browse their reports, use their detectors.",
+        epilog="examples:\n" + "\n".join(f"  {c.example}" for c in commands),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--reports", type=Path, default=Path("reports"), help="reports root (default: reports)"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in commands:
+        command.arguments(
+            sub.add_parser(command.name, help=command.help, epilog=f"example: {command.example}")
+        )
+    args = parser.parse_args(argv)
+    handler = next(c.handler for c in commands if c.name == args.command)
+    try:
+        return handler(args)
+    except CutswapError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 def _detector_arguments(parser: argparse.ArgumentParser) -> None:

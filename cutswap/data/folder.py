@@ -81,7 +81,38 @@ def scan_folder(
         problems.add(f"{root}: dataset root {what}; point dataset.root at the folder holding your images.")
         problems.raise_if_any()
     real_root = root.resolve()
-    name = category or real_root.name
+    name = _category_name(root, category or real_root.name, categories, problems)
+    settings = {"normal_dir": normal_dir, "abnormal_dir": abnormal_dir}
+    settings |= {"normal_test_dir": normal_test_dir, "mask_dir": mask_dir}
+    dirs = {key: _folder(root, real_root, key, value, problems) for key, value in settings.items()}
+    _check_overlaps(dirs, problems)
+    listed = {
+        key: images_in(path, real_root, problems, recursive=True) if path is not None else []
+        for key, path in dirs.items()
+        if key != "mask_dir"
+    }
+    for key, path in dirs.items():
+        if path is not None and key != "mask_dir" and not listed[key]:
+            problems.add(f"{path}: no images (dataset.folder.{key}; {extensions_hint()}).")
+    held_out = _held_out(root, dirs, listed["normal_dir"], normal_split, problems)
+    rows: list[Row] = []
+    for entry in listed["normal_dir"]:
+        split = "test" if entry.name in held_out else "train"
+        rows.append((name, split, 0, GOOD, _rel(root, entry.path), None))
+    for entry in listed["normal_test_dir"]:
+        rows.append((name, "test", 0, GOOD, _rel(root, entry.path), None))
+    if dirs["abnormal_dir"] is not None:
+        rows += _abnormal_rows(root, real_root, name, dirs, listed["abnormal_dir"], problems)
+    problems.raise_if_any()
+    return to_frame(rows)
+
+
+def _rel(root: Path, path: Path) -> str:
+    return path.relative_to(root).as_posix()
+
+
+def _category_name(root: Path, name: str, categories: list[str] | str | None, problems: Problems) -> str:
+    """The dataset's one category: a plain folder name, and the one asked for, if any."""
     if not name or name.startswith(".") or any(c in name for c in "/\\") or name in (".", ".."):
         problems.add(
             f"{root}: category name {name!r} is not a plain folder name; set dataset.folder.category."
@@ -94,92 +125,83 @@ def scan_folder(
             f"{root}: category {unknown!r} not found; a Folder dataset has one category, {name!r} "
             "(set dataset.folder.category to rename it)."
         )
+    return name
 
-    def folder(setting: str, value: str | None, required: bool) -> Path | None:
-        if value is None:
-            if required:
-                problems.add(f"{root}: dataset.folder.{setting} is not set; name the folder of those images.")
-            return None
-        path = inside_root(value, root, real_root, f"dataset.folder.{setting}", problems)
-        if path is not None and not path.is_dir():
-            problems.add(
-                f"{path}: missing (dataset.folder.{setting}={value!r}); create it or fix the setting."
-            )
-            return None
-        return path
 
-    dirs = {
-        "normal_dir": folder("normal_dir", normal_dir, True),
-        "abnormal_dir": folder("abnormal_dir", abnormal_dir, True),
-        "normal_test_dir": folder("normal_test_dir", normal_test_dir, False),
-        "mask_dir": folder("mask_dir", mask_dir, False),
-    }
-    _check_overlaps(dirs, problems)
-    listed = {
-        key: images_in(path, real_root, problems, recursive=True) if path is not None else []
-        for key, path in dirs.items()
-        if key != "mask_dir"
-    }
-    for key, path in dirs.items():
-        if path is not None and key != "mask_dir" and not listed[key]:
-            problems.add(f"{path}: no images (dataset.folder.{key}; {extensions_hint()}).")
+def _folder(root: Path, real_root: Path, setting: str, value: str | None, problems: Problems) -> Path | None:
+    """The folder a setting names, inside the root and present (normal_dir and abnormal_dir required)."""
+    if value is None:
+        if setting in ("normal_dir", "abnormal_dir"):
+            problems.add(f"{root}: dataset.folder.{setting} is not set; name the folder of those images.")
+        return None
+    path = inside_root(value, root, real_root, f"dataset.folder.{setting}", problems)
+    if path is not None and not path.is_dir():
+        problems.add(f"{path}: missing (dataset.folder.{setting}={value!r}); create it or fix the setting.")
+        return None
+    return path
 
-    def rel(path: Path) -> str:
-        return path.relative_to(root).as_posix()
 
+def _held_out(
+    root: Path, dirs: dict[str, Path | None], normal: list[Entry], normal_split: float, problems: Problems
+) -> set[str]:
+    """The normal images held out as normal test images when there is no normal_test_dir (a fixed
+    choice: the first ``normal_split`` of them by the hash of their path)."""
+    if dirs["normal_test_dir"] is not None or not normal:
+        return set()
+    count = max(1, round(normal_split * len(normal))) if normal_split > 0 else 0
+    if count >= len(normal):
+        problems.add(
+            f"{dirs['normal_dir']}: {len(normal)} normal image(s) cannot be split into training and "
+            f"normal test images (normal_split={normal_split}); add images or set dataset.folder.normal_test_dir."
+        )
+    order = sorted(normal, key=lambda e: hashlib.sha256(_rel(root, e.path).encode()).hexdigest())
+    if count == 0:
+        problems.add(
+            f"{root}: the test split has no normal images (normal_split=0 and no normal_test_dir); "
+            "image AUROC needs both; set dataset.folder.normal_test_dir or normal_split > 0."
+        )
+    return {e.name for e in order[:count]}
+
+
+def _abnormal_rows(
+    root: Path,
+    real_root: Path,
+    name: str,
+    dirs: dict[str, Path | None],
+    listed: list[Entry],
+    problems: Problems,
+) -> list[Row]:
+    """The anomalous images, one defect per sub-folder of abnormal_dir, with their masks."""
+    abnormal, masks_root = dirs["abnormal_dir"], dirs["mask_dir"]
+    groups: dict[str, list[Entry]] = {}
+    for entry in listed:
+        parent = str(Path(entry.name).parent)
+        groups.setdefault("" if parent == "." else parent, []).append(entry)
     rows: list[Row] = []
-    normal = listed["normal_dir"]
-    held_out: set[str] = set()
-    if dirs["normal_test_dir"] is None and normal:
-        count = max(1, round(normal_split * len(normal))) if normal_split > 0 else 0
-        if count >= len(normal):
-            problems.add(
-                f"{dirs['normal_dir']}: {len(normal)} normal image(s) cannot be split into training and "
-                f"normal test images (normal_split={normal_split}); add images or set dataset.folder.normal_test_dir."
-            )
-        order = sorted(normal, key=lambda e: hashlib.sha256(rel(e.path).encode()).hexdigest())
-        held_out = {e.name for e in order[:count]}
-        if count == 0:
-            problems.add(
-                f"{root}: the test split has no normal images (normal_split=0 and no normal_test_dir); "
-                "image AUROC needs both; set dataset.folder.normal_test_dir or normal_split > 0."
-            )
-    for entry in normal:
-        split = "test" if entry.name in held_out else "train"
-        rows.append((name, split, 0, GOOD, rel(entry.path), None))
-    for entry in listed["normal_test_dir"]:
-        rows.append((name, "test", 0, GOOD, rel(entry.path), None))
-
-    abnormal = dirs["abnormal_dir"]
-    if abnormal is not None:
-        groups: dict[str, list[Entry]] = {}
-        for entry in listed["abnormal_dir"]:
-            parent = str(Path(entry.name).parent)
-            groups.setdefault("" if parent == "." else parent, []).append(entry)
-        masks_root = dirs["mask_dir"]
-        for sub, entries in groups.items():
-            defect = sub or abnormal.name
-            masks: dict[str, Entry] = {}
-            if masks_root is not None:
-                local = [Entry(Path(e.name).name, e.path, False) for e in entries]
-                paired = pair_masks(
-                    masks_root / sub if sub else masks_root,
-                    real_root,
-                    local,
-                    problems,
-                    anomalous=True,
-                    image_dir=rel(abnormal / sub) if sub else rel(abnormal),
-                    mask_name="<stem>.png",
-                    subfolders_ok=True,
-                )
-                masks = {f"{sub}/{k}" if sub else k: v for k, v in paired.items()}
-            for entry in entries:
-                mask = masks.get(entry.name)
-                rows.append((name, "test", 1, defect, rel(entry.path), rel(mask.path) if mask else None))
+    for sub, entries in groups.items():
+        defect = sub or abnormal.name
+        masks: dict[str, Entry] = {}
         if masks_root is not None:
-            _check_mask_subfolders(masks_root, set(groups), real_root, problems)
-    problems.raise_if_any()
-    return to_frame(rows)
+            local = [Entry(Path(e.name).name, e.path, False) for e in entries]
+            paired = pair_masks(
+                masks_root / sub if sub else masks_root,
+                real_root,
+                local,
+                problems,
+                anomalous=True,
+                image_dir=_rel(root, abnormal / sub) if sub else _rel(root, abnormal),
+                mask_name="<stem>.png",
+                subfolders_ok=True,
+            )
+            masks = {f"{sub}/{k}" if sub else k: v for k, v in paired.items()}
+        for entry in entries:
+            mask = masks.get(entry.name)
+            rows.append(
+                (name, "test", 1, defect, _rel(root, entry.path), _rel(root, mask.path) if mask else None)
+            )
+    if masks_root is not None:
+        _check_mask_subfolders(masks_root, set(groups), real_root, problems)
+    return rows
 
 
 def _check_overlaps(dirs: dict[str, Path | None], problems: Problems) -> None:

@@ -261,12 +261,33 @@ def pair_masks(
             problems.add(f"{mask.path}: mask matches no image ({image_dir} is empty); remove it.")
         return {}
 
+    paired: dict[str, Entry] = {}
+    claimed: dict[str, str] = {}  # mask name -> image name
+    unresolved = _pair_exact(images, masks, paired, claimed, problems)
+    free = [m for m in masks if m.name not in claimed]
+    for image in unresolved:
+        _pair_contained(image, free, paired, claimed, problems, gt_dir, anomalous, mask_name)
+    example = mask_name.replace("<stem>", "000")
+    for mask in masks:
+        if mask.name not in claimed:
+            problems.add(
+                f"{mask.path}: mask matches no image in {image_dir} (the image stem must be contained in "
+                f"the mask stem, e.g. 000.png <-> {example}); rename or remove it."
+            )
+    return paired
+
+
+def _pair_exact(
+    images: list[Entry],
+    masks: list[Entry],
+    paired: dict[str, Entry],
+    claimed: dict[str, str],
+    problems: Problems,
+) -> list[Entry]:
+    """Pair the images whose mask stem is ``<stem>_mask`` or ``<stem>``; returns the images left unpaired."""
     by_stem: dict[str, list[Entry]] = {}
     for mask in masks:
         by_stem.setdefault(Path(mask.name).stem, []).append(mask)
-
-    paired: dict[str, Entry] = {}
-    claimed: dict[str, str] = {}  # mask name -> image name
     unresolved: list[Entry] = []
     for image in images:
         stem = Path(image.name).stem
@@ -288,41 +309,43 @@ def pair_masks(
                 claimed[mask.name] = image.name
         else:
             unresolved.append(image)
+    return unresolved
 
-    free = [m for m in masks if m.name not in claimed]
-    for image in unresolved:
-        stem = Path(image.name).stem
-        candidates = [m for m in free if stem in Path(m.name).stem]
-        expected = mask_name.replace("<stem>", stem)
-        if len(candidates) == 1:
-            mask = candidates[0]
-            if mask.name in claimed:
-                problems.add(
-                    f"{mask.path}: mask matches both {claimed[mask.name]} and {image.name}; rename it to "
-                    f"{mask_name} of the right image."
-                )
-                continue
-            paired[image.name] = mask
-            claimed[mask.name] = image.name
-        elif len(candidates) > 1:
-            names = ", ".join(m.name for m in candidates)
-            problems.add(f"{image.path}: several masks contain its name ({names}); name its mask {expected}.")
-            for mask in candidates:
-                claimed.setdefault(mask.name, image.name)
-        elif anomalous:
-            problems.add(
-                f"{image.path}: anomalous image has no mask; add {gt_dir / expected} "
-                "(the image stem must be contained in the mask stem)."
-            )
 
-    example = mask_name.replace("<stem>", "000")
-    for mask in masks:
-        if mask.name not in claimed:
+def _pair_contained(
+    image: Entry,
+    free: list[Entry],
+    paired: dict[str, Entry],
+    claimed: dict[str, str],
+    problems: Problems,
+    gt_dir: Path,
+    anomalous: bool,
+    mask_name: str,
+) -> None:
+    """Pair an image with the one free mask whose stem contains its stem (anomalib's rule)."""
+    stem = Path(image.name).stem
+    candidates = [m for m in free if stem in Path(m.name).stem]
+    expected = mask_name.replace("<stem>", stem)
+    if len(candidates) == 1:
+        mask = candidates[0]
+        if mask.name in claimed:
             problems.add(
-                f"{mask.path}: mask matches no image in {image_dir} (the image stem must be contained in "
-                f"the mask stem, e.g. 000.png <-> {example}); rename or remove it."
+                f"{mask.path}: mask matches both {claimed[mask.name]} and {image.name}; rename it to "
+                f"{mask_name} of the right image."
             )
-    return paired
+            return
+        paired[image.name] = mask
+        claimed[mask.name] = image.name
+    elif len(candidates) > 1:
+        names = ", ".join(m.name for m in candidates)
+        problems.add(f"{image.path}: several masks contain its name ({names}); name its mask {expected}.")
+        for mask in candidates:
+            claimed.setdefault(mask.name, image.name)
+    elif anomalous:
+        problems.add(
+            f"{image.path}: anomalous image has no mask; add {gt_dir / expected} "
+            "(the image stem must be contained in the mask stem)."
+        )
 
 
 def to_frame(rows: list[Row]) -> pd.DataFrame:

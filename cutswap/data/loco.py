@@ -89,70 +89,85 @@ def _scan_category(root: Path, real_root: Path, category: str, problems: Problem
         return []
     rows: list[Row] = []
     for folder, split in (("train", "train"), ("validation", "val")):
-        if folder not in subdirs:
-            if folder == "train":
-                problems.add(f"{cat_dir / 'train' / GOOD}: missing; put the normal training images there.")
-            continue
-        for entry in scandir(cat_dir / folder, real_root, problems):
-            if entry.is_dir and entry.name != GOOD:
-                problems.add(
-                    f"{entry.path}: unexpected folder; {folder} images must all be normal, in good/."
-                )
-            elif is_stray_image(entry):
-                problems.add(f"{entry.path}: image outside {folder}/good; move it into {folder}/good.")
-        good = cat_dir / folder / GOOD
-        if good.is_dir():
-            images = images_in(good, real_root, problems)
-            if not images:
-                problems.add(f"{good}: no images ({extensions_hint()}).")
-            rows.extend(
-                (category, split, 0, GOOD, f"{category}/{folder}/{GOOD}/{e.name}", None) for e in images
-            )
-        elif folder == "train":
-            problems.add(f"{good}: missing; put the normal training images there.")
+        rows += _normal_rows(cat_dir, real_root, category, folder, split, subdirs, problems)
+    test, kinds = _test_rows(cat_dir, real_root, category, subdirs, problems)
+    _check_ground_truth(cat_dir, real_root, kinds, subdirs, problems)
+    return rows + test
 
-    kinds: set[str] = set()
+
+def _normal_rows(
+    cat_dir: Path,
+    real_root: Path,
+    category: str,
+    folder: str,
+    split: str,
+    subdirs: set[str],
+    problems: Problems,
+) -> list[Row]:
+    """The normal images of ``train/good`` or ``validation/good`` (the first is required)."""
+    if folder not in subdirs:
+        if folder == "train":
+            problems.add(f"{cat_dir / 'train' / GOOD}: missing; put the normal training images there.")
+        return []
+    for entry in scandir(cat_dir / folder, real_root, problems):
+        if entry.is_dir and entry.name != GOOD:
+            problems.add(f"{entry.path}: unexpected folder; {folder} images must all be normal, in good/.")
+        elif is_stray_image(entry):
+            problems.add(f"{entry.path}: image outside {folder}/good; move it into {folder}/good.")
+    good = cat_dir / folder / GOOD
+    if not good.is_dir():
+        if folder == "train":
+            problems.add(f"{good}: missing; put the normal training images there.")
+        return []
+    images = images_in(good, real_root, problems)
+    if not images:
+        problems.add(f"{good}: no images ({extensions_hint()}).")
+    return [(category, split, 0, GOOD, f"{category}/{folder}/{GOOD}/{e.name}", None) for e in images]
+
+
+def _test_rows(
+    cat_dir: Path, real_root: Path, category: str, subdirs: set[str], problems: Problems
+) -> tuple[list[Row], set[str]]:
+    """The test images of every kind with their mask folders; the kinds seen."""
     if "test" not in subdirs:
         problems.add(f"{cat_dir / 'test'}: missing; put test images in test/good and test/<anomaly kind>.")
-    else:
-        n_test = 0
-        for entry in scandir(cat_dir / "test", real_root, problems):
-            if is_stray_image(entry):
-                problems.add(f"{entry.path}: image directly in test/; move it into test/good or test/<kind>.")
-            if not entry.is_dir:
-                continue
-            kind = entry.name
-            kinds.add(kind)
-            images = images_in(entry.path, real_root, problems)
-            n_test += len(images)
-            masks = {} if kind == GOOD else _mask_folders(cat_dir, real_root, kind, images, problems)
-            for image in images:
-                mask = masks.get(image.name)
-                rows.append(
-                    (
-                        category,
-                        "test",
-                        int(kind != GOOD),
-                        kind,
-                        f"{category}/test/{kind}/{image.name}",
-                        f"{category}/ground_truth/{kind}/{mask}" if mask else None,
-                    )
-                )
-        if n_test == 0:
-            problems.add(f"{cat_dir / 'test'}: no test images ({extensions_hint()}).")
+        return [], set()
+    rows: list[Row] = []
+    kinds: set[str] = set()
+    for entry in scandir(cat_dir / "test", real_root, problems):
+        if is_stray_image(entry):
+            problems.add(f"{entry.path}: image directly in test/; move it into test/good or test/<kind>.")
+        if not entry.is_dir:
+            continue
+        kind = entry.name
+        kinds.add(kind)
+        images = images_in(entry.path, real_root, problems)
+        masks = {} if kind == GOOD else _mask_folders(cat_dir, real_root, kind, images, problems)
+        for image in images:
+            mask = masks.get(image.name)
+            mask_rel = f"{category}/ground_truth/{kind}/{mask}" if mask else None
+            rows.append(
+                (category, "test", int(kind != GOOD), kind, f"{category}/test/{kind}/{image.name}", mask_rel)
+            )
+    if not rows:
+        problems.add(f"{cat_dir / 'test'}: no test images ({extensions_hint()}).")
+    return rows, kinds
 
-    if "ground_truth" in subdirs:
-        for entry in scandir(cat_dir / "ground_truth", real_root, problems):
-            if entry.is_dir and (entry.name not in kinds or entry.name == GOOD):
-                problems.add(
-                    f"{entry.path}: masks for {entry.name!r} but no anomalous test/{entry.name} folder; "
-                    "restore the test images or remove the folder."
-                )
-            elif is_stray_image(entry):
-                problems.add(
-                    f"{entry.path}: mask directly in ground_truth/; LOCO keeps one folder per image."
-                )
-    return rows
+
+def _check_ground_truth(
+    cat_dir: Path, real_root: Path, kinds: set[str], subdirs: set[str], problems: Problems
+) -> None:
+    """Mask folders without anomalous test images, and masks outside a per-image folder."""
+    if "ground_truth" not in subdirs:
+        return
+    for entry in scandir(cat_dir / "ground_truth", real_root, problems):
+        if entry.is_dir and (entry.name not in kinds or entry.name == GOOD):
+            problems.add(
+                f"{entry.path}: masks for {entry.name!r} but no anomalous test/{entry.name} folder; "
+                "restore the test images or remove the folder."
+            )
+        elif is_stray_image(entry):
+            problems.add(f"{entry.path}: mask directly in ground_truth/; LOCO keeps one folder per image.")
 
 
 def _mask_folders(

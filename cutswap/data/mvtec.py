@@ -32,7 +32,9 @@ its errors belong to ingest, through ``cutswap.data.images``). The table has the
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -136,6 +138,28 @@ def _list_categories(root: Path, real_root: Path, problems: Problems) -> list[st
     return sorted(e.name for e in candidates)
 
 
+@dataclass
+class _Category:
+    """One category folder being read: where its parts are, what it holds so far."""
+
+    root: Path
+    real_root: Path
+    name: str
+    problems: Problems
+    normal: str
+    subdirs: dict[str, Any]
+
+    @property
+    def folder(self) -> Path:
+        return self.root / self.name
+
+    def scandir(self, path: Path) -> list:
+        return scandir(path, self.real_root, self.problems)
+
+    def images_in(self, path: Path) -> list:
+        return images_in(path, self.real_root, self.problems)
+
+
 def _scan_category(
     root: Path,
     real_root: Path,
@@ -146,93 +170,120 @@ def _scan_category(
     mask_name: str,
     masks_required: bool = True,
 ) -> list[Row]:
-    cat_dir = root / category
-    subdirs = {e.name: e for e in scandir(cat_dir, real_root, problems) if e.is_dir}
-    train_dir, test_dir, gt_dir = cat_dir / "train", cat_dir / "test", cat_dir / "ground_truth"
-    has_train_good = "train" in subdirs and (train_dir / normal).is_dir()
-    has_test = "test" in subdirs
+    subdirs = {e.name: e for e in scandir(root / category, real_root, problems) if e.is_dir}
+    cat = _Category(root, real_root, category, problems, normal, subdirs)
+    if not _has_parts(cat, layout_hint):
+        return []
+    train = _train_rows(cat)
+    test, defects = _test_rows(cat, mask_name, masks_required)
+    _check_ground_truth(cat, defects)
+    _check_counts(cat, len(train), len(test))
+    return train + test
 
-    if not subdirs:
-        problems.add(
-            f"{cat_dir}: category {category!r} is empty (no train/ or test/ folder); {layout_hint}. "
+
+def _has_parts(cat: _Category, layout_hint: str) -> bool:
+    """Whether the category has any part at all; reports each missing one."""
+    if not cat.subdirs:
+        cat.problems.add(
+            f"{cat.folder}: category {cat.name!r} is empty (no train/ or test/ folder); {layout_hint}. "
             "Copy it again or remove it."
         )
+        return False
+    if not _has_train_good(cat):
+        cat.problems.add(
+            f"{cat.folder / 'train' / cat.normal}: missing; put the category's normal training images there."
+        )
+    if "test" not in cat.subdirs:
+        cat.problems.add(
+            f"{cat.folder / 'test'}: missing; put test images in test/{cat.normal} and test/<defect>."
+        )
+    return True
+
+
+def _has_train_good(cat: _Category) -> bool:
+    return "train" in cat.subdirs and (cat.folder / "train" / cat.normal).is_dir()
+
+
+def _train_rows(cat: _Category) -> list[Row]:
+    """The normal training images; anything else under train/ is reported."""
+    if "train" not in cat.subdirs:
         return []
-    if not has_train_good:
-        problems.add(f"{train_dir / normal}: missing; put the category's normal training images there.")
-    if not has_test:
-        problems.add(f"{test_dir}: missing; put test images in test/{normal} and test/<defect>.")
-
-    rows: list[Row] = []
-    n_train = 0
-    if "train" in subdirs:
-        for entry in scandir(train_dir, real_root, problems):
-            if entry.is_dir and entry.name != normal:
-                problems.add(
-                    f"{entry.path}: unexpected folder; training images must all be normal, in train/{normal}."
-                )
-            elif is_stray_image(entry):
-                problems.add(f"{entry.path}: image outside train/{normal}; move it into train/{normal}.")
-        if has_train_good:
-            for image in images_in(train_dir / normal, real_root, problems):
-                rows.append((category, "train", 0, GOOD, f"{category}/train/{normal}/{image.name}", None))
-                n_train += 1
-
-    n_test = 0
-    test_defects: set[str] = set()
-    if has_test:
-        test_entries = scandir(test_dir, real_root, problems)
-        for entry in test_entries:
-            if is_stray_image(entry):
-                problems.add(
-                    f"{entry.path}: image directly in test/; move it into test/{normal} or test/<defect>."
-                )
-        for defect_entry in (e for e in test_entries if e.is_dir):
-            defect = defect_entry.name
-            test_defects.add(defect)
-            images = images_in(defect_entry.path, real_root, problems)
-            n_test += len(images)
-            anomalous = defect != normal
-            masks = pair_masks(
-                gt_dir / defect,
-                real_root,
-                images,
-                problems,
-                anomalous and masks_required,
-                f"test/{defect}",
-                mask_name,
+    train_dir, normal = cat.folder / "train", cat.normal
+    for entry in cat.scandir(train_dir):
+        if entry.is_dir and entry.name != normal:
+            cat.problems.add(
+                f"{entry.path}: unexpected folder; training images must all be normal, in train/{normal}."
             )
-            for image in images:
-                mask = masks.get(image.name)
-                mask_rel = f"{category}/ground_truth/{defect}/{mask.name}" if mask is not None else None
-                rows.append(
-                    (
-                        category,
-                        "test",
-                        int(anomalous),
-                        defect if anomalous else GOOD,
-                        f"{category}/test/{defect}/{image.name}",
-                        mask_rel,
-                    )
-                )
+        elif is_stray_image(entry):
+            cat.problems.add(f"{entry.path}: image outside train/{normal}; move it into train/{normal}.")
+    if not _has_train_good(cat):
+        return []
+    return [
+        (cat.name, "train", 0, GOOD, f"{cat.name}/train/{normal}/{image.name}", None)
+        for image in cat.images_in(train_dir / normal)
+    ]
 
-    if "ground_truth" in subdirs:
-        for entry in scandir(gt_dir, real_root, problems):
-            if entry.is_dir and entry.name not in test_defects:
-                problems.add(
-                    f"{entry.path}: masks for defect {entry.name!r} but no test/{entry.name} folder; "
-                    "restore the test images or remove the folder."
-                )
-            elif is_stray_image(entry):
-                problems.add(
-                    f"{entry.path}: mask directly in ground_truth/; move it into ground_truth/<defect>."
-                )
 
+def _test_rows(cat: _Category, mask_name: str, masks_required: bool) -> tuple[list[Row], set[str]]:
+    """The test images of every defect folder (and test/<normal>) with their masks; the defects seen."""
+    if "test" not in cat.subdirs:
+        return [], set()
+    test_dir, normal = cat.folder / "test", cat.normal
+    entries = cat.scandir(test_dir)
+    for entry in entries:
+        if is_stray_image(entry):
+            cat.problems.add(
+                f"{entry.path}: image directly in test/; move it into test/{normal} or test/<defect>."
+            )
+    rows: list[Row] = []
+    defects: set[str] = set()
+    for defect_entry in (e for e in entries if e.is_dir):
+        defect = defect_entry.name
+        defects.add(defect)
+        images = cat.images_in(defect_entry.path)
+        anomalous = defect != normal
+        masks = pair_masks(
+            cat.folder / "ground_truth" / defect,
+            cat.real_root,
+            images,
+            cat.problems,
+            anomalous and masks_required,
+            f"test/{defect}",
+            mask_name,
+        )
+        for image in images:
+            mask = masks.get(image.name)
+            mask_rel = f"{cat.name}/ground_truth/{defect}/{mask.name}" if mask is not None else None
+            label = defect if anomalous else GOOD
+            rows.append(
+                (cat.name, "test", int(anomalous), label, f"{cat.name}/test/{defect}/{image.name}", mask_rel)
+            )
+    return rows, defects
+
+
+def _check_ground_truth(cat: _Category, defects: set[str]) -> None:
+    """Mask folders without test images, and masks outside a defect folder."""
+    if "ground_truth" not in cat.subdirs:
+        return
+    for entry in cat.scandir(cat.folder / "ground_truth"):
+        if entry.is_dir and entry.name not in defects:
+            cat.problems.add(
+                f"{entry.path}: masks for defect {entry.name!r} but no test/{entry.name} folder; "
+                "restore the test images or remove the folder."
+            )
+        elif is_stray_image(entry):
+            cat.problems.add(
+                f"{entry.path}: mask directly in ground_truth/; move it into ground_truth/<defect>."
+            )
+
+
+def _check_counts(cat: _Category, n_train: int, n_test: int) -> None:
+    """A category, or a part of it, that holds no images."""
+    has_train_good, has_test = _has_train_good(cat), "test" in cat.subdirs
     if n_train == 0 and n_test == 0 and (has_train_good or has_test):
-        problems.add(f"{cat_dir}: category {category!r} holds no images; copy it again or remove it.")
-    else:
-        if has_train_good and n_train == 0:
-            problems.add(f"{train_dir / normal}: no training images ({extensions_hint()}).")
-        if has_test and n_test == 0:
-            problems.add(f"{test_dir}: no test images ({extensions_hint()}).")
-    return rows
+        cat.problems.add(f"{cat.folder}: category {cat.name!r} holds no images; copy it again or remove it.")
+        return
+    if has_train_good and n_train == 0:
+        cat.problems.add(f"{cat.folder / 'train' / cat.normal}: no training images ({extensions_hint()}).")
+    if has_test and n_test == 0:
+        cat.problems.add(f"{cat.folder / 'test'}: no test images ({extensions_hint()}).")

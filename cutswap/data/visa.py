@@ -23,6 +23,7 @@ it (``"chunk of wax missing"``), else ``"anomaly"``, so reports can break scores
 from __future__ import annotations
 
 import csv
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -61,8 +62,26 @@ def scan_visa(root: Path, categories: list[str] | None = None) -> pd.DataFrame:
         what = "does not exist" if not root.exists() else "is not a folder"
         problems.add(f"{root}: dataset root {what}; pass the folder holding split_csv/ and the categories.")
         problems.raise_if_any()
-    real_root = root.resolve()
     split_file = root / SPLIT_FILE
+    lines = _split_lines(root, split_file, problems)
+    reader = _Rows(root, root.resolve(), split_file, problems)
+    for number, cells in enumerate(lines[1:], start=2):
+        if any(cell.strip() for cell in cells):
+            reader.add(number, cells)
+    available = sorted(reader.counts)
+    if not available and not problems.items:
+        problems.add(f"{split_file}: lists no images; restore it from the release.")
+    wanted = select_categories(available, categories, root, problems)
+    for category in wanted:
+        for split in _SPLITS:
+            if reader.counts[category][split] == 0:
+                problems.add(f"{split_file}: category {category!r} has no {split} images; restore its rows.")
+    problems.raise_if_any()
+    return to_frame([row for row in reader.rows if row[0] in wanted])
+
+
+def _split_lines(root: Path, split_file: Path, problems: Problems) -> list[list[str]]:
+    """The split file's rows, its header checked; every problem raised at once."""
     if not split_file.is_file():
         hint = ""
         if (root.parent / SPLIT_FILE).is_file():
@@ -72,7 +91,6 @@ def scan_visa(root: Path, categories: list[str] | None = None) -> pd.DataFrame:
             f"(columns {','.join(_HEADER)}); restore it from VisA_20220922.tar.{hint}"
         )
         problems.raise_if_any()
-
     try:
         with split_file.open(newline="", encoding="utf-8-sig") as handle:
             lines = list(csv.reader(handle))
@@ -83,18 +101,50 @@ def scan_visa(root: Path, categories: list[str] | None = None) -> pd.DataFrame:
         found = ",".join(lines[0]) if lines else "an empty file"
         problems.add(f"{split_file}, line 1: expected the header {','.join(_HEADER)}, found {found!r}.")
         problems.raise_if_any()
+    return lines
 
-    rows: list[Row] = []
-    seen: dict[str, int] = {}
-    counts: dict[str, dict[str, int]] = {}
-    annotations: dict[str, dict[str, str]] = {}
-    for number, cells in enumerate(lines[1:], start=2):
-        if not any(cell.strip() for cell in cells):
-            continue
-        where = f"{split_file}, line {number}"
+
+@dataclass
+class _Rows:
+    """The sample rows of the split file, one line at a time, with what each line is checked against."""
+
+    root: Path
+    real_root: Path
+    split_file: Path
+    problems: Problems
+    rows: list[Row] = field(default_factory=list)
+    seen: dict[str, int] = field(default_factory=dict)  # image -> the line that listed it
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)  # category -> split -> images
+    annotations: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def add(self, number: int, cells: list[str]) -> None:
+        where = f"{self.split_file}, line {number}"
+        fields = self._fields(where, cells)
+        if fields is None:
+            return
+        category, split, label, image, mask = fields
+        image_rel = image.relative_to(self.root).as_posix()
+        if image_rel in self.seen:
+            self.problems.add(
+                f"{where}: {image} is already listed on line {self.seen[image_rel]}; remove one row."
+            )
+            return
+        self.seen[image_rel] = number
+        if not self._files_ok(where, split, label, image, mask):
+            return
+        if category not in self.annotations:
+            self.annotations[category] = _read_annotations(self.root, category, self.problems)
+        defect = GOOD if not label else self.annotations[category].get(image_rel, "anomaly")
+        mask_rel = mask.relative_to(self.root).as_posix() if mask is not None else None
+        self.rows.append((category, split, label, defect, image_rel, mask_rel))
+        self.counts[category][split] += 1
+
+    def _fields(self, where: str, cells: list[str]) -> tuple[str, str, int, Path, Path | None] | None:
+        """(category, split, label, image, mask) of a line, each checked; None when one is wrong."""
+        problems = self.problems
         if len(cells) < 4:
             problems.add(f"{where}: {len(cells)} cells, expected {len(_HEADER)} ({','.join(_HEADER)}).")
-            continue
+            return None
         category, split, label_name, image_text = (c.strip() for c in cells[:4])
         mask_text = cells[4].strip() if len(cells) > 4 else ""
         bad = False
@@ -108,45 +158,29 @@ def scan_visa(root: Path, categories: list[str] | None = None) -> pd.DataFrame:
             problems.add(f"{where}: label {label_name!r} is not one of {', '.join(_LABELS)}.")
             bad = True
         if not bad:
-            counts.setdefault(category, {"train": 0, "test": 0})
-        image = inside_root(image_text, root, real_root, f"{where}: image", problems)
-        mask = inside_root(mask_text, root, real_root, f"{where}: mask", problems) if mask_text else None
+            self.counts.setdefault(category, {"train": 0, "test": 0})
+        image = inside_root(image_text, self.root, self.real_root, f"{where}: image", problems)
+        mask = (
+            inside_root(mask_text, self.root, self.real_root, f"{where}: mask", problems)
+            if mask_text
+            else None
+        )
         if image is None or (mask_text and mask is None) or bad:
-            continue
-        label = _LABELS[label_name]
-        image_rel = image.relative_to(root).as_posix()
-        if image_rel in seen:
-            problems.add(f"{where}: {image} is already listed on line {seen[image_rel]}; remove one row.")
-            continue
-        seen[image_rel] = number
+            return None
+        return category, split, _LABELS[label_name], image, mask
+
+    def _files_ok(self, where: str, split: str, label: int, image: Path, mask: Path | None) -> bool:
+        """The image and mask exist and fit the label (a training image is reported, not dropped)."""
         if split == "train" and label:
-            problems.add(
+            self.problems.add(
                 f"{where}: anomalous image {image} in the train split; training images must be normal."
             )
-        if not _check_file(image, f"{where}: image", problems):
-            continue
+        if not _check_file(image, f"{where}: image", self.problems):
+            return False
         if label and mask is None:
-            problems.add(f"{where}: anomalous image {image} has no mask; fill the mask column.")
-            continue
-        if mask is not None and not _check_file(mask, f"{where}: mask", problems):
-            continue
-        if category not in annotations:
-            annotations[category] = _read_annotations(root, category, problems)
-        defect = GOOD if not label else annotations[category].get(image_rel, "anomaly")
-        mask_rel = mask.relative_to(root).as_posix() if mask is not None else None
-        rows.append((category, split, label, defect, image_rel, mask_rel))
-        counts[category][split] += 1
-
-    available = sorted(counts)
-    if not available and not problems.items:
-        problems.add(f"{split_file}: lists no images; restore it from the release.")
-    wanted = select_categories(available, categories, root, problems)
-    for category in wanted:
-        for split in _SPLITS:
-            if counts[category][split] == 0:
-                problems.add(f"{split_file}: category {category!r} has no {split} images; restore its rows.")
-    problems.raise_if_any()
-    return to_frame([row for row in rows if row[0] in wanted])
+            self.problems.add(f"{where}: anomalous image {image} has no mask; fill the mask column.")
+            return False
+        return mask is None or _check_file(mask, f"{where}: mask", self.problems)
 
 
 def _check_file(path: Path, what: str, problems: Problems) -> bool:

@@ -56,6 +56,20 @@ def _choices(values) -> str:
     return ", ".join(map(str, values)) or "none"
 
 
+def _best_method(run: str, category: str, rows: pd.DataFrame, means: pd.Series) -> tuple[str, str]:
+    """The method with the best mean image AUROC on the category, and the sentence that says so."""
+    finite = means.dropna()
+    if finite.empty:
+        raise CutswapError(f"run {run!r} has no image AUROC on {category!r}; pass --method")
+    method = str(finite.idxmax())
+    others = ", ".join(f"{m} {v:.3f}" for m, v in finite.items() if m != method)
+    n = int((rows["method"] == method).sum())
+    why = f"best mean image AUROC on {category} over {n} seed{'s' if n > 1 else ''}: {finite[method]:.3f}" + (
+        f"; others: {others}" if others else ""
+    )
+    return method, why
+
+
 def select_detector(
     reports_root: Path,
     run: str,
@@ -97,19 +111,7 @@ def select_detector(
         raise CutswapError(f"run {run!r} has no category {category!r}; it has {_choices(categories)}")
     rows = results[results["category"].astype(str) == category]
     means = rows.groupby("method", sort=True)["image_AUROC"].mean()
-    if method is None:
-        finite = means.dropna()
-        if finite.empty:
-            raise CutswapError(f"run {run!r} has no image AUROC on {category!r}; pass --method")
-        method = str(finite.idxmax())
-        others = ", ".join(f"{m} {v:.3f}" for m, v in finite.items() if m != method)
-        n = int((rows["method"] == method).sum())
-        why = (
-            f"best mean image AUROC on {category} over {n} seed{'s' if n > 1 else ''}: {finite[method]:.3f}"
-            + (f"; others: {others}" if others else "")
-        )
-    else:
-        why = "given"
+    method, why = (method, "given") if method is not None else _best_method(run, category, rows, means)
     if method not in means.index:
         raise CutswapError(
             f"run {run!r} has no method {method!r} on {category!r}; it has {_choices(means.index)}"

@@ -292,82 +292,201 @@ def train_classifier(
         torch.OutOfMemoryError: even one image per class does not fit, or the run is distributed (ranks
             cannot agree on a retry).
     """
+    classes = _check(method, model, recipe.batch_size)
+    rank, world = _world()
+    if recipe.batch_size % world:
+        raise ValueError(f"batch_size {recipe.batch_size} must be a multiple of the {world} processes")
+    run = _Run.start(images, method, model, recipe, execution, seed, bank, swaps, area, aspect, world)
+    negatives = {"swaps": swaps, "area": list(area), "aspect": list(aspect)}
+    fingerprint = _fingerprint(
+        identity, method, seed, model, recipe, negatives, execution, world, images, bank
+    )
+    state = _Progress(parts=parts)
+    state.resume(ckpt.load_resume(checkpoint, fingerprint), run, method, seed, recipe.steps)
+    retry = OomRetry(run.net, recipe.batch_size // world, state.parts, enabled=world == 1)
+    retry.retries = state.oom_retries
+    seconds = _steps(run, recipe, classes, rank, world, retry, state, progress, checkpoint, fingerprint)
+    run.net.eval()
+    return TrainResult(
+        model=run.net,
+        log=state.history,
+        seconds=state.seconds_before + seconds,
+        images_per_s=(recipe.steps - state.start_step) * classes * recipe.batch_size / max(seconds, 1e-9),
+        resumed_from=state.resumed_from,
+        parts=retry.parts,
+        oom_retries=retry.retries,
+        amp=execution.amp_name,
+        channels_last=execution.channels_last,
+        world_size=world,
+        num_classes=classes,
+        trunk=run.net.trunk_info,
+    )
+
+
+def _check(method: str, model: ModelSpec, batch_size: int) -> int:
+    """The method's number of classes, once it is known to train and to match the model."""
     spec = get_method(method)
     if not spec.trains:
         raise ValueError(f"{method} trains nothing; build its model with cutswap.learn.models.build_model")
     if model.num_classes != spec.num_classes:
         raise ValueError(f"{method} has {spec.num_classes} classes, the model {model.num_classes}")
-    classes = spec.num_classes
-    rank, world = _world()
-    device, amp_dtype, memory_format = execution.device, execution.amp, execution.memory_format
-    b = recipe.batch_size
-    if b % world:
-        raise ValueError(f"batch_size {b} must be a multiple of the {world} processes")
-    per_rank = b // world
+    return spec.num_classes
 
-    torch.manual_seed(seed)
-    generator = torch.Generator(device=device).manual_seed(seed)
-    net = model.build().to(device, memory_format=memory_format)
-    ddp: nn.Module = net
-    if world > 1:
-        ids = [device.index] if device.type == "cuda" else None
-        ddp = nn.parallel.DistributedDataParallel(net, device_ids=ids)
-    data = torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2)  # uint8 NCHW
-    bank_t = None if bank is None else torch.from_numpy(np.asarray(bank, dtype=np.int64)).to(device)
-    sampler = NegativeSampler(method, bank_t, swaps, area, aspect)
-    optimizer = torch.optim.SGD(
-        net.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay
-    )
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, recipe.steps)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    session = (net, optimizer, schedule, scaler, generator)
 
-    # What must match for a checkpoint to be resumed: everything that changes the numbers from here on.
-    fingerprint = json.dumps(
+@dataclass
+class _Run:
+    """What one training works with, built in this order (the seed fixes the model's initialisation, then
+    the generator drives every batch)."""
+
+    net: nn.Module
+    ddp: nn.Module
+    data: torch.Tensor  # uint8 NCHW, the whole training set on the device
+    sampler: NegativeSampler
+    optimizer: torch.optim.Optimizer
+    schedule: Any
+    scaler: torch.amp.GradScaler
+    generator: torch.Generator
+    execution: Execution
+
+    @classmethod
+    def start(
+        cls,
+        images: np.ndarray,
+        method: str,
+        model: ModelSpec,
+        recipe: Recipe,
+        execution: Execution,
+        seed: int,
+        bank: np.ndarray | None,
+        swaps: str,
+        area: tuple[float, float],
+        aspect: tuple[float, float],
+        world: int,
+    ) -> _Run:
+        device = execution.device
+        torch.manual_seed(seed)
+        generator = torch.Generator(device=device).manual_seed(seed)
+        net = model.build().to(device, memory_format=execution.memory_format)
+        ddp: nn.Module = net
+        if world > 1:
+            ids = [device.index] if device.type == "cuda" else None
+            ddp = nn.parallel.DistributedDataParallel(net, device_ids=ids)
+        data = torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2)
+        bank_t = None if bank is None else torch.from_numpy(np.asarray(bank, dtype=np.int64)).to(device)
+        optimizer = torch.optim.SGD(
+            net.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay
+        )
+        return cls(
+            net=net,
+            ddp=ddp,
+            data=data,
+            sampler=NegativeSampler(method, bank_t, swaps, area, aspect),
+            optimizer=optimizer,
+            schedule=torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, recipe.steps),
+            scaler=torch.amp.GradScaler(device.type, enabled=execution.amp == torch.float16),
+            generator=generator,
+            execution=execution,
+        )
+
+    @property
+    def session(self) -> tuple:
+        """What a resumable checkpoint holds (``cutswap.learn.checkpoint.training_state``)."""
+        return self.net, self.optimizer, self.schedule, self.scaler, self.generator
+
+
+def _fingerprint(
+    identity: dict[str, Any] | None,
+    method: str,
+    seed: int,
+    model: ModelSpec,
+    recipe: Recipe,
+    negatives: dict[str, Any],
+    execution: Execution,
+    world: int,
+    images: np.ndarray,
+    bank: np.ndarray | None,
+) -> str:
+    """What must match for a checkpoint to be resumed: everything that changes the numbers from here on."""
+    return json.dumps(
         {
             "identity": identity,
             "method": method,
             "seed": seed,
             "model": asdict(model) | {"weights": None, "allow_download": None},
             "recipe": asdict(recipe) | {"log_every": None, "checkpoint_every": None},
-            "negatives": {"swaps": swaps, "area": list(area), "aspect": list(aspect)},
+            "negatives": negatives,
             "amp": execution.amp_name,
             "world": world,
             "data": [list(images.shape), None if bank is None else list(np.shape(bank))],
         },
         sort_keys=True,
     )
-    start_step, history, seconds_before, oom_retries, resumed_from = 0, [], 0.0, 0, None
-    saved = ckpt.load_resume(checkpoint, fingerprint)
-    if saved is not None:
-        ckpt.restore_training_state(saved, *session)
-        start_step = resumed_from = int(saved["step"])
-        history = [dict(e) for e in saved["history"]]
-        seconds_before = float(saved["seconds"])
-        parts = max(parts, int(saved["parts"]))
-        oom_retries = int(saved["oom_retries"])
-        log.info("resumed %s seed %d from step %d of %d", method, seed, start_step, recipe.steps)
-    retry = OomRetry(net, per_rank, parts, enabled=world == 1)
-    retry.retries = oom_retries
+
+
+@dataclass
+class _Progress:
+    """Where a training stands: its first step (after a resume), its log, and its earlier time and retries."""
+
+    parts: int
+    start_step: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    seconds_before: float = 0.0
+    oom_retries: int = 0
+    resumed_from: int | None = None
+
+    def resume(self, saved: dict | None, run: _Run, method: str, seed: int, steps: int) -> None:
+        if saved is None:
+            return
+        ckpt.restore_training_state(saved, *run.session)
+        self.start_step = self.resumed_from = int(saved["step"])
+        self.history = [dict(e) for e in saved["history"]]
+        self.seconds_before = float(saved["seconds"])
+        self.parts = max(self.parts, int(saved["parts"]))
+        self.oom_retries = int(saved["oom_retries"])
+        log.info("resumed %s seed %d from step %d of %d", method, seed, self.start_step, steps)
+
+
+def _steps(
+    run: _Run,
+    recipe: Recipe,
+    classes: int,
+    rank: int,
+    world: int,
+    retry: OomRetry,
+    state: _Progress,
+    progress: Callable[[dict[str, float]], None] | None,
+    checkpoint: Path | None,
+    fingerprint: str,
+) -> float:
+    """The optimisation steps after ``state.start_step``, logging and checkpointing; returns their seconds."""
+    b, per_rank = recipe.batch_size, recipe.batch_size // world
+    device, amp_dtype, memory_format = run.execution.device, run.execution.amp, run.execution.memory_format
 
     def save_checkpoint(step: int, seconds: float) -> None:
-        state = {"format": ckpt.RESUME_FORMAT, "fingerprint": fingerprint, "step": step}
-        state |= ckpt.training_state(*session)
-        state |= {"history": history, "seconds": seconds, "parts": retry.parts, "oom_retries": retry.retries}
-        ckpt.save(state, Path(checkpoint))
+        saved = {"format": ckpt.RESUME_FORMAT, "fingerprint": fingerprint, "step": step}
+        saved |= ckpt.training_state(*run.session)
+        saved |= {
+            "history": state.history,
+            "seconds": seconds,
+            "parts": retry.parts,
+            "oom_retries": retry.retries,
+        }
+        ckpt.save(saved, Path(checkpoint))
 
     shard = class_slices(classes, b, world, device)[rank][0] if world > 1 else None
-    net.train()
+    run.net.train()
     start = window_start = time.perf_counter()
     window_steps = 0
-    for step in range(start_step + 1, recipe.steps + 1):
-        inputs, labels = draw_batch(data, sampler, b, generator)
+    for step in range(state.start_step + 1, recipe.steps + 1):
+        inputs, labels = draw_batch(run.data, run.sampler, b, run.generator)
         if shard is not None:
             inputs, labels = inputs[shard], labels[shard]
 
         def attempt(n_parts: int, inputs=inputs, labels=labels):
             chunks = class_slices(classes, per_rank, n_parts, device) if n_parts > 1 else None
-            return train_step(ddp, inputs, labels, optimizer, scaler, amp_dtype, chunks, memory_format)
+            return train_step(
+                run.ddp, inputs, labels, run.optimizer, run.scaler, amp_dtype, chunks, memory_format
+            )
 
         loss, logits, seen = retry.run(attempt, f"step {step}")
         with warnings.catch_warnings():
@@ -376,32 +495,17 @@ def train_classifier(
             warnings.filterwarnings(
                 "ignore", message="Detected call of `lr_scheduler.step", category=UserWarning
             )
-            schedule.step()
+            run.schedule.step()
         window_steps += 1
         if step % recipe.log_every == 0 or step == recipe.steps:
             now = time.perf_counter()
             rate = window_steps * classes * b / max(now - window_start, 1e-9)
-            entry = _log_entry(step, loss, logits, seen, world, schedule.get_last_lr()[0], rate)
-            history.append(entry)
+            entry = _log_entry(step, loss, logits, seen, world, run.schedule.get_last_lr()[0], rate)
+            state.history.append(entry)
             window_start, window_steps = now, 0
             if progress is not None and rank == 0:
                 progress(entry)
         every = recipe.checkpoint_every
         if checkpoint is not None and every and step % every == 0 and step < recipe.steps and rank == 0:
-            save_checkpoint(step, seconds_before + time.perf_counter() - start)
-    session = time.perf_counter() - start
-    net.eval()
-    return TrainResult(
-        model=net,
-        log=history,
-        seconds=seconds_before + session,
-        images_per_s=(recipe.steps - start_step) * classes * b / max(session, 1e-9),
-        resumed_from=resumed_from,
-        parts=retry.parts,
-        oom_retries=retry.retries,
-        amp=execution.amp_name,
-        channels_last=execution.channels_last,
-        world_size=world,
-        num_classes=classes,
-        trunk=net.trunk_info,
-    )
+            save_checkpoint(step, state.seconds_before + time.perf_counter() - start)
+    return time.perf_counter() - start

@@ -4,6 +4,39 @@ These are plain functions (no Prefect), so the pipeline can be driven from any c
 them for Prefect. Every function takes the resolved :class:`cutswap.pipeline.settings.Settings`, its inputs as
 :class:`cutswap.pipeline.stores.StoreRef`, and a ``mode`` (``run``, ``force`` or ``reuse``, see
 :func:`cutswap.pipeline.stores.build_store`). They return ``(ref, computed)``.
+
+The recipe, as data (the flow, the command line and the progress display read it from here)::
+
+    per category:  ingest -> saliency -> cluster -> pairs          (PER_CATEGORY)
+    per job:       train -> evaluate                                 (PER_JOB: one job per method x seed)
+    per run:       report                                            (PER_RUN)
 """
 
-STAGES = ("ingest", "saliency", "cluster", "pairs", "train", "evaluate", "report")
+from __future__ import annotations
+
+from cutswap.errors import CutswapError
+
+PER_CATEGORY = ("ingest", "saliency", "cluster", "pairs")
+PER_JOB = ("train", "evaluate")
+PER_RUN = ("report",)
+STAGES = PER_CATEGORY + PER_JOB + PER_RUN
+
+
+def stage_modes(stages: list[str] | None, force: list[str] | None) -> dict[str, str]:
+    """Each stage's mode for ``build_store``: ``force`` (named in ``force``), ``run`` (named in ``stages``,
+    or every stage when ``stages`` is None) or ``reuse`` (only looked up).
+
+    Raises:
+        CutswapError: a name that is no stage; the message lists the stages.
+    """
+    unknown = sorted((set(stages or []) | set(force or [])) - set(STAGES))
+    if unknown:
+        raise CutswapError(f"unknown stage(s) {unknown} in --stages/--force; stages are {list(STAGES)}")
+    stages = list(stages or STAGES)
+    return {s: "force" if s in (force or []) else "run" if s in stages else "reuse" for s in STAGES}
+
+
+def stage_tasks(categories: int, jobs: int) -> tuple[int, int]:
+    """(stage tasks, jobs) of a run of ``categories`` categories and ``jobs`` jobs per category: what its
+    progress display counts down."""
+    return categories * (len(PER_CATEGORY) + len(PER_JOB) * jobs) + len(PER_RUN), categories * jobs

@@ -37,9 +37,11 @@ only, so changing ``gradcam_layer`` does not recompute ``patch`` runs) and the t
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from cutswap.learn.execution import resolve_device
 from cutswap.pipeline.parallel import current_worker
@@ -79,98 +81,133 @@ def evaluate_key(cfg: EvaluateSettings) -> dict[str, Any]:
     }
 
 
+@dataclass
+class _Category:
+    """What the evaluation reads of a category's ingest store."""
+
+    source: Any
+    images: np.ndarray
+    table: pd.DataFrame
+    test: np.ndarray  # rows of the test images
+    fit: np.ndarray  # normal training rows the densities are fitted on
+    held: np.ndarray  # normal training rows held out for the threshold
+
+    @classmethod
+    def read(cls, ingest: StoreRef, holdout: float) -> _Category:
+        source = open_store(ingest)
+        table = samples(source)
+        test = np.flatnonzero((table["split"] == "test").to_numpy())
+        fit, held = threshold_split(train_indices(source), holdout)
+        return cls(source, source["images"][:], table, test, fit, held)
+
+
+def _fit_detector(cfg: EvaluateSettings, model: Any, data: _Category, device: Any) -> tuple[Detector, float]:
+    """The detector (image density, and patch density on the patch route) fitted on ``data.fit``; the
+    seconds the patch density took (part of the localization's cost)."""
+    density = GaussianDensity.fit(embed_images(model, data.images[data.fit], cfg.batch_size, device))
+    start = time.perf_counter()
+    patch_density = None
+    if cfg.localization == "patch":
+        patch_density = fit_patch_density(
+            model,
+            data.images[data.fit],
+            cfg.patch_size,
+            cfg.patch_stride,
+            cfg.max_fit_patches,
+            cfg.patch_batch_size,
+            device,
+        )
+    fit_seconds = time.perf_counter() - start
+    # The detector ``cutswap predict`` loads back: test images are scored by the same object.
+    detector = Detector(
+        model,
+        density,
+        localization_key(cfg),
+        data.images.shape[1],
+        patch_density,
+        batch_size=cfg.batch_size,
+        patch_batch_size=cfg.patch_batch_size,
+        device=device,
+    )
+    return detector, fit_seconds
+
+
+def _score_images(group: Any, cfg: EvaluateSettings, detector: Detector, data: _Category) -> dict[str, Any]:
+    """Image scores of the held-out and test images, the threshold chosen on the held-out ones, the
+    densities: written to ``group``; returns the threshold and the image metrics."""
+    holdout_scores = detector.image_scores(data.images[data.held])
+    threshold = choose_threshold(holdout_scores, cfg.threshold_fpr)
+    scores = detector.image_scores(data.images[data.test])
+    labels = data.table["label"].to_numpy()[data.test].astype(np.uint8)
+    threshold["holdout"] = cfg.threshold_holdout
+    threshold["test"] = operating_point(scores, labels, threshold["value"])
+    arrays = [("scores", scores), ("labels", labels), ("index", data.test)]
+    arrays += [("holdout_scores", holdout_scores), ("holdout_index", data.held)]
+    arrays += [("density_mean", detector.density.mean), ("density_precision", detector.density.precision)]
+    if detector.patch_density is not None:
+        arrays += [("patch_density_mean", detector.patch_density.mean)]
+        arrays += [("patch_density_precision", detector.patch_density.precision)]
+    for name, values in arrays:
+        write_array(group, name, values, per_chunk=len(values) or 1, per_shard=len(values) or 1)
+    metrics = {"image_AUROC": image_auroc(scores, labels), "image_F1Max": f1_max(scores, labels)}
+    return {"threshold": threshold, "metrics": metrics}
+
+
+def _score_maps(group: Any, cfg: EvaluateSettings, detector: Detector, data: _Category) -> dict[str, Any]:
+    """Anomaly maps of the test images (written to ``group``, scaled to [0, 1]), the pixel metrics, and
+    the largest map value of the held-out normal images (what a normal image reaches, for display)."""
+    maps = detector.anomaly_maps(data.images[data.test])
+    # An anomalous image without a ground-truth mask (a folder dataset without ``mask_dir``) would count
+    # all its pixels as normal, so the pixel metrics are undefined rather than computed.
+    unmasked = int((data.table["mask_path"].isna() & (data.table["label"] == 1)).to_numpy()[data.test].sum())
+    if maps is None or unmasked:
+        metrics = dict.fromkeys(PIXEL_METRICS, float("nan"))
+    else:
+        metrics = pixel_metrics(maps, data.source["masks"][:][data.test], FPR_LIMIT, cfg.pixel_bins)
+    normal_max = None
+    if maps is not None and len(data.held):
+        normal_max = float(detector.anomaly_maps(data.images[data.held]).max())
+    scale = 1.0
+    if maps is not None:
+        scale = float(maps.max()) if len(maps) and maps.max() > 0 else 1.0
+        write_array(group, "maps", (maps / scale).astype(np.float16), per_chunk=1, per_shard=SHARD)
+    return {
+        "metrics": metrics,
+        "map_scale": scale,
+        "holdout_map_max": normal_max,
+        "anomalous_without_mask": unmasked,
+    }
+
+
 def evaluate_run(
     settings: Settings, ingest: StoreRef, train: StoreRef, mode: str = "run"
 ) -> tuple[StoreRef, bool]:
+    """Fit the detector of one trained classifier on its category's normal images, choose its threshold on
+    held-out ones, and score the test images and their maps (see the module docstring)."""
     cfg = settings.evaluate
 
     def write(group):
         device = resolve_device(settings.train.device)
-        source = open_store(ingest)
-        images = source["images"][:]
-        table = samples(source)
-        test = np.flatnonzero((table["split"] == "test").to_numpy())
-        fit, held = threshold_split(train_indices(source), cfg.threshold_holdout)
-        model = load_model(train, device)
-        bs = cfg.batch_size
-        density = GaussianDensity.fit(embed_images(model, images[fit], bs, device))
-        route = localization_key(cfg)
+        data = _Category.read(ingest, cfg.threshold_holdout)
+        detector, fit_seconds = _fit_detector(cfg, load_model(train, device), data, device)
+        image = _score_images(group, cfg, detector, data)
         start = time.perf_counter()
-        patch_density = None
-        if cfg.localization == "patch":
-            patch_density = fit_patch_density(
-                model,
-                images[fit],
-                cfg.patch_size,
-                cfg.patch_stride,
-                cfg.max_fit_patches,
-                cfg.patch_batch_size,
-                device,
-            )
-        fit_seconds = time.perf_counter() - start
-        # The detector ``cutswap predict`` loads back: test images are scored by the same object.
-        detector = Detector(
-            model,
-            density,
-            route,
-            images.shape[1],
-            patch_density,
-            batch_size=bs,
-            patch_batch_size=cfg.patch_batch_size,
-            device=device,
-        )
-        holdout_scores = detector.image_scores(images[held])
-        threshold = choose_threshold(holdout_scores, cfg.threshold_fpr)
-        scores = detector.image_scores(images[test])
-        labels = table["label"].to_numpy()[test].astype(np.uint8)
-        threshold["holdout"] = cfg.threshold_holdout
-        threshold["test"] = operating_point(scores, labels, threshold["value"])
-        arrays = [("scores", scores), ("labels", labels), ("index", test)]
-        arrays += [("holdout_scores", holdout_scores), ("holdout_index", held)]
-        arrays += [("density_mean", density.mean), ("density_precision", density.precision)]
-        if patch_density is not None:
-            arrays += [("patch_density_mean", patch_density.mean)]
-            arrays += [("patch_density_precision", patch_density.precision)]
-        for name, data in arrays:
-            write_array(group, name, data, per_chunk=len(data) or 1, per_shard=len(data) or 1)
-        metrics = {"image_AUROC": image_auroc(scores, labels), "image_F1Max": f1_max(scores, labels)}
-
-        start = time.perf_counter()
-        maps = detector.anomaly_maps(images[test])
+        pixel = _score_maps(group, cfg, detector, data)
         seconds = time.perf_counter() - start + fit_seconds
-        scale = 1.0
-        # An anomalous image without a ground-truth mask (a folder dataset without ``mask_dir``) would
-        # count all its pixels as normal, so the pixel metrics are undefined rather than computed.
-        unmasked = int((table["mask_path"].isna() & (table["label"] == 1)).to_numpy()[test].sum())
-        if maps is None or unmasked:
-            metrics.update(dict.fromkeys(PIXEL_METRICS, float("nan")))
-        else:
-            masks = source["masks"][:][test]
-            metrics.update(pixel_metrics(maps, masks, FPR_LIMIT, cfg.pixel_bins))
-        # The largest map value on held-out normal images: what a normal image reaches, for display.
-        normal_max = None
-        if maps is not None and len(held):
-            normal_max = float(detector.anomaly_maps(images[held]).max())
-        if maps is not None:
-            scale = float(maps.max()) if len(maps) and maps.max() > 0 else 1.0
-            write_array(group, "maps", (maps / scale).astype(np.float16), per_chunk=1, per_shard=SHARD)
-        size = list(images.shape[1:3])
         group.attrs.update(
             {
-                "metrics": metrics,
+                "metrics": {**image["metrics"], **pixel.pop("metrics")},
                 "metric_definitions": METRIC_DEFINITIONS,
-                "metric_resolution": size,
+                "metric_resolution": list(data.images.shape[1:3]),
                 "fpr_limit": FPR_LIMIT,
                 "pixel_bins": cfg.pixel_bins,
-                "localization": route,
-                "threshold": threshold,
-                "map_scale": scale,
-                "holdout_map_max": normal_max,
+                "localization": localization_key(cfg),
+                "threshold": image["threshold"],
+                **pixel,
                 "map_seconds": round(seconds, 3),
-                "n_train": int(len(fit)),
-                "n_holdout": int(len(held)),
-                "n_test": int(len(test)),
-                "anomalous_without_mask": unmasked,
+                "n_train": int(len(data.fit)),
+                "n_holdout": int(len(data.held)),
+                "n_test": int(len(data.test)),
                 "worker": current_worker() or "in-process",
             }
         )

@@ -25,15 +25,14 @@ import torch
 
 from cutswap.atomic import atomic_dir
 from cutswap.errors import StoreError
-from cutswap.method.ops import cut_paste, swap_patches
 from cutswap.method.pairs import random_swap_bank
-from cutswap.method.registry import UNTRAINED_METHODS
+from cutswap.method.registry import UNTRAINED_METHODS, get_method
+from cutswap.method.sampler import NegativeSampler
 from cutswap.pipeline.readers import samples, train_indices
 from cutswap.pipeline.settings import Settings
 from cutswap.pipeline.stores import CODE_VERSIONS, StoreRef, library_versions, open_store, stage_key
 from cutswap.report import figures as plots
 from cutswap.report.compare import BASELINE, COLUMNS, compare, comparison_pairs, paired_differences
-from cutswap.report.figures import overlay_figure
 from cutswap.report.html import FigureRef, run_page, write_index
 from cutswap.report.prose import comparison_settings, summary_markdown
 from cutswap.report.tables import metrics_of
@@ -153,6 +152,9 @@ def _training_columns(train_attrs: dict[str, Any]) -> dict[str, Any]:
 def _figure(
     path: Path, settings: Settings, refs: CategoryRefs, n_images: int = 2, n_negatives: int = 4
 ) -> None:
+    """Training images with each saliency level and its top cluster, then the negatives of every trained
+    method of the run, each made by that method's own sampler (``cutswap.method.sampler``) from the same
+    images, so a method added to the registry appears here without a change."""
     ingest = open_store(refs.ingest)
     idx = train_indices(ingest)[:n_images]
     images = ingest["images"][:][idx]
@@ -160,28 +162,24 @@ def _figure(
     maps = sal["maps"][: len(idx)]
     tops = open_store(refs.cluster)["top"][: len(idx)]
     boxes = open_store(refs.pairs)["boxes"][: len(idx)]
-    random = random_swap_bank(
-        boxes, *ingest["images"].shape[1:3], settings.pairs.seed
-    )  # the same sizes, random places
-    pick = np.arange(n_negatives)
-    batch = torch.from_numpy(images[pick % len(idx)]).permute(0, 3, 1, 2).float() / 255
-
-    def draws(bank: np.ndarray) -> torch.Tensor:  # a different draw per panel, same draws for both banks
-        return torch.from_numpy(
-            bank.reshape(len(idx), -1, 6)[pick % len(idx), pick // len(idx)].astype(np.int64)
+    banks = {  # the random control's bank: the same patch sizes at random places
+        "saliency": boxes,
+        "random": random_swap_bank(boxes, *ingest["images"].shape[1:3], settings.pairs.seed),
+    }
+    rows = torch.arange(n_negatives) % len(idx)
+    batch = torch.from_numpy(images[rows.numpy()]).permute(0, 3, 1, 2).float() / 255
+    negatives = {}
+    for method in settings.train.methods:
+        spec = get_method(method)
+        if not spec.trains:
+            continue
+        bank = torch.from_numpy(banks[spec.bank].astype(np.int64)) if spec.bank else None
+        sampler = NegativeSampler(
+            method, bank, settings.train.swaps, settings.pairs.area, settings.pairs.aspect
         )
-
-    negatives = {
-        "cutswap": swap_patches(batch, draws(boxes)),
-        "random-swap": swap_patches(batch, draws(random)),
-        "cutpaste": cut_paste(
-            batch, settings.pairs.area, settings.pairs.aspect, torch.Generator().manual_seed(0)
-        ),
-    }
-    as_images = {
-        k: (v.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8) for k, v in negatives.items()
-    }
-    overlay_figure(path, images, maps, tops, as_images, list(sal.attrs["levels"]))
+        made = sampler(batch, rows, torch.Generator().manual_seed(0))
+        negatives[method] = (made.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+    plots.overlay_figure(path, images, maps, tops, negatives, list(sal.attrs["levels"]))
 
 
 @dataclass(frozen=True)

@@ -49,9 +49,7 @@ from cutswap.pipeline.stores import (
     StoreRef,
     build_store,
     open_store,
-    stage_key,
     store_dir,
-    store_path,
     write_array,
 )
 
@@ -178,8 +176,6 @@ def train_run(
         inputs["pairs"] = pairs
     # A method that trains nothing is the same for every seed: one store per category, named without one.
     name = f"{ingest.name}-{method}-s{seed}" if spec.trains else f"{ingest.name}-{method}"
-    key = stage_key("train", keyed, {k: v.key for k, v in inputs.items()})
-    work = work_dir(settings.storage_root, name, key)
     if (
         progress is None
     ):  # the record carries the entry too: ``cutswap.pipeline.parallel.run_job`` relays both
@@ -216,6 +212,8 @@ def train_run(
         )
 
     def write(group):
+        key = group.attrs["key"]  # resumable work of this very store lives under its key
+        work = work_dir(settings.storage_root, name, key)
         out = store_dir(group) / "checkpoint.pt"
         if not spec.trains:
             model, outcome = _untrained(settings, method)
@@ -253,9 +251,8 @@ def train_run(
 
     extra = {"method": method, "seed": seed, "category": ingest.name, "log_columns": list(LOG_COLUMNS)}
     ref, computed = build_store(settings.storage_root, "train", name, keyed, inputs, write, mode, extra)
-    assert Path(ref.path) == store_path(settings.storage_root, "train", name, key), "train key mismatch"
     if computed:
-        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(work_dir(settings.storage_root, name, ref.key), ignore_errors=True)
     return ref, computed
 
 

@@ -15,8 +15,8 @@ from cutswap.pipeline.datasets import resolve_dataset
 from cutswap.pipeline.settings import Settings, load_settings
 from cutswap.report.tables import reference_table
 
-CONFIGS = Path(__file__).parents[2] / "configs"
-DOCS = Path(__file__).parents[2] / "docs"
+CONFIGS = Path(__file__).parents[3] / "configs"
+DOCS = Path(__file__).parents[3] / "docs"
 PRESETS = sorted(CONFIGS.glob("*.yaml"))
 #: Datasets the project builds itself; every other preset needs ``dataset.root``.
 EMBEDDED = ("textures", "mnist")

@@ -23,7 +23,7 @@ from PIL import Image
 
 from cutswap.pipeline.stores import is_complete
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[4]
 SETTINGS = {
     "dataset.name": "mvtec",
     "dataset.image_size": 32,
