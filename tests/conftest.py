@@ -28,34 +28,37 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+def tiny_config(run: str, dataset: dict, **sections) -> dict:
+    """A preset that runs the whole flow in seconds (2 training steps of 4 + 4 images, three methods, one
+    seed, CPU); ``sections`` replace whole sections of it."""
+    return {
+        "run": run,
+        "dataset": dataset,
+        "saliency": {"backbone": "efficientnet_lite0", "batch_size": 4},
+        "pairs": {"draws": 4},
+        "train": {
+            "methods": ["cutswap", "cutpaste", "random-swap"],
+            "seeds": [0],
+            "steps": 2,
+            "batch_size": 4,
+            "head_dims": [16],
+            "log_every": 1,
+            "device": "cpu",
+        },
+        **sections,
+    }
+
+
 @pytest.fixture(scope="session")
 def tiny_preset():
-    """``make(base, run, dataset, **sections)``: writes ``base/tiny.yaml``, a preset that runs the whole flow
-    in seconds (2 training steps of 4 + 4 images, three methods, one seed, CPU) and returns its path;
-    ``sections`` replace whole sections of it."""
+    """``make(base, run, dataset, **sections)``: writes ``base/tiny.yaml``, the ``tiny_config`` preset with
+    its storage and reports under ``base``, and returns its path."""
     import yaml
 
     def make(base, run: str, dataset: dict, **sections):
-        cfg = {
-            "run": run,
-            "storage_root": str(base / "storage"),
-            "reports_root": str(base / "reports"),
-            "dataset": dataset,
-            "saliency": {"backbone": "efficientnet_lite0", "batch_size": 4},
-            "pairs": {"draws": 4},
-            "train": {
-                "methods": ["cutswap", "cutpaste", "random-swap"],
-                "seeds": [0],
-                "steps": 2,
-                "batch_size": 4,
-                "head_dims": [16],
-                "log_every": 1,
-                "device": "cpu",
-            },
-            **sections,
-        }
+        roots = {"storage_root": str(base / "storage"), "reports_root": str(base / "reports")}
         path = base / "tiny.yaml"
-        path.write_text(yaml.safe_dump(cfg))
+        path.write_text(yaml.safe_dump({**roots, **tiny_config(run, dataset, **sections)}))
         return path
 
     return make

@@ -293,15 +293,14 @@ def _pair_exact(
         stem = Path(image.name).stem
         exact = by_stem.get(f"{stem}_mask", []) + by_stem.get(stem, [])
         if len(exact) == 1:
-            mask = exact[0]
-            if mask.name in claimed:
-                problems.add(
-                    f"{mask.path}: mask matches both {claimed[mask.name]} and {image.name} (same stem); "
-                    "rename or remove one of the images."
-                )
-                continue
-            paired[image.name] = mask
-            claimed[mask.name] = image.name
+            _claim(
+                image,
+                exact[0],
+                paired,
+                claimed,
+                problems,
+                " (same stem); rename or remove one of the images.",
+            )
         elif len(exact) > 1:
             names = ", ".join(m.name for m in exact)
             problems.add(f"{image.path}: several masks match it ({names}); keep one.")
@@ -310,6 +309,22 @@ def _pair_exact(
         else:
             unresolved.append(image)
     return unresolved
+
+
+def _claim(
+    image: Entry,
+    mask: Entry,
+    paired: dict[str, Entry],
+    claimed: dict[str, str],
+    problems: Problems,
+    clash: str,
+) -> None:
+    """Pair ``image`` with ``mask``, unless another image took it already (``clash`` says what to do)."""
+    if mask.name in claimed:
+        problems.add(f"{mask.path}: mask matches both {claimed[mask.name]} and {image.name}{clash}")
+        return
+    paired[image.name] = mask
+    claimed[mask.name] = image.name
 
 
 def _pair_contained(
@@ -327,15 +342,9 @@ def _pair_contained(
     candidates = [m for m in free if stem in Path(m.name).stem]
     expected = mask_name.replace("<stem>", stem)
     if len(candidates) == 1:
-        mask = candidates[0]
-        if mask.name in claimed:
-            problems.add(
-                f"{mask.path}: mask matches both {claimed[mask.name]} and {image.name}; rename it to "
-                f"{mask_name} of the right image."
-            )
-            return
-        paired[image.name] = mask
-        claimed[mask.name] = image.name
+        _claim(
+            image, candidates[0], paired, claimed, problems, f"; rename it to {mask_name} of the right image."
+        )
     elif len(candidates) > 1:
         names = ", ".join(m.name for m in candidates)
         problems.add(f"{image.path}: several masks contain its name ({names}); name its mask {expected}.")

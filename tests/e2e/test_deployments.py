@@ -70,32 +70,20 @@ def _listening(port: int) -> bool:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
+def project(tmp_path_factory, tiny_preset):
     """A copy of the project whose demo preset is tiny; ``make server-stop`` (and the logs) at the end."""
     if _listening(PORT):
         pytest.skip(f"port {PORT}, where the README's server listens, is taken on this machine")
     root = tmp_path_factory.mktemp("project")
     _copy_project(root)
-    tiny = {
-        "run": "demo",
-        "dataset": {
-            "name": "textures",
-            "image_size": 32,
-            "categories": ["brick"],
-            "textures": {"n_train": 6, "n_test_good": 3, "n_test_defect": 1},
-        },
-        "saliency": {"backbone": "efficientnet_lite0", "batch_size": 4},
-        "pairs": {"draws": 4},
-        "train": {
-            "methods": ["cutswap", "cutpaste", "random-swap"],
-            "seeds": [0],
-            "steps": 2,
-            "batch_size": 4,
-            "head_dims": [16],
-            "log_every": 1,
-            "device": "cpu",
-        },
+    dataset = {
+        "name": "textures",
+        "image_size": 32,
+        "categories": ["brick"],
+        "textures": {"n_train": 6, "n_test_good": 3, "n_test_defect": 1},
     }
+    tiny = yaml.safe_load(tiny_preset(tmp_path_factory.mktemp("preset"), "demo", dataset).read_text())
+    del tiny["storage_root"], tiny["reports_root"]  # where the demo's go
     (root / "configs" / "demo.yaml").write_text(yaml.safe_dump(tiny))
     try:
         yield root
