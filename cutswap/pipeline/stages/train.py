@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from cutswap.learn import checkpoint as ckpt
 from cutswap.learn.execution import Execution, resolve_execution
@@ -125,7 +126,9 @@ def _untrained(settings: Settings, method: str) -> tuple[ProjectionNet, dict[str
     cfg = settings.train
     trunk = cfg.baseline_trunk or cfg.trunk
     weights = cfg.weights if trunk == cfg.trunk else None  # train.weights is the classifiers' trunk's file
-    model = build_model(cfg.head_dims, True, 1, trunk, weights, cfg.allow_download)
+    with torch.random.fork_rng():  # its head is never used (the density reads the trunk); seeded, so the
+        torch.manual_seed(0)  # stored file is the same on every run
+        model = build_model(cfg.head_dims, True, 1, trunk, weights, cfg.allow_download)
     summary = {
         "log": [],
         "seconds": 0.0,
