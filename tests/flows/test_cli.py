@@ -40,7 +40,7 @@ def _imported(stderr: str) -> set[str]:
 
 @pytest.fixture
 def preset(tmp_path, tiny_preset) -> Path:
-    from cutswap.data.textures import build_textures
+    from cutswap.data.builtin.textures import build_textures
 
     data = build_textures(tmp_path / "data", seed=1, image_size=64, n_train=6, n_test_good=3, n_test_defect=1)
     dataset = {"name": "mvtec", "root": str(data), "categories": ["brick"], "image_size": 48}

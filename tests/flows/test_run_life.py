@@ -32,7 +32,7 @@ def prefect_api():
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
-    from cutswap.data.textures import build_textures
+    from cutswap.data.builtin.textures import build_textures
 
     return build_textures(
         tmp_path_factory.mktemp("data") / "textures",

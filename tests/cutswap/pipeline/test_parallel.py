@@ -18,8 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from cutswap.data.mvtec import scan_mvtec
-from cutswap.data.textures import build_textures
+from cutswap.data.builtin.textures import build_textures
+from cutswap.data.layouts.mvtec import scan_mvtec
 from cutswap.errors import CutswapError
 from cutswap.pipeline import parallel
 from cutswap.pipeline.parallel import dask_client, run_job, run_sharded, shard_ranges

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cutswap.data.mvtec import scan_mvtec
-from cutswap.data.textures import build_textures
+from cutswap.data.builtin.textures import build_textures
+from cutswap.data.layouts.mvtec import scan_mvtec
 from cutswap.errors import SettingsError
 from cutswap.method import backbones
 from cutswap.pipeline import parallel

@@ -1,4 +1,4 @@
-"""Tests of cutswap.data.digits: the one-class ``mnist`` dataset is real, deterministic, leak-free, atomic and
+"""Tests of cutswap.data.builtin.digits: the one-class ``mnist`` dataset is real, deterministic, leak-free, atomic and
 readable by the benchmark, and its preset and published reference figures are wired in."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from cutswap.data import digits
-from cutswap.data.digits import (
+from cutswap.data.builtin import digits
+from cutswap.data.builtin.digits import (
     CATEGORIES,
     DIGITS,
     MARKER,
@@ -24,13 +24,13 @@ from cutswap.data.digits import (
     load_mnist_subset,
 )
 from cutswap.data.images import read_rgb
-from cutswap.data.mvtec import scan_mvtec
+from cutswap.data.layouts.mvtec import scan_mvtec
 from cutswap.errors import DatasetError
 from cutswap.method.registry import METHODS
 from cutswap.pipeline.datasets import resolve_dataset
 from cutswap.pipeline.settings import load_settings
 
-PRESET = Path(__file__).parents[3] / "configs" / "mnist.yaml"
+PRESET = Path(__file__).parents[4] / "configs" / "mnist.yaml"
 DEFAULTS = {"n_train": 350, "n_test_good": 150, "n_test_other": 17}
 SMALL = {"n_train": 20, "n_test_good": 5, "n_test_other": 2}
 

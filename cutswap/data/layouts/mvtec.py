@@ -10,7 +10,7 @@ dataset use)::
         test/<defect>/*.png            # anomalous test images, one folder per defect type
         ground_truth/<defect>/<stem>_mask.png   # one mask per anomalous test image
 
-BTAD (``cutswap.data.btad``) is the same tree with ``ok`` for ``good`` and masks named like their image;
+BTAD (``cutswap.data.layouts.btad``) is the same tree with ``ok`` for ``good`` and masks named like their image;
 ``scan_mvtec_like`` serves both.
 
 Image and mask extensions: ``.png``, ``.jpg`` and ``.bmp`` in any letter case. Files with other extensions

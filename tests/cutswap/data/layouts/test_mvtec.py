@@ -1,4 +1,4 @@
-"""Tests of cutswap.data.mvtec: the MVTec AD layout scan, mask pairing, and every validation error."""
+"""Tests of cutswap.data.layouts.mvtec: the MVTec AD layout scan, mask pairing, and every validation error."""
 
 import io
 import os
@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from cutswap.data.mvtec import COLUMNS, scan_mvtec
+from cutswap.data.layouts.mvtec import COLUMNS, scan_mvtec
 from cutswap.errors import DatasetError
 
 

@@ -1,4 +1,4 @@
-"""Tests of cutswap.data.textures: the embedded dataset is deterministic, atomic, reusable and readable."""
+"""Tests of cutswap.data.builtin.textures: the embedded dataset is deterministic, atomic, reusable and readable."""
 
 import json
 from pathlib import Path
@@ -9,10 +9,17 @@ from PIL import Image
 from scipy import ndimage
 from scipy.signal import find_peaks
 
-from cutswap.data import textures
+from cutswap.data.builtin import textures
+from cutswap.data.builtin.textures import (
+    CATEGORIES,
+    DEFECT_KINDS,
+    MARKER,
+    VISIBLE_CHANGE,
+    add_defect,
+    build_textures,
+)
 from cutswap.data.images import read_mask, read_rgb
-from cutswap.data.mvtec import scan_mvtec
-from cutswap.data.textures import CATEGORIES, DEFECT_KINDS, MARKER, VISIBLE_CHANGE, add_defect, build_textures
+from cutswap.data.layouts.mvtec import scan_mvtec
 from cutswap.errors import DatasetError
 
 SMALL = {"image_size": 64, "n_train": 3, "n_test_good": 2, "n_test_defect": 2}

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cutswap.data.mvtec import scan_mvtec_like
+from cutswap.data.layouts.mvtec import scan_mvtec_like
 
 __all__ = ["scan_btad"]
 
