@@ -37,6 +37,7 @@ def stage_modes(stages: list[str] | None, force: list[str] | None) -> dict[str, 
 
 
 def stage_tasks(categories: int, jobs: int) -> tuple[int, int]:
-    """(stage tasks, jobs) of a run of ``categories`` categories and ``jobs`` jobs per category: what its
-    progress display counts down."""
-    return categories * (len(PER_CATEGORY) + len(PER_JOB) * jobs) + len(PER_RUN), categories * jobs
+    """(stage tasks, cluster jobs) of a run of ``categories`` categories and ``jobs`` (method, seed) pairs:
+    what its progress display counts down. Each pair is a cluster job per ``PER_JOB`` stage."""
+    per_category = len(PER_CATEGORY) + len(PER_JOB) * jobs
+    return categories * per_category + len(PER_RUN), categories * jobs * len(PER_JOB)
