@@ -85,7 +85,6 @@ def test_a_second_holder_waits_is_told_who_holds_it_and_nothing_is_left(tmp_path
         start = time.monotonic()
         with atomic.locked(target, "writing", told.append):
             waited = time.monotonic() - start
-            assert not holder.is_alive() or holder.exitcode is None
     finally:
         holder.join(30)
     assert waited > 0.5  # it waited for the holder's release, not just its start
