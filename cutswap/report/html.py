@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from cutswap import atomic
-from cutswap.report.compare import display_table, interval_note
+from cutswap.report.compare import POWER, display_table, interval_note
 from cutswap.report.prose import (
     comparison_settings,
     how_obtained,
@@ -155,7 +155,7 @@ def run_page(
     )
     if comparisons is not None and not comparisons.empty:
         how = comparison_settings(provenance)
-        table = display_table(comparisons, how.get("confidence", 0.95))
+        table = display_table(comparisons, how.get("confidence", 0.95), how.get("power", POWER))
         parts += [
             "<h2>Comparisons</h2>",
             html_table(table, index_name="question", table_id="comparisons"),

@@ -13,7 +13,10 @@ and its sample table (defect type, whether a mask exists); the train stores' ``l
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import platform
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,10 +35,24 @@ from cutswap.pipeline.readers import samples, train_indices
 from cutswap.pipeline.settings import Settings
 from cutswap.pipeline.stores import CODE_VERSIONS, StoreRef, library_versions, open_store, stage_key
 from cutswap.report import figures as plots
-from cutswap.report.compare import BASELINE, COLUMNS, compare, comparison_pairs, paired_differences
+from cutswap.report.compare import (
+    BASELINE,
+    COLUMNS,
+    POWER,
+    compare,
+    comparison_pairs,
+    paired_differences,
+)
 from cutswap.report.html import FigureRef, run_page, write_index
 from cutswap.report.prose import comparison_settings, summary_markdown
 from cutswap.report.tables import metrics_of
+from cutswap.score.resample import (
+    N_REDRAWS,
+    image_metric_redraws,
+    pixel_histograms,
+    pixel_metric_redraws,
+    redraws,
+)
 
 
 @dataclass(frozen=True)
@@ -402,7 +419,7 @@ def _run_figures(
         FigureRef(
             "figures/differences.png",
             "Paired differences",
-            "Each question's mean difference a − b in points with its bootstrap interval (the Comparisons "
+            "Each question's mean difference a − b in points with its t interval (the Comparisons "
             "table), one panel per metric; grey dots are the single (category, seed) differences, the grey "
             "band the tie zone. An interval clear of zero is coloured (green: a better, red: b better).",
         )
@@ -418,16 +435,77 @@ def _metric_contract(refs: CategoryRefs) -> dict[str, Any]:
 
 
 #: How the report's comparisons are computed; recorded in ``provenance.json`` under ``comparisons``.
-COMPARISON_SETTINGS = {"n_boot": 10000, "confidence": 0.95, "tie": 0.001, "seed": 0}
+COMPARISON_SETTINGS = {"confidence": 0.95, "power": POWER, "tie": 0.001, "redraws": N_REDRAWS}
 
 
-def _comparisons(results: pd.DataFrame) -> tuple[pd.DataFrame | None, dict[str, Any]]:
+def test_redraws(categories: dict[str, CategoryRefs], n_redraws: int = N_REDRAWS) -> pd.DataFrame:
+    """Every evaluation re-scored on the same redraws of its category's test images (``cutswap.score.resample``).
+
+    Image metrics from the stored scores; pixel metrics from the stored maps against the ingest masks, for
+    the evaluations whose stored pixel metrics are defined. One row per evaluation x redraw.
+    """
+    frames = []
+    for category, refs in categories.items():
+        counts, index, masks = None, None, None
+        for ref in refs.evaluations:
+            group = open_store(ref)
+            attrs = group.attrs
+            labels = group["labels"][:]
+            if counts is None:
+                index = group["index"][:]
+                counts = redraws(labels, n_redraws, seed=0)
+            elif not np.array_equal(group["index"][:], index):
+                raise StoreError(f"{ref.name}: its test images differ from the category's other evaluations")
+            values = image_metric_redraws(group["scores"][:], labels, counts)
+            pixel_defined = np.isfinite(attrs["metrics"].get("pixel_AUROC", float("nan")))
+            if "maps" in group and pixel_defined:
+                if masks is None:
+                    masks = open_store(refs.ingest)["masks"][:][index]
+                values |= pixel_metric_redraws(pixel_histograms(group["maps"][:], masks), counts)
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "category": category,
+                        "method": attrs["method"],
+                        "seed": int(attrs["seed"]),
+                        "redraw": np.arange(n_redraws),
+                        **values,
+                    }
+                )
+            )
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _comparisons(
+    results: pd.DataFrame, categories: dict[str, CategoryRefs]
+) -> tuple[pd.DataFrame | None, dict[str, Any]]:
     """The run's comparisons (``cutswap.report.compare``), or None when no question's two methods both ran."""
     pairs = comparison_pairs(list(results["method"]))
     metrics = metrics_of(results)
     if not pairs or not metrics:
         return None, {}
-    return compare(results, pairs, metrics, **COMPARISON_SETTINGS), dict(COMPARISON_SETTINGS)
+    how = dict(COMPARISON_SETTINGS)
+    again = test_redraws(categories, how["redraws"])
+    comparisons = compare(results, pairs, metrics, again, how["confidence"], how["power"], how["tie"])
+    return comparisons, how
+
+
+def machine() -> dict[str, Any]:
+    """The machine a report was made on: per-seed numbers do not carry across machines (module docstring)."""
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "gpu": gpu,
+    }
 
 
 def write_report(
@@ -465,7 +543,7 @@ def write_report(
         return final, False
 
     results = results_table(categories)
-    comparisons, how = _comparisons(results)
+    comparisons, how = _comparisons(results, categories)
     first = next(iter(categories.values()))
     provenance = {
         "run": settings.run,
@@ -476,6 +554,7 @@ def write_report(
         "settings": json.loads(settings.model_dump_json()),
         "backbone": dict(open_store(first.saliency).attrs["backbone"]),
         "versions": library_versions(),
+        "machine": machine(),
         "stores": {
             c: {k: getattr(r, k).to_dict() for k in ("ingest", "saliency", "cluster", "pairs")}
             for c, r in categories.items()

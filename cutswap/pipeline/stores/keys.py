@@ -26,7 +26,8 @@ CODE_VERSIONS = {
     "train": "1",
     "evaluate": "3",  # 3: normal training images held out for the threshold; densities stored
     # 3: comparisons.csv and the Comparisons section (cutswap.report.compare); 4: the figures of cutswap.report.figures
-    "report": "4",
+    # 5: t intervals with the test set's noise (cutswap.score.resample), the detectable difference, the machine
+    "report": "5",
 }
 
 

@@ -1,14 +1,14 @@
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from cutswap.report.compare import (
     COLUMNS,
     NO_DIFFERENCE,
+    Interval,
     compare,
     comparison_pairs,
     comparisons_markdown,
@@ -39,31 +39,54 @@ def _hand() -> pd.DataFrame:
     return _frame({"cutswap": A, "random-swap": B})
 
 
-def _exact_quantile(values: np.ndarray, level: float) -> float:
-    """Inverse CDF of the uniform distribution on ``values``: the smallest v with P(X <= v) >= level."""
-    ordered = np.sort(values)
-    return float(ordered[int(np.ceil(level * len(ordered))) - 1])
-
-
-def test_hand_computed_mean_counts_and_exact_bootstrap_distribution():
+def test_hand_computed_mean_counts_and_satterthwaite_t_interval():
     row = compare(_hand(), metrics=["image_AUROC"]).iloc[0]
     assert (row["a"], row["b"], row["metric"], row["n_pairs"]) == ("cutswap", "random-swap", "image_AUROC", 6)
     assert row["mean_diff"] == pytest.approx((0.0505 / 3 + 0.04 / 3) / 2)  # 0.0150833
     assert (row["wins"], row["ties"], row["losses"]) == (4, 1, 1)
-    # The stratified bootstrap has 27 equally likely ordered redraws of 3 seeds per category, so 27^2 = 729
-    # equally likely resamples in all: enumerate them and take the exact distribution of the statistic.
-    per_cat = [
-        [np.mean([DIFFS[c][i] for i in idx]) for idx in itertools.product(range(3), repeat=3)]
-        for c in ("bottle", "screw")
-    ]
-    exact = np.array([(x + y) / 2 for x in per_cat[0] for y in per_cat[1]])
-    assert exact.mean() == pytest.approx(row["mean_diff"])  # the bootstrap is centred on the estimate
-    # 10,000 draws put the empirical 2.5% level within +-0.005 of 2.5% (sd 0.0016): >3 sd either side.
-    # (eps: the same atom summed in another order differs in the last bits)
-    eps = 1e-12
-    assert _exact_quantile(exact, 0.020) - eps <= row["ci_low"] <= _exact_quantile(exact, 0.030) + eps
-    assert _exact_quantile(exact, 0.970) - eps <= row["ci_high"] <= _exact_quantile(exact, 0.980) + eps
-    assert row["ci_low"] < row["mean_diff"] < row["ci_high"]
+    # By hand: each category's variance of the mean (s^2 / 3), averaged over 2 categories (/ 2^2);
+    # Welch-Satterthwaite degrees of freedom, 2 per category.
+    terms = [np.var(DIFFS[c], ddof=1) / 3 / 4 for c in ("bottle", "screw")]
+    se = np.sqrt(sum(terms))
+    df = sum(terms) ** 2 / sum(t**2 / 2 for t in terms)
+    half = stats.t.ppf(0.975, df) * se
+    assert (row["se"], row["df"]) == (pytest.approx(se), pytest.approx(df))
+    assert row["ci_low"] == pytest.approx(row["mean_diff"] - half)
+    assert row["ci_high"] == pytest.approx(row["mean_diff"] + half)
+    assert row["detectable"] == pytest.approx((stats.t.ppf(0.975, df) + stats.t.ppf(0.8, df)) * se)
+    assert not row["test_noise"]
+
+
+def test_one_category_is_scipys_one_sample_t_interval():
+    """An independent reference: with one category the interval is the textbook one-sample t interval."""
+    bottle = _hand()[lambda f: f["category"] == "bottle"]
+    row = compare(bottle, metrics=["image_AUROC"]).iloc[0]
+    reference = stats.ttest_1samp(DIFFS["bottle"], 0.0).confidence_interval(0.95)
+    assert (row["ci_low"], row["ci_high"]) == (pytest.approx(reference.low), pytest.approx(reference.high))
+    assert row["df"] == pytest.approx(2)
+
+
+def test_test_noise_shared_by_the_seeds_widens_the_interval():
+    """Redraws where every seed's difference moves together add their variance; seed-specific ones do not."""
+    rng = np.random.default_rng(0)
+    shared = rng.normal(0, 0.02, 400)
+    rows = []
+    for c in ("bottle", "screw"):
+        for s in range(3):
+            for method, values in (("cutswap", A), ("random-swap", B)):
+                own = rng.normal(0, 0.01, 400)
+                lift = shared if method == "cutswap" else 0.0  # the test set favours cutswap in some redraws
+                rows.append(pd.DataFrame({"category": c, "method": method, "seed": s, "redraw": range(400),
+                                          "image_AUROC": values[c][s] + lift + own}))  # fmt: skip
+    redraws = pd.concat(rows, ignore_index=True)
+    plain = compare(_hand(), metrics=["image_AUROC"]).iloc[0]
+    noisy = compare(_hand(), metrics=["image_AUROC"], redraws=redraws).iloc[0]
+    assert noisy["test_noise"] and noisy["mean_diff"] == plain["mean_diff"]
+    # the shared part: var 0.02^2 per category, / 2^2 categories, summed: 0.0002; seed-specific parts cancel
+    expected = plain["se"] ** 2 + 2 * 0.02**2 / 4
+    assert noisy["se"] ** 2 == pytest.approx(expected, rel=0.2)
+    with pytest.raises(ValueError, match="no test redraws"):
+        compare(_hand(), metrics=["image_AUROC"], redraws=redraws[redraws["seed"] != 2])
 
 
 def test_paired_differences_align_on_category_and_seed_and_drop_missing_partners():
@@ -104,32 +127,33 @@ def test_verdicts_for_a_clear_win_a_clear_loss_and_noise():
     )
     assert loss["verdict"].startswith("cutpaste better by 5.0 [")
     noise = compare(_shifted(0.0, (0.02, -0.02, 0.01, -0.01)), metrics=["image_AUROC"]).iloc[0]
-    assert noise["ci_low"] < 0 < noise["ci_high"] and noise["verdict"] == NO_DIFFERENCE
-    assert verdict("a", "b", -0.05, -0.06, -0.04, 8) == "b better by 5.0 [4.0, 6.0]"
-    assert verdict("a", "b", 0.05, 0.04, 0.06, 8) == "a better by 5.0 [4.0, 6.0]"
-    assert verdict("a", "b", 0.05, 0.04, 0.06, 1) == NO_DIFFERENCE  # fewer than 2 pairs
+    assert noise["ci_low"] < 0 < noise["ci_high"]
+    assert noise["verdict"] == f"{NO_DIFFERENCE} (would detect ±{noise['detectable'] * 100:.1f})"
+    assert (
+        verdict("a", "b", Interval(-0.05, -0.06, -0.04, 0.005, 6, 0.014), 8) == "b better by 5.0 [4.0, 6.0]"
+    )
+    assert verdict("a", "b", Interval(0.05, 0.04, 0.06, 0.005, 6, 0.014), 8) == "a better by 5.0 [4.0, 6.0]"
+    # fewer than 2 pairs
+    assert verdict("a", "b", Interval(0.05, 0.04, 0.06, 0.005, 6, 0.014), 1).startswith(NO_DIFFERENCE)
 
 
 def test_single_seed_categories_are_constants_and_alone_give_no_interval():
     results = _hand()
     results = results[(results["seed"] == 0) | (results["category"] == "bottle")]
     both = compare(results, metrics=["image_AUROC"]).iloc[0]
-    # screw has one seed: it adds -0.01 / 2 to every resample, so the interval is bottle's, shifted
-    bottle_only = compare(results[results["category"] == "bottle"], metrics=["image_AUROC"]).iloc[0]
-    assert both["ci_low"] == pytest.approx((bottle_only["ci_low"] - 0.01) / 2)
-    assert both["ci_high"] == pytest.approx((bottle_only["ci_high"] - 0.01) / 2)
+    # screw has one seed: its seed variance is borrowed from bottle (the only category that measures it)
+    s2 = np.var(DIFFS["bottle"], ddof=1)
+    assert both["mean_diff"] == pytest.approx((np.mean(DIFFS["bottle"]) - 0.01) / 2)
+    assert both["se"] == pytest.approx(np.sqrt((s2 / 3 + s2 / 1) / 4))
     one_seed = compare(_hand()[lambda f: f["seed"] == 0], metrics=["image_AUROC"]).iloc[0]
-    assert one_seed["n_pairs"] == 2 and np.isnan(one_seed["ci_low"]) and one_seed["verdict"] == NO_DIFFERENCE
+    assert one_seed["n_pairs"] == 2 and np.isnan(one_seed["ci_low"])
+    assert one_seed["verdict"] == f"{NO_DIFFERENCE} (too few seeds to tell)"
 
 
-def test_deterministic_given_seed_and_columns_exact():
-    first = compare(_hand(), n_boot=2000, seed=3)
-    pd.testing.assert_frame_equal(first, compare(_hand(), n_boot=2000, seed=3))
+def test_columns_exact():
+    first = compare(_hand())
     assert tuple(first.columns) == COLUMNS
     assert list(first["metric"]) == ["image_AUROC"]  # the all-NaN pixel metric is not compared by default
-    # another seed draws other resamples (few of them, so the percentiles fall between other atoms)
-    bounds = [tuple(compare(_hand(), n_boot=20, seed=s).iloc[0][["ci_low", "ci_high"]]) for s in (3, 4)]
-    assert bounds[0] != bounds[1]
 
 
 def test_bad_input_raises_value_error():
@@ -141,8 +165,8 @@ def test_bad_input_raises_value_error():
         compare(pd.concat([_hand(), _hand()]))
     with pytest.raises(ValueError, match="not in the results"):
         compare(_hand(), pairs=[("cutswap", "cutpaste")])
-    with pytest.raises(ValueError, match="n_boot"):
-        compare(_hand(), n_boot=0)
+    with pytest.raises(ValueError, match="power"):
+        compare(_hand(), power=1.0)
     with pytest.raises(ValueError, match="confidence"):
         compare(_hand(), confidence=95)
     with pytest.raises(ValueError, match="not numeric"):
@@ -169,12 +193,17 @@ def test_pairs_answer_the_questions_among_the_methods_present():
 
 def test_markdown_table_is_in_points_with_questions_and_how_the_interval_was_made():
     results = _shifted(0.05, (0.002, -0.002, 0.001, -0.001))
-    table = compare(results, metrics=["image_AUROC"], n_boot=500)
-    md = comparisons_markdown(table, n_boot=500)
+    table = compare(results, metrics=["image_AUROC"])
+    md = comparisons_markdown(table, redraws=500)
     row = table.iloc[0]
     assert "| Do saliency-guided swaps beat CutPaste? | cutswap − cutpaste | image_AUROC | 8 | +5.0 |" in md
-    assert f"| 8/0/0 | {row['verdict']} |" in md
-    assert "500 paired bootstrap resamples stratified by category" in md and "95% percentile" in md
+    assert f"| ±{row['detectable'] * 100:.1f} | 8/0/0 | {row['verdict']} |" in md
+    assert "95% t interval" in md and "500 redraws of its test images" in md
+    # a report of an earlier version (no power columns, a bootstrap over seeds) still shows
+    old = comparisons_markdown(
+        table.drop(columns=["se", "df", "detectable", "test_noise"]), n_boot=10000, seed=0
+    )
+    assert "| n/a | 8/0/0 |" in old and "10000 bootstrap resamples of seeds" in old
 
 
 def test_the_no_training_baseline_pairs_its_one_value_with_every_seed():

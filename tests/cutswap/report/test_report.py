@@ -166,17 +166,18 @@ def test_report_writes_comparisons_and_show_prints_them(tmp_path, monkeypatch, c
     assert row["mean_diff"] == pytest.approx(0.052)  # fractions: 0.05, and 0.054 for seed 1
     assert row["verdict"].startswith("cutswap better by 5.2 [")
     prov = json.loads((folder / "provenance.json").read_text())
-    assert prov["comparisons"] == {"n_boot": 10000, "confidence": 0.95, "tie": 0.001, "seed": 0}
+    assert prov["comparisons"] == {"confidence": 0.95, "power": 0.8, "tie": 0.001, "redraws": 500}
+    assert prov["machine"]["cpus"] >= 1 and prov["machine"]["cpu"]
     md = (folder / "summary.md").read_text()
     assert "## Comparisons" in md and row["verdict"] in md
     assert "| Do saliency-guided swaps beat CutPaste? | cutswap − cutpaste | image_AUROC | 4 | +5.2 |" in md
-    assert "10000 paired bootstrap resamples stratified by category" in md
+    assert "95% t interval" in md and "detectable (80% power)" in md
     page = (folder / "index.html").read_text()
     assert "<h2>Comparisons</h2>" in page and 'id="comparisons"' in page and row["verdict"] in page
     assert cli(["--reports", str(tmp_path), "show", "r1"]) == 0
     out = capsys.readouterr().out
     assert out.index("| bottle |") < out.index("Comparisons") and row["verdict"] in out
-    assert "stratified by category" in out
+    assert "t interval" in out and f"±{row['detectable'] * 100:.1f}" in out
 
 
 def test_report_without_a_question_writes_no_comparisons(tmp_path, monkeypatch, capsys):

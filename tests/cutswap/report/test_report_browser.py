@@ -62,7 +62,7 @@ def reports(tmp_path):
     run = tmp_path / "reports" / "r1"
     (run / "figures").mkdir(parents=True)
     results.to_csv(run / "results.csv", index=False)
-    comparisons = compare(results, [("cutswap", "cutpaste")], ["image_AUROC"], n_boot=200)
+    comparisons = compare(results, [("cutswap", "cutpaste")], ["image_AUROC"])
     prov = {
         "run": "r1", "created": "2026-01-01T00:00:00", "settings": {}, "backbone": {"name": "resnet18"},
         "comparisons": {"n_boot": 200, "confidence": 0.95, "tie": 0.001, "seed": 0},
