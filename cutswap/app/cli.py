@@ -6,6 +6,8 @@
     cutswap runs [--reports reports]          every run: date, preset, dataset, mean image AUROC per method
     cutswap show RUN [--metric image_AUROC]   a run's per-category table (mean +/- std over seeds), then its
                                               comparisons (paired differences, intervals, verdicts)
+    cutswap compare RUN_A RUN_B [--metric M] two runs' comparisons side by side; exit 1 when they reach
+                                              opposite verdicts on a question
     cutswap open RUN [--no-browser]           print the path of a run's HTML page and open it in a browser
     cutswap predict RUN IMAGES... [--category C] [--method M] [--seed S] [--out DIR]
                     [--fpr F | --threshold T] [--strict]
@@ -37,6 +39,7 @@ from pathlib import Path
 import pandas as pd
 
 from cutswap.errors import CutswapError
+from cutswap.report.agreement import ONE_SIDED, OPPOSITE, agreement
 from cutswap.report.compare import comparisons_markdown
 from cutswap.report.prose import comparison_settings
 from cutswap.report.tables import list_runs, markdown_table, metrics_of, pivot
@@ -56,6 +59,7 @@ class Command:
 EXAMPLES = {
     "runs": "cutswap runs",
     "show": "cutswap show demo --metric image_AUROC",
+    "compare": "cutswap compare demo demo-seeds-3-5",
     "open": "cutswap open demo",
     "predict": "cutswap predict demo --category brick storage/datasets/textures/brick/test/hole",
     "export": "cutswap export demo --category brick --out exports/brick",
@@ -113,6 +117,42 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compare_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("first", metavar="RUN_A")
+    parser.add_argument("second", metavar="RUN_B")
+    parser.add_argument("--metric", default=None, help="one metric (default: every metric both answered)")
+
+
+def _compare(args: argparse.Namespace) -> int:
+    tables = []
+    for run in (args.first, args.second):
+        csv = args.reports / run / "comparisons.csv"
+        if not (args.reports / run / "results.csv").is_file():
+            raise CutswapError(f"no run {run!r} under {args.reports}/ (runs: {_known_runs(args.reports)})")
+        if not csv.is_file():
+            raise CutswapError(f"run {run!r} has no comparisons.csv (it asked no question: one method?)")
+        tables.append(pd.read_csv(csv))
+    try:
+        table = agreement(*tables)
+    except ValueError as err:
+        raise CutswapError(f"cannot compare {args.first!r} with {args.second!r}: {err}") from err
+    if args.metric:
+        if args.metric not in set(table["metric"]):
+            raise CutswapError(
+                f"no common question on {args.metric!r}; they share {sorted(set(table['metric']))}"
+            )
+        table = table[table["metric"] == args.metric]
+    print(f"A = {args.first}, B = {args.second}: differences a − b in points [interval]\n")
+    print(markdown_table(table.set_index("question"), index_name="question"))
+    opposite = int((table["agreement"] == OPPOSITE).sum())
+    one_sided = int((table["agreement"] == ONE_SIDED).sum())
+    print(
+        f"\n{len(table)} answers: {opposite} opposite, {one_sided} where only one run finds a difference, "
+        f"{len(table) - opposite - one_sided} the same."
+    )
+    return 1 if opposite else 0
+
+
 def _open_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run")
     parser.add_argument("--no-browser", action="store_true", help="only print the path")
@@ -154,6 +194,13 @@ def _commands() -> list[Command]:
     return [
         Command("runs", "list every run", EXAMPLES["runs"], lambda parser: None, _runs),
         Command("show", "print a run's tables", EXAMPLES["show"], _show_arguments, _show),
+        Command(
+            "compare",
+            "two runs' verdicts side by side",
+            EXAMPLES["compare"],
+            _compare_arguments,
+            _compare,
+        ),
         Command(
             "open",
             "print a run's HTML page and open it in a browser",
