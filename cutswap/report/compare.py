@@ -209,7 +209,9 @@ def _test_variances(
     diffs: pd.DataFrame, lookup: dict[tuple[str, str, int], np.ndarray], a: str, b: str
 ) -> tuple[dict[str, float], int]:
     """Per category, the test-set variance every seed's difference shares (module docstring), and B."""
-    untrained = {m: m in UNTRAINED_METHODS and {a, b} - UNTRAINED_METHODS for m in (a, b)}
+    # a method that trains nothing has one evaluation per category, paired with every seed of the other
+    both_untrained = a in UNTRAINED_METHODS and b in UNTRAINED_METHODS
+    untrained = {m: m in UNTRAINED_METHODS and not both_untrained for m in (a, b)}
     by_method = {}
     for category, method, seed in lookup:
         by_method.setdefault((category, method), []).append(seed)

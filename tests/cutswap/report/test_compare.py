@@ -215,6 +215,13 @@ def test_the_no_training_baseline_pairs_its_one_value_with_every_seed():
     row = compare(frame, [("cutswap", "imagenet-gde")], ["image_AUROC"]).iloc[0]
     assert row["n_pairs"] == 6 and row["mean_diff"] == pytest.approx((0.01 + 0.01) / 2)
     assert (row["wins"], row["ties"], row["losses"]) == (4, 1, 1)
+    # with test redraws: the baseline's one series of redraws pairs with every seed's
+    redraws = pd.concat(
+        [pd.DataFrame({"category": r.category, "method": r.method, "seed": r.seed, "redraw": range(50),
+                       "image_AUROC": r.image_AUROC + np.sin(np.arange(50) + len(r.method))})
+         for r in frame.itertuples()], ignore_index=True)  # fmt: skip
+    noisy = compare(frame, [("cutswap", "imagenet-gde")], ["image_AUROC"], redraws=redraws).iloc[0]
+    assert noisy["test_noise"] and noisy["se"] > row["se"]
     twice = pd.concat([frame, frame.assign(seed=5)[frame["method"] == "imagenet-gde"]])
     with pytest.raises(ValueError, match="trains nothing but has several seeds"):
         paired_differences(twice, "cutswap", "imagenet-gde", "image_AUROC")

@@ -174,6 +174,7 @@ def test_report_writes_comparisons_and_show_prints_them(tmp_path, monkeypatch, c
     assert "95% t interval" in md and "detectable (80% power)" in md
     page = (folder / "index.html").read_text()
     assert "<h2>Comparisons</h2>" in page and 'id="comparisons"' in page and row["verdict"] in page
+    assert "detectable (80% power)" in page and "Per-seed numbers are not reproducible" in page
     assert cli(["--reports", str(tmp_path), "show", "r1"]) == 0
     out = capsys.readouterr().out
     assert out.index("| bottle |") < out.index("Comparisons") and row["verdict"] in out
