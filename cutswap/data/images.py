@@ -76,13 +76,16 @@ def load_rgb(path: Path, size: int | None = None) -> tuple[np.ndarray, tuple[int
     path = Path(path)
     _check_size(size)
     with _open(path) as im:
-        source = _displayed_size(im)
+        height, width = im.height, im.width  # as stored, before a reduced-scale decode
         if size is not None and im.format == "JPEG":
             # Let libjpeg decode at a reduced scale (never below the requested size): much faster for
             # large photographs and the antialiased resize below still sets the final size exactly.
             im.draft("RGB", (size, size))
-        im = _decode(im, path)
-        rgb = _to_rgb8(im, path)
+        # Decode before anything reads metadata: reading EXIF from a PNG loads its pixel data, and a
+        # failure there must not be swallowed (Pillow then treats the image as loaded: a black image).
+        decoded = _decode(im, path)
+        source = (width, height) if decoded.size != im.size else (height, width)  # EXIF 5-8 turn it
+        rgb = _to_rgb8(decoded, path)
     if size is not None and rgb.size != (size, size):
         rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
     return np.array(rgb, dtype=np.uint8), source
@@ -130,16 +133,6 @@ def load_mask(path: Path, size: int | None = None) -> tuple[np.ndarray, tuple[in
         small = Image.fromarray(mask.astype(np.uint8) * 255).resize((size, size), Image.Resampling.NEAREST)
         mask = np.asarray(small) != 0
     return np.ascontiguousarray(mask, dtype=bool), source
-
-
-def _displayed_size(im: Image.Image) -> tuple[int, int]:
-    """``(height, width)`` after the EXIF orientation is applied, read from the header only."""
-    width, height = im.size
-    try:
-        orientation = im.getexif().get(0x0112, 1)
-    except Exception:  # a corrupt EXIF block must not hide the real error, which decoding reports
-        orientation = 1
-    return (width, height) if orientation in (5, 6, 7, 8) else (height, width)
 
 
 def _check_size(size: int | None) -> None:

@@ -150,6 +150,20 @@ def test_truncated_file(tmp_path, reader, suffix):
 
 
 @pytest.mark.parametrize("reader", [read_rgb, read_mask])
+def test_flipped_bytes_inside_the_image_data_are_an_error_not_a_black_image(tmp_path, reader):
+    """The file is whole (every chunk present), only its compressed pixel data is damaged."""
+    rng = np.random.default_rng(0)
+    path = save(tmp_path / "flipped.png", rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 200] = bytes(b ^ 0xFF for b in data[middle : middle + 200])
+    path.write_bytes(bytes(data))
+    with pytest.raises(DatasetError, match="truncated or corrupt") as info:
+        reader(path)
+    assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize("reader", [read_rgb, read_mask])
 def test_not_an_image(tmp_path, reader):
     path = tmp_path / "notes.png"
     path.write_text("this is not a PNG\n")
