@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -170,16 +171,46 @@ def _open(args: argparse.Namespace) -> int:
     return 0
 
 
+def _finite(text: str) -> float:
+    """An argparse type: a finite number (a NaN threshold would decide nothing, and say nothing)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def _rate(text: str) -> float:
+    """An argparse type: a false-positive rate strictly between 0 and 1."""
+    value = _finite(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a rate strictly between 0 and 1 (e.g. 0.05)")
+    return value
+
+
+def _positive(text: str) -> int:
+    """An argparse type: a positive integer."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return value
+
+
 def _predict_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run")
     parser.add_argument("images", nargs="+", help="image files, folders (searched recursively) or globs")
     _detector_arguments(parser)
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: predictions/...)")
     how = parser.add_mutually_exclusive_group()
-    how.add_argument("--fpr", type=float, default=None, help="re-choose the threshold at this target FPR")
-    how.add_argument("--threshold", type=float, default=None, help="use this decision threshold")
+    how.add_argument("--fpr", type=_rate, default=None, help="re-choose the threshold at this target FPR")
+    how.add_argument("--threshold", type=_finite, default=None, help="use this decision threshold")
     parser.add_argument("--strict", action="store_true", help="a file that cannot be read is an error")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=_positive, default=64)
 
 
 def _export_arguments(parser: argparse.ArgumentParser) -> None:
@@ -312,8 +343,6 @@ def _predict(args: argparse.Namespace) -> int:
     if args.threshold is not None:
         info, source = {"value": args.threshold}, "given"
     elif args.fpr is not None:
-        if not 0 < args.fpr < 1:
-            raise CutswapError(f"--fpr must be between 0 and 1 (exclusive), got {args.fpr}")
         info, source = choose_threshold(detector.holdout_scores, args.fpr), "fpr"
     else:
         info, source = detector.threshold, "stored"

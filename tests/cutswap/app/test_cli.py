@@ -42,3 +42,22 @@ def test_open_prints_the_page_and_opens_it_where_a_browser_is(reports, opened, m
 def test_open_of_an_unknown_run_is_an_error(reports, opened, capsys):
     assert cli.main(["--reports", str(reports), "open", "nope"]) == 2
     assert "error: no page" in capsys.readouterr().err and opened == []
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--threshold", "nan"], "'nan' is not a finite number"),
+        (["--threshold=-inf"], "'-inf' is not a finite number"),
+        (["--threshold", "x"], "'x' is not a number"),
+        (["--fpr", "1.5"], "strictly between 0 and 1"),
+        (["--batch-size", "0"], "'0' is not a positive integer"),
+        (["--batch-size", "-3"], "'-3' is not a positive integer"),
+    ],
+)
+def test_predict_refuses_values_that_decide_nothing_before_loading_anything(tmp_path, capsys, args, message):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["--reports", str(tmp_path), "predict", "no-such-run", "img.png", *args])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
