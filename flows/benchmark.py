@@ -52,6 +52,7 @@ from cutswap.app import console
 from cutswap.errors import RunFailed, StageFailed, one_line
 from cutswap.method.registry import get_method, method_seeds
 from cutswap.pipeline.parallel import dask_client
+from cutswap.pipeline.preflight import check_environment
 from cutswap.pipeline.settings import load_settings
 from cutswap.pipeline.stages import stage_modes, stage_tasks
 from cutswap.pipeline.stages.report import CategoryRefs
@@ -108,6 +109,7 @@ def cutswap(
 ) -> str:
     """Run the CutSwap benchmark described by a preset; returns the report folder."""
     settings = load_settings(preset, overrides)
+    check_environment(settings)  # a deployment run starts here, not in ``cutswap run``'s checks
     mode = stage_modes(stages, force)
     with console.run(settings.reports_root, settings.run) as shown:
         root, table = resolve(settings)

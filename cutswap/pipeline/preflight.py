@@ -1,0 +1,105 @@
+"""What a run needs from the machine, checked before Prefect, Dask or torch start.
+
+The settings model (``cutswap.pipeline.settings``) checks values against each other; this checks them
+against the world: the roots can be written, the Dask scheduler named in ``parallel.address`` answers, and
+the ImageNet weights of every trunk the run needs are at hand. Each of these otherwise fails minutes into
+the run, inside a worker, as a traceback.
+
+Light on purpose (no torch import): ``cutswap run`` calls it on every start and must answer in about a
+second.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+from pathlib import Path
+
+from cutswap.errors import SettingsError
+from cutswap.pipeline.settings import Settings
+
+#: torchvision's file name for the ResNet-18 ``IMAGENET1K_V1`` weights (``cutswap.method.backbones``).
+RESNET18_FILENAME = "resnet18-f37072fd.pth"
+
+
+def check_environment(settings: Settings) -> None:
+    """Raise ``SettingsError`` naming the setting and the fix for the first thing the run cannot have."""
+    for name in ("storage_root", "reports_root"):
+        _check_writable(name, Path(getattr(settings, name)))
+    if settings.parallel.address is not None:
+        _check_scheduler(settings.parallel.address)
+    for setting, weights, allow_download in _resnet18_needs(settings):
+        _check_resnet18(setting, weights, allow_download)
+
+
+def _check_writable(name: str, root: Path) -> None:
+    """Create ``root`` if missing and write a file in it: a run writes there from its first stage."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=root, prefix=".write-check-"):
+            pass
+    except OSError as exc:
+        raise SettingsError(
+            f"{name} {root}: cannot write there ({exc.strerror or exc}); choose a writable folder, "
+            f"e.g. --set {name}={Path.home() / 'cutswap' / name.split('_')[0]}"
+        ) from exc
+
+
+def _check_scheduler(address: str) -> None:
+    """Open and close a TCP connection to the scheduler: the address answers, or the run does not start."""
+    host_port = address.split("://", 1)[-1]
+    host, _, port = host_port.rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=3).close()
+    except OSError as exc:
+        raise SettingsError(
+            f"parallel.address {address}: no scheduler answers ({exc.strerror or exc}); start one "
+            "(`dask scheduler --host HOST`) or unset parallel.address to run a local cluster"
+        ) from exc
+
+
+def _resnet18_needs(settings: Settings) -> list[tuple[str, Path | None, bool]]:
+    """(setting, weights file, download allowed) for each use of ResNet-18's ImageNet weights."""
+    train, needs = settings.train, []
+    if settings.saliency.backbone == "resnet18":
+        needs.append(("saliency.backbone", settings.saliency.weights, settings.saliency.allow_download))
+    trained = [m for m in train.methods if m != "imagenet-gde"]
+    if trained and train.pretrained and train.trunk == "resnet18":
+        needs.append(("train.trunk", train.weights, train.allow_download))
+    if "imagenet-gde" in train.methods and (train.baseline_trunk or train.trunk) == "resnet18":
+        # train.weights is the classifiers' trunk's file; a different baseline trunk reads the cache.
+        weights = train.weights if train.baseline_trunk in (None, train.trunk) else None
+        needs.append(("train.baseline_trunk", weights, train.allow_download))
+    return needs
+
+
+def _hub_checkpoints() -> Path:
+    """torch's hub cache folder (``torch.hub.get_dir() / "checkpoints"``), found the way torch finds it."""
+    torch_home = os.environ.get("TORCH_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "torch"
+    )
+    return Path(torch_home).expanduser() / "hub" / "checkpoints"
+
+
+def _check_resnet18(setting: str, weights: Path | None, allow_download: bool) -> None:
+    if weights is not None:
+        if not Path(weights).expanduser().is_file():
+            raise SettingsError(
+                f"{setting} needs ResNet-18 weights, and the weights file {weights} does not exist"
+            )
+        return
+    if allow_download or (_hub_checkpoints() / RESNET18_FILENAME).is_file():
+        return
+    fix = (
+        "set train.baseline_trunk=efficientnet_lite0 (its weights ship in a package)"
+        if setting == "train.baseline_trunk"
+        else f"set {setting}=efficientnet_lite0"
+        if setting == "saliency.backbone"
+        else "set train.pretrained=false or train.trunk=efficientnet_lite0"
+    )
+    raise SettingsError(
+        f"{setting} needs ResNet-18's ImageNet weights, which are not at hand: {RESNET18_FILENAME} is not in "
+        f"{_hub_checkpoints()} and download is not allowed. Put the file there, pass its path as weights=, "
+        f"allow the download, or {fix}"
+    )
