@@ -33,17 +33,19 @@ import json
 import math
 import os
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
+from cutswap import atomic
 from cutswap.errors import CutswapError
 from cutswap.report.agreement import ONE_SIDED, OPPOSITE, agreement
 from cutswap.report.compare import comparisons_markdown
 from cutswap.report.prose import comparison_settings
-from cutswap.report.tables import list_runs, markdown_table, metrics_of, pivot
+from cutswap.report.tables import list_runs, markdown_table, metrics_of, pivot, read_results, run_folder
 
 
 @dataclass(frozen=True)
@@ -97,10 +99,7 @@ def _show_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _show(args: argparse.Namespace) -> int:
-    csv = args.reports / args.run / "results.csv"
-    if not csv.is_file():
-        raise CutswapError(f"no run {args.run!r} under {args.reports}/ (runs: {_known_runs(args.reports)})")
-    results = pd.read_csv(csv)
+    results = read_results(args.reports, args.run)
     metrics = [args.metric] if args.metric else metrics_of(results)
     missing = [m for m in metrics if m not in results.columns]
     if missing:
@@ -127,9 +126,8 @@ def _compare_arguments(parser: argparse.ArgumentParser) -> None:
 def _compare(args: argparse.Namespace) -> int:
     tables = []
     for run in (args.first, args.second):
+        read_results(args.reports, run)
         csv = args.reports / run / "comparisons.csv"
-        if not (args.reports / run / "results.csv").is_file():
-            raise CutswapError(f"no run {run!r} under {args.reports}/ (runs: {_known_runs(args.reports)})")
         if not csv.is_file():
             raise CutswapError(f"run {run!r} has no comparisons.csv (it asked no question: one method?)")
         tables.append(pd.read_csv(csv))
@@ -160,7 +158,7 @@ def _open_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _open(args: argparse.Namespace) -> int:
-    page = args.reports / args.run / "index.html"
+    page = run_folder(args.reports, args.run) / "index.html"
     if not page.is_file():
         raise CutswapError(f"no page {page} (runs: {_known_runs(args.reports)})")
     print(page.resolve())
@@ -169,6 +167,33 @@ def _open(args: argparse.Namespace) -> int:
 
         webbrowser.open(page.resolve().as_uri())
     return 0
+
+
+#: Files a folder written by ``predict`` or ``export`` holds: such a folder may be replaced by a new output.
+_OUR_OUTPUTS = {"predictions.csv", "skipped.csv", "overlays", "detector.onnx", "detector.pt2"}
+
+
+def _check_out(out: Path, option: str) -> Path:
+    """``--out`` as a folder the command may replace whole, checked before anything loads.
+
+    The output is written beside it and swapped in at the end (``cutswap.atomic.atomic_dir``): a failure
+    leaves the previous output or none, never a CSV of some rows or an ONNX file beside a stale program.
+    A folder holding anything else is refused rather than replaced.
+    """
+    if out.exists() and not out.is_dir():
+        raise CutswapError(f"{option} {out} is a file; give a folder (it is created if missing)")
+    if out.is_dir() and (foreign := sorted({p.name for p in out.iterdir()} - _OUR_OUTPUTS)):
+        raise CutswapError(
+            f"{option} {out} holds other files ({', '.join(foreign[:3])}); give a new or empty folder"
+        )
+    parent = out.absolute().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=parent, prefix=".write-check-"):
+            pass
+    except OSError as exc:
+        raise CutswapError(f"{option} {out}: cannot write in {parent} ({exc.strerror or exc})") from exc
+    return out
 
 
 def _finite(text: str) -> float:
@@ -325,6 +350,8 @@ def _predict(args: argparse.Namespace) -> int:
     from cutswap.deploy.predict import collect_images, decisions, overlay_name, read_images, write_overlay
     from cutswap.score.detector import choose_threshold
 
+    if args.out is not None:
+        _check_out(args.out, "--out")
     files, problems = collect_images(args.images)
     sel, detector = _load(args)
     images, kept, unreadable = read_images(files, detector.image_size)
@@ -348,14 +375,11 @@ def _predict(args: argparse.Namespace) -> int:
         info, source = detector.threshold, "stored"
     print(_threshold_line(info, source))
     threshold = float(info["value"])
-    out = args.out or Path("predictions") / f"{sel.run}-{sel.category}-{sel.method}-s{sel.seed}"
-    (out / "overlays").mkdir(parents=True, exist_ok=True)
+    out = _check_out(
+        args.out or Path("predictions") / f"{sel.run}-{sel.category}-{sel.method}-s{sel.seed}", "--out"
+    )
     scores, maps = detector.score(images)
     names = [overlay_name(i, p) for i, p in enumerate(kept)]
-    for i, name in enumerate(names):
-        write_overlay(
-            out / "overlays" / name, images[i], None if maps is None else maps[i], detector.display_scale
-        )
     table = pd.DataFrame(
         {
             "path": [str(p) for p in kept],
@@ -365,9 +389,15 @@ def _predict(args: argparse.Namespace) -> int:
             "overlay": [f"overlays/{n}" for n in names],
         }
     )
-    table.to_csv(out / "predictions.csv", index=False)
-    if problems:
-        pd.DataFrame(problems, columns=["path", "problem"]).to_csv(out / "skipped.csv", index=False)
+    with atomic.atomic_dir(out) as tmp:
+        (tmp / "overlays").mkdir()
+        for i, name in enumerate(names):
+            write_overlay(
+                tmp / "overlays" / name, images[i], None if maps is None else maps[i], detector.display_scale
+            )
+        table.to_csv(tmp / "predictions.csv", index=False)
+        if problems:
+            pd.DataFrame(problems, columns=["path", "problem"]).to_csv(tmp / "skipped.csv", index=False)
     flagged = int((table["decision"] == "anomalous").sum())
     print(table.head(10)[["path", "score", "decision"]].to_string(index=False))
     if len(table) > 10:
@@ -381,14 +411,22 @@ def _predict(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from cutswap.deploy.export import export_onnx, export_program
 
+    if args.out is not None:
+        _check_out(args.out, "--out")
     sel, detector = _load(args)
-    out = args.out or Path("exports") / f"{sel.run}-{sel.category}-{sel.method}-s{sel.seed}"
-    onnx_path = export_onnx(detector, out / "detector.onnx", run=sel.run)
+    out = _check_out(
+        args.out or Path("exports") / f"{sel.run}-{sel.category}-{sel.method}-s{sel.seed}", "--out"
+    )
+    with atomic.atomic_dir(out) as tmp:  # a new export replaces the folder: no stale .pt2 beside a new .onnx
+        export_onnx(detector, tmp / "detector.onnx", run=sel.run)
+        if not args.onnx_only:
+            export_program(detector, tmp / "detector.pt2", run=sel.run)
     print(
-        f"wrote {onnx_path} (input uint8 (N, {detector.image_size}, {detector.image_size}, 3); outputs score, anomaly_map)"
+        f"wrote {out / 'detector.onnx'} (input uint8 (N, {detector.image_size}, {detector.image_size}, 3); "
+        "outputs score, anomaly_map)"
     )
     if not args.onnx_only:
-        print(f"wrote {export_program(detector, out / 'detector.pt2', run=sel.run)} (torch.export program)")
+        print(f"wrote {out / 'detector.pt2'} (torch.export program)")
     print(_threshold_line(detector.threshold, "stored") + " (metadata cutswap.threshold)")
     return 0
 

@@ -34,7 +34,10 @@ from cutswap.data.layouts.mvtec import scan_mvtec
 from cutswap.data.layouts.visa import scan_visa
 from cutswap.errors import SettingsError
 
-__all__ = ["LAYOUTS", "open_dataset"]
+__all__ = ["BUILT_IN", "LAYOUTS", "open_dataset"]
+
+#: The datasets the project builds itself (no download, no ``dataset.root`` needed).
+BUILT_IN = ("textures", "mnist")
 
 #: Layout name -> reader ``(root, categories, folder options) -> sample table``.
 LAYOUTS: dict[str, Callable[[Path, list[str] | None, dict[str, Any]], pd.DataFrame]] = {

@@ -113,6 +113,12 @@ def scandir(folder: Path, real_root: Path, problems: Problems) -> list[Entry]:
         if item.name.startswith(".") or item.name.startswith("__"):
             continue
         path = folder / item.name
+        try:
+            item.name.encode("utf-8")  # undecodable bytes arrive as lone surrogates; stores keep UTF-8 names
+        except UnicodeEncodeError:
+            shown = os.fsencode(item.name).decode("utf-8", "backslashreplace")
+            problems.add(f"{folder / shown}: file name is not UTF-8; rename it (e.g. convmv -t utf-8).")
+            continue
         if item.is_symlink():
             try:
                 target = path.resolve(strict=True)
@@ -147,6 +153,13 @@ def images_in(
         suffix = Path(entry.name).suffix.lower()
         if entry.is_dir:
             if recursive:
+                # A link back to a folder being walked would be followed until the path is too long.
+                if entry.path.is_symlink() and folder.resolve().is_relative_to(entry.path.resolve()):
+                    problems.add(
+                        f"{entry.path}: symlink loop (it points back to {entry.path.resolve()}, which "
+                        "contains it); remove the link."
+                    )
+                    continue
                 for sub in images_in(entry.path, real_root, problems, recursive=True):
                     found.append(Entry(f"{entry.name}/{sub.name}", sub.path, False))
             elif not subfolders_ok:

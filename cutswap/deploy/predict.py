@@ -89,19 +89,13 @@ def select_detector(
         CutswapError: an unknown run, category, method or seed (the message lists what exists), or an
             evaluate store that is not where the run's report says.
     """
-    from cutswap.report.tables import list_runs
+    from cutswap.report.tables import read_results
 
-    csv = Path(reports_root) / run / "results.csv"
-    if not csv.is_file():
-        runs = list_runs(Path(reports_root))
-        known = _choices(runs["run"]) if not runs.empty else "none"
+    results = read_results(Path(reports_root), run)
+    if "evaluate_key" not in results.columns:
         raise CutswapError(
-            f"no run {run!r} under {reports_root}/ (runs: {known}); run `make demo` or pass --reports"
+            f"{reports_root}/{run}/results.csv has no evaluate_key; rerun the report stage of {run!r}"
         )
-    results = pd.read_csv(csv)
-    needed = {"category", "method", "seed", "image_AUROC", "evaluate_key"}
-    if missing := needed - set(results.columns):
-        raise CutswapError(f"{csv} has no column(s) {sorted(missing)}; rerun the report stage of {run!r}")
     categories = sorted(results["category"].astype(str).unique())
     if category is None:
         if len(categories) != 1:

@@ -78,7 +78,9 @@ class DatasetSettings(_Section):
     unreadable images (listing them in the ingest store's ``skipped`` attribute) instead of refusing the
     category. ``fingerprint`` says how source files
     are recognised as unchanged: ``stat`` (path, size, modification time; cheap) or ``content`` (a hash
-    of every byte; survives copies that reset times, costs a full read per run).
+    of every byte; survives copies that reset times, costs a full read per run). ``auto`` is ``content``
+    for the embedded datasets (a few tens of MB, rebuilt byte-identical by a fresh clone, whose stores must
+    then be reused) and ``stat`` for datasets on disk.
     """
 
     name: Literal["textures", "mnist", "mvtec", "visa", "btad", "loco", "folder"] = "textures"
@@ -88,7 +90,7 @@ class DatasetSettings(_Section):
     textures_seed: int = 0
     mnist_seed: int = Field(0, ge=0)
     lenient: bool = False
-    fingerprint: Literal["stat", "content"] = "stat"
+    fingerprint: Literal["auto", "stat", "content"] = "auto"
     folder: FolderSettings = FolderSettings()
     textures: TexturesSettings = TexturesSettings()
 

@@ -18,7 +18,8 @@ Output layout of a run (``reports/``; ``cutswap.pipeline.stages.report`` writes 
     <run>/figures/<category>-training.png loss and accuracy on negatives per step (trained methods)
     <run>/figures/differences.png         paired differences with their intervals (when comparisons exist)
     <run>/comparisons.csv     one row per question (cutswap vs random-swap, ...) x metric: paired mean
-                              difference, bootstrap interval, wins/ties/losses, verdict (``cutswap.report.compare``)
+                              difference, its interval and detectable difference, wins/ties/losses, verdict
+                              (``cutswap.report.compare``)
     <run>/provenance.json     settings, backbone, versions, store keys
 """
 
@@ -32,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cutswap.errors import CutswapError, one_line
 from cutswap.report.compare import METRICS
 
 #: Metrics in the order tables show them; a run shows those its evaluations produced.
@@ -174,15 +176,65 @@ def trunk_label(row: pd.Series) -> str:
     return f"{row.get('trunk', 'resnet18')} ({'ImageNet' if row.get('pretrained') else 'scratch'})"
 
 
+#: What every reader of a run's ``results.csv`` needs from it.
+RESULT_COLUMNS = ("dataset", "category", "method", "seed", "image_AUROC")
+
+
+def run_folder(reports_root: Path, run: str) -> Path:
+    """``reports_root/run``; a run named on the command line is a folder name, never a path, so that
+    ``show ../x`` or an absolute path cannot read outside the reports root."""
+    if not run or run.startswith(".") or not all(c.isalnum() or c in "-_." for c in run):
+        raise CutswapError(
+            f"{run!r} is not a run name: give a folder of {reports_root}/ (letters, digits, - _ .); "
+            "`cutswap runs` lists them"
+        )
+    return Path(reports_root) / run
+
+
+def read_results(reports_root: Path, run: str) -> pd.DataFrame:
+    """A run's ``results.csv``, refused by name when missing, unreadable, empty or missing columns.
+
+    Raises:
+        CutswapError: the message names the file and says how to rebuild it.
+    """
+    csv = run_folder(reports_root, run) / "results.csv"
+    if not csv.is_file():
+        known = ", ".join(list_runs(reports_root).get("run", pd.Series(dtype=str))) or "none"
+        raise CutswapError(f"no run {run!r} under {reports_root}/ (runs: {known})")
+    rebuild = f"rerun its report: cutswap run --preset PRESET --set run={run} --stages report"
+    try:
+        results = pd.read_csv(csv)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise CutswapError(f"{csv} is broken ({one_line(err)}); {rebuild}") from err
+    if results.empty:
+        raise CutswapError(f"{csv} has no rows; {rebuild}")
+    if missing := [c for c in RESULT_COLUMNS if c not in results.columns]:
+        raise CutswapError(f"{csv} has no column(s) {missing}; {rebuild}")
+    return results
+
+
 def list_runs(reports_root: Path) -> pd.DataFrame:
-    """Every run under ``reports_root`` with when, what and its mean image AUROC per method (in %)."""
+    """Every run under ``reports_root`` with when, what and its mean image AUROC per method (in %).
+
+    A run whose files cannot be read is listed with ``status`` saying why, not skipped: a user looking for
+    it must learn that it is broken, not that it is gone.
+    """
     rows = []
-    for prov_path in sorted(Path(reports_root).glob("*/provenance.json")):
-        run_dir = prov_path.parent
-        if run_dir.name.startswith(".") or not (run_dir / "results.csv").is_file():
+    folders = {
+        p.parent
+        for pattern in ("*/provenance.json", "*/results.csv")
+        for p in Path(reports_root).glob(pattern)
+    }
+    for run_dir in sorted(folders):
+        if run_dir.name.startswith("."):
             continue
-        prov = json.loads(prov_path.read_text())
-        results = pd.read_csv(run_dir / "results.csv")
+        try:
+            results = read_results(reports_root, run_dir.name)
+            prov_path = run_dir / "provenance.json"
+            prov = json.loads(prov_path.read_text()) if prov_path.is_file() else {}
+        except (CutswapError, ValueError, OSError) as err:
+            rows.append({"run": run_dir.name, "status": f"broken: {one_line(err)}"})
+            continue
         means = results.groupby("method")["image_AUROC"].mean() * 100
         rows.append(
             {
@@ -194,6 +246,8 @@ def list_runs(reports_root: Path) -> pd.DataFrame:
                 "seeds": results["seed"].nunique(),
                 "methods": ", ".join(means.index),
                 "mean image_AUROC": ", ".join(f"{m} {v:.1f}" for m, v in means.items()),
+                "status": "ok",
             }
         )
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    return frame.astype(object).where(frame.notna(), "")  # a broken run has only its name and status

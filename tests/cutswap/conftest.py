@@ -142,7 +142,7 @@ def tiny_run(tmp_path_factory) -> TinyRun:
         reports_root=base / "reports",
         dataset={
             "name": "textures",
-            "root": base / "data",
+            "root": base / "storage" / "datasets" / "textures",
             "categories": ["brick"],
             "image_size": 32,
             "textures": {"n_train": 20, "n_test_good": 4, "n_test_defect": 1},

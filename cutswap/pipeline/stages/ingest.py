@@ -15,7 +15,7 @@ Store layout (``storage/ingest/<category>-<key>/``)::
 The key covers the dataset settings that change the store (layout, working size, ``lenient``) and a
 fingerprint of the source: the sample table itself (so a changed split or label re-ingests) and, for
 every image and mask file, its path with its size and modification time (``dataset.fingerprint: stat``)
-or a hash of its bytes (``content``). An edited dataset is therefore re-ingested and every stage after it
+or a hash of its bytes (``content``; the default for the embedded datasets). An edited dataset is therefore re-ingested and every stage after it
 recomputes, while an untouched one is reused.
 
 Every image and mask is decoded before anything is written, and every problem of the category is
@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cutswap.data.datasets import BUILT_IN
 from cutswap.data.images import load_mask, load_rgb
 from cutswap.data.layout import IMAGE_EXTENSIONS
 from cutswap.errors import DatasetError
@@ -99,6 +100,14 @@ def fingerprint(root: Path, table: pd.DataFrame, how: str = "stat") -> str:
     return h.hexdigest()[:16]
 
 
+def _fingerprint_kind(dataset: str, setting: str) -> str:
+    """``dataset.fingerprint``'s ``auto``: file times cannot recognise an embedded dataset rebuilt
+    byte-identical, so a fresh clone would recompute every stage."""
+    if setting != "auto":
+        return setting
+    return "content" if dataset in BUILT_IN else "stat"
+
+
 def ingest_category(
     settings: Settings, root: Path, category: str, table: pd.DataFrame, mode: str = "run"
 ) -> tuple[StoreRef, bool]:
@@ -116,7 +125,7 @@ def ingest_category(
         "category": category,
         "image_size": size,
         "lenient": cfg.lenient,
-        "fingerprint": fingerprint(root, table, cfg.fingerprint),
+        "fingerprint": fingerprint(root, table, _fingerprint_kind(cfg.name, cfg.fingerprint)),
     }
 
     def write(group):

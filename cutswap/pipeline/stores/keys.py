@@ -54,12 +54,17 @@ def stage_key(stage: str, settings: dict[str, Any], inputs: dict[str, str]) -> s
 
 @dataclass(frozen=True)
 class StoreRef:
-    """A published store: small and JSON-friendly, passed between tasks instead of arrays."""
+    """A published store: small and JSON-friendly, passed between tasks instead of arrays.
+
+    ``digest`` is the hash of the store's content (``cutswap.pipeline.stores.checksums``). Downstream keys
+    include it, so a recomputed upstream store whose bytes differ cannot sit under old downstream keys.
+    """
 
     stage: str
     name: str
     key: str
     path: str
+    digest: str = ""
 
     def to_dict(self) -> dict[str, str]:
         return asdict(self)

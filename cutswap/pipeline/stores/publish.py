@@ -4,13 +4,16 @@ Every stage writes one directory per output, named by what it holds and by a key
 
     <storage_root>/<stage>/<name>-<key>/        a Zarr v3 group (zarr.json + arrays), plus any extra files
         zarr.json  attrs: {"complete": true, "stage", "key", "code_version", "settings", "inputs",
+                           "digests": {file: sha256}, "digest" (``checksums``),
                            "provenance": {...versions, timings...}, ...stage-specific attrs}
     <storage_root>/<stage>/.<name>-<key>.tmp-<token>/       a write in progress (or a crashed one's leftover)
     <storage_root>/<stage>/.<name>-<key>.tmp-<token>.lock   held (flock) by that writer while it runs
     <storage_root>/<stage>/.<name>-<key>.writing            held (flock) by the one process computing the key
 
-The key is a hash of the stage name, its code version, its own settings and its inputs' keys, so a
-changed setting yields a new directory and leaves the old one intact.
+The key is a hash of the stage name, its code version, its own settings and its inputs' keys and content
+digests, so a changed setting, or an input recomputed into other bytes, yields a new directory and leaves
+the old one intact. A store is reused or opened only after its files match the checksums recorded when it
+was published; a corrupt one is recomputed (``build_store``) or refused by name (``open_store``).
 
 How a store is published (``publishing``), and why each step is there:
 
@@ -51,6 +54,7 @@ import zarr
 
 from cutswap import atomic
 from cutswap.errors import StoreError
+from cutswap.pipeline.stores import checksums
 from cutswap.pipeline.stores.keys import (
     CODE_VERSIONS,
     StoreRef,
@@ -63,28 +67,54 @@ from cutswap.pipeline.stores.keys import (
 log = logging.getLogger(__name__)
 
 
+def _attributes(path: Path) -> dict[str, Any] | None:
+    """The root attrs of the store at ``path``; None when there is no readable ``zarr.json``."""
+    try:
+        return json.loads((Path(path) / "zarr.json").read_text()).get("attributes", {})
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
 def is_complete(path: Path) -> bool:
     """True when ``path`` holds a store whose writer finished."""
-    meta = Path(path) / "zarr.json"
-    if not meta.is_file():
-        return False
+    return bool((_attributes(path) or {}).get("complete", False))
+
+
+#: Stores this process has verified, by path and the time of their ``zarr.json``: opened many times (a
+#: detector per batch, a report per figure), each is hashed once.
+_VERIFIED: set[tuple[str, int]] = set()
+
+
+def verify(path: Path) -> str | None:
+    """What is wrong with a complete store's files (``checksums.damage``); None when they are intact."""
+    path = Path(path)
     try:
-        return bool(json.loads(meta.read_text()).get("attributes", {}).get("complete", False))
-    except (OSError, json.JSONDecodeError):
-        return False
+        seen = (str(path.resolve()), (path / "zarr.json").stat().st_mtime_ns)
+    except OSError:
+        return "its zarr.json cannot be read"
+    if seen in _VERIFIED:
+        return None
+    problem = checksums.damage(path, (_attributes(path) or {}).get("digests"))
+    if problem is None:
+        _VERIFIED.add(seen)
+    return problem
 
 
 def open_store(ref: StoreRef | Path | str) -> zarr.Group:
-    """Open a complete store read-only.
+    """Open a complete store read-only, after checking its files against their checksums.
 
     Raises:
-        StoreError: the store is missing or was never completed (a crashed writer, a deleted file).
+        StoreError: the store is missing, was never completed (a crashed writer, a deleted file), or its
+            files do not match the checksums recorded when it was published.
     """
     path = Path(ref.path if isinstance(ref, StoreRef) else ref)
     if not is_complete(path):
         raise StoreError(
             f"store {path} is missing or incomplete; rerun its stage (or run with force=[<stage>])"
         )
+    if problem := verify(path):
+        stage = path.parent.name
+        raise StoreError(f"store {path} is corrupt: {problem}; recompute it (--force {stage})")
     return zarr.open_group(str(path), mode="r")
 
 
@@ -125,6 +155,8 @@ def publishing(final: Path, attrs: dict[str, Any], replace: bool = False) -> Ite
         raise StoreError(f"cannot write under {parent}: {_explain(exc, parent)}") from exc
     try:
         yield group
+        digests = checksums.file_digests(tmp)
+        group.attrs.update({"digests": digests, "digest": checksums.content_digest(digests)})
         group.attrs["complete"] = True
         atomic.sync_tree(tmp)
         _publish(tmp, final, replace)
@@ -227,13 +259,16 @@ def build_store(
     """
     from datetime import UTC, datetime
 
-    key = stage_key(stage, settings, {k: v.key for k, v in inputs.items()})
+    # An input is its key and its content: a recomputed input with other bytes gives new downstream keys.
+    key = stage_key(stage, settings, {k: f"{v.key}:{v.digest}" for k, v in inputs.items()})
     path = store_path(storage_root, stage, name, key)
-    ref = StoreRef(stage, name, key, str(path))
     if mode not in ("run", "force", "reuse"):
         raise ValueError(f"mode must be run, force or reuse, got {mode!r}")
     if is_complete(path) and mode != "force":
-        return ref, False
+        if (problem := verify(path)) is None:
+            return _ref(stage, name, key, path), False
+        log.warning("%s %s: store %s is corrupt (%s); recomputing it", stage, name, path, problem)
+        mode = "force"
     if mode == "reuse":
         raise StoreError(
             f"stage {stage} has no complete output for {name} with these settings (expected {path}); "
@@ -262,12 +297,17 @@ def build_store(
             held.enter_context(atomic.locked(path, "writing", waiting))
         except OSError as exc:
             raise StoreError(f"cannot write under {path.parent}: {_explain(exc, path.parent)}") from exc
-        if is_complete(path) and (mode != "force" or waited):  # published meanwhile, by another run
-            return ref, False
+        if is_complete(path) and (mode != "force" or waited) and verify(path) is None:
+            return _ref(stage, name, key, path), False  # published meanwhile, by another run
         start = time.perf_counter()
         with publishing(path, attrs, replace=mode == "force") as group:
             write(group)
             prov = dict(group.attrs["provenance"])
             prov["seconds"] = round(time.perf_counter() - start, 3)
             group.attrs["provenance"] = prov
-    return ref, True
+    return _ref(stage, name, key, path), True
+
+
+def _ref(stage: str, name: str, key: str, path: Path) -> StoreRef:
+    """The reference to a published store, with the content digest it recorded."""
+    return StoreRef(stage, name, key, str(path), (_attributes(path) or {}).get("digest", ""))

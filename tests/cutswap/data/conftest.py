@@ -163,6 +163,8 @@ def write_preset(path: Path, name: str, root: Path, storage: Path, **dataset) ->
         "storage_root": str(storage),
         "reports_root": str(path.parent / "reports"),
         "dataset": {"name": name, "root": str(root), "image_size": 32, **dataset},
+        # The default baseline trunk is ResNet-18, whose weights are not at hand offline (preflight refuses).
+        "train": {"baseline_trunk": "efficientnet_lite0"},
     }
     path.write_text(yaml.safe_dump(cfg))
     return path

@@ -201,3 +201,21 @@ def test_lenient_is_part_of_the_key(tmp_path, kit, storage):
 def _ingest_key(kit, root, storage, **overrides) -> str:
     [(ref, _)] = ingest_all(kit.settings_for("mvtec", root, storage, **overrides)).values()
     return ref.key
+
+
+def test_an_embedded_dataset_rebuilt_elsewhere_keeps_its_ingest_key(tmp_path):
+    # A fresh clone rebuilds textures byte-identical but with new file times: its stores must be reused.
+    from cutswap.pipeline.settings import load_settings
+
+    def key(storage: Path) -> str:
+        overrides = {
+            "storage_root": str(storage),
+            "dataset.image_size": 32,
+            "dataset.categories": ["brick"],
+            "dataset.textures": {"n_train": 2, "n_test_good": 1, "n_test_defect": 1},
+        }
+        [(ref, _)] = ingest_all(load_settings(None, overrides)).values()
+        return ref.key
+
+    first = key(tmp_path / "a")
+    assert key(tmp_path / "b") == first

@@ -118,3 +118,78 @@ def test_unknown_choices_name_what_exists(tiny_run, tmp_path, capsys, args, mess
 def test_unknown_run_names_the_runs(tiny_run, tmp_path, capsys):
     assert main(["--reports", str(tiny_run.reports), "predict", "nope", str(tmp_path)]) == 2
     assert "no run 'nope'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["predict", "export"])
+def test_an_out_that_cannot_take_the_output_is_refused_before_loading(tiny_run, tmp_path, capsys, command):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "thesis.tex").write_text("x")
+    extra = [str(tmp_path)] if command == "predict" else []
+    for out, message in [(a_file, "is a file; give a folder"), (theirs, "holds other files (thesis.tex)")]:
+        args = ["--reports", str(tiny_run.reports), command, tiny_run.run, *extra, "--out", str(out)]
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert f"--out {out} {message}" in err and "Traceback" not in err
+    assert (theirs / "thesis.tex").exists()
+
+
+def test_a_failure_mid_way_leaves_the_previous_output_whole(tiny_run, tmp_path, capsys, monkeypatch):
+    from cutswap.deploy import predict
+
+    out = tmp_path / "out"
+    images = str(tiny_run.data / "brick" / "test" / "good")
+    assert _predict(tiny_run, images, "--method", "cutpaste", "--out", str(out)) == 0
+    before = (out / "predictions.csv").read_bytes()
+    written = []
+
+    def fail_on_the_second(path, *args):
+        written.append(path)
+        if len(written) == 2:
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(predict, "write_overlay", fail_on_the_second)
+    with pytest.raises(OSError):
+        _predict(tiny_run, images, "--method", "cutpaste", "--threshold", "-1", "--out", str(out))
+    assert (out / "predictions.csv").read_bytes() == before
+    assert len(list((out / "overlays").iterdir())) == len(pd.read_csv(out / "predictions.csv"))
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out")] == []
+
+
+def test_run_names_stay_inside_the_reports_root(tiny_run, tmp_path, capsys):
+    for name in ("../x", str(tiny_run.reports / tiny_run.run), ".hidden"):
+        assert main(["--reports", str(tiny_run.reports), "show", name]) == 2
+        assert "is not a run name" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "is broken"),
+        (b"\xff\xfe\x00garbage", "is broken"),
+        (b"dataset,category,method,seed,image_AUROC\n", "has no rows"),
+        (b"a,b\n1,2\n", "has no column(s)"),
+    ],
+)
+def test_a_broken_run_is_named_by_show_and_listed_by_runs(tiny_run, tmp_path, capsys, content, message):
+    reports = tmp_path / "reports"
+    shutil.copytree(tiny_run.reports, reports)
+    (reports / "broken").mkdir()
+    (reports / "broken" / "results.csv").write_bytes(content)
+    assert main(["--reports", str(reports), "show", "broken"]) == 2
+    err = capsys.readouterr().err
+    assert f"results.csv {message}" in err and "rerun its report" in err and "Traceback" not in err
+    assert main(["--reports", str(reports), "runs"]) == 0
+    listed = capsys.readouterr().out
+    assert "broken: " in listed and tiny_run.run in listed
+
+
+def test_an_onnx_only_export_leaves_no_stale_program_beside_it(tiny_run, tmp_path, capsys):
+    out = tmp_path / "export"
+    out.mkdir()
+    (out / "detector.pt2").write_bytes(b"an earlier export's program")
+    args = ["--reports", str(tiny_run.reports), "export", tiny_run.run, "--method", "cutpaste"]
+    assert main([*args, "--onnx-only", "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["detector.onnx"]

@@ -228,3 +228,71 @@ def test_read_only_stage_folder(tmp_path):
             build_store(tmp_path, "cluster", "cat", {}, {}, lambda g: None)
     finally:
         stage.chmod(0o700)
+
+
+def _flip(path: Path, offset: int, count: int = 200) -> None:
+    data = bytearray(path.read_bytes())
+    for i in range(offset, min(offset + count, len(data))):
+        data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def _chunk_files(ref) -> list[Path]:
+    return sorted(p for p in (Path(ref.path) / "images" / "c").rglob("*") if p.is_file())
+
+
+def _images(group, values: np.ndarray | None = None):
+    values = np.arange(64 * 8 * 8 * 3) if values is None else values
+    write_array(group, "images", (values % 251).astype(np.uint8).reshape(64, 8, 8, 3), per_shard=32)
+
+
+def test_a_corrupted_chunk_is_named_and_the_store_recomputed(tmp_path, caplog):
+    # The case: 200 bytes flipped inside an image chunk decoded without error and were reused.
+    ref, _ = build_store(tmp_path, "ingest", "brick", {}, {}, _images)
+    shard = _chunk_files(ref)[-1]
+    _flip(shard, shard.stat().st_size // 3)
+    with pytest.raises(
+        StoreError, match=rf"store {ref.path} is corrupt: images/c/\S+ does not match its checksum"
+    ):
+        open_store(ref)
+    again, computed = build_store(tmp_path, "ingest", "brick", {}, {}, _images)
+    assert computed and again == ref
+    assert "is corrupt (images/c/" in caplog.text and "recomputing it" in caplog.text
+    np.testing.assert_array_equal(open_store(again)["images"][:].ravel(), np.arange(64 * 8 * 8 * 3) % 251)
+
+
+@pytest.mark.parametrize(("damage", "problem"), [("delete", "is missing"), ("add", "was added after")])
+def test_a_missing_or_added_file_is_damage_too(tmp_path, damage, problem):
+    ref, _ = build_store(tmp_path, "ingest", "brick", {}, {}, _images)
+    if damage == "delete":
+        _chunk_files(ref)[0].unlink()
+    else:
+        (Path(ref.path) / "stray.bin").write_bytes(b"x")
+    with pytest.raises(StoreError, match=problem):
+        open_store(ref)
+
+
+def test_downstream_keys_follow_their_inputs_content(tmp_path):
+    def downstream(upstream):
+        return build_store(tmp_path, "saliency", "brick", {}, {"ingest": upstream}, _images)[0].key
+
+    first, _ = build_store(tmp_path, "ingest", "brick", {}, {}, _images)
+    key = downstream(first)
+    same, computed = build_store(tmp_path, "ingest", "brick", {}, {}, _images, mode="force")
+    assert computed and same.digest == first.digest and downstream(same) == key  # identical bytes: reused
+    other, _ = build_store(
+        tmp_path, "ingest", "brick", {}, {}, functools.partial(_images, values=np.ones(12288)), mode="force"
+    )
+    assert other.key == first.key and other.digest != first.digest
+    assert downstream(other) != key  # other bytes under the same upstream key: new downstream keys
+
+
+def test_a_store_without_checksums_is_recomputed(tmp_path):
+    import json
+
+    ref, _ = build_store(tmp_path, "ingest", "brick", {}, {}, _images)
+    meta = Path(ref.path) / "zarr.json"
+    doc = json.loads(meta.read_text())
+    del doc["attributes"]["digests"]
+    meta.write_text(json.dumps(doc))
+    assert build_store(tmp_path, "ingest", "brick", {}, {}, _images)[1]

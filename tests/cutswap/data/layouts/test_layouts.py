@@ -234,6 +234,25 @@ def test_folder_problems_are_all_named(tmp_path, kit):
     assert "category 'other' not found; a Folder dataset has one category, 'parts'" in message
 
 
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="needs symlinks")
+@pytest.mark.parametrize("target", ["..", "../..", "."])
+def test_folder_symlink_loop_is_refused_not_followed(tmp_path, kit, target):
+    # The case: normal/loop -> ../normal listed 35 files as 1,235 images, 40 levels deep.
+    root = kit.make_folder(tmp_path / "parts")
+    (root / "good/sub").mkdir()
+    (root / "good/sub/loop").symlink_to(target, target_is_directory=True)
+    message = problems_of(scan_folder, root, **kit.FOLDER_OPTIONS)
+    assert f"{root / 'good/sub/loop'}: symlink loop" in message
+    assert message.count("symlink loop") == 1
+
+
+def test_a_file_name_that_is_not_utf8_is_named(tmp_path, kit):
+    root = kit.make_folder(tmp_path / "parts")
+    os.rename(root / "good/00.png", os.fsencode(root / "good") + b"/caf\xe9.png")
+    message = problems_of(scan_folder, root, **kit.FOLDER_OPTIONS)
+    assert f"{root / 'good'}/caf\\xe9.png: file name is not UTF-8; rename it" in message
+
+
 def test_folder_missing_empty_and_overlapping_folders(tmp_path, kit):
     root = tmp_path / "parts"
     (root / "good").mkdir(parents=True)
