@@ -375,8 +375,8 @@ def _predict(args: argparse.Namespace) -> int:
         info, source = detector.threshold, "stored"
     print(_threshold_line(info, source))
     threshold = float(info["value"])
-    out = _check_out(
-        args.out or Path("predictions") / f"{sel.run}-{sel.category}-{sel.method}-s{sel.seed}", "--out"
+    out = args.out or _check_out(
+        Path("predictions") / f"{sel.run}-{sel.category}-{sel.method}-s{sel.seed}", "--out"
     )
     scores, maps = detector.score(images)
     names = [overlay_name(i, p) for i, p in enumerate(kept)]
@@ -414,8 +414,8 @@ def _export(args: argparse.Namespace) -> int:
     if args.out is not None:
         _check_out(args.out, "--out")
     sel, detector = _load(args)
-    out = _check_out(
-        args.out or Path("exports") / f"{sel.run}-{sel.category}-{sel.method}-s{sel.seed}", "--out"
+    out = args.out or _check_out(
+        Path("exports") / f"{sel.run}-{sel.category}-{sel.method}-s{sel.seed}", "--out"
     )
     with atomic.atomic_dir(out) as tmp:  # a new export replaces the folder: no stale .pt2 beside a new .onnx
         export_onnx(detector, tmp / "detector.onnx", run=sel.run)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -25,6 +26,7 @@ def prefect_api():
 def _cutswap(tmp_path: Path, *args: str, importtime: bool = False, timeout: float = 60):
     """``cutswap ARGS`` (the console script's module) in a fresh process, with its wall time."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "PREFECT_HOME": str(tmp_path / "prefect")}
+    env["TORCH_HOME"] = str(tmp_path / "torch")  # no cached ImageNet weights, as on a fresh machine
     for name in [n for n in env if n == "CI" or n.startswith("DASK_DISTRIBUTED__LOGGING")]:
         env.pop(name)  # (a local cluster of an earlier test sets its workers' level here too)
     command = [sys.executable, *(["-X", "importtime"] if importtime else []), "-m", "flows.cli", *args]
@@ -47,19 +49,83 @@ def preset(tmp_path, tiny_preset) -> Path:
     return tiny_preset(tmp_path, "tiny", dataset, parallel={"workers": 0})
 
 
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        (["--set", "train.stepz=5"], "train.stepz: unknown setting; did you mean train.steps?"),
-        (
-            ["--set", "dataset.root=/no/such/folder"],
-            "/no/such/folder: dataset root does not exist; check the path",
-        ),
-        (["--stages", "trian"], "unknown stage(s) ['trian']"),
-    ],
-    ids=["setting", "dataset-path", "stage"],
-)
+def _closed_port() -> int:
+    with socket.socket() as probe:  # free a moment ago: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _latin1_preset(tmp_path: Path) -> list[str]:
+    (tmp_path / "latin1.yaml").write_bytes("run: d\xe9mo\n".encode("latin-1"))
+    return ["--preset", str(tmp_path / "latin1.yaml")]
+
+
+def _symlink_loop(tmp_path: Path) -> list[str]:
+    from cutswap.data.builtin.textures import build_textures
+
+    data = build_textures(tmp_path / "loop", seed=1, image_size=64, n_train=2, n_test_good=1, n_test_defect=1)
+    (data / "brick/train/good/loop").symlink_to("../good", target_is_directory=True)
+    return ["--set", f"dataset.root={data}"]
+
+
+def _undecodable_name(tmp_path: Path) -> list[str]:
+    from cutswap.data.builtin.textures import build_textures
+
+    data = build_textures(
+        tmp_path / "names", seed=1, image_size=64, n_train=2, n_test_good=1, n_test_defect=1
+    )
+    good = data / "brick/train/good"
+    os.rename(next(good.glob("*.png")), os.fsencode(good) + b"/caf\xe9.png")
+    return ["--set", f"dataset.root={data}"]
+
+
+#: Every bad input of the front door: (arguments, or a builder of them from tmp_path; the line it prints).
+BAD_INPUTS = {
+    "setting": (["--set", "train.stepz=5"], "train.stepz: unknown setting; did you mean train.steps?"),
+    "dataset-path": (
+        ["--set", "dataset.root=/no/such/folder"],
+        "/no/such/folder: dataset root does not exist",
+    ),
+    "stage": (["--stages", "trian"], "unknown stage(s) ['trian']"),
+    "lr-nan": (["--set", "train.lr=.nan"], "train.lr: Input should be a finite number (got nan)"),
+    "lr-inf": (["--set", "train.lr=.inf"], "train.lr: Input should be a finite number"),
+    "lr-negative": (["--set", "train.lr=-0.1"], "train.lr: Input should be greater than 0"),
+    "momentum-nan": (["--set", "train.momentum=.nan"], "train.momentum: Input should be a finite number"),
+    "seeds-empty": (["--set", "train.seeds=[]"], "train.seeds: List should have at least 1 item"),
+    "seeds-repeated": (["--set", "train.seeds=[0,0]"], "train.seeds: each entry must appear once"),
+    "methods-empty": (["--set", "train.methods=[]"], "train.methods: List should have at least 1 item"),
+    "head-dims-zero": (["--set", "train.head_dims=[0]"], "train.head_dims.0: Input should be greater than"),
+    "device": (["--set", "train.device=banana"], "train.device: 'banana' is not a device"),
+    "steps-bool": (["--set", "train.steps=true"], "train.steps: Input should be a valid integer (got True)"),
+    "patch-too-large": (["--set", "evaluate.patch_size=128"], "evaluate.patch_size 128 is larger than"),
+    "sigma-inf": (["--set", "evaluate.sigma=.inf"], "evaluate.sigma: Input should be a finite number"),
+    "target-class": (["--set", "saliency.target_class=5000"], "saliency.target_class: Input should be less"),
+    "address-malformed": (["--set", "parallel.address=banana"], "'banana' is not a scheduler address"),
+    "address-silent": (
+        lambda _: ["--set", f"parallel.address=tcp://127.0.0.1:{_closed_port()}"],
+        "no scheduler answers",
+    ),
+    "storage-unwritable": (
+        ["--set", "storage_root=/proc/cutswap"],
+        "storage_root /proc/cutswap: cannot write",
+    ),
+    "weights-not-at-hand": (
+        ["--set", "train.methods=[cutswap, imagenet-gde]"],
+        "train.baseline_trunk needs ResNet-18's ImageNet weights",
+    ),
+    "preset-not-utf8": (_latin1_preset, "is not UTF-8 text (byte 6); save it as UTF-8"),
+    "built-in-root-mistyped": (
+        ["--set", "dataset.name=textures", "--set", "dataset.root=/tmp/cutswap-no-such/textrues"],
+        "dataset.root /tmp/cutswap-no-such/textrues does not exist",
+    ),
+    "symlink-loop": (_symlink_loop, "symlink loop"),
+    "file-name-not-utf8": (_undecodable_name, "file name is not UTF-8"),
+}
+
+
+@pytest.mark.parametrize(("args", "message"), BAD_INPUTS.values(), ids=BAD_INPUTS.keys())
 def test_bad_input_exits_2_with_one_line_before_prefect_or_dask_start(tmp_path, preset, args, message):
+    args = args(tmp_path) if callable(args) else args
     done, seconds = _cutswap(tmp_path, "run", "--preset", str(preset), *args, importtime=True)
     print(
         f"cutswap run {' '.join(args)}: exit {done.returncode} in {seconds:.2f} s wall (with -X importtime)"
@@ -69,7 +135,7 @@ def test_bad_input_exits_2_with_one_line_before_prefect_or_dask_start(tmp_path, 
     assert not {m for m in imported if m.split(".")[0] in ("prefect", "distributed", "torch")}
     errors = [line for line in done.stderr.splitlines() if not line.startswith("import time:")]
     assert done.returncode == 2, done.stderr[-2000:]
-    assert errors[0].startswith("error: ") and message in "\n".join(errors), errors
+    assert len(errors) == 1 and errors[0].startswith("error: ") and message in errors[0], errors
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "prefect").exists(), "Prefect made its home: it was started"
 
