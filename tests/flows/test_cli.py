@@ -61,11 +61,16 @@ def _latin1_preset(tmp_path: Path) -> list[str]:
 
 
 def _symlink_loop(tmp_path: Path) -> list[str]:
-    from cutswap.data.builtin.textures import build_textures
+    # The case: a folder-layout dataset whose normal/loop points back to normal/.
+    from PIL import Image
 
-    data = build_textures(tmp_path / "loop", seed=1, image_size=64, n_train=2, n_test_good=1, n_test_defect=1)
-    (data / "brick/train/good/loop").symlink_to("../good", target_is_directory=True)
-    return ["--set", f"dataset.root={data}"]
+    root = tmp_path / "parts"
+    for folder, n in (("normal", 6), ("abnormal", 2)):
+        (root / folder).mkdir(parents=True)
+        for i in range(n):
+            Image.new("RGB", (32, 32), (40 * i, 0, 0)).save(root / folder / f"{i}.png")
+    (root / "normal" / "loop").symlink_to("../normal", target_is_directory=True)
+    return ["--set", "dataset.name=folder", "--set", f"dataset.root={root}"]
 
 
 def _undecodable_name(tmp_path: Path) -> list[str]:
@@ -135,7 +140,9 @@ def test_bad_input_exits_2_with_one_line_before_prefect_or_dask_start(tmp_path, 
     assert not {m for m in imported if m.split(".")[0] in ("prefect", "distributed", "torch")}
     errors = [line for line in done.stderr.splitlines() if not line.startswith("import time:")]
     assert done.returncode == 2, done.stderr[-2000:]
-    assert len(errors) == 1 and errors[0].startswith("error: ") and message in errors[0], errors
+    # One line; a dataset's problems come as one headline and one "  - " line per problem found.
+    assert errors[0].startswith("error: ") and all(line.startswith("  - ") for line in errors[1:]), errors
+    assert message in "\n".join(errors)
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "prefect").exists(), "Prefect made its home: it was started"
 
