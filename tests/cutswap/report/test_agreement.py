@@ -51,9 +51,14 @@ def test_agreement_flags_opposite_and_one_sided_verdicts():
 
 def _run(root, name: str, comparisons: pd.DataFrame) -> None:
     (root / name).mkdir(parents=True)
-    pd.DataFrame({"category": ["bottle"], "method": ["cutswap"], "seed": [0]}).to_csv(
-        root / name / "results.csv"
-    )
+    row = {
+        "dataset": ["mvtec"],
+        "category": ["bottle"],
+        "method": ["cutswap"],
+        "seed": [0],
+        "image_AUROC": [0.9],
+    }
+    pd.DataFrame(row).to_csv(root / name / "results.csv")
     comparisons.to_csv(root / name / "comparisons.csv", index=False)
 
 
