@@ -4,7 +4,7 @@ Every stage writes one directory per output, named by what it holds and by a key
 
     <storage_root>/<stage>/<name>-<key>/        a Zarr v3 group (zarr.json + arrays), plus any extra files
         zarr.json  attrs: {"complete": true, "stage", "key", "code_version", "settings", "inputs",
-                           "digests": {file: sha256}, "digest" (``checksums``),
+                           "digests": {file: sha256}, "digest" (``cutswap.pipeline.stores.checksums``),
                            "provenance": {...versions, timings...}, ...stage-specific attrs}
     <storage_root>/<stage>/.<name>-<key>.tmp-<token>/       a write in progress (or a crashed one's leftover)
     <storage_root>/<stage>/.<name>-<key>.tmp-<token>.lock   held (flock) by that writer while it runs
@@ -54,7 +54,7 @@ import zarr
 
 from cutswap import atomic
 from cutswap.errors import StoreError
-from cutswap.pipeline.stores import checksums
+from cutswap.pipeline.stores.checksums import content_digest, damage, file_digests
 from cutswap.pipeline.stores.keys import (
     CODE_VERSIONS,
     StoreRef,
@@ -86,7 +86,7 @@ _VERIFIED: set[tuple[str, int]] = set()
 
 
 def verify(path: Path) -> str | None:
-    """What is wrong with a complete store's files (``checksums.damage``); None when they are intact."""
+    """What is wrong with a complete store's files (``cutswap.pipeline.stores.checksums.damage``); None when they are intact."""
     path = Path(path)
     try:
         seen = (str(path.resolve()), (path / "zarr.json").stat().st_mtime_ns)
@@ -94,7 +94,7 @@ def verify(path: Path) -> str | None:
         return "its zarr.json cannot be read"
     if seen in _VERIFIED:
         return None
-    problem = checksums.damage(path, (_attributes(path) or {}).get("digests"))
+    problem = damage(path, (_attributes(path) or {}).get("digests"))
     if problem is None:
         _VERIFIED.add(seen)
     return problem
@@ -155,8 +155,8 @@ def publishing(final: Path, attrs: dict[str, Any], replace: bool = False) -> Ite
         raise StoreError(f"cannot write under {parent}: {_explain(exc, parent)}") from exc
     try:
         yield group
-        digests = checksums.file_digests(tmp)
-        group.attrs.update({"digests": digests, "digest": checksums.content_digest(digests)})
+        digests = file_digests(tmp)
+        group.attrs.update({"digests": digests, "digest": content_digest(digests)})
         group.attrs["complete"] = True
         atomic.sync_tree(tmp)
         _publish(tmp, final, replace)

@@ -50,6 +50,7 @@ CHILD = textwrap.dedent(
                 if calls[0] == target:
                     if kill.startswith("half:"):  # a torn file at its final name, as non-atomic stores leave
                         data = bytes(value.as_buffer_like())
+                        os.makedirs(os.path.dirname(path), exist_ok=True)  # as the real _put does
                         with open(path, "wb") as handle:
                             handle.write(data[: len(data) // 2])
                     os.kill(os.getpid(), signal.SIGKILL)
