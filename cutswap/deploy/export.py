@@ -11,8 +11,13 @@ disagrees with its checkpoint is almost always one whose preprocessing was left 
    receptive-field mean and the Gaussian blur (scipy's ``mode="nearest"``, ``truncate=4``) as matrix
    products ``R^T s R / count`` and ``B m B^T``, which are exact rewrites of the loops and the filter.
 
-The ``gradcam`` route needs a backward pass and ``none`` has no maps, so only ``patch`` detectors are
-exported: the file's contract is both outputs.
+PatchCore detectors (``cutswap.score.patchcore``) run the same steps as one graph too: the trunk's
+``layer2`` and ``layer3`` maps, their 3 x 3 averages and concatenation (the very ``aggregate`` function
+the evaluation uses), each patch's nearest-neighbour distance to the memory bank, the largest one as the
+score, and the patch distances upsampled and blurred (the blur as the matrix products above).
+
+The ``gradcam`` route needs a backward pass and ``none`` has no maps, so only ``patch`` and ``patchcore``
+detectors are exported: the file's contract is both outputs.
 
 The ONNX file's ``metadata_props`` hold ``cutswap.threshold`` (the decision threshold: anomalous when the
 score is above it), ``cutswap.threshold_info`` (how it was chosen, JSON), ``cutswap.image_size``,
@@ -29,6 +34,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from cutswap.errors import CutswapError
@@ -36,6 +42,7 @@ from cutswap.learn.models import ProjectionNet
 from cutswap.score.density import GaussianDensity
 from cutswap.score.detector import Detector
 from cutswap.score.localization import patch_positions
+from cutswap.score.patchcore import LAYERS, PatchCore, aggregate, nearest_distances
 
 #: Names of the graph's input and outputs.
 INPUT, SCORE, MAP = "images", "score", "anomaly_map"
@@ -74,16 +81,49 @@ def blur_matrix(sigma: float, size: int, truncate: float = 4.0) -> np.ndarray:
 
 
 class Mahalanobis(nn.Module):
-    """Mahalanobis distance (float64) of (B, D) embeddings under a fixed Gaussian density."""
+    """Mahalanobis distance (float64) of (B, D) embeddings under a fixed Gaussian density (unit-length
+    embeddings first when the density was fitted on them)."""
 
     def __init__(self, density: GaussianDensity) -> None:
         super().__init__()
+        self.l2_normalize = density.l2_normalize
         self.register_buffer("mean", torch.from_numpy(np.asarray(density.mean, np.float64)))
         self.register_buffer("precision", torch.from_numpy(np.asarray(density.precision, np.float64)))
 
     def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
-        d = embeddings.double() - self.mean
+        x = embeddings.double()
+        if self.l2_normalize:
+            norms = torch.linalg.vector_norm(x, dim=1, keepdim=True)
+            x = x / torch.where(norms > 0, norms, torch.ones_like(norms))
+        d = x - self.mean
         return torch.sqrt(torch.relu(((d @ self.precision) * d).sum(dim=1)))
+
+
+class PatchCoreGraph(nn.Module):
+    """PatchCore's score and maps with fixed-shape tensor ops (module docstring).
+
+    Args:
+        model: the frozen trunk's classifier wrapper.
+        core: the fitted memory bank and blur.
+        image_size: the working size S.
+    """
+
+    def __init__(self, model: ProjectionNet, core: PatchCore, image_size: int) -> None:
+        super().__init__()
+        self.model, self.s = model, image_size
+        blur = blur_matrix(core.sigma, image_size)
+        self.register_buffer("bank", torch.from_numpy(np.asarray(core.memory_bank, np.float32)))
+        self.register_buffer("blur", torch.from_numpy(blur))
+        self.register_buffer("blur_t", torch.from_numpy(np.ascontiguousarray(blur.T)))
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, 3, S, S) float in [0, 1] -> (scores float64 (N,), maps float32 (N, S, S))."""
+        features = aggregate(self.model.stage_features(images, LAYERS))
+        n, h, w, d = features.shape
+        patches = nearest_distances(features.reshape(n * h * w, d), self.bank).reshape(n, 1, h, w)
+        scores = patches.reshape(n, h * w).amax(dim=1).double()
+        up = F.interpolate(patches, size=(self.s, self.s), mode="bilinear", align_corners=False)[:, 0]
+        return scores, (self.blur @ up.double() @ self.blur_t).float()
 
 
 class PatchMaps(nn.Module):
@@ -135,14 +175,18 @@ class ExportedDetector(nn.Module):
     def __init__(self, detector: Detector) -> None:
         super().__init__()
         route = detector.route
-        if route.get("localization") != "patch" or detector.patch_density is None:
-            raise CutswapError(
-                f"only detectors evaluated with evaluate.localization=patch can be exported (maps inside the "
-                f"graph); this one used {route.get('localization')!r}. Rerun the evaluate stage with "
-                "--set evaluate.localization=patch"
-            )
         model = detector.model.cpu().eval()
         self.model = model
+        self.patchcore = None
+        if route.get("localization") == "patchcore" and detector.patchcore is not None:
+            self.patchcore = PatchCoreGraph(model, detector.patchcore, detector.image_size)
+            return
+        if route.get("localization") != "patch" or detector.patch_density is None:
+            raise CutswapError(
+                f"only detectors evaluated with maps (evaluate.localization=patch, or patchcore) can be "
+                f"exported (maps inside the graph); this one used {route.get('localization')!r}. Rerun the "
+                "evaluate stage with --set evaluate.localization=patch"
+            )
         self.distance = Mahalanobis(detector.density)
         self.maps = PatchMaps(
             model,
@@ -155,7 +199,15 @@ class ExportedDetector(nn.Module):
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = images.permute(0, 3, 1, 2).float() / 255
+        if self.patchcore is not None:
+            return self.patchcore(x)
         return self.distance(self.model.embed(x)), self.maps(x)
+
+
+def _score_words(detector: Detector) -> str:
+    if detector.patchcore is not None:
+        return "PatchCore: largest patch distance to the memory bank"
+    return "Mahalanobis distance"
 
 
 def metadata(detector: Detector, run: str | None = None) -> dict[str, str]:
@@ -170,8 +222,8 @@ def metadata(detector: Detector, run: str | None = None) -> dict[str, str]:
         "cutswap.provenance": json.dumps(provenance, default=str, sort_keys=True),
         "cutswap.contract": (
             f"input {INPUT}: uint8 (N, {detector.image_size}, {detector.image_size}, 3) RGB at the working "
-            f"size; outputs {SCORE}: float64 (N,) Mahalanobis distance, anomalous when above "
-            f"cutswap.threshold; {MAP}: float32 (N, S, S) patch anomaly map"
+            f"size; outputs {SCORE}: float64 (N,) anomaly score ({_score_words(detector)}), anomalous when "
+            f"above cutswap.threshold; {MAP}: float32 (N, S, S) anomaly map"
         ),
     }
 

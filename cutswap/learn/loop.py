@@ -176,6 +176,12 @@ class Recipe:
         lr, momentum, weight_decay: SGD's.
         log_every: steps between log entries (the last step is always logged).
         checkpoint_every: steps between resumable checkpoints; 0 never writes one.
+        freeze_steps: the first steps train the head and classifier only: the trunk's weights get no
+            gradient (so no update, momentum or weight decay either) and its batch normalisation runs on
+            its stored statistics, so a pretrained trunk leaves the warm-up bit-identical.
+        trunk_lr_factor: the trunk's learning rate as a fraction of ``lr`` (the cosine decay scales both).
+        trunk_bn: ``train`` (batch statistics, running averages updated) or ``eval`` (the trunk's stored
+            statistics throughout; its affine weights still train).
     """
 
     steps: int
@@ -185,6 +191,25 @@ class Recipe:
     weight_decay: float = 3e-5
     log_every: int = 10
     checkpoint_every: int = 0
+    freeze_steps: int = 0
+    trunk_lr_factor: float = 1.0
+    trunk_bn: str = "train"
+
+
+def set_trunk_mode(net: ProjectionNet, frozen: bool, trunk_bn: str) -> None:
+    """Put a training classifier's trunk in its warm-up (``frozen``) or fine-tuning state (``Recipe``).
+
+    The rest of the network is left in training mode; the trunk's gradients are switched off while frozen,
+    so the backward pass stops at the head (about a third of a step's cost).
+    """
+    net.train()
+    net.trunk.requires_grad_(not frozen)
+    if frozen:
+        net.trunk.eval()
+    elif trunk_bn == "eval":
+        for module in net.trunk.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
 
 
 @dataclass(frozen=True)
@@ -373,8 +398,13 @@ class _Run:
             ddp = nn.parallel.DistributedDataParallel(net, device_ids=ids)
         data = torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2)
         bank_t = None if bank is None else torch.from_numpy(np.asarray(bank, dtype=np.int64)).to(device)
+        trunk = {id(p) for p in net.trunk.parameters()}
+        groups = [  # the head first: its learning rate is the one logged
+            {"params": [p for p in net.parameters() if id(p) not in trunk], "lr": recipe.lr},
+            {"params": list(net.trunk.parameters()), "lr": recipe.lr * recipe.trunk_lr_factor},
+        ]
         optimizer = torch.optim.SGD(
-            net.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay
+            groups, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay
         )
         return cls(
             net=net,
@@ -474,10 +504,11 @@ def _steps(
         ckpt.save(saved, Path(checkpoint))
 
     shard = class_slices(classes, b, world, device)[rank][0] if world > 1 else None
-    run.net.train()
     start = window_start = time.perf_counter()
     window_steps = 0
     for step in range(state.start_step + 1, recipe.steps + 1):
+        if step == state.start_step + 1 or step == recipe.freeze_steps + 1:
+            set_trunk_mode(run.net, step <= recipe.freeze_steps, recipe.trunk_bn)
         inputs, labels = draw_batch(run.data, run.sampler, b, run.generator)
         if shard is not None:
             inputs, labels = inputs[shard], labels[shard]

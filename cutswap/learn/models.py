@@ -43,6 +43,8 @@ from cutswap.method.backbones import (
 )
 
 TRUNKS = ("resnet18", "efficientnet_lite0")
+#: The four trunk stages, shallow to deep (strides 4, 8, 16, 32), as ``ProjectionNet.stages`` names them.
+TRUNK_STAGES = ("layer1", "layer2", "layer3", "layer4")
 
 
 @dataclass(frozen=True)
@@ -150,6 +152,38 @@ class ProjectionNet(nn.Module):
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """Pooled trunk features of images in [0, 1], (B, 3, H, W) -> (B, width)."""
         return self.trunk((images - self.mean) / self.std)
+
+    def stage_features(self, images: torch.Tensor, names: tuple[str, ...]) -> list[torch.Tensor]:
+        """The feature maps of the named ``stages`` for images in [0, 1], shallow to deep, running the trunk
+        only as deep as the deepest one (PatchCore reads ``layer2`` and ``layer3``).
+
+        Written out as plain module calls rather than forward hooks, so ``torch.export`` and ONNX trace it
+        like any other forward.
+        """
+        unknown = sorted(set(names) - set(TRUNK_STAGES))
+        if unknown or not names:
+            raise ValueError(f"stages must be a non-empty subset of {list(TRUNK_STAGES)}, got {list(names)}")
+        wanted = {self.stages[name]: name for name in names}
+        found: dict[str, torch.Tensor] = {}
+        x = (images - self.mean) / self.std
+        t = self.trunk
+        if self.trunk_name == "resnet18":
+            modules = [t.conv1, t.bn1, t.relu, t.maxpool, t.layer1, t.layer2, t.layer3, t.layer4]
+        else:
+            modules = [
+                t.conv_stem,
+                t.bn1,
+                *(block for stage in t.blocks for block in stage),
+                t.conv_head,
+                t.bn2,
+            ]
+        for module in modules:
+            x = module(x)
+            if module in wanted:
+                found[wanted[module]] = x
+                if len(found) == len(wanted):
+                    break
+        return [found[name] for name in sorted(names)]
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.embed(images)

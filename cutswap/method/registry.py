@@ -28,14 +28,18 @@ class Method:
         kinds: negative kinds in class order (class 0 is normal); empty for a method that trains nothing.
         bank: where ``swap`` negatives come from: ``saliency`` (the pairs stage's bank) or ``random``
             (CutSwap's patch sizes at uniformly random places, the control); None without swaps.
-        trains: False for the no-training baseline (a frozen ImageNet trunk scored by the same density),
-            which is the same for every seed and so runs once per category.
+        trains: False for the no-training baselines (a frozen ImageNet trunk), which are the same for
+            every seed and so run once per category.
+        scorer: how the evaluation scores images: ``gde`` (a Gaussian density of the pooled trunk
+            embedding, CutPaste's, ``cutswap.score.density``) or ``patchcore`` (nearest-neighbour distances
+            of mid-level patch features to a coreset memory bank, ``cutswap.score.patchcore``).
     """
 
     name: str
     kinds: tuple[NegativeKind, ...]
     bank: Literal["saliency", "random"] | None = None
     trains: bool = True
+    scorer: Literal["gde", "patchcore"] = "gde"
 
     @property
     def num_classes(self) -> int:
@@ -58,6 +62,7 @@ REGISTRY: dict[str, Method] = {
         Method("cutpaste-3way", ("cutpaste", "scar")),
         Method("random-swap", ("swap",), bank="random"),
         Method("imagenet-gde", (), trains=False),
+        Method("patchcore", (), trains=False, scorer="patchcore"),
     )
 }
 #: Method names, in table order.

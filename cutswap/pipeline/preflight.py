@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 
 from cutswap.errors import SettingsError
+from cutswap.method.registry import UNTRAINED_METHODS
 from cutswap.pipeline.settings import Settings
 
 #: torchvision's file name for the ResNet-18 ``IMAGENET1K_V1`` weights (``cutswap.method.backbones``).
@@ -64,10 +65,10 @@ def _resnet18_needs(settings: Settings) -> list[tuple[str, Path | None, bool]]:
     train, needs = settings.train, []
     if settings.saliency.backbone == "resnet18":
         needs.append(("saliency.backbone", settings.saliency.weights, settings.saliency.allow_download))
-    trained = [m for m in train.methods if m != "imagenet-gde"]
+    trained = [m for m in train.methods if m not in UNTRAINED_METHODS]
     if trained and train.pretrained and train.trunk == "resnet18":
         needs.append(("train.trunk", train.weights, train.allow_download))
-    if "imagenet-gde" in train.methods and (train.baseline_trunk or train.trunk) == "resnet18":
+    if set(train.methods) & set(UNTRAINED_METHODS) and (train.baseline_trunk or train.trunk) == "resnet18":
         # train.weights is the classifiers' trunk's file; a different baseline trunk reads the cache.
         weights = train.weights if train.baseline_trunk in (None, train.trunk) else None
         needs.append(("train.baseline_trunk", weights, train.allow_download))

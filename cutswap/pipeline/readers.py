@@ -24,6 +24,7 @@ from cutswap.learn.models import ProjectionNet
 from cutswap.pipeline.stores import StoreRef, open_store, store_path
 from cutswap.score.density import GaussianDensity
 from cutswap.score.detector import Detector
+from cutswap.score.patchcore import PatchCore
 
 SAMPLE_COLUMNS = ("split", "label", "defect_type", "image_path", "mask_path")
 
@@ -59,7 +60,7 @@ def load_detector(
     path = Path(evaluate.path if isinstance(evaluate, StoreRef) else evaluate)
     group = open_store(path)
     attrs = group.attrs
-    if "density_mean" not in group:
+    if "density_mean" not in group and "memory_bank" not in group:
         raise StoreError(
             f"evaluate store {path} was written by evaluate code version {attrs.get('code_version')}, "
             "which kept no density or threshold; rerun the evaluate stage "
@@ -69,9 +70,17 @@ def load_detector(
     train_path = store_path(path.parent.parent, "train", recorded["name"], recorded["key"])
     train = StoreRef("train", recorded["name"], recorded["key"], str(train_path))
     device = torch.device(device)
-    patch = None
+    l2 = bool(attrs.get("l2_normalize", False))  # a store from before the setting: not normalised
+    density = patch = core = None
+    if "density_mean" in group:
+        density = GaussianDensity(group["density_mean"][:], group["density_precision"][:], l2)
     if "patch_density_mean" in group:
-        patch = GaussianDensity(group["patch_density_mean"][:], group["patch_density_precision"][:])
+        patch = GaussianDensity(group["patch_density_mean"][:], group["patch_density_precision"][:], l2)
+    if "memory_bank" in group:
+        coreset = attrs["coreset"]
+        core = PatchCore(
+            group["memory_bank"][:], float(attrs["localization"].get("sigma", 0.0)), coreset["fraction"]
+        )
     tattrs = open_store(train).attrs
     provenance = {
         "category": attrs.get("category"),
@@ -89,10 +98,11 @@ def load_detector(
     }
     return Detector(
         model=load_model(train, device),
-        density=GaussianDensity(group["density_mean"][:], group["density_precision"][:]),
+        density=density,
         route=dict(attrs["localization"]),
         image_size=int(attrs["metric_resolution"][0]),
         patch_density=patch,
+        patchcore=core,
         threshold=dict(attrs["threshold"]),
         holdout_scores=group["holdout_scores"][:],
         map_scale=float(attrs["map_scale"]),

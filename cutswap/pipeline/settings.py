@@ -31,6 +31,8 @@ from cutswap.errors import SettingsError
 from cutswap.method.registry import METHODS
 
 LEVELS = ("level1", "level2", "level3", "level4")
+#: The fine-tuning settings at the values that leave training as it was before they existed.
+FINE_TUNING_NEUTRAL = {"freeze_steps": 0, "trunk_lr_factor": 1.0, "trunk_bn": "train"}
 #: A Dask scheduler address: ``tcp://host:8786``, ``tls://...``, or ``host:port`` (tcp).
 _ADDRESS = r"^((tcp|tls|ucx|ws|wss)://)?(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9._-]+):\d{1,5}$"
 
@@ -173,10 +175,20 @@ class TrainSettings(_Section):
     ``trunk`` is the classifier's trunk (``cutswap.learn.models.TRUNKS``), from scratch or, with ``pretrained``,
     from ImageNet weights: ResNet-18's come through the saliency backbone's lookup (``weights`` by path,
     checked by hash; torch's hub cache; the download when ``allow_download``), EfficientNet-Lite0's ship
-    in a package. Where a file lies is not keyed (its hash is fixed). The method ``imagenet-gde`` trains
-    nothing: an ImageNet trunk frozen, scored by the same density, the no-training baseline; it is
-    ``baseline_trunk``, or ``trunk`` when that is null (so a from-scratch ResNet-18 offline can be compared
-    with the frozen EfficientNet-Lite0 whose weights ship in a package).
+    in a package. Where a file lies is not keyed (its hash is fixed). The methods ``imagenet-gde`` and
+    ``patchcore`` train nothing: an ImageNet trunk frozen, scored by the same density or by PatchCore's
+    memory bank, the no-training baselines; their trunk is ``baseline_trunk``, or ``trunk`` when that is
+    null (so a from-scratch ResNet-18 offline can be compared with the frozen EfficientNet-Lite0 whose
+    weights ship in a package).
+
+    Fine-tuning a pretrained trunk (the recipe of the CutPaste re-implementations people start from):
+    ``freeze_steps`` first steps train the head and classifier only, the trunk frozen (its weights and its
+    batch-norm statistics stay the ImageNet ones), so the randomly initialised head does not send large
+    gradients into good features; then everything trains, the trunk at ``trunk_lr_factor`` times the
+    learning rate. ``trunk_bn``: ``train`` lets the trunk's batch normalisation use and update batch
+    statistics, ``eval`` keeps ImageNet's running statistics throughout (a batch of one class differs from
+    ImageNet's mixture; its affine weights still train). These three need ``pretrained``; at their neutral
+    values (0, 1.0, ``train``) they are left out of the key, so stores made before they existed are reused.
     """
 
     # Literal of the METHODS tuple: the list of methods is written once.
@@ -193,6 +205,9 @@ class TrainSettings(_Section):
     allow_download: bool = False
     baseline_trunk: Literal["resnet18", "efficientnet_lite0"] | None = None
     head_dims: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [512, 128])
+    freeze_steps: int = Field(0, ge=0)
+    trunk_lr_factor: float = Field(1.0, gt=0, le=1)
+    trunk_bn: Literal["train", "eval"] = "train"
     swaps: Literal["one", "per-level"] = "one"
     device: str = "auto"
     amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
@@ -218,6 +233,26 @@ class TrainSettings(_Section):
         return values
 
     @model_validator(mode="after")
+    def _fine_tuning(self) -> TrainSettings:
+        changed = [k for k, neutral in FINE_TUNING_NEUTRAL.items() if getattr(self, k) != neutral]
+        if changed and not self.pretrained:
+            raise ValueError(
+                f"{', '.join('train.' + k for k in changed)} fine-tune an ImageNet trunk; set "
+                "train.pretrained: true, or leave them at their defaults for a trunk trained from scratch"
+            )
+        if self.freeze_steps >= self.steps:
+            raise ValueError(
+                f"train.freeze_steps {self.freeze_steps} must be below train.steps {self.steps}: "
+                "the warm-up is the first part of the training"
+            )
+        if self.freeze_steps and self.nproc > 1:
+            raise ValueError(
+                "train.freeze_steps with train.nproc > 1 is not supported: a trunk frozen for part of a "
+                "data-parallel run would drop out of its gradient all-reduce; warm up with nproc: 1"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _batch_splits_over_ranks(self) -> TrainSettings:
         if self.batch_size % self.nproc:
             raise ValueError(
@@ -238,6 +273,12 @@ class EvaluateSettings(_Section):
     on (a fixed random subsample). ``pixel_bins``: None for exact pixel metrics, or a bin count for
     faster approximate ones (``cutswap.score.metrics``). Batch sizes do not change results and are not keyed.
 
+    ``l2_normalize``: fit and score the image and crop densities on unit-length embeddings
+    (``cutswap.score.density``); keyed for the density methods only. ``coreset_fraction``: the share of
+    the normal training patches PatchCore keeps in its memory bank (``cutswap.score.patchcore``); keyed for
+    ``patchcore`` only, whose maps use ``sigma`` and whose route is its own (``evaluate.localization``
+    only says whether it makes maps: ``none`` or not).
+
     ``threshold_holdout``: the fraction of the normal training images held out of the density fits to
     choose the decision threshold on (0: no threshold); ``threshold_fpr``: the false-positive rate it
     targets on normal images (``cutswap.score.detector`` says how few held-out images bound it). Both are keyed:
@@ -253,6 +294,8 @@ class EvaluateSettings(_Section):
     patch_batch_size: int = Field(512, ge=1)
     gradcam_layer: Literal["layer1", "layer2", "layer3", "layer4"] = "layer4"
     pixel_bins: int | None = Field(None, ge=2)
+    l2_normalize: bool = False
+    coreset_fraction: float = Field(0.1, gt=0, le=1)
     threshold_holdout: float = Field(0.1, ge=0.0, lt=1.0)
     threshold_fpr: float = Field(0.01, gt=0.0, lt=1.0)
 

@@ -64,6 +64,8 @@ from cutswap.method.registry import METHODS, UNTRAINED_METHODS
 
 #: The no-training baseline: frozen ImageNet trunk + the same Gaussian density, nothing trained.
 BASELINE = "imagenet-gde"
+#: The strongest no-training detector in use: frozen mid-level patch features, nearest neighbours.
+PATCHCORE = "patchcore"
 #: Metrics compared by default (those of them a run has), in the report's order.
 METRICS = ("image_AUROC", "image_F1Max", "pixel_AUROC", "pixel_AUPRO", "pixel_F1Max")
 #: Columns of :func:`compare`'s table and of ``comparisons.csv``.
@@ -104,21 +106,25 @@ def question(a: str, b: str) -> str:
         return QUESTIONS[(a, b)]
     if b == BASELINE:
         return f"Does training ({a}) beat the untrained ImageNet features?"
+    if b == PATCHCORE:
+        return f"Does training ({a}) beat PatchCore, the strongest no-training detector?"
     return f"Is {a} better than {b}?"
 
 
 def comparison_pairs(methods: Sequence[str]) -> list[tuple[str, str]]:
     """The (a, b) pairs that answer the benchmark's questions, among ``methods``.
 
-    The fixed questions of :data:`QUESTIONS` come first, then every trained method against the
-    no-training baseline :data:`BASELINE` (known methods in the settings' order, then any others in the
-    given order). A positive difference a - b means a is better.
+    The fixed questions of :data:`QUESTIONS` come first, then every trained method against each
+    no-training row present, :data:`BASELINE` then :data:`PATCHCORE` (known methods in the settings'
+    order, then any others in the given order). A positive difference a - b means a is better.
     """
     present = list(dict.fromkeys(methods))
     pairs = [(a, b) for a, b in QUESTIONS if a in present and b in present]
-    if BASELINE in present:
-        trained = [m for m in METHODS if m in present] + [m for m in present if m not in METHODS]
-        pairs += [(m, BASELINE) for m in trained if m != BASELINE]
+    trained = [m for m in METHODS if m in present] + [m for m in present if m not in METHODS]
+    trained = [m for m in trained if m not in UNTRAINED_METHODS]
+    for reference in (BASELINE, PATCHCORE):
+        if reference in present:
+            pairs += [(m, reference) for m in trained]
     return pairs
 
 

@@ -59,6 +59,9 @@ def trunk_note(results: pd.DataFrame) -> str:
 SCHEDULE_COLUMNS = (
     "trunk",
     "pretrained",
+    "freeze_steps",
+    "trunk_lr_factor",
+    "trunk_bn",
     "head_dims",
     "steps",
     "batch_size",
@@ -151,15 +154,24 @@ def how_obtained(results: pd.DataFrame, provenance: dict) -> list[str]:
     lines = training_sentences(results, first["image_size"])
     for method in sorted(set(results["method"]) & set(UNTRAINED_METHODS)):
         row = results[results["method"] == method].iloc[0]
+        scored = "scored like the classifiers"
+        if row.get("scorer") == "patchcore":
+            scored = (
+                "scored by PatchCore: layer2 + layer3 patch features (3 x 3 neighbourhood averages) of the "
+                f"normal training images, a greedy coreset of {100 * float(row['coreset_fraction']):g} % of "
+                "them as the memory bank, each test patch's distance to its nearest neighbour there; image "
+                "score = the largest patch distance, maps = the patch distances upsampled and blurred"
+            )
         lines.append(
-            f"{method} (no training): {row['trunk']} with its ImageNet weights, frozen, scored like the "
-            "classifiers; evaluated once per category (no seed changes it) and paired with every seed in "
-            "the comparisons."
+            f"{method} (no training): {row['trunk']} with its ImageNet weights, frozen, {scored}; evaluated "
+            "once per category (no seed changes it) and paired with every seed in the comparisons."
         )
+    normalised = bool(results.get("l2_normalize", pd.Series(dtype=bool)).fillna(False).any())
     lines += [
         "Score: Mahalanobis distance to a Gaussian (mean, Ledoit-Wolf covariance) of the pooled trunk "
-        "embeddings (512-d ResNet-18, 1280-d EfficientNet-Lite0) of the normal training images only. "
-        "image_AUROC = ROC AUC of that score over the test images.",
+        "embeddings (512-d ResNet-18, 1280-d EfficientNet-Lite0) of the normal training images only"
+        + (", each embedding scaled to unit length first (evaluate.l2_normalize)" if normalised else "")
+        + ". image_AUROC = ROC AUC of that score over the test images.",
         f"Saliency (cutswap): LayerCAM on {backbone['name']} (ImageNet, weights sha256 "
         f"{str(backbone.get('sha256', ''))[:12]}…)"
         + (

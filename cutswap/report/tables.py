@@ -172,8 +172,21 @@ def pair_steps(results: pd.DataFrame) -> pd.DataFrame | None:
 
 
 def trunk_label(row: pd.Series) -> str:
-    """``resnet18 (scratch)`` or ``efficientnet_lite0 (ImageNet)``, from a results row."""
-    return f"{row.get('trunk', 'resnet18')} ({'ImageNet' if row.get('pretrained') else 'scratch'})"
+    """How a trained method's trunk began and was tuned, from a results row: ``resnet18 (scratch)`` or
+    ``efficientnet_lite0 (ImageNet, fine-tuned, 20 warm-up steps, trunk lr x0.1, ImageNet BN statistics)``."""
+    name = row.get("trunk", "resnet18")
+    if not row.get("pretrained"):
+        return f"{name} (scratch)"
+    parts = ["ImageNet", "fine-tuned"]
+    freeze = row.get("freeze_steps")
+    if isinstance(freeze, int | float) and freeze == freeze and freeze > 0:
+        parts.append(f"{int(freeze)} warm-up steps")
+    factor = row.get("trunk_lr_factor")
+    if isinstance(factor, int | float) and factor == factor and factor != 1:
+        parts.append(f"trunk lr x{factor:g}")
+    if row.get("trunk_bn") == "eval":
+        parts.append("ImageNet BN statistics")
+    return f"{name} ({', '.join(parts)})"
 
 
 #: What every reader of a run's ``results.csv`` needs from it.

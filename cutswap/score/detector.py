@@ -1,4 +1,4 @@
-"""A trained detector as one object: classifier, densities, threshold, and what made them.
+"""A detector as one object: classifier, densities (or PatchCore's memory bank), threshold, and what made them.
 
 The evaluate stage builds a ``Detector`` from what it fits and scores the test images with it; ``cutswap
 predict`` and ``cutswap export`` load the same object back from the stores (``cutswap.pipeline.readers.load_detector``). So
@@ -31,6 +31,7 @@ from cutswap.errors import SettingsError
 from cutswap.learn.models import ProjectionNet
 from cutswap.score.density import GaussianDensity
 from cutswap.score.localization import embed_images, gradcam_maps, score_patch_maps
+from cutswap.score.patchcore import PatchCore
 
 #: Seed of the permutation that picks the held-out normal training images (part of the evaluate code).
 HOLDOUT_SEED = 0
@@ -129,13 +130,17 @@ def operating_point(scores: np.ndarray, labels: np.ndarray, threshold: float) ->
 
 @dataclass
 class Detector:
-    """A trained classifier with its densities, threshold and route, scoring uint8 images.
+    """A classifier's trunk with its densities (or PatchCore's memory bank), threshold and route, scoring
+    uint8 images.
 
     Attributes:
         model: the classifier (eval mode); only its trunk's embedding is used for scores and patch maps.
-        density: the image-level Gaussian density (fitted on the non-held-out normal training images).
-        route: the localization settings that made the maps (``cutswap.pipeline.stages.evaluate.localization_key``).
+        density: the image-level Gaussian density (fitted on the non-held-out normal training images);
+            None for PatchCore.
+        route: the localization settings that made the maps (``cutswap.pipeline.stages.evaluate.localization_key``);
+            ``localization`` is ``patchcore`` for a PatchCore detector with maps.
         patch_density: the crop-level density of the ``patch`` route (None for the other routes).
+        patchcore: the PatchCore scorer (``cutswap.score.patchcore``), which replaces both densities.
         image_size: the working size S; ``score`` takes (N, S, S, 3) images.
         threshold: what ``choose_threshold`` returned (``value`` is the decision threshold).
         holdout_scores: the held-out normal scores the threshold came from (``--fpr`` re-chooses on them).
@@ -146,10 +151,11 @@ class Detector:
     """
 
     model: ProjectionNet
-    density: GaussianDensity
+    density: GaussianDensity | None
     route: dict[str, Any]
     image_size: int
     patch_density: GaussianDensity | None = None
+    patchcore: PatchCore | None = None
     threshold: dict[str, Any] = field(default_factory=dict)
     holdout_scores: np.ndarray = field(default_factory=lambda: np.zeros(0))
     map_scale: float = 1.0
@@ -176,9 +182,15 @@ class Detector:
             )
         return images
 
+    def _patchcore_scores(self, images: np.ndarray) -> np.ndarray:
+        return self.patchcore.patch_scores(self.model, images, self.batch_size, self.device)
+
     def image_scores(self, images: np.ndarray) -> np.ndarray:
-        """Mahalanobis distance float64 (N,) of each image's embedding; larger = more anomalous."""
+        """Float64 (N,) scores, larger = more anomalous: the Mahalanobis distance of each image's embedding,
+        or PatchCore's largest patch distance."""
         images = self._check(images)
+        if self.patchcore is not None:
+            return self.patchcore.image_scores(self._patchcore_scores(images))
         return self.density.score(embed_images(self.model, images, self.batch_size, self.device))
 
     def anomaly_maps(self, images: np.ndarray) -> np.ndarray | None:
@@ -186,6 +198,8 @@ class Detector:
         model without an anomaly logit (the no-training baseline)."""
         images = self._check(images)
         route = self.route.get("localization", "none")
+        if route == "patchcore":
+            return self.patchcore.maps(self._patchcore_scores(images), self.image_size)
         if route == "patch":
             if self.patch_density is None:
                 raise ValueError("the patch route needs the detector's patch_density")
@@ -204,5 +218,12 @@ class Detector:
         return None
 
     def score(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """(scores float64 (N,), maps float32 (N, S, S) or None) of uint8 (N, S, S, 3) images."""
+        """(scores float64 (N,), maps float32 (N, S, S) or None) of uint8 (N, S, S, 3) images; PatchCore's
+        patch distances are searched once for both."""
+        if self.patchcore is not None:
+            patches = self._patchcore_scores(self._check(images))
+            maps = None
+            if self.route.get("localization") == "patchcore":
+                maps = self.patchcore.maps(patches, self.image_size)
+            return self.patchcore.image_scores(patches), maps
         return self.image_scores(images), self.anomaly_maps(images)

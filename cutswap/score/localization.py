@@ -30,9 +30,8 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
+from cutswap.learn.models import TRUNK_STAGES
 from cutswap.score.density import GaussianDensity
-
-TRUNK_STAGES = ("layer1", "layer2", "layer3", "layer4")
 
 
 def patch_positions(image_size: int, patch_size: int, stride: int) -> np.ndarray:
@@ -122,10 +121,13 @@ def patch_maps(
     batch_size: int = 256,
     device: torch.device | str = "cpu",
     seed: int = 0,
+    l2_normalize: bool = False,
 ) -> np.ndarray:
     """Patch-level anomaly maps (T, S, S) float32 of ``test_images`` (module docstring, ``patch``):
     ``fit_patch_density`` on the training images, then ``score_patch_maps`` of the test images."""
-    density = fit_patch_density(model, train_images, patch_size, stride, max_fit, batch_size, device, seed)
+    density = fit_patch_density(
+        model, train_images, patch_size, stride, max_fit, batch_size, device, seed, l2_normalize
+    )
     return score_patch_maps(model, density, test_images, patch_size, stride, sigma, batch_size, device)
 
 
@@ -148,6 +150,7 @@ def fit_patch_density(
     batch_size: int = 256,
     device: torch.device | str = "cpu",
     seed: int = 0,
+    l2_normalize: bool = False,
 ) -> GaussianDensity:
     """The Gaussian density of the crop embeddings of normal ``train_images``, positions pooled.
 
@@ -162,7 +165,7 @@ def fit_patch_density(
     if len(fit) > max_fit:
         fit = fit[np.sort(np.random.default_rng(seed).choice(len(fit), max_fit, replace=False))]
     return GaussianDensity.fit(
-        crop_embeddings(model, train_images, fit, offsets, patch_size, batch_size, device)
+        crop_embeddings(model, train_images, fit, offsets, patch_size, batch_size, device), l2_normalize
     )
 
 

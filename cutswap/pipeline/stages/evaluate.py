@@ -9,13 +9,15 @@ Store layout (``storage/evaluate/<category>-<method>-s<seed>-<key>/``)::
     holdout_index   int64   (H,)   their rows in the ingest store (``cutswap.score.detector.threshold_split``)
     density_mean, density_precision              float64 (D,), (D, D)  the image-level density
     patch_density_mean, patch_density_precision  float64 (D,), (D, D)  the crop density (``patch`` only)
+    memory_bank   float32 (K, D)   PatchCore's coreset of normal patch features, instead of the densities
     maps    float16 (T, S, S)  anomaly map of each test image divided by ``map_scale`` (so in [0, 1]); one
                                map per chunk, ``SHARD`` per shard; absent when ``localization`` is ``none``
     attrs   metrics: {image_AUROC, image_F1Max, pixel_AUROC, pixel_AUPRO, pixel_F1Max} (NaN: undefined, no
             maps, or anomalous test images without masks: ``anomalous_without_mask`` > 0),
             metric_definitions: {name: text}, metric_resolution: [S, S] (the working size the
             pixel metrics were computed at, not the original image size), fpr_limit, pixel_bins,
-            localization: {the settings that made the maps}, map_scale, holdout_map_max (largest map
+            localization: {the settings that made the maps}, scorer (gde | patchcore), l2_normalize
+            (gde), coreset: {fraction, size, layers} (patchcore), map_scale, holdout_map_max (largest map
             value on the held-out normal images; None without maps), map_seconds, n_train (images the
             densities were fitted on), n_holdout, n_test, method, seed, category, worker (Dask worker or
             in-process), threshold: {value, fpr_target, n_holdout, rank, expected_fpr, holdout_fpr,
@@ -30,8 +32,14 @@ The pixel metrics are computed from the float32 maps before they are stored; rec
 float16 maps gives the same numbers up to the ties float16 rounding creates (about 1e-3 relative).
 
 The key covers the localization settings that change the maps or the metrics (for the chosen route
-only, so changing ``gradcam_layer`` does not recompute ``patch`` runs) and the threshold settings
-(``threshold_holdout``, ``threshold_fpr``), not batch sizes or the device.
+only, so changing ``gradcam_layer`` does not recompute ``patch`` runs), the scorer's own settings
+(``l2_normalize`` for the densities, only when on, so stores made before it existed are reused;
+``coreset_fraction`` for PatchCore) and the threshold settings (``threshold_holdout``,
+``threshold_fpr``), not batch sizes or the device.
+
+PatchCore (``method.scorer == "patchcore"``) replaces both densities by one memory bank: its image score
+is the largest patch distance, its maps the patch distances upsampled (``cutswap.score.patchcore``); the
+``patch`` and ``gradcam`` routes are the density methods' (``localization: none`` still means no maps).
 """
 
 from __future__ import annotations
@@ -44,6 +52,7 @@ import numpy as np
 import pandas as pd
 
 from cutswap.learn.execution import resolve_device
+from cutswap.method.registry import get_method
 from cutswap.pipeline.parallel import current_worker
 from cutswap.pipeline.readers import load_model, samples, train_indices
 from cutswap.pipeline.settings import EvaluateSettings, Settings
@@ -53,14 +62,18 @@ from cutswap.score.density import GaussianDensity
 from cutswap.score.detector import Detector, choose_threshold, operating_point, threshold_split
 from cutswap.score.localization import embed_images, fit_patch_density
 from cutswap.score.metrics import FPR_LIMIT, METRIC_DEFINITIONS, f1_max, image_auroc, pixel_metrics
+from cutswap.score.patchcore import LAYERS, PatchCore
 
 PIXEL_METRICS = ("pixel_AUROC", "pixel_AUPRO", "pixel_F1Max")
 
 
-def localization_key(cfg: EvaluateSettings) -> dict[str, Any]:
-    """The evaluate settings that change results, for the chosen localization route only."""
+def localization_key(cfg: EvaluateSettings, scorer: str = "gde") -> dict[str, Any]:
+    """The evaluate settings that change the maps, for the chosen localization route only (PatchCore's
+    own route when the scorer is ``patchcore``)."""
     if cfg.localization == "none":
         return {"localization": "none"}
+    if scorer == "patchcore":
+        return {"localization": "patchcore", "sigma": cfg.sigma, "pixel_bins": cfg.pixel_bins}
     if cfg.localization == "patch":
         route = ("patch_size", "patch_stride", "sigma", "max_fit_patches")
     else:
@@ -72,10 +85,18 @@ def localization_key(cfg: EvaluateSettings) -> dict[str, Any]:
     }
 
 
-def evaluate_key(cfg: EvaluateSettings) -> dict[str, Any]:
-    """What an evaluate store is keyed by: the localization route's settings and the threshold's."""
+def scorer_key(cfg: EvaluateSettings, scorer: str) -> dict[str, Any]:
+    """The scorer's own settings: PatchCore's coreset, or the densities' normalisation when it is on."""
+    if scorer == "patchcore":
+        return {"scorer": "patchcore", "coreset_fraction": cfg.coreset_fraction, "layers": list(LAYERS)}
+    return {"l2_normalize": True} if cfg.l2_normalize else {}
+
+
+def evaluate_key(cfg: EvaluateSettings, scorer: str = "gde") -> dict[str, Any]:
+    """What an evaluate store is keyed by: the localization route's settings, the scorer's, the threshold's."""
     return {
-        **localization_key(cfg),
+        **localization_key(cfg, scorer),
+        **scorer_key(cfg, scorer),
         "threshold_holdout": cfg.threshold_holdout,
         "threshold_fpr": cfg.threshold_fpr,
     }
@@ -101,10 +122,21 @@ class _Category:
         return cls(source, source["images"][:], table, test, fit, held)
 
 
-def _fit_detector(cfg: EvaluateSettings, model: Any, data: _Category, device: Any) -> tuple[Detector, float]:
-    """The detector (image density, and patch density on the patch route) fitted on ``data.fit``; the
-    seconds the patch density took (part of the localization's cost)."""
-    density = GaussianDensity.fit(embed_images(model, data.images[data.fit], cfg.batch_size, device))
+def _fit_detector(
+    cfg: EvaluateSettings, model: Any, data: _Category, device: Any, scorer: str
+) -> tuple[Detector, float]:
+    """The detector (image density, and patch density on the patch route; or PatchCore's memory bank)
+    fitted on ``data.fit``; the seconds the patch density took (part of the localization's cost)."""
+    route = localization_key(cfg, scorer)
+    fit = data.images[data.fit]
+    if scorer == "patchcore":
+        core = PatchCore.fit(model, fit, cfg.coreset_fraction, cfg.sigma, cfg.batch_size, device)
+        size = data.images.shape[1]
+        return Detector(
+            model, None, route, size, patchcore=core, batch_size=cfg.batch_size, device=device
+        ), 0.0
+    embeddings = embed_images(model, fit, cfg.batch_size, device)
+    density = GaussianDensity.fit(embeddings, cfg.l2_normalize)
     start = time.perf_counter()
     patch_density = None
     if cfg.localization == "patch":
@@ -116,13 +148,14 @@ def _fit_detector(cfg: EvaluateSettings, model: Any, data: _Category, device: An
             cfg.max_fit_patches,
             cfg.patch_batch_size,
             device,
+            l2_normalize=cfg.l2_normalize,
         )
     fit_seconds = time.perf_counter() - start
     # The detector ``cutswap predict`` loads back: test images are scored by the same object.
     detector = Detector(
         model,
         density,
-        localization_key(cfg),
+        route,
         data.images.shape[1],
         patch_density,
         batch_size=cfg.batch_size,
@@ -143,7 +176,10 @@ def _score_images(group: Any, cfg: EvaluateSettings, detector: Detector, data: _
     threshold["test"] = operating_point(scores, labels, threshold["value"])
     arrays = [("scores", scores), ("labels", labels), ("index", data.test)]
     arrays += [("holdout_scores", holdout_scores), ("holdout_index", data.held)]
-    arrays += [("density_mean", detector.density.mean), ("density_precision", detector.density.precision)]
+    if detector.density is not None:
+        arrays += [("density_mean", detector.density.mean), ("density_precision", detector.density.precision)]
+    if detector.patchcore is not None:
+        arrays += [("memory_bank", detector.patchcore.memory_bank)]
     if detector.patch_density is not None:
         arrays += [("patch_density_mean", detector.patch_density.mean)]
         arrays += [("patch_density_precision", detector.patch_density.precision)]
@@ -179,17 +215,27 @@ def _score_maps(group: Any, cfg: EvaluateSettings, detector: Detector, data: _Ca
     }
 
 
+def _scorer_attrs(detector: Detector) -> dict[str, Any]:
+    """What the scorer was: the densities' normalisation, or PatchCore's bank."""
+    core = detector.patchcore
+    if core is None:
+        return {"l2_normalize": detector.density.l2_normalize}
+    return {"coreset": {"fraction": core.fraction, "size": len(core.memory_bank), "layers": list(LAYERS)}}
+
+
 def evaluate_run(
     settings: Settings, ingest: StoreRef, train: StoreRef, mode: str = "run"
 ) -> tuple[StoreRef, bool]:
     """Fit the detector of one trained classifier on its category's normal images, choose its threshold on
     held-out ones, and score the test images and their maps (see the module docstring)."""
     cfg = settings.evaluate
+    tattrs = open_store(train).attrs
+    scorer = get_method(tattrs["method"]).scorer
 
     def write(group):
         device = resolve_device(settings.train.device)
         data = _Category.read(ingest, cfg.threshold_holdout)
-        detector, fit_seconds = _fit_detector(cfg, load_model(train, device), data, device)
+        detector, fit_seconds = _fit_detector(cfg, load_model(train, device), data, device, scorer)
         image = _score_images(group, cfg, detector, data)
         start = time.perf_counter()
         pixel = _score_maps(group, cfg, detector, data)
@@ -201,7 +247,9 @@ def evaluate_run(
                 "metric_resolution": list(data.images.shape[1:3]),
                 "fpr_limit": FPR_LIMIT,
                 "pixel_bins": cfg.pixel_bins,
-                "localization": localization_key(cfg),
+                "localization": detector.route,
+                "scorer": scorer,
+                **_scorer_attrs(detector),
                 "threshold": image["threshold"],
                 **pixel,
                 "map_seconds": round(seconds, 3),
@@ -212,13 +260,12 @@ def evaluate_run(
             }
         )
 
-    tattrs = open_store(train).attrs
     extra = {"method": tattrs["method"], "seed": tattrs["seed"], "category": ingest.name}
     return build_store(
         settings.storage_root,
         "evaluate",
         train.name,
-        evaluate_key(cfg),
+        evaluate_key(cfg, scorer),
         {"ingest": ingest, "train": train},
         write,
         mode,

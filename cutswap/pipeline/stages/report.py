@@ -32,7 +32,7 @@ from cutswap.method.pairs import random_swap_bank
 from cutswap.method.registry import UNTRAINED_METHODS, get_method
 from cutswap.method.sampler import NegativeSampler
 from cutswap.pipeline.readers import samples, train_indices
-from cutswap.pipeline.settings import Settings
+from cutswap.pipeline.settings import FINE_TUNING_NEUTRAL, Settings
 from cutswap.pipeline.stores import CODE_VERSIONS, StoreRef, library_versions, open_store, stage_key
 from cutswap.report import figures as plots
 from cutswap.report.compare import (
@@ -115,6 +115,9 @@ def results_table(categories: dict[str, CategoryRefs]) -> pd.DataFrame:
                     "pair_aspect": "-".join(map(str, drawn["aspect"])),
                     "pair_seed": drawn["seed"],
                     "localization": json.dumps(ev["localization"], sort_keys=True),
+                    "scorer": ev.get("scorer", "gde"),
+                    "l2_normalize": bool(ev.get("l2_normalize", False)),
+                    "coreset_fraction": ev.get("coreset", {}).get("fraction"),
                     "pair_fallback_rate": round(pairs["fallback_rate"], 4),
                     "pair_step_rates": json.dumps(pairs.get("step_rates", {}), sort_keys=True),
                     "device": tr["device"],
@@ -159,6 +162,9 @@ def _training_columns(train_attrs: dict[str, Any]) -> dict[str, Any]:
     schedule = ("steps", "batch_size", "lr", "momentum", "weight_decay", "swaps")
     return {
         **{k: keyed.get(k) for k in schedule},
+        # absent from the key at their neutral values (``FINE_TUNING_NEUTRAL``): a pretrained trunk then
+        # fine-tuned without warm-up, at the full learning rate, with batch statistics
+        **({k: keyed.get(k, v) for k, v in FINE_TUNING_NEUTRAL.items()} if "steps" in keyed else {}),
         "head_dims": "-".join(map(str, keyed["head_dims"])) if "head_dims" in keyed else None,
         "trunk": trunk["name"],
         "pretrained": bool(trunk["pretrained"]),
@@ -250,11 +256,14 @@ def best_method(results: pd.DataFrame, trained: bool = False) -> str | None:
 
 
 def shown_methods(results: pd.DataFrame) -> list[str]:
-    """Whose test images the report shows: the best method and the no-training baseline, or, when the
-    baseline is the best, the best trained method beside it (what training gives is the question then)."""
+    """Whose test images the report shows: the best method and the no-training baseline, or, when a
+    no-training row is the best, the best trained method beside it (what training gives is the question
+    then)."""
     best = best_method(results)
-    first = best_method(results, trained=True) if best == BASELINE else best
-    return [m for m in dict.fromkeys([first, BASELINE]) if m is not None and m in set(results["method"])]
+    untrained = best in UNTRAINED_METHODS
+    first = best_method(results, trained=True) if untrained else best
+    second = best if untrained else BASELINE
+    return [m for m in dict.fromkeys([first, second]) if m is not None and m in set(results["method"])]
 
 
 def _score_threshold(ev: _Evaluation) -> float | None:
@@ -315,7 +324,7 @@ def _examples(
     )
     return FigureRef(
         f"figures/{path.name}",
-        f"Test images: {ev.method}" + (" (no training)" if ev.method == BASELINE else ""),
+        f"Test images: {ev.method}" + (" (no training)" if ev.method in UNTRAINED_METHODS else ""),
         f"The most and least anomalous test image of each class for {_label(ev)}, the seed with the median "
         f"AUROC; the anomaly map over the image (inferno, opaque in proportion to the value; {scale_words}) "
         "with the true mask outlined in cyan, and the true mask"

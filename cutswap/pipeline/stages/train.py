@@ -45,7 +45,7 @@ from cutswap.method.pairs import random_swap_bank
 from cutswap.method.registry import get_method
 from cutswap.pipeline.parallel import current_worker
 from cutswap.pipeline.readers import train_indices
-from cutswap.pipeline.settings import Settings, TrainSettings
+from cutswap.pipeline.settings import FINE_TUNING_NEUTRAL, Settings, TrainSettings
 from cutswap.pipeline.stores import (
     StoreRef,
     build_store,
@@ -80,7 +80,16 @@ def execution_of(cfg: TrainSettings) -> Execution:
 
 def recipe_of(cfg: TrainSettings) -> Recipe:
     return Recipe(
-        cfg.steps, cfg.batch_size, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.log_every, cfg.checkpoint_every
+        cfg.steps,
+        cfg.batch_size,
+        cfg.lr,
+        cfg.momentum,
+        cfg.weight_decay,
+        cfg.log_every,
+        cfg.checkpoint_every,
+        cfg.freeze_steps,
+        cfg.trunk_lr_factor,
+        cfg.trunk_bn,
     )
 
 
@@ -108,6 +117,9 @@ def train_key(settings: Settings, method: str, seed: int, amp: str | None = None
         "method": method,
         "seed": seed,
     }
+    for name, neutral in FINE_TUNING_NEUTRAL.items():  # keys from before these settings stay valid
+        if keyed[name] == neutral:
+            del keyed[name]
     if "swap" not in kinds:
         del keyed["swaps"]
     # Swap methods (random-swap included: it copies the bank's sizes) are keyed by the pairs store's key.
