@@ -153,6 +153,24 @@ def test_onnx_parity_of_the_efficientnet_baseline(tiny_run, tmp_path):
     assert np.max(np.abs(got_maps - maps)) <= MAP_TOL * detector.map_scale
 
 
+def test_patchcore_exports_with_onnx_parity(tiny_run, tmp_path):
+    """The coreset search, the largest patch distance and the upsampled, blurred maps, inside one graph."""
+    detector = load_detector(tiny_run.evaluations["patchcore"])
+    assert detector.patchcore is not None and detector.density is None
+    images = _test_images(tiny_run, "patchcore")
+    scores, maps = detector.score(images)
+    with torch.no_grad():
+        got_scores, got_maps = ExportedDetector(detector).eval()(torch.from_numpy(images))
+    np.testing.assert_allclose(got_scores.numpy(), scores, rtol=1e-6)
+    np.testing.assert_allclose(got_maps.numpy(), maps, rtol=0, atol=1e-5 * maps.max())
+    path = export_onnx(detector, tmp_path / "patchcore.onnx")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    onnx_scores, onnx_maps = session.run(None, {"images": images})
+    np.testing.assert_allclose(onnx_scores, scores, rtol=SCORE_RTOL)
+    assert np.max(np.abs(onnx_maps - maps)) <= MAP_TOL * detector.map_scale
+    assert "PatchCore" in read_metadata(path)["cutswap.contract"]
+
+
 def test_detectors_without_patch_maps_are_refused(tiny_run):
     detector = load_detector(tiny_run.evaluations["cutpaste"])
     detector.route = {"localization": "none"}

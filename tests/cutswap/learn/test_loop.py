@@ -83,7 +83,7 @@ def _same(a, b):
 
 def test_every_setting_method_has_kinds():
     assert set(METHODS) == set(REGISTRY)
-    assert [num_classes(m) for m in METHODS] == [2, 3, 2, 2, 3, 2, 1]
+    assert [num_classes(m) for m in METHODS] == [2, 3, 2, 2, 3, 2, 1, 1]
 
 
 def test_the_no_training_baseline_runs_once_and_is_not_trained(images):
@@ -374,3 +374,61 @@ def test_cuda_oom_retry_on_a_real_device(images):
     except torch.OutOfMemoryError:
         pytest.skip("even one image per class does not fit")
     assert result.oom_retries >= 1 and result.parts > 1
+
+
+def _trunk_state(model) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.trunk.state_dict().items()}
+
+
+def _imagenet_trunk() -> dict[str, torch.Tensor]:
+    from cutswap.learn.models import build_trunk
+
+    return {
+        k: v.clone() for k, v in build_trunk("efficientnet_lite0", pretrained=True)[0].state_dict().items()
+    }
+
+
+def test_during_the_warm_up_the_trunk_stays_bit_identical_to_imagenet(small, monkeypatch):
+    """Weights and batch-norm statistics alike, checked after the last warm-up step; the head trains
+    meanwhile, and the step after the warm-up trains the trunk too."""
+    imagenet = _imagenet_trunk()
+    nets, seen = [], {}
+    real_mode = training.set_trunk_mode
+    monkeypatch.setattr(training, "set_trunk_mode", lambda net, *a: nets.append(net) or real_mode(net, *a))
+
+    def snapshot(entry):
+        seen[int(entry["step"])] = (
+            _trunk_state(nets[0]),
+            {k: v.clone() for k, v in nets[0].head.state_dict().items()},
+        )
+
+    cfg = _settings(steps=4, freeze_steps=3, trunk="efficientnet_lite0", pretrained=True, trunk_lr_factor=0.1)
+    result = _train(small, "cutpaste", cfg, PairSettings(), progress=snapshot)
+    for step in (1, 2, 3):
+        assert _same(seen[step][0], imagenet), step
+    assert not _same(seen[1][1], seen[3][1])  # the head trained during the warm-up
+    assert not _same(_trunk_state(result.model), imagenet)  # step 4 trained the trunk
+    assert all(p.requires_grad for p in result.model.parameters())
+
+
+def test_the_trunk_learns_at_its_factor_and_eval_batch_norm_keeps_imagenet_statistics(small, monkeypatch):
+    groups = []
+    real_sgd = torch.optim.SGD
+    monkeypatch.setattr(
+        torch.optim,
+        "SGD",
+        lambda params, **kw: groups.append([dict(g) for g in params]) or real_sgd(params, **kw),
+    )
+    imagenet = _imagenet_trunk()
+    cfg = _settings(
+        steps=2, trunk="efficientnet_lite0", pretrained=True, trunk_lr_factor=0.25, trunk_bn="eval"
+    )
+    model = _train(small, "cutpaste", cfg, PairSettings()).model
+    head, trunk = groups[0]
+    assert (head["lr"], trunk["lr"]) == (cfg.lr, cfg.lr * 0.25)
+    assert {id(p) for p in trunk["params"]} == {id(p) for p in model.trunk.parameters()}
+    state = _trunk_state(model)
+    stats = [k for k in state if k.endswith(("running_mean", "running_var"))]
+    assert stats and all(torch.equal(state[k], imagenet[k]) for k in stats)
+    weights = [k for k in state if k.endswith("weight")]
+    assert not all(torch.equal(state[k], imagenet[k]) for k in weights)  # the trunk still trained

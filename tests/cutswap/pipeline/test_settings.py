@@ -80,7 +80,7 @@ def test_a_preset_for_data_on_disk_asks_for_the_dataset_root(path: Path, tmp_pat
 #: The sections whose every setting ``docs/method.md`` explains (the rest say where files and workers are).
 METHOD_SECTIONS = ("saliency", "cluster", "pairs", "train", "evaluate")
 #: A knob row of the docs' tables: ``| `section.name` | `default` | meaning |``.
-KNOB_ROW = re.compile(r"^\| `(?P<name>[a-z_]+\.[a-z_]+)` \| `(?P<default>[^`]*)` \|", re.MULTILINE)
+KNOB_ROW = re.compile(r"^\| `(?P<name>[a-z_]+\.[a-z0-9_]+)` \| `(?P<default>[^`]*)` \|", re.MULTILINE)
 
 
 def test_the_method_doc_states_every_setting_with_its_real_default():
@@ -159,6 +159,21 @@ def test_an_unknown_key_gets_a_did_you_mean(overrides, message):
         ({"parallel.address": "banana"}, "parallel.address: 'banana' is not a scheduler address"),
         ({"pairs.area": "[0.1, .inf]"}, "pairs.area.1: Input should be a finite number"),
         ({"dataset.categories": "[]"}, "dataset.categories: List should have at least 1 item"),
+        (
+            {"train.freeze_steps": 5},
+            "train.freeze_steps fine-tune an ImageNet trunk; set train.pretrained: true",
+        ),
+        ({"train.trunk_bn": "eval"}, "train.trunk_bn fine-tune an ImageNet trunk"),
+        (
+            {"train.pretrained": "true", "train.trunk": "efficientnet_lite0", "train.freeze_steps": 40},
+            "train.freeze_steps 40 must be below train.steps 40",
+        ),
+        (
+            {"train.pretrained": "true", "train.freeze_steps": 5, "train.nproc": 2},
+            "train.freeze_steps with train.nproc > 1 is not supported",
+        ),
+        ({"train.trunk_lr_factor": 0}, "train.trunk_lr_factor: Input should be greater than 0"),
+        ({"evaluate.coreset_fraction": 0}, "evaluate.coreset_fraction: Input should be greater than 0"),
     ],
 )
 def test_a_value_that_would_fail_in_a_worker_is_refused_in_one_line(overrides, message):

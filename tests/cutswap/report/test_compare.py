@@ -189,6 +189,15 @@ def test_pairs_answer_the_questions_among_the_methods_present():
     assert comparison_pairs(["cutswap", "cutswap-3way"]) == []
     assert question("cutswap", "random-swap").startswith("Does saliency guidance help")
     assert "untrained" in question("cutpaste", "imagenet-gde")
+    # Every trained method also answers to PatchCore; the two no-training rows are not compared.
+    assert comparison_pairs(["cutswap", "patchcore", "imagenet-gde", "cutpaste"]) == [
+        ("cutswap", "cutpaste"),
+        ("cutswap", "imagenet-gde"),
+        ("cutpaste", "imagenet-gde"),
+        ("cutswap", "patchcore"),
+        ("cutpaste", "patchcore"),
+    ]
+    assert "strongest no-training detector" in question("cutswap", "patchcore")
 
 
 def test_markdown_table_is_in_points_with_questions_and_how_the_interval_was_made():

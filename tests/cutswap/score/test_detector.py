@@ -18,7 +18,7 @@ from cutswap.score.density import GaussianDensity
 from cutswap.score.detector import choose_threshold, operating_point, threshold_split
 from cutswap.score.localization import embed_images as embed
 
-METHODS = ("cutpaste", "imagenet-gde")
+METHODS = ("cutpaste", "imagenet-gde", "patchcore")
 
 
 @pytest.mark.parametrize("method", METHODS)

@@ -9,7 +9,6 @@ import zarr
 from skimage.measure import label as sk_label
 from sklearn.metrics import precision_recall_curve, roc_auc_score
 
-from cutswap.score.density import GaussianDensity
 from cutswap.score.metrics import (
     aupro,
     auroc_binning_bound,
@@ -210,17 +209,3 @@ def test_undefined_and_invalid_inputs():
         pixel_metrics(maps, masks[:, :-1])
     with pytest.raises(ValueError, match="fpr_limit"):
         pixel_metrics(maps, masks, fpr_limit=0)
-
-
-def test_gaussian_density_is_mahalanobis_under_ledoit_wolf():
-    from sklearn.covariance import LedoitWolf
-
-    rng = np.random.default_rng(0)
-    train = rng.normal(size=(50, 8)) @ rng.normal(size=(8, 8))
-    test = rng.normal(size=(10, 8))
-    gde = GaussianDensity.fit(train)
-    lw = LedoitWolf().fit(train)
-    expected = np.sqrt(lw.mahalanobis(test))  # sklearn returns the squared distance
-    np.testing.assert_allclose(gde.score(test), expected, rtol=1e-10)
-    far = train.mean(0) + 10 * train.std(0)
-    assert gde.score(far[None])[0] > gde.score(train).max()

@@ -10,6 +10,7 @@ from scipy import ndimage
 
 from cutswap.errors import StoreError
 from cutswap.learn.models import ProjectionNet
+from cutswap.pipeline.readers import load_detector
 from cutswap.pipeline.settings import Settings
 from cutswap.pipeline.stages.evaluate import evaluate_run
 from cutswap.pipeline.stores import build_store, open_store, store_dir, write_array
@@ -144,6 +145,19 @@ def test_key_follows_result_settings_not_batch_sizes(stores):
         "pixel_bins": None,
     }
     assert open_store(ref)["maps"].shape == (6, SIZE, SIZE)
+
+
+def test_l2_normalisation_is_keyed_only_when_on_and_stored_with_the_density(stores):
+    root, ingest, train, _ = stores
+    plain, _ = evaluate_run(_settings(root), ingest, train)
+    assert "l2_normalize" not in open_store(plain).attrs["settings"]  # stores from before it stay valid
+    unit, computed = evaluate_run(_settings(root, l2_normalize=True), ingest, train)
+    assert computed and unit.key != plain.key
+    attrs = open_store(unit).attrs
+    assert attrs["settings"]["l2_normalize"] is True and attrs["l2_normalize"] is True
+    detector = load_detector(unit)
+    assert detector.density.l2_normalize and detector.patch_density.l2_normalize
+    assert not load_detector(plain).density.l2_normalize
 
 
 def test_no_localization_stores_no_maps_and_nan_pixel_metrics(stores):

@@ -51,6 +51,18 @@ def test_key_ignores_execution_knobs_and_keeps_what_changes_weights(tmp_path):
     assert "pairs" not in random_swap and "levels" not in random_swap  # it copies the pairs store's sizes
 
 
+def test_fine_tuning_settings_are_keyed_except_at_their_neutral_values(tmp_path):
+    """Neutral values compute what the code computed before the settings existed, so those stores keep
+    their keys; any other value is a new training."""
+    pretrained = train_key(_settings(tmp_path, pretrained=True), "cutswap", 0)
+    assert not {"freeze_steps", "trunk_lr_factor", "trunk_bn"} & set(pretrained)
+    neutral = {"freeze_steps": 0, "trunk_lr_factor": 1.0, "trunk_bn": "train"}
+    assert train_key(_settings(tmp_path, pretrained=True, **neutral), "cutswap", 0) == pretrained
+    for change in ({"freeze_steps": 2}, {"trunk_lr_factor": 0.1}, {"trunk_bn": "eval"}):
+        keyed = train_key(_settings(tmp_path, pretrained=True, **change), "cutswap", 0)
+        assert keyed != pretrained and set(change) <= set(keyed), change
+
+
 def test_store_holds_a_loadable_model_log_and_attrs_and_no_work_left(tmp_path, stripes, ingest_store):
     ingest = ingest_store(tmp_path, stripes)
     settings = _settings(tmp_path, checkpoint_every=2)

@@ -1,0 +1,106 @@
+"""PatchCore's coreset and nearest-neighbour search against a brute-force ``torch.cdist`` search over every
+normal training patch, on the same features.
+
+Run: ``.venv/bin/python benchmarks/bench_patchcore.py [--size 64 --train 200 --test 100 --fraction 0.1
+--trunk efficientnet_lite0 --device cpu --repeats 3]``; ``--size 256 --train 240 --test 20 --fraction
+0.01`` is an MVTec AD category at its working size with the MVTec preset's coreset.
+
+Features are the frozen ImageNet trunk's PatchCore features (``cutswap.score.patchcore.patch_features``) of
+smooth random images, so their width and spread are the real ones. Printed, each the median of
+``--repeats`` runs after a warm-up:
+
+- ``coreset``: the greedy k-center selection (``greedy_coreset``) over all training patches;
+- ``search (coreset)``: every test patch's nearest distance in the coreset (``nearest_distances``);
+- ``search (brute force)``: ``torch.cdist`` of every test patch to every training patch, then the minimum,
+  in blocks of 4,096 test patches (what a user without a coreset would run);
+
+then the ratios brute force / coreset search and brute force / (coreset + search), and what the speed
+costs: the coreset's patch distances relative to the exact ones (never smaller, by construction) and the
+Spearman correlation of the image scores (largest patch distance) of the two.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from scipy.stats import spearmanr
+
+from cutswap.learn.models import build_model
+from cutswap.score.patchcore import greedy_coreset, nearest_distances, patch_features
+
+
+def smooth_images(n: int, size: int, seed: int) -> np.ndarray:
+    """uint8 (n, size, size, 3) images: bicubic-upsampled random fields, textures of no particular kind."""
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(n, 3, 12, 12, generator=g)
+    fine = torch.nn.functional.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=False)
+    noise = 0.05 * torch.randn(n, 3, size, size, generator=g)
+    return ((fine + noise).clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
+
+
+def timed(fn: Callable[[], object], repeats: int, sync: Callable[[], None]) -> tuple[float, object]:
+    out = fn()
+    sync()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = fn()
+        sync()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), out
+
+
+def brute_force(queries: torch.Tensor, bank: torch.Tensor, block: int = 4096) -> torch.Tensor:
+    return torch.cat(
+        [torch.cdist(queries[s : s + block], bank).min(dim=1).values for s in range(0, len(queries), block)]
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--train", type=int, default=200)
+    parser.add_argument("--test", type=int, default=100)
+    parser.add_argument("--fraction", type=float, default=0.1)
+    parser.add_argument("--trunk", default="efficientnet_lite0", choices=["efficientnet_lite0", "resnet18"])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    model = build_model([8], True, 1, args.trunk).eval().to(device)
+    train = patch_features(model, smooth_images(args.train, args.size, 0), 16, device)
+    test = patch_features(model, smooth_images(args.test, args.size, 1), 16, device)
+    bank = train.reshape(-1, train.shape[-1])
+    queries = test.reshape(-1, test.shape[-1])
+    print(
+        f"{args.trunk} at {args.size} px on {device}: {len(bank):,} training patches, {len(queries):,} test "
+        f"patches, {bank.shape[1]} dims; coreset fraction {args.fraction}"
+    )
+    t_core, chosen = timed(lambda: greedy_coreset(bank, args.fraction), args.repeats, sync)
+    core = bank[chosen]
+    t_search, near = timed(lambda: nearest_distances(queries, core), args.repeats, sync)
+    t_brute, exact = timed(lambda: brute_force(queries, bank), args.repeats, sync)
+    print(f"coreset ({len(core):,} patches)        {t_core:8.3f} s")
+    print(f"search (coreset)                {t_search:8.3f} s")
+    print(f"search (brute force, cdist)     {t_brute:8.3f} s")
+    print(f"ratio brute force / coreset search            {t_brute / t_search:6.1f}x")
+    print(f"ratio brute force / (coreset + search)        {t_brute / (t_core + t_search):6.1f}x")
+    near, exact = near.cpu().numpy(), exact.cpu().numpy()
+    ratio = near / np.maximum(exact, 1e-12)
+    images_near = near.reshape(args.test, -1).max(1)
+    images_exact = exact.reshape(args.test, -1).max(1)
+    print(
+        f"coreset distance / exact distance: median {np.median(ratio):.3f}, 99th percentile "
+        f"{np.percentile(ratio, 99):.3f}; image scores' Spearman correlation "
+        f"{spearmanr(images_near, images_exact).statistic:.4f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
