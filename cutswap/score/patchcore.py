@@ -7,7 +7,8 @@ Inputs are uint8 images (N, S, S, 3) at the working size and a frozen ImageNet t
 Patch features (``patch_features``)
     The trunk's mid-level stages ``LAYERS`` (``layer2`` and ``layer3``: strides 8 and 16; ResNet-18's
     stages, or EfficientNet-Lite0's levels 2 and 3), each averaged over its 3 x 3 neighbourhood (stride 1,
-    so every position keeps its own vector but sees its surroundings, the paper's local aggregation), the
+    so every position keeps its own vector but sees its surroundings, the paper's local aggregation; the
+    zero padding at the border counts, as in the authors' code and anomalib's), the
     deeper one bilinearly upsampled to the shallower grid, and concatenated: (N, h, w, D) with
     ``h = w = S / 8`` and D = 128 + 256 (ResNet-18) or 40 + 112 (EfficientNet-Lite0). Deep stages are left
     out because they are ImageNet-specific and coarse; the paper's projection of each stage to a common
@@ -37,6 +38,8 @@ from scipy import ndimage
 LAYERS = ("layer2", "layer3")
 #: Dimensions of the random projection the coreset selection measures distances in.
 PROJECTION_DIM = 128
+#: How neighbourhoods are aggregated; part of a PatchCore store's key (it changes every feature).
+AGGREGATION = "3x3 mean, zero padding counted"
 #: Test patches per nearest-neighbour block: bounds the (block, bank) distance matrix in memory.
 SEARCH_BLOCK = 4096
 
@@ -47,7 +50,7 @@ def aggregate(stage_maps: list[torch.Tensor]) -> torch.Tensor:
     size = stage_maps[0].shape[-2:]
     out = []
     for x in stage_maps:
-        x = F.avg_pool2d(x.float(), 3, stride=1, padding=1, count_include_pad=False)
+        x = F.avg_pool2d(x.float(), 3, stride=1, padding=1)  # zero padding counted, as the reference code
         if x.shape[-2:] != size:
             x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
         out.append(x)
@@ -57,10 +60,11 @@ def aggregate(stage_maps: list[torch.Tensor]) -> torch.Tensor:
 @torch.inference_mode()
 def patch_features(model, images: np.ndarray, batch_size: int, device: torch.device) -> torch.Tensor:
     """(N, h, w, D) float32 patch features of uint8 (N, S, S, 3) images, on ``device``."""
+    model.to(memory_format=torch.channels_last)  # as ``cutswap.score.localization.embed_batches``
     out = []
     for start in range(0, len(images), batch_size):
         batch = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size])).to(device)
-        x = batch.permute(0, 3, 1, 2).float() / 255
+        x = (batch.permute(0, 3, 1, 2).float() / 255).contiguous(memory_format=torch.channels_last)
         out.append(aggregate(model.stage_features(x, LAYERS)))
     return torch.cat(out)
 

@@ -62,7 +62,7 @@ from cutswap.score.density import GaussianDensity
 from cutswap.score.detector import Detector, choose_threshold, operating_point, threshold_split
 from cutswap.score.localization import embed_images, fit_patch_density
 from cutswap.score.metrics import FPR_LIMIT, METRIC_DEFINITIONS, f1_max, image_auroc, pixel_metrics
-from cutswap.score.patchcore import LAYERS, PatchCore
+from cutswap.score.patchcore import AGGREGATION, LAYERS, PatchCore
 
 PIXEL_METRICS = ("pixel_AUROC", "pixel_AUPRO", "pixel_F1Max")
 
@@ -88,7 +88,12 @@ def localization_key(cfg: EvaluateSettings, scorer: str = "gde") -> dict[str, An
 def scorer_key(cfg: EvaluateSettings, scorer: str) -> dict[str, Any]:
     """The scorer's own settings: PatchCore's coreset, or the densities' normalisation when it is on."""
     if scorer == "patchcore":
-        return {"scorer": "patchcore", "coreset_fraction": cfg.coreset_fraction, "layers": list(LAYERS)}
+        return {
+            "scorer": "patchcore",
+            "coreset_fraction": cfg.coreset_fraction,
+            "layers": list(LAYERS),
+            "aggregation": AGGREGATION,
+        }
     return {"l2_normalize": True} if cfg.l2_normalize else {}
 
 

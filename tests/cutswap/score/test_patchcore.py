@@ -87,10 +87,11 @@ def test_aggregate_averages_each_neighbourhood_and_upsamples_the_deeper_stage():
     deep = torch.ones(1, 2, 2, 2)
     out = aggregate([shallow, deep])
     assert out.shape == (1, 4, 4, 3)
-    # A corner averages its 4 in-image neighbours (padding not counted), an inner cell its 9.
-    assert out[0, 0, 0, 0] == pytest.approx((0 + 1 + 4 + 5) / 4)
+    # A corner averages its 4 in-image neighbours and 5 zeros of padding, an inner cell its 9 neighbours.
+    assert out[0, 0, 0, 0] == pytest.approx((0 + 1 + 4 + 5) / 9)
     assert out[0, 1, 1, 0] == pytest.approx(np.mean([0, 1, 2, 4, 5, 6, 8, 9, 10]))
-    assert torch.allclose(out[..., 1:], torch.ones(1, 4, 4, 2))
+    # Every cell of a 2 x 2 map of ones sees 4 ones and 5 zeros; upsampling a constant keeps it.
+    assert torch.allclose(out[..., 1:], torch.full((1, 4, 4, 2), 4 / 9))
 
 
 @pytest.mark.parametrize("trunk", ["resnet18", "efficientnet_lite0"])
@@ -144,3 +145,44 @@ def test_a_defect_scores_high_where_it_is():
         atol=1e-5,
     )
     assert patch_features(model, normal[:2], 1, torch.device("cpu")).shape == (2, 8, 8, 128 + 256)
+
+
+@pytest.mark.slow
+def test_scores_equal_anomalibs_patchcore_on_the_same_trunk_and_bank():
+    """anomalib's PatchCore (not in the test extra: it brings lightning and OpenCV; run with anomalib on
+    the path) with our ResNet-18's weights in its timm trunk and our memory bank: the same image scores;
+    and its k-center greedy coreset covers the features about as tightly as ours (another projection, so
+    not the same patches)."""
+    pytest.importorskip("anomalib")
+    from anomalib.models.components.sampling import KCenterGreedy
+    from anomalib.models.image.patchcore.torch_model import PatchcoreModel
+
+    torch.manual_seed(0)
+    model = build_model([8], False, 1, "resnet18").eval()
+    reference = PatchcoreModel(
+        layers=["layer2", "layer3"], backbone="resnet18", pre_trained=False, num_neighbors=1
+    )
+    loaded = reference.feature_extractor.feature_extractor.load_state_dict(
+        model.trunk.state_dict(), strict=False
+    )
+    assert not loaded.missing_keys and all(k.startswith("layer4.") for k in loaded.unexpected_keys)
+    reference.eval()
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (14, 64, 64, 3), dtype=np.uint8)
+    core = PatchCore.fit(model, images[:10], 0.25, 4.0, 5, torch.device("cpu"))
+    reference.memory_bank = torch.from_numpy(core.memory_bank)
+    ours = core.image_scores(core.patch_scores(model, images[10:], 4, torch.device("cpu")))
+    x = torch.from_numpy(images[10:]).permute(0, 3, 1, 2).float() / 255
+    with torch.no_grad():
+        theirs = reference((x - model.mean) / model.std).pred_score.numpy()
+    np.testing.assert_allclose(ours, theirs.reshape(-1), rtol=1e-4)
+
+    features = patch_features(model, images[:10], 5, torch.device("cpu")).reshape(-1, 384)
+    ours_idx = greedy_coreset(features, 0.05).numpy()
+    theirs_bank = KCenterGreedy(embedding=features, sampling_ratio=0.05).sample_coreset().numpy()
+
+    def radius(bank):
+        return NearestNeighbors(n_neighbors=1).fit(bank).kneighbors(features.numpy())[0].max()
+
+    assert len(theirs_bank) == len(ours_idx)
+    assert radius(features.numpy()[ours_idx]) <= 1.15 * radius(theirs_bank)
