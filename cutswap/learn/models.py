@@ -190,6 +190,13 @@ class ProjectionNet(nn.Module):
         return features, self.classifier(self.head(features))
 
 
+def to_channels_last(model: nn.Module) -> nn.Module:
+    """The model's weights in the channels-last layout, converted outside inference mode even when called
+    inside it: weights made there could never take part in a backward pass again (Grad-CAM needs one)."""
+    with torch.inference_mode(False), torch.no_grad():
+        return model.to(memory_format=torch.channels_last)
+
+
 def build_model(
     head_dims: list[int],
     pretrained: bool = False,

@@ -274,7 +274,10 @@ class EvaluateSettings(_Section):
     faster approximate ones (``cutswap.score.metrics``). Batch sizes do not change results and are not keyed.
 
     ``l2_normalize``: fit and score the image and crop densities on unit-length embeddings
-    (``cutswap.score.density``); keyed for the density methods only. ``coreset_fraction``: the share of
+    (``cutswap.score.density``): ``auto`` for trunks that began from ImageNet weights (the no-training
+    baseline, fine-tuned classifiers) and not for trunks trained from scratch, which is what the
+    measurements on both embedded presets support (``docs/method.md#normalised-embeddings``); keyed for the
+    density methods only. ``coreset_fraction``: the share of
     the normal training patches PatchCore keeps in its memory bank (``cutswap.score.patchcore``); keyed for
     ``patchcore`` only, whose maps use ``sigma`` and whose route is its own (``evaluate.localization``
     only says whether it makes maps: ``none`` or not).
@@ -294,7 +297,7 @@ class EvaluateSettings(_Section):
     patch_batch_size: int = Field(512, ge=1)
     gradcam_layer: Literal["layer1", "layer2", "layer3", "layer4"] = "layer4"
     pixel_bins: int | None = Field(None, ge=2)
-    l2_normalize: bool = False
+    l2_normalize: bool | Literal["auto"] = "auto"
     coreset_fraction: float = Field(0.1, gt=0, le=1)
     threshold_holdout: float = Field(0.1, ge=0.0, lt=1.0)
     threshold_fpr: float = Field(0.01, gt=0.0, lt=1.0)

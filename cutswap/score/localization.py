@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from cutswap.learn.models import TRUNK_STAGES
+from cutswap.learn.models import TRUNK_STAGES, to_channels_last
 from cutswap.score.density import GaussianDensity
 
 
@@ -74,7 +74,7 @@ def embed_batches(model, batches: Iterable[np.ndarray], device: torch.device) ->
     about 6x faster on 16 px crops (ResNet-18 about 1.3x), on CUDA it is the tensor cores' layout; the
     embeddings differ from the default layout's by float rounding only.
     """
-    model.to(memory_format=torch.channels_last)
+    to_channels_last(model)
     out = [
         model.embed(_to_tensor(batch, device).contiguous(memory_format=torch.channels_last))
         .double()

@@ -34,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
+from cutswap.learn.models import to_channels_last
+
 #: The trunk stages whose features PatchCore uses (mid-level: local, and not ImageNet-specific).
 LAYERS = ("layer2", "layer3")
 #: Dimensions of the random projection the coreset selection measures distances in.
@@ -60,7 +62,7 @@ def aggregate(stage_maps: list[torch.Tensor]) -> torch.Tensor:
 @torch.inference_mode()
 def patch_features(model, images: np.ndarray, batch_size: int, device: torch.device) -> torch.Tensor:
     """(N, h, w, D) float32 patch features of uint8 (N, S, S, 3) images, on ``device``."""
-    model.to(memory_format=torch.channels_last)  # as ``cutswap.score.localization.embed_batches``
+    to_channels_last(model)  # as ``cutswap.score.localization.embed_batches``
     out = []
     for start in range(0, len(images), batch_size):
         batch = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size])).to(device)

@@ -33,8 +33,8 @@ float16 maps gives the same numbers up to the ties float16 rounding creates (abo
 
 The key covers the localization settings that change the maps or the metrics (for the chosen route
 only, so changing ``gradcam_layer`` does not recompute ``patch`` runs), the scorer's own settings
-(``l2_normalize`` for the densities, only when on, so stores made before it existed are reused;
-``coreset_fraction`` for PatchCore) and the threshold settings (``threshold_holdout``,
+(``l2_normalize`` for the densities, resolved per classifier and keyed only when on, so stores made
+before it existed are reused; ``coreset_fraction`` for PatchCore) and the threshold settings (``threshold_holdout``,
 ``threshold_fpr``), not batch sizes or the device.
 
 PatchCore (``method.scorer == "patchcore"``) replaces both densities by one memory bank: its image score
@@ -85,7 +85,13 @@ def localization_key(cfg: EvaluateSettings, scorer: str = "gde") -> dict[str, An
     }
 
 
-def scorer_key(cfg: EvaluateSettings, scorer: str) -> dict[str, Any]:
+def resolve_l2(setting: bool | str, pretrained: bool) -> bool:
+    """``evaluate.l2_normalize`` for one classifier: ``auto`` normalises the embeddings of trunks that began
+    from ImageNet weights (frozen or fine-tuned), not of trunks trained from scratch (``docs/method.md``)."""
+    return pretrained if setting == "auto" else bool(setting)
+
+
+def scorer_key(cfg: EvaluateSettings, scorer: str, l2: bool = False) -> dict[str, Any]:
     """The scorer's own settings: PatchCore's coreset, or the densities' normalisation when it is on."""
     if scorer == "patchcore":
         return {
@@ -94,14 +100,15 @@ def scorer_key(cfg: EvaluateSettings, scorer: str) -> dict[str, Any]:
             "layers": list(LAYERS),
             "aggregation": AGGREGATION,
         }
-    return {"l2_normalize": True} if cfg.l2_normalize else {}
+    return {"l2_normalize": True} if l2 else {}
 
 
-def evaluate_key(cfg: EvaluateSettings, scorer: str = "gde") -> dict[str, Any]:
-    """What an evaluate store is keyed by: the localization route's settings, the scorer's, the threshold's."""
+def evaluate_key(cfg: EvaluateSettings, scorer: str = "gde", l2: bool = False) -> dict[str, Any]:
+    """What an evaluate store is keyed by: the localization route's settings, the scorer's (with the
+    normalisation resolved by ``resolve_l2``), the threshold's."""
     return {
         **localization_key(cfg, scorer),
-        **scorer_key(cfg, scorer),
+        **scorer_key(cfg, scorer, l2),
         "threshold_holdout": cfg.threshold_holdout,
         "threshold_fpr": cfg.threshold_fpr,
     }
@@ -128,7 +135,7 @@ class _Category:
 
 
 def _fit_detector(
-    cfg: EvaluateSettings, model: Any, data: _Category, device: Any, scorer: str
+    cfg: EvaluateSettings, model: Any, data: _Category, device: Any, scorer: str, l2: bool
 ) -> tuple[Detector, float]:
     """The detector (image density, and patch density on the patch route; or PatchCore's memory bank)
     fitted on ``data.fit``; the seconds the patch density took (part of the localization's cost)."""
@@ -141,7 +148,7 @@ def _fit_detector(
             model, None, route, size, patchcore=core, batch_size=cfg.batch_size, device=device
         ), 0.0
     embeddings = embed_images(model, fit, cfg.batch_size, device)
-    density = GaussianDensity.fit(embeddings, cfg.l2_normalize)
+    density = GaussianDensity.fit(embeddings, l2)
     start = time.perf_counter()
     patch_density = None
     if cfg.localization == "patch":
@@ -153,7 +160,7 @@ def _fit_detector(
             cfg.max_fit_patches,
             cfg.patch_batch_size,
             device,
-            l2_normalize=cfg.l2_normalize,
+            l2_normalize=l2,
         )
     fit_seconds = time.perf_counter() - start
     # The detector ``cutswap predict`` loads back: test images are scored by the same object.
@@ -236,11 +243,13 @@ def evaluate_run(
     cfg = settings.evaluate
     tattrs = open_store(train).attrs
     scorer = get_method(tattrs["method"]).scorer
+    trunk = tattrs.get("trunk") or tattrs["settings"]  # stores from before the trunk record: the key's
+    l2 = resolve_l2(cfg.l2_normalize, bool(trunk.get("pretrained", False)))
 
     def write(group):
         device = resolve_device(settings.train.device)
         data = _Category.read(ingest, cfg.threshold_holdout)
-        detector, fit_seconds = _fit_detector(cfg, load_model(train, device), data, device, scorer)
+        detector, fit_seconds = _fit_detector(cfg, load_model(train, device), data, device, scorer, l2)
         image = _score_images(group, cfg, detector, data)
         start = time.perf_counter()
         pixel = _score_maps(group, cfg, detector, data)
@@ -270,7 +279,7 @@ def evaluate_run(
         settings.storage_root,
         "evaluate",
         train.name,
-        evaluate_key(cfg, scorer),
+        evaluate_key(cfg, scorer, l2),
         {"ingest": ingest, "train": train},
         write,
         mode,

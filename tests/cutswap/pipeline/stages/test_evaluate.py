@@ -160,6 +160,16 @@ def test_l2_normalisation_is_keyed_only_when_on_and_stored_with_the_density(stor
     assert not load_detector(plain).density.l2_normalize
 
 
+def test_auto_normalises_imagenet_trunks_only(tiny_run):
+    """The tiny run evaluates with the default ``auto``: the frozen ImageNet baseline on the unit sphere,
+    the classifier trained from scratch as it is, each keyed by what it resolved to."""
+    baseline = open_store(tiny_run.evaluations["imagenet-gde"]).attrs
+    scratch = open_store(tiny_run.evaluations["cutpaste"]).attrs
+    assert baseline["l2_normalize"] is True and baseline["settings"]["l2_normalize"] is True
+    assert scratch["l2_normalize"] is False and "l2_normalize" not in scratch["settings"]
+    assert load_detector(tiny_run.evaluations["imagenet-gde"]).density.l2_normalize
+
+
 def test_no_localization_stores_no_maps_and_nan_pixel_metrics(stores):
     root, ingest, train, _ = stores
     ref, _ = evaluate_run(_settings(root, localization="none"), ingest, train)
