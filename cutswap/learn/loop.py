@@ -200,7 +200,7 @@ def set_trunk_mode(net: ProjectionNet, frozen: bool, trunk_bn: str) -> None:
     """Put a training classifier's trunk in its warm-up (``frozen``) or fine-tuning state (``Recipe``).
 
     The rest of the network is left in training mode; the trunk's gradients are switched off while frozen,
-    so the backward pass stops at the head (about a third of a step's cost).
+    so the warm-up's backward pass stops at the head.
     """
     net.train()
     net.trunk.requires_grad_(not frozen)

@@ -26,9 +26,11 @@ Output layout of a run (``reports/``; ``cutswap.pipeline.stages.report`` writes 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -171,6 +173,15 @@ def pair_steps(results: pd.DataFrame) -> pd.DataFrame | None:
     return pd.DataFrame.from_dict(rows, orient="index", columns=list(STEPS)) if rows else None
 
 
+def _number(value: Any, missing: float) -> float:
+    """A results cell as a float; ``missing`` for an empty cell (a column older runs lack)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return missing
+    return missing if math.isnan(number) else number
+
+
 def trunk_label(row: pd.Series) -> str:
     """How a trained method's trunk began and was tuned, from a results row: ``resnet18 (scratch)`` or
     ``efficientnet_lite0 (ImageNet, fine-tuned, 20 warm-up steps, trunk lr x0.1, ImageNet BN statistics)``."""
@@ -178,11 +189,11 @@ def trunk_label(row: pd.Series) -> str:
     if not row.get("pretrained"):
         return f"{name} (scratch)"
     parts = ["ImageNet", "fine-tuned"]
-    freeze = row.get("freeze_steps")
-    if isinstance(freeze, int | float) and freeze == freeze and freeze > 0:
+    freeze = _number(row.get("freeze_steps"), 0.0)
+    if freeze > 0:
         parts.append(f"{int(freeze)} warm-up steps")
-    factor = row.get("trunk_lr_factor")
-    if isinstance(factor, int | float) and factor == factor and factor != 1:
+    factor = _number(row.get("trunk_lr_factor"), 1.0)
+    if factor != 1:
         parts.append(f"trunk lr x{factor:g}")
     if row.get("trunk_bn") == "eval":
         parts.append("ImageNet BN statistics")

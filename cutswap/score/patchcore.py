@@ -85,7 +85,7 @@ def greedy_coreset(features: torch.Tensor, fraction: float, seed: int = 0) -> to
 
     Starts at a patch drawn with ``seed``; each step adds the patch whose distance to the chosen set (in
     the projected space) is largest. O(K M) distance updates of ``PROJECTION_DIM`` each, on the features'
-    device.
+    device, as squared distances (the same order, no square root).
     """
     if not 0 < fraction <= 1:
         raise ValueError(f"evaluate.coreset_fraction must be in (0, 1], got {fraction}")
@@ -94,12 +94,18 @@ def greedy_coreset(features: torch.Tensor, fraction: float, seed: int = 0) -> to
     if k >= m:
         return torch.arange(m, device=features.device)
     z = features.float() @ random_projection(features.shape[1], seed).to(features.device)
+    norms = (z * z).sum(1)
     chosen = torch.empty(k, dtype=torch.long, device=features.device)
     chosen[0] = int(torch.randint(m, (1,), generator=torch.Generator().manual_seed(seed)))
-    nearest = torch.linalg.vector_norm(z - z[chosen[0]], dim=1)
+
+    def squared_distances(i: torch.Tensor) -> torch.Tensor:
+        # |z - c|^2 = |z|^2 - 2 z.c + |c|^2: one matrix-vector product, no (M, d) temporary per step
+        return (norms - 2 * (z @ z[i]) + norms[i]).clamp_min_(0)
+
+    nearest = squared_distances(chosen[0])
     for i in range(1, k):
         chosen[i] = torch.argmax(nearest)
-        nearest = torch.minimum(nearest, torch.linalg.vector_norm(z - z[chosen[i]], dim=1))
+        torch.minimum(nearest, squared_distances(chosen[i]), out=nearest)
     return chosen
 
 

@@ -9,7 +9,7 @@ import pytest
 from cutswap.app.cli import main as cli
 from cutswap.report.html import run_page, write_index
 from cutswap.report.prose import summary_markdown
-from cutswap.report.tables import comparison, list_runs, pair_steps, pivot, reference_table
+from cutswap.report.tables import comparison, list_runs, pair_steps, pivot, reference_table, trunk_label
 
 
 def _results(dataset: str = "textures") -> pd.DataFrame:
@@ -264,3 +264,17 @@ def test_how_lists_only_the_controls_that_ran():
     assert "Controls:" not in only_cutswap
     with_random = _how(_results().replace({"method": {"cutpaste": "random-swap"}}))
     assert "random-swap = the same swaps" in with_random and "cutpaste = CutPaste" not in with_random
+
+
+def test_every_table_names_how_a_trunk_was_fine_tuned():
+    """The row's cells come from results.csv (numpy types, NaN in columns older runs lack)."""
+    row = pd.Series(
+        {"trunk": "efficientnet_lite0", "pretrained": True, "freeze_steps": np.int64(20)}
+        | {"trunk_lr_factor": np.float64(0.03), "trunk_bn": "eval"}
+    )
+    assert trunk_label(row) == (
+        "efficientnet_lite0 (ImageNet, fine-tuned, 20 warm-up steps, trunk lr x0.03, ImageNet BN statistics)"
+    )
+    older = pd.Series({"trunk": "efficientnet_lite0", "pretrained": True, "freeze_steps": np.nan})
+    assert trunk_label(older) == "efficientnet_lite0 (ImageNet, fine-tuned)"
+    assert trunk_label(pd.Series({"trunk": "resnet18", "pretrained": False})) == "resnet18 (scratch)"
