@@ -135,7 +135,9 @@ def test_torch_export_program_gives_the_same_outputs(tiny_run, exported):
     scores, maps = load_detector(tiny_run.evaluations["cutpaste"]).score(images.numpy())
     with torch.no_grad():
         got_scores, got_maps = program.module()(images)
-    np.testing.assert_allclose(got_scores.numpy(), scores, rtol=1e-9)
+    # The program runs the default memory layout, the detector channels-last: float32 convolution order
+    # differences (the ~1e-6 of the module docstring), nothing else.
+    np.testing.assert_allclose(got_scores.numpy(), scores, rtol=1e-6)
     np.testing.assert_allclose(got_maps.numpy(), maps, rtol=0, atol=1e-5 * maps.max())
     assert "cutswap.threshold" in extra["cutswap.json"]
 
