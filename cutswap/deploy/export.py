@@ -42,7 +42,7 @@ from cutswap.learn.models import ProjectionNet
 from cutswap.score.density import GaussianDensity
 from cutswap.score.detector import Detector
 from cutswap.score.localization import patch_positions
-from cutswap.score.patchcore import LAYERS, PatchCore, aggregate, nearest_distances
+from cutswap.score.patchcore import LAYERS, PatchCore, aggregate, nearest_block
 
 #: Names of the graph's input and outputs.
 INPUT, SCORE, MAP = "images", "score", "anomaly_map"
@@ -120,7 +120,7 @@ class PatchCoreGraph(nn.Module):
         """(N, 3, S, S) float in [0, 1] -> (scores float64 (N,), maps float32 (N, S, S))."""
         features = aggregate(self.model.stage_features(images, LAYERS))
         n, h, w, d = features.shape
-        patches = nearest_distances(features.reshape(n * h * w, d), self.bank).reshape(n, 1, h, w)
+        patches = nearest_block(features.reshape(n * h * w, d), self.bank).reshape(n, 1, h, w)
         scores = patches.reshape(n, h * w).amax(dim=1).double()
         up = F.interpolate(patches, size=(self.s, self.s), mode="bilinear", align_corners=False)[:, 0]
         return scores, (self.blur @ up.double() @ self.blur_t).float()

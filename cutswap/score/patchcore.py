@@ -116,13 +116,16 @@ def nearest_distances(queries: torch.Tensor, bank: torch.Tensor) -> torch.Tensor
     product per block), clamped at 0 against rounding.
     """
     bank = bank.float()
-    bank_sq = (bank * bank).sum(1)
-    out = []
-    for start in range(0, len(queries), SEARCH_BLOCK):
-        q = queries[start : start + SEARCH_BLOCK].float()
-        d2 = (q * q).sum(1, keepdim=True) - 2 * q @ bank.T + bank_sq
-        out.append(d2.min(dim=1).values.clamp_min(0).sqrt())
+    out = [nearest_block(queries[s : s + SEARCH_BLOCK], bank) for s in range(0, len(queries), SEARCH_BLOCK)]
     return torch.cat(out) if out else torch.zeros(0, device=queries.device)
+
+
+def nearest_block(queries: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
+    """``nearest_distances`` of one block in one matrix product: what the exported graph runs, where the
+    batch size is symbolic and a Python loop over it cannot be traced."""
+    q = queries.float()
+    d2 = (q * q).sum(1, keepdim=True) - 2 * q @ bank.T + (bank * bank).sum(1)
+    return d2.min(dim=1).values.clamp_min(0).sqrt()
 
 
 @dataclass(frozen=True)
