@@ -18,14 +18,12 @@ of 10 restarts is not always the optimum.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-from collections.abc import Callable
 
 import numpy as np
 import skfuzzy
 import torch
 from sklearn.cluster import KMeans
+from timing import timed
 
 from cutswap.method.clustering import cluster_maps
 
@@ -46,19 +44,6 @@ def synthetic_maps(n: int, size: int, seed: int = 0) -> torch.Tensor:
     lo = field.amin(dim=(1, 2), keepdim=True)
     hi = field.amax(dim=(1, 2), keepdim=True)
     return ((field - lo) / (hi - lo).clamp_min(1e-12)).to(torch.float16)
-
-
-def timed(fn: Callable[[], object], repeats: int, sync: Callable[[], None]) -> tuple[float, object]:
-    """Median wall time of ``repeats`` runs after a warm-up; returns it with the last result."""
-    out = fn()
-    sync()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = fn()
-        sync()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), out
 
 
 def skfuzzy_all(maps: np.ndarray) -> np.ndarray:

@@ -22,13 +22,11 @@ Spearman correlation of the image scores (largest patch distance) of the two.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-from collections.abc import Callable
 
 import numpy as np
 import torch
 from scipy.stats import spearmanr
+from timing import timed
 
 from cutswap.learn.models import build_model
 from cutswap.score.patchcore import greedy_coreset, nearest_distances, patch_features
@@ -41,18 +39,6 @@ def smooth_images(n: int, size: int, seed: int) -> np.ndarray:
     fine = torch.nn.functional.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=False)
     noise = 0.05 * torch.randn(n, 3, size, size, generator=g)
     return ((fine + noise).clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
-
-
-def timed(fn: Callable[[], object], repeats: int, sync: Callable[[], None]) -> tuple[float, object]:
-    out = fn()
-    sync()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = fn()
-        sync()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), out
 
 
 def brute_force(queries: torch.Tensor, bank: torch.Tensor, block: int = 4096) -> torch.Tensor:
