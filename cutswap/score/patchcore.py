@@ -20,8 +20,8 @@ Memory bank (``greedy_coreset``)
     Lindenstrauss), as the paper does to make the selection cheap; the bank keeps the full features.
 Scores (``PatchCore``)
     Each test patch's Euclidean distance to its nearest neighbour in the bank; the image score is the
-    largest patch score (the paper's reweighting by the neighbour's own neighbourhood is left out: it
-    changes few scores and costs a second search). Maps: the (h, w) patch scores bilinearly upsampled to
+    largest patch score (the paper's reweighting by the neighbour's own neighbourhood, a second search per
+    image, is left out). Maps: the (h, w) patch scores bilinearly upsampled to
     S x S, then a Gaussian blur of ``sigma`` px (scipy's ``mode="nearest"``, as the ``patch`` route).
 """
 
