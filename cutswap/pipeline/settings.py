@@ -353,6 +353,17 @@ class Settings(_Section):
     evaluate: EvaluateSettings = EvaluateSettings()
     parallel: ParallelSettings = ParallelSettings()
 
+    @field_validator("storage_root", "reports_root", mode="before")
+    @classmethod
+    def _local_root(cls, root: Any) -> Any:
+        # pathlib would read s3://bucket/x as the local folder s3:/bucket/x and write there without a word
+        if isinstance(root, str) and re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", root):
+            raise ValueError(
+                f"{root!r} is a URL; roots on object storage (s3://, gs://, az://, file://) are not supported "
+                "yet: give a local folder (a mounted bucket's mount point works)"
+            )
+        return root
+
     @field_validator("run")
     @classmethod
     def _safe_run_name(cls, run: str) -> str:

@@ -174,6 +174,11 @@ def test_an_unknown_key_gets_a_did_you_mean(overrides, message):
         ),
         ({"train.trunk_lr_factor": 0}, "train.trunk_lr_factor: Input should be greater than 0"),
         ({"evaluate.coreset_fraction": 0}, "evaluate.coreset_fraction: Input should be greater than 0"),
+        (
+            {"storage_root": "s3://bucket/cutswap"},
+            "storage_root: 's3://bucket/cutswap' is a URL; roots on object",
+        ),
+        ({"reports_root": "file:///tmp/r"}, "reports_root: 'file:///tmp/r' is a URL"),
     ],
 )
 def test_a_value_that_would_fail_in_a_worker_is_refused_in_one_line(overrides, message):
