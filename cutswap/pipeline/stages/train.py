@@ -20,7 +20,8 @@ Work directory (``storage/train/.work/<category>-<method>-s<seed>-<key>/``, hidd
 
 A killed run leaves its work directory, and the next run with the same key resumes from ``resume.pt``; it
 is deleted once the store is published. The key holds everything that changes the weights: the train
-settings except execution knobs (``EXECUTION_KNOBS``), the precision ``train.amp`` resolves to (on the
+settings except execution knobs (``EXECUTION_KNOBS``) and the fine-tuning settings at their neutral
+values (``FINE_TUNING_NEUTRAL``: the training they describe is the one made before they existed), the precision ``train.amp`` resolves to (on the
 job's worker: ``execution_of``, once per job), ``nproc``, the method and seed, the pairs store (swap methods: the saliency bank, or the
 patch sizes the random-swap control copies) or the pairs settings CutPaste draws from, and the ingest
 store. Device, memory format, log and checkpoint intervals are recorded in the attrs only.
