@@ -26,6 +26,7 @@ import os
 import secrets
 import shutil
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -200,11 +201,49 @@ def _holder() -> bytes:
     return f"{os.getpid()} {socket.gethostname()}\n".encode()
 
 
+#: Seconds between a live writer's heartbeats (``Heartbeat``).
+HEARTBEAT_SECONDS = 30.0
+
+
+def stale_seconds() -> float:
+    """How long a writer's heartbeat must have been silent before its leftovers are collected.
+
+    Ten heartbeats by default; ``CUTSWAP_GC_STALE_SECONDS`` sets it (tests that kill a writer, or a site
+    whose clocks disagree by more than a few minutes).
+    """
+    return float(os.environ.get("CUTSWAP_GC_STALE_SECONDS", 10 * HEARTBEAT_SECONDS))
+
+
+class Heartbeat:
+    """Call ``beat`` now and every ``HEARTBEAT_SECONDS`` from a daemon thread until ``stop``.
+
+    A lock result alone never proves a writer dead (NFS mounted ``nolock`` or ``local_lock`` grants every
+    host the same lock; object storage has none): leftovers are collected only once their writer's
+    heartbeat has been silent for ``stale_seconds``. A failed beat is retried at the next one.
+    """
+
+    def __init__(self, beat: Callable[[], None]) -> None:
+        self._beat, self._stop = beat, threading.Event()
+        beat()
+        self._thread = threading.Thread(target=self._run, name="cutswap-heartbeat", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(HEARTBEAT_SECONDS):
+            with contextlib.suppress(Exception):
+                self._beat()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 class WriterLock:
     """An exclusive ``flock`` on ``<temporary>.lock``, held while the temporary's writer lives.
 
     The kernel drops the lock when the process dies, however it dies, which is what lets a later writer
-    tell a crashed write's leftovers from a live one. The file records pid and host for people.
+    tell a crashed write's leftovers from a live one; the file's time is the writer's heartbeat, for
+    filesystems whose locks lie. The file records pid and host for people.
     """
 
     def __init__(self, path: Path) -> None:
@@ -213,10 +252,12 @@ class WriterLock:
         try_lock(self.fd)
         with contextlib.suppress(OSError):
             os.write(self.fd, _holder())
+        self._heartbeat = Heartbeat(lambda: os.utime(self.fd))
 
     def release(self) -> None:
         if self.fd is None:
             return
+        self._heartbeat.stop()
         with contextlib.suppress(OSError):
             os.unlink(self.path)  # before unlocking, so nobody mistakes the file for a dead writer's
         os.close(self.fd)
@@ -244,10 +285,12 @@ _ORPHAN_LOCK_AGE = 60.0
 def collect_garbage(folder: Path) -> list[Path]:
     """Remove what killed writers left in a folder; returns what was removed.
 
-    A temporary file or folder (``.<name>.tmp-<token>``) is a leftover when its lock file is gone or its
-    lock can be taken (its writer is dead); ``.<name>.old-<token>`` folders are versions set aside by a
-    writer that died before deleting them. Live writes and anything on a filesystem without locks are
-    left alone. Every writer of a folder calls this first (stores, reports, a run's log).
+    A temporary file or folder (``.<name>.tmp-<token>``) is a leftover when its lock file is gone, or its
+    lock can be taken (its writer is dead) and the lock file's heartbeat has been silent for
+    ``stale_seconds`` (a lock that NFS grants to every host proves nothing alone); ``.<name>.old-<token>``
+    folders are versions set aside by a writer that died before deleting them. Live writes and anything
+    on a filesystem without locks are left alone. Every writer of a folder calls this first (stores,
+    reports, a run's log).
     """
     removed: list[Path] = []
     try:
@@ -286,7 +329,7 @@ def _writer_is_dead(lock_path: Path, tmp: Path | None) -> bool:
     except OSError:
         return False
     try:
-        if not try_lock(fd):
+        if time.time() - os.fstat(fd).st_mtime < stale_seconds() or not try_lock(fd):
             return False
         if tmp is not None:
             remove(tmp)

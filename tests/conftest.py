@@ -62,3 +62,39 @@ def tiny_preset():
         return path
 
     return make
+
+
+# --- object storage: a real S3-compatible server process on loopback ------------------------------------
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """``moto_server`` (from ``moto[server]``, in the test extra) as its own process on 127.0.0.1, with this
+    process's ``AWS_*`` variables pointing at it for the session (as a user's environment would)."""
+    from tests.support.s3 import S3Server
+
+    with S3Server() as server:
+        saved = {k: os.environ.get(k) for k in server.env}
+        os.environ.update(server.env)
+        try:
+            yield server
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
+
+@pytest.fixture
+def bucket(s3_server, request):
+    """A fresh bucket's root URL, ``s3://<bucket>/cutswap``."""
+    return s3_server.bucket() + "/cutswap"
+
+
+@pytest.fixture(params=["local", "s3"])
+def any_root(request, tmp_path):
+    """A storage root of each kind: a local folder, and a bucket on the S3 server."""
+    if request.param == "local":
+        return str(tmp_path / "storage")
+    return request.getfixturevalue("bucket")

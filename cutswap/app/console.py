@@ -337,9 +337,12 @@ def session(
                     lg.addHandler(h)
 
 
-def log_path(reports_root: Path, run: str) -> Path:
-    """Where a run's full log ends up: beside its report."""
-    return Path(reports_root) / run / "run.log"
+def log_path(reports_root: str | Path, run: str) -> Path:
+    """Where a run's full log ends up: beside its report (in this host's folder for a URL reports_root,
+    ``cutswap.roots.local_folder``)."""
+    from cutswap import roots
+
+    return roots.local_folder(roots.normalize(reports_root)) / run / "run.log"
 
 
 @contextlib.contextmanager

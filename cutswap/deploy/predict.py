@@ -28,11 +28,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cutswap import roots
 from cutswap.data.images import load_rgb
 from cutswap.data.layout import IMAGE_EXTENSIONS, OTHER_IMAGE_EXTENSIONS
 from cutswap.errors import CutswapError, DatasetError
 from cutswap.method.registry import UNTRAINED_METHODS
-from cutswap.pipeline.stores import store_path
+from cutswap.pipeline.stores import StoreRef, is_complete
 
 #: Threads decoding images (decoding releases the GIL), as ingest uses.
 READ_THREADS = 4
@@ -47,7 +48,7 @@ class Selection:
     category: str
     method: str
     seed: int
-    evaluate: Path
+    evaluate: StoreRef
     image_auroc: float
     why: str
 
@@ -76,7 +77,7 @@ def select_detector(
     category: str | None = None,
     method: str | None = None,
     seed: int | None = None,
-    storage_root: Path | None = None,
+    storage_root: str | Path | None = None,
 ) -> Selection:
     """The detector of ``run`` for a category, method and seed, defaults filled in.
 
@@ -122,15 +123,15 @@ def select_detector(
     if storage_root is None:
         prov = Path(reports_root) / run / "provenance.json"
         recorded = json.loads(prov.read_text()).get("settings", {}) if prov.is_file() else {}
-        storage_root = Path(recorded.get("storage_root") or "storage")
+        storage_root = recorded.get("storage_root") or "storage"
     name = f"{category}-{method}" if method in UNTRAINED_METHODS else f"{category}-{method}-s{seed}"
-    path = store_path(Path(storage_root), "evaluate", name, str(row["evaluate_key"]))
-    if not path.is_dir():
+    ref = StoreRef("evaluate", name, str(row["evaluate_key"]), roots.normalize(storage_root))
+    if not is_complete(ref):
         raise CutswapError(
-            f"run {run!r}: the evaluate store of {name} is not at {path}; pass --storage with the storage "
-            "root the run used, or rerun the benchmark to recreate it"
+            f"run {run!r}: the evaluate store of {name} is not at {ref.path}; pass --storage with the "
+            "storage root the run used, or rerun the benchmark to recreate it"
         )
-    return Selection(run, category, method, seed, path, float(row["image_AUROC"]), why)
+    return Selection(run, category, method, seed, ref, float(row["image_AUROC"]), why)
 
 
 def collect_images(specs: list[str]) -> tuple[list[Path], list[tuple[str, str]]]:

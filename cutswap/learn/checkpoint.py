@@ -1,14 +1,15 @@
 """The two checkpoint formats: a trained model (``checkpoint.pt``) and a resumable training state.
 
 Both hold tensors and plain values only and are read with ``torch.load(..., weights_only=True)``, so
-loading one never runs pickled code. Both are written atomically (``cutswap.atomic``).
+loading one never runs pickled code. Both are written atomically, to a local file or an object
+(``cutswap.roots``: a training job resumed on another host finds the state its first host saved).
 
 Model (``checkpoint.pt`` in a train store)::
 
     model       state dict of the ``ProjectionNet``
     head_dims   list[int]; num_classes: int (1 for the untrained baseline); method: str; trunk: str
 
-Resumable state (``resume.pt`` in a training run's work directory, every ``checkpoint_every`` steps)::
+Resumable state (``resume.pt`` in a training run's work folder or prefix, every ``checkpoint_every`` steps)::
 
     format 1, fingerprint (JSON of what must match to resume), step, model, optimizer, scheduler, scaler,
     generator (state of the training generator), torch_rng, history (log entries), seconds, parts,
@@ -17,23 +18,30 @@ Resumable state (``resume.pt`` in a training run's work directory, every ``check
 
 from __future__ import annotations
 
+import io
 import logging
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from cutswap.atomic import atomic_file
+from cutswap import roots
 from cutswap.learn.models import ProjectionNet
 
 log = logging.getLogger(__name__)
 RESUME_FORMAT = 1
 
 
-def save(payload: dict[str, Any], path: Path) -> None:
-    """``torch.save``, atomically: a kill leaves the old file or the new one."""
-    with atomic_file(Path(path)) as tmp:
-        torch.save(payload, tmp)
+def to_bytes(payload: dict[str, Any]) -> bytes:
+    """What ``torch.save`` writes for ``payload``."""
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    return buffer.getvalue()
+
+
+def save(payload: dict[str, Any], location: str | Path) -> None:
+    """``torch.save`` to a file or an object, atomically: a kill leaves the old version or the new one."""
+    roots.write_bytes(str(location), to_bytes(payload))
 
 
 def model_payload(model: ProjectionNet, head_dims: list[int], num_classes: int, method: str) -> dict:
@@ -48,23 +56,26 @@ def model_payload(model: ProjectionNet, head_dims: list[int], num_classes: int, 
     }
 
 
-def load_model_file(path: Path, device: torch.device | str = "cpu") -> ProjectionNet:
-    """A classifier from a ``checkpoint.pt``, loaded safely (tensors only, no pickled code), in eval mode."""
-    state = torch.load(Path(path), map_location=device, weights_only=True)
+def load_model_file(source: Path | bytes, device: torch.device | str = "cpu") -> ProjectionNet:
+    """A classifier from a ``checkpoint.pt`` (a file, or its bytes), loaded safely (tensors only, no pickled
+    code), in eval mode."""
+    target = io.BytesIO(source) if isinstance(source, bytes) else Path(source)
+    state = torch.load(target, map_location=device, weights_only=True)
     trunk = str(state.get("trunk", "resnet18"))  # stores written before trunks were a setting
     model = ProjectionNet(list(state["head_dims"]), int(state["num_classes"]), trunk)
     model.load_state_dict(state["model"])
     return model.to(device).eval()
 
 
-def load_resume(path: Path | None, fingerprint: str) -> dict[str, Any] | None:
-    """The resumable state at ``path`` when it exists and belongs to this run (same fingerprint)."""
-    if path is None or not Path(path).is_file():
+def load_resume(location: str | Path | None, fingerprint: str) -> dict[str, Any] | None:
+    """The resumable state at a file or object when it exists and belongs to this run (same fingerprint)."""
+    data = None if location is None else roots.read_bytes(str(location))
+    if data is None:
         return None
-    saved = torch.load(path, map_location="cpu", weights_only=True)
+    saved = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     if saved.get("format") == RESUME_FORMAT and saved.get("fingerprint") == fingerprint:
         return saved
-    log.warning("ignoring checkpoint %s: it belongs to another run", path)
+    log.warning("ignoring checkpoint %s: it belongs to another run", location)
     return None
 
 

@@ -286,7 +286,7 @@ def train_classifier(
     area: tuple[float, float] = CUTPASTE_AREA,
     aspect: tuple[float, float] = CUTPASTE_ASPECT,
     progress: Callable[[dict[str, float]], None] | None = None,
-    checkpoint: Path | None = None,
+    checkpoint: str | Path | None = None,
     identity: dict[str, Any] | None = None,
     parts: int = 1,
 ) -> TrainResult:
@@ -305,7 +305,8 @@ def train_classifier(
         seed: seeds the model's initialisation and the training generator.
         swaps, area, aspect: the negatives' settings (``NegativeSampler``).
         progress: called with each log entry (rank 0 only).
-        checkpoint: resumable checkpoint file; resumed from when it exists and matches this run.
+        checkpoint: resumable checkpoint, a file or an object (``cutswap.roots``); resumed from when it
+            exists and matches this run.
         identity: JSON-ready values that must match for a checkpoint to be resumed (the caller's key),
             besides everything given here.
         parts: micro-batches per step to start with (more save memory; an out-of-memory error on one
@@ -485,7 +486,7 @@ def _steps(
     retry: OomRetry,
     state: _Progress,
     progress: Callable[[dict[str, float]], None] | None,
-    checkpoint: Path | None,
+    checkpoint: str | Path | None,
     fingerprint: str,
 ) -> float:
     """The optimisation steps after ``state.start_step``, logging and checkpointing; returns their seconds."""
@@ -501,7 +502,7 @@ def _steps(
             "parts": retry.parts,
             "oom_retries": retry.retries,
         }
-        ckpt.save(saved, Path(checkpoint))
+        ckpt.save(saved, checkpoint)
 
     shard = class_slices(classes, b, world, device)[rank][0] if world > 1 else None
     start = window_start = time.perf_counter()

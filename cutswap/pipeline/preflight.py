@@ -16,7 +16,8 @@ import socket
 import tempfile
 from pathlib import Path
 
-from cutswap.errors import SettingsError
+from cutswap import roots
+from cutswap.errors import CutswapError, SettingsError
 from cutswap.method.registry import UNTRAINED_METHODS
 from cutswap.pipeline.settings import Settings
 
@@ -27,7 +28,11 @@ RESNET18_FILENAME = "resnet18-f37072fd.pth"
 def check_environment(settings: Settings) -> None:
     """Raise ``SettingsError`` naming the setting and the fix for the first thing the run cannot have."""
     for name in ("storage_root", "reports_root"):
-        _check_writable(name, Path(getattr(settings, name)))
+        root = getattr(settings, name)
+        if roots.is_local(root):
+            _check_writable(name, Path(root))
+        else:
+            _check_bucket(name, root)
     if settings.parallel.address is not None:
         _check_scheduler(settings.parallel.address)
     for setting, weights, allow_download in _resnet18_needs(settings):
@@ -45,6 +50,17 @@ def _check_writable(name: str, root: Path) -> None:
             f"{name} {root}: cannot write there ({exc.strerror or exc}); choose a writable folder, "
             f"e.g. --set {name}={Path.home() / 'cutswap' / name.split('_')[0]}"
         ) from exc
+
+
+def _check_bucket(name: str, root: str) -> None:
+    """Write and delete a probe object: the endpoint answers, the bucket exists, the credentials work."""
+    try:
+        roots.check_reachable(root)
+    except CutswapError as exc:
+        raise SettingsError(
+            f"{name} {exc}; check the bucket and this process's credentials and endpoint (AWS_ACCESS_KEY_ID, "
+            "AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, or the GOOGLE_/AZURE_ equivalents)"
+        ) from None
 
 
 def _check_scheduler(address: str) -> None:

@@ -12,8 +12,6 @@ Train store: ``checkpoint.pt`` (``cutswap.learn.checkpoint``).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import torch
@@ -21,7 +19,7 @@ import torch
 from cutswap.errors import StoreError
 from cutswap.learn.checkpoint import load_model_file
 from cutswap.learn.models import ProjectionNet
-from cutswap.pipeline.stores import StoreRef, open_store, store_path
+from cutswap.pipeline.stores import StoreRef, get_file, open_store
 from cutswap.score.density import GaussianDensity
 from cutswap.score.detector import Detector
 from cutswap.score.patchcore import PatchCore
@@ -42,23 +40,20 @@ def train_indices(group) -> np.ndarray:
 
 def load_model(train: StoreRef, device: torch.device | str = "cpu") -> ProjectionNet:
     """The trained classifier of a train store, loaded safely (tensors only, no pickled code)."""
-    open_store(train)  # refuses an incomplete store
-    return load_model_file(Path(train.path) / "checkpoint.pt", device)
+    return load_model_file(get_file(train, "checkpoint.pt"), device)
 
 
-def load_detector(
-    evaluate: StoreRef | str | Path, device: torch.device | str = "cpu", batch_size: int = 64
-) -> Detector:
+def load_detector(evaluate: StoreRef, device: torch.device | str = "cpu", batch_size: int = 64) -> Detector:
     """Load the detector an evaluate store describes, with the classifier of its train store.
 
-    The train store is looked up beside the evaluate store (same storage root) by its recorded name
-    and key, so a storage folder that was moved or copied still loads.
+    The train store is looked up under the evaluate store's root by its recorded name and key, so a
+    storage folder that was moved or copied (to another disk, to a bucket) still loads.
 
     Raises:
         StoreError: a store is missing or incomplete, or the evaluate store predates stored densities.
     """
-    path = Path(evaluate.path if isinstance(evaluate, StoreRef) else evaluate)
-    group = open_store(path)
+    path = evaluate.path
+    group = open_store(evaluate)
     attrs = group.attrs
     if "density_mean" not in group and "memory_bank" not in group:
         raise StoreError(
@@ -67,8 +62,7 @@ def load_detector(
             "(python -m flows.benchmark --preset <preset> --stages evaluate,report)"
         )
     recorded = attrs["inputs"]["train"]
-    train_path = store_path(path.parent.parent, "train", recorded["name"], recorded["key"])
-    train = StoreRef("train", recorded["name"], recorded["key"], str(train_path))
+    train = StoreRef.recorded(recorded, evaluate.root)
     device = torch.device(device)
     l2 = bool(attrs.get("l2_normalize", False))  # a store from before the setting: not normalised
     density = patch = core = None

@@ -3,7 +3,7 @@
 A preset (``configs/*.yaml``) mirrors :class:`Settings`::
 
     run: demo                      # report folder name under reports_root
-    storage_root: storage
+    storage_root: storage          # a folder, or a URL: s3://bucket/prefix, gs://, az://, file:// (cutswap.roots)
     reports_root: reports
     dataset: {name: textures, root: null, categories: null, image_size: 128}
     saliency: {backbone: auto, weights: null, levels: [level1, level2, level3, level4], batch_size: 16}
@@ -27,7 +27,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from cutswap.errors import SettingsError
+from cutswap import roots
+from cutswap.errors import CutswapError, SettingsError
 from cutswap.method.registry import METHODS
 
 LEVELS = ("level1", "level2", "level3", "level4")
@@ -343,8 +344,8 @@ class Settings(_Section):
     """Everything a benchmark run depends on."""
 
     run: str = "default"
-    storage_root: Path = Field(Path("storage"), strict=False)
-    reports_root: Path = Field(Path("reports"), strict=False)
+    storage_root: str = Field("storage", strict=False)
+    reports_root: str = Field("reports", strict=False)
     dataset: DatasetSettings = DatasetSettings()
     saliency: SaliencySettings = SaliencySettings()
     cluster: ClusterSettings = ClusterSettings()
@@ -355,14 +356,38 @@ class Settings(_Section):
 
     @field_validator("storage_root", "reports_root", mode="before")
     @classmethod
-    def _local_root(cls, root: Any) -> Any:
-        # pathlib would read s3://bucket/x as the local folder s3:/bucket/x and write there without a word
-        if isinstance(root, str) and re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", root):
-            raise ValueError(
-                f"{root!r} is a URL; roots on object storage (s3://, gs://, az://, file://) are not supported "
-                "yet: give a local folder (a mounted bucket's mount point works)"
-            )
+    def _root(cls, root: Any) -> Any:
+        # A local folder or a URL (cutswap.roots); pathlib alone would read s3://bucket/x as the local
+        # folder s3:/bucket/x and write there without a word.
+        if isinstance(root, Path):
+            return str(root)
+        if isinstance(root, str):
+            if not root.strip():
+                raise ValueError("give a local folder or a URL (s3://BUCKET/PREFIX, gs://, az://, file://)")
+            if roots.scheme(root) is not None:
+                try:
+                    return roots.normalize(root)
+                except CutswapError as exc:
+                    raise ValueError(str(exc)) from None
         return root
+
+    @model_validator(mode="after")
+    def _roots_every_worker_reaches(self) -> Settings:
+        if self.parallel.address is None:
+            return self
+        for name in ("storage_root", "reports_root"):
+            root = getattr(self, name)
+            if roots.scheme(root) == "memory":
+                raise ValueError(
+                    f"{name} {root} lives in this process's memory, which the workers of parallel.address "
+                    "cannot reach: give a bucket URL or a folder every host mounts"
+                )
+        if roots.is_local(self.storage_root) and not Path(self.storage_root).expanduser().is_absolute():
+            raise ValueError(
+                f"storage_root {self.storage_root!r} is relative, which each host of parallel.address would "
+                "read from its own working folder: give an absolute folder every host mounts, or a bucket URL"
+            )
+        return self
 
     @field_validator("run")
     @classmethod

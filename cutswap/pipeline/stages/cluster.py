@@ -17,21 +17,20 @@ import functools
 
 import numpy as np
 import torch
-import zarr
 
 from cutswap.method.clustering import cluster_maps, cluster_ranks
 from cutswap.pipeline import parallel
 from cutswap.pipeline.parallel import Cluster, run_sharded
 from cutswap.pipeline.settings import ClusterSettings, Settings
-from cutswap.pipeline.stores import StoreRef, build_store, empty_array, open_store, store_dir
+from cutswap.pipeline.stores import StoreRef, build_store, empty_array, location_of, open_group, open_store
 
 
-def _shard(start: int, stop: int, *, saliency: str, out: str, cfg: ClusterSettings) -> None:
+def _shard(start: int, stop: int, *, saliency: StoreRef, out: str, cfg: ClusterSettings) -> None:
     maps = open_store(saliency)["maps"][start:stop]
     n, levels, h, w = maps.shape
     flat = torch.from_numpy(maps.reshape(n * levels, h, w).astype(np.float32))
     centroids, top = cluster_maps(flat, cfg.method, cfg.k, cfg.m, cfg.bins, cfg.max_iter, cfg.tol)
-    group = zarr.open_group(out, mode="r+")
+    group = open_group(out, mode="r+")
     group["centroids"][start:stop] = centroids.cpu().numpy().reshape(n, levels, cfg.k).astype(np.float32)
     group["top"][start:stop] = top.cpu().numpy().reshape(n, levels, h, w)
     group["rank"][start:stop] = cluster_ranks(flat, centroids).cpu().numpy().reshape(n, levels, h, w)
@@ -47,7 +46,7 @@ def cluster_category(
         empty_array(group, "centroids", (n, levels, cfg.k), "float32", per_shard=parallel.SHARD)
         empty_array(group, "top", (n, levels, h, w), "bool", per_shard=parallel.SHARD)
         empty_array(group, "rank", (n, levels, h, w), "uint8", per_shard=parallel.SHARD)
-        shard = functools.partial(_shard, saliency=saliency.path, out=str(store_dir(group)), cfg=cfg)
+        shard = functools.partial(_shard, saliency=saliency, out=location_of(group), cfg=cfg)
         run_sharded(shard, n, dask, parallel.SHARD)
 
     return build_store(

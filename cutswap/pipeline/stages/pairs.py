@@ -21,16 +21,15 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-import zarr
 
 from cutswap.method.pairs import STEP_RANDOM, STEPS, sample_pair_bank, step_counts
 from cutswap.pipeline import parallel
 from cutswap.pipeline.parallel import Cluster, run_sharded
 from cutswap.pipeline.settings import PairSettings, Settings
-from cutswap.pipeline.stores import StoreRef, build_store, empty_array, open_store, store_dir
+from cutswap.pipeline.stores import StoreRef, build_store, empty_array, location_of, open_group, open_store
 
 
-def _shard(start: int, stop: int, *, cluster: str, out: str, cfg: PairSettings) -> list[list[int]]:
+def _shard(start: int, stop: int, *, cluster: StoreRef, out: str, cfg: PairSettings) -> list[list[int]]:
     """Samples images ``start:stop`` and writes them; returns per-level draw counts per step (L, steps)."""
     source = open_store(cluster)
     top = source["top"][start:stop]
@@ -47,7 +46,7 @@ def _shard(start: int, stop: int, *, cluster: str, out: str, cfg: PairSettings) 
         ranks=ranks.reshape(n * levels, h, w),
     )
     step = bank.step.reshape(n, levels, cfg.draws)
-    group = zarr.open_group(out, mode="r+")
+    group = open_group(out, mode="r+")
     group["boxes"][start:stop] = bank.boxes.reshape(n, levels, cfg.draws, 6)
     group["step"][start:stop] = step
     group["fallback"][start:stop] = bank.fallback.reshape(n, levels, cfg.draws)
@@ -56,8 +55,8 @@ def _shard(start: int, stop: int, *, cluster: str, out: str, cfg: PairSettings) 
 
 def level_names(cluster: StoreRef) -> list[str]:
     """The saliency levels of a cluster store, read from the saliency store it was computed from."""
-    saliency = open_store(cluster).attrs["inputs"]["saliency"]
-    return list(open_store(saliency["path"]).attrs["levels"])
+    saliency = StoreRef.recorded(open_store(cluster).attrs["inputs"]["saliency"], cluster.root)
+    return list(open_store(saliency).attrs["levels"])
 
 
 def pairs_category(
@@ -70,7 +69,7 @@ def pairs_category(
         empty_array(group, "boxes", (n, levels, cfg.draws, 6), "int32", per_shard=parallel.SHARD)
         empty_array(group, "step", (n, levels, cfg.draws), "uint8", per_shard=parallel.SHARD)
         empty_array(group, "fallback", (n, levels, cfg.draws), "bool", per_shard=parallel.SHARD)
-        shard = functools.partial(_shard, cluster=cluster.path, out=str(store_dir(group)), cfg=cfg)
+        shard = functools.partial(_shard, cluster=cluster, out=location_of(group), cfg=cfg)
         counts = np.zeros((levels, len(STEPS)), dtype=np.int64)
         for part in run_sharded(shard, n, dask, parallel.SHARD):
             counts += np.asarray(part, dtype=np.int64)

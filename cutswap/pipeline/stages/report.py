@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from cutswap import roots
 from cutswap.atomic import atomic_dir
 from cutswap.errors import StoreError
 from cutswap.method.pairs import random_swap_bank
@@ -81,7 +82,7 @@ def results_table(categories: dict[str, CategoryRefs]) -> pd.DataFrame:
         drawn = pairs["settings"]
         for ev_ref in refs.evaluations:
             ev = open_store(ev_ref).attrs
-            train_ref = StoreRef(**ev["inputs"]["train"])
+            train_ref = StoreRef.recorded(ev["inputs"]["train"], ev_ref.root)
             tr = open_store(train_ref).attrs
             rows.append(
                 {
@@ -388,7 +389,7 @@ def _category_figures(folder: Path, category: str, refs: CategoryRefs, shown: li
     columns: list[str] = []
     for method, evs in evaluations.items():
         for ev in evs:
-            train = open_store(StoreRef(**ev.group.attrs["inputs"]["train"]))
+            train = open_store(StoreRef.recorded(ev.group.attrs["inputs"]["train"], refs.ingest.root))
             log = train["log"][:] if "log" in train else np.empty((0, 0))
             if log.ndim == 2 and len(log):
                 logs.setdefault(method, []).append(log)
@@ -530,8 +531,13 @@ def write_report(
         failed: the jobs that failed (``category``, ``method``, ``seed``, ``stage``, ``cause``): the report
             of the others is marked incomplete and lists them.
 
+    A report under a URL ``reports_root`` is built in this host's folder for that root
+    (``cutswap.roots.local_folder``) and uploaded, ``provenance.json`` last: a reader takes the report
+    as complete only once it is there.
+
     Returns:
-        The run's folder and whether it was written now (False: an identical report was already there).
+        The run's folder on this host and whether it was written now (False: an identical report was
+        already there).
     """
     inputs = {
         f"{c}/{k}": getattr(r, k).key
@@ -542,13 +548,15 @@ def write_report(
     failed = [{k: f[k] for k in ("category", "method", "seed", "stage", "cause")} for f in failed or []]
     # (an incomplete report is keyed by its failures, so a rerun that completes it writes it anew)
     key = stage_key("report", {"run": settings.run, **({"failed_jobs": failed} if failed else {})}, inputs)
-    final = Path(settings.reports_root) / settings.run
-    prov_path = final / "provenance.json"
-    if mode == "reuse":
-        if not prov_path.is_file():
-            raise StoreError(f"no report at {final}; include 'report' in the stages to run")
-        return final, False
-    if mode != "force" and prov_path.is_file() and json.loads(prov_path.read_text()).get("key") == key:
+    root = roots.normalize(settings.reports_root)
+    final = roots.local_folder(root) / settings.run
+    where = roots.join(root, settings.run)
+    recorded = roots.read_bytes(roots.join(where, "provenance.json"))
+    if mode == "reuse" and recorded is None:
+        raise StoreError(f"no report at {where}; include 'report' in the stages to run")
+    if mode == "reuse" or (mode != "force" and recorded and json.loads(recorded).get("key") == key):
+        if not roots.is_local(root):
+            roots.download_tree(where, final)
         return final, False
 
     results = results_table(categories)
@@ -595,5 +603,7 @@ def write_report(
             _figure(tmp / figures[-1].path, settings, refs)
         (tmp / "index.html").write_text(run_page(results, provenance, figures, comparisons))
         (tmp / "provenance.json").write_text(json.dumps(provenance, indent=2, default=str))
+    if not roots.is_local(root):  # built here, then uploaded with provenance.json (its marker) last
+        roots.upload_tree(final, where, last="provenance.json")
     write_index(final.parent)
     return final, True

@@ -25,15 +25,21 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-import zarr
-
 from cutswap.method.backbones import Backbone, load_backbone, load_exact_backbone
 from cutswap.method.saliency import SaliencyExtractor, saliency_maps
 from cutswap.pipeline import parallel
 from cutswap.pipeline.parallel import Cluster, run_sharded, worker_device
 from cutswap.pipeline.readers import train_indices
 from cutswap.pipeline.settings import SaliencySettings, Settings
-from cutswap.pipeline.stores import StoreRef, build_store, empty_array, open_store, store_dir, write_array
+from cutswap.pipeline.stores import (
+    StoreRef,
+    build_store,
+    empty_array,
+    location_of,
+    open_group,
+    open_store,
+    write_array,
+)
 
 
 @functools.lru_cache(maxsize=4)
@@ -49,7 +55,7 @@ def _exact_backbone(name: str, sha256: str, source: str | None, allow_download: 
 
 
 def _shard(
-    start: int, stop: int, *, ingest: str, out: str, cfg: SaliencySettings, resolved: dict, device: str
+    start: int, stop: int, *, ingest: StoreRef, out: str, cfg: SaliencySettings, resolved: dict, device: str
 ) -> None:
     source = open_store(ingest)
     index = train_indices(source)[start:stop]
@@ -60,7 +66,7 @@ def _shard(
         backbone, cfg.levels, cfg.target_class, cfg.shallow_tanh, input_size=cfg.input_size
     ) as extractor:
         maps, targets = saliency_maps(extractor, images, batch_size=cfg.batch_size, device=dev)
-    group = zarr.open_group(out, mode="r+")
+    group = open_group(out, mode="r+")
     group["maps"][start:stop] = maps
     group["targets"][start:stop] = targets
 
@@ -86,8 +92,8 @@ def saliency_category(
         write_array(group, "index", index, per_chunk=len(index) or 1, per_shard=len(index) or 1)
         shard = functools.partial(
             _shard,
-            ingest=ingest.path,
-            out=str(store_dir(group)),
+            ingest=ingest,
+            out=location_of(group),
             cfg=cfg,
             resolved=backbone.provenance(),
             device=settings.train.device,

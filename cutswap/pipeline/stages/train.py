@@ -13,12 +13,14 @@ the same layout, named ``<category>-<method>-<key>`` (no seed changes it): the I
 ``train.baseline_trunk`` (else ``train.trunk``) as its checkpoint (head and classifier untouched and
 unused), an empty log, and a key of just the method and the trunk, so every schedule and seed shares it.
 
-Work directory (``storage/train/.work/<category>-<method>-s<seed>-<key>/``, hidden, never a store)::
+Work folder (``<storage_root>/train/.work/<category>-<method>-s<seed>-<key>/``, hidden, never a store; a
+prefix of objects under a URL root, so a job rerun on another host resumes)::
 
     resume.pt       the resumable state (``cutswap.learn.checkpoint``), every ``train.checkpoint_every`` steps
-    job.json, images.npy, bank.npy, result.json     the hand-over to and from a DDP run (``nproc > 1``)
+    job.json, images.npy, bank.npy, result.json     the hand-over to and from a DDP run (``nproc > 1``), in
+                    the work folder under a local root and in the worker's temporary folder otherwise
 
-A killed run leaves its work directory, and the next run with the same key resumes from ``resume.pt``; it
+A killed run leaves its work folder, and the next run with the same key resumes from ``resume.pt``; it
 is deleted once the store is published. The key holds everything that changes the weights: the train
 settings except execution knobs (``EXECUTION_KNOBS``) and the fine-tuning settings at their neutral
 values (``FINE_TUNING_NEUTRAL``: the training they describe is the one made before they existed), the precision ``train.amp`` resolves to (on the
@@ -29,8 +31,9 @@ store. Device, memory format, log and checkpoint intervals are recorded in the a
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -38,6 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from cutswap import roots
 from cutswap.learn import checkpoint as ckpt
 from cutswap.learn.execution import Execution, resolve_execution
 from cutswap.learn.loop import LOG_FIELDS, ModelSpec, Recipe, train_classifier
@@ -51,7 +55,7 @@ from cutswap.pipeline.stores import (
     StoreRef,
     build_store,
     open_store,
-    store_dir,
+    put_file,
     write_array,
 )
 
@@ -129,9 +133,10 @@ def train_key(settings: Settings, method: str, seed: int, amp: str | None = None
     return keyed
 
 
-def work_dir(storage_root: Path, name: str, key: str) -> Path:
-    """Where a training run keeps its resumable checkpoint: hidden, beside the train stores."""
-    return Path(storage_root) / "train" / ".work" / f"{name}-{key}"
+def work_dir(storage_root: str | Path, name: str, key: str) -> str:
+    """Where a training run keeps its resumable checkpoint: hidden, beside the train stores (a folder or
+    a URL prefix)."""
+    return roots.join(roots.normalize(storage_root), "train", ".work", f"{name}-{key}")
 
 
 def _untrained(settings: Settings, method: str) -> tuple[ProjectionNet, dict[str, Any]]:
@@ -230,10 +235,11 @@ def train_run(
     def write(group):
         key = group.attrs["key"]  # resumable work of this very store lives under its key
         work = work_dir(settings.storage_root, name, key)
-        out = store_dir(group) / "checkpoint.pt"
         if not spec.trains:
             model, outcome = _untrained(settings, method)
-            ckpt.save(ckpt.model_payload(model, cfg.head_dims, 1, method), out)
+            put_file(
+                group, "checkpoint.pt", ckpt.to_bytes(ckpt.model_payload(model, cfg.head_dims, 1, method))
+            )
             return record(group, outcome)
         source = open_store(ingest)
         images = source["images"][:][train_indices(source)]
@@ -256,20 +262,41 @@ def train_run(
             "identity": {"key": key},
         }
         if cfg.nproc > 1:
-            from cutswap.learn.ddp import launch
-
-            outcome = launch(job, cfg.nproc, work, out, progress, log_line or log.info)
+            outcome = _train_ddp(job, cfg.nproc, work, group, progress, log_line or log.info)
         else:
-            result = train_classifier(**job, progress=progress, checkpoint=work / "resume.pt")
-            ckpt.save(ckpt.model_payload(result.model, cfg.head_dims, result.num_classes, method), out)
+            result = train_classifier(**job, progress=progress, checkpoint=roots.join(work, "resume.pt"))
+            payload = ckpt.model_payload(result.model, cfg.head_dims, result.num_classes, method)
+            put_file(group, "checkpoint.pt", ckpt.to_bytes(payload))
             outcome = result.summary()
         record(group, outcome)
 
     extra = {"method": method, "seed": seed, "category": ingest.name, "log_columns": list(LOG_COLUMNS)}
     ref, computed = build_store(settings.storage_root, "train", name, keyed, inputs, write, mode, extra)
     if computed:
-        shutil.rmtree(work_dir(settings.storage_root, name, ref.key), ignore_errors=True)
+        roots.delete_tree(work_dir(settings.storage_root, name, ref.key))
     return ref, computed
+
+
+def _train_ddp(
+    job: dict[str, Any],
+    nproc: int,
+    work: str,
+    group: Any,
+    progress: Callable[[dict[str, float]], None],
+    log_line: Callable[[str], None],
+) -> dict[str, Any]:
+    """A data-parallel training (``cutswap.learn.ddp``): its ranks hand files over in a local folder, the
+    work folder itself under a local root, else a temporary one on this host."""
+    from cutswap.learn.ddp import launch
+
+    with contextlib.ExitStack() as stack:
+        folder = (
+            Path(work) if roots.is_local(work) else Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        )
+        out = folder / "checkpoint.pt"
+        outcome = launch(job, nproc, folder, out, progress, log_line)
+        put_file(group, "checkpoint.pt", out.read_bytes())
+    return outcome
 
 
 def progress_line(entry: dict[str, float], total: int) -> str:

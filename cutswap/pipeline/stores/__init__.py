@@ -1,23 +1,35 @@
-"""Keyed, crash-safe stage outputs: keys (``keys``), publication (``publish``), array layout (``arrays``).
+"""Keyed, crash-safe stage outputs under a local folder or an object-storage URL: keys (``keys``), roots
+(``roots``), publication (``publish``, with the backends ``posix`` and ``objects``), array layout (``arrays``).
 
-See ``cutswap.pipeline.stores.publish`` for the on-disk protocol and ``storage/README.md`` for each stage's layout.
+See ``cutswap.pipeline.stores.publish`` for the protocol and ``storage/README.md`` for each stage's layout.
 """
 
-from cutswap.pipeline.stores.arrays import empty_array, store_dir, write_array
+from cutswap.pipeline.stores.arrays import empty_array, write_array
 from cutswap.pipeline.stores.keys import CODE_VERSIONS, StoreRef, library_versions, stage_key, store_path
-from cutswap.pipeline.stores.publish import build_store, is_complete, open_store, publishing
+from cutswap.pipeline.stores.publish import (
+    build_store,
+    get_file,
+    is_complete,
+    open_store,
+    publishing,
+    put_file,
+)
+from cutswap.roots import location_of, open_group
 
 __all__ = [
     "CODE_VERSIONS",
     "StoreRef",
     "build_store",
     "empty_array",
+    "get_file",
     "is_complete",
     "library_versions",
+    "location_of",
+    "open_group",
     "open_store",
     "publishing",
+    "put_file",
     "stage_key",
-    "store_dir",
     "store_path",
     "write_array",
 ]

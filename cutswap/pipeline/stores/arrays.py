@@ -6,7 +6,6 @@ are filled whole shards at a time: several writers in one Zarr 3 shard lose data
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import zarr
@@ -60,8 +59,3 @@ def write_array(
     for start in range(0, data.shape[0], shard):
         arr[start : start + shard] = data[start : start + shard]
     return arr
-
-
-def store_dir(group: zarr.Group) -> Path:
-    """The directory behind a local group, for files that live beside the arrays (checkpoints)."""
-    return Path(str(group.store.root))

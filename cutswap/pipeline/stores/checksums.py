@@ -41,9 +41,13 @@ def content_digest(digests: dict[str, str]) -> str:
 
 def damage(root: Path, recorded: dict[str, str] | None) -> str | None:
     """What is wrong with a store's files against the digests recorded at publication; None if nothing."""
+    return damage_of(file_digests(root), recorded)
+
+
+def damage_of(actual: dict[str, str], recorded: dict[str, str] | None) -> str | None:
+    """What differs between the digests of a store's files now and those recorded; None if nothing."""
     if recorded is None:
         return "it records no checksums (written by an older cutswap)"
-    actual = file_digests(root)
     for relative, digest in recorded.items():
         if relative not in actual:
             return f"{relative} is missing"

@@ -4,6 +4,9 @@ A key is a hash of the stage name, its code version, its own settings and its in
 digits), so a changed setting yields a new directory and leaves the old one intact::
 
     <storage_root>/<stage>/<name>-<key>/
+
+A store is addressed by (stage, name, key) and found from the reader's root: attrs record their inputs
+without a root or a path, so a store tree copied to another root (another disk, a bucket) is reused whole.
 """
 
 from __future__ import annotations
@@ -54,27 +57,47 @@ def stage_key(stage: str, settings: dict[str, Any], inputs: dict[str, str]) -> s
 
 @dataclass(frozen=True)
 class StoreRef:
-    """A published store: small and JSON-friendly, passed between tasks instead of arrays.
+    """A published store: small and JSON-friendly, passed between tasks (and hosts) instead of arrays.
 
     ``digest`` is the hash of the store's content (``cutswap.pipeline.stores.checksums``). Downstream keys
     include it, so a recomputed upstream store whose bytes differ cannot sit under old downstream keys.
+    ``root`` is the storage root it was found under (an absolute folder or a URL,
+    ``cutswap.roots``); it travels with the reference but is never recorded in attrs.
     """
 
     stage: str
     name: str
     key: str
-    path: str
+    root: str
     digest: str = ""
 
+    @property
+    def path(self) -> str:
+        """Where the store lives: its folder under a local root, its prefix under a URL."""
+        return store_path(self.root, self.stage, self.name, self.key)
+
     def to_dict(self) -> dict[str, str]:
-        return asdict(self)
+        """The reference as a store records its inputs: no root, so a copied tree still resolves."""
+        out = asdict(self)
+        del out["root"]
+        return out
+
+    @classmethod
+    def recorded(cls, entry: dict[str, Any], root: str) -> StoreRef:
+        """An input as a store's attrs record it, located under ``root`` (the reader's root).
+
+        Stores written before roots were URLs also recorded the input's path; it is ignored.
+        """
+        return cls(entry["stage"], entry["name"], entry["key"], root, entry.get("digest", ""))
 
 
-def store_path(storage_root: Path, stage: str, name: str, key: str) -> Path:
-    """Where a stage output lives; ``name`` must be a plain folder name."""
+def store_path(storage_root: str | Path, stage: str, name: str, key: str) -> str:
+    """Where a stage output lives under a root (folder or URL); ``name`` must be a plain folder name."""
+    from cutswap.roots import join
+
     if not name or "/" in name or "\\" in name or name.startswith("."):
         raise StoreError(f"store name {name!r} must be a plain folder name")
-    return Path(storage_root) / stage / f"{name}-{key}"
+    return join(str(storage_root), stage, f"{name}-{key}")
 
 
 def library_versions() -> dict[str, str]:

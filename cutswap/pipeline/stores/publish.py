@@ -1,239 +1,160 @@
-"""Publishing keyed stage outputs, crash-safely.
+"""Keyed stage outputs under any root: reused when complete and intact, computed once otherwise.
 
-Every stage writes one directory per output, named by what it holds and by a key::
+A store is addressed by (stage, name, key) under a root (``cutswap.roots``)::
 
-    <storage_root>/<stage>/<name>-<key>/        a Zarr v3 group (zarr.json + arrays), plus any extra files
-        zarr.json  attrs: {"complete": true, "stage", "key", "code_version", "settings", "inputs",
-                           "digests": {file: sha256}, "digest" (``cutswap.pipeline.stores.checksums``),
-                           "provenance": {...versions, timings...}, ...stage-specific attrs}
-    <storage_root>/<stage>/.<name>-<key>.tmp-<token>/       a write in progress (or a crashed one's leftover)
-    <storage_root>/<stage>/.<name>-<key>.tmp-<token>.lock   held (flock) by that writer while it runs
-    <storage_root>/<stage>/.<name>-<key>.writing            held (flock) by the one process computing the key
+    <root>/<stage>/<name>-<key>
 
-The key is a hash of the stage name, its code version, its own settings and its inputs' keys and content
-digests, so a changed setting, or an input recomputed into other bytes, yields a new directory and leaves
-the old one intact. A store is reused or opened only after its files match the checksums recorded when it
-was published; a corrupt one is recomputed (``build_store``) or refused by name (``open_store``).
+A local root publishes by rename and file locks (``cutswap.pipeline.stores.posix``); a URL root by
+attempt prefixes and create-only commit markers (``cutswap.pipeline.stores.objects``). Both give readers
+only finished stores, let any number of writers of one key race safely (one store wins, all equal), and
+verify a store's files against what was recorded at publication before reusing or opening it.
 
-How a store is published (``publishing``), and why each step is there:
-
-1. It is written under the hidden temporary name, whose lock file the writer holds for its whole life.
-2. ``complete: true`` is written last, every file is fsynced, and the directory is renamed into place in
-   one ``rename``. Readers only accept a directory whose attrs say ``complete``, and only a finished
-   directory ever gets the final name, so a crash (SIGKILL, power loss) at any moment leaves at worst a
-   hidden temporary directory that nothing reads.
-3. One process computes a key at a time (``build_store`` holds ``.<name>-<key>.writing``): a second run
-   that needs the same store waits for the first and reuses what it published. Should two writers of the
-   same key still publish (a filesystem without locks, a forced recompute), the second rename fails
-   because the target exists; ours is discarded and theirs kept: stages are deterministic, so both
-   are equal and either is correct. Each writer fills its own directory, whole shards at a time, so two
-   writers never share a Zarr shard (Zarr loses data silently when they do).
-4. Leftovers of crashed writers are removed by the next writer in the same stage folder
-   (``cutswap.atomic.collect_garbage``): a temporary directory whose lock can be taken has no live writer. Where the filesystem offers no locks, leftovers
-   are left alone (they are hidden and never read) rather than risk deleting a live write.
-
-Disk-full and permission errors surface as ``StoreError`` naming the path, never as a traceback deep in
-Zarr, and leave nothing behind.
+Beside a store's arrays live its extra files (a trained model's ``checkpoint.pt``): ``put_file`` and
+``get_file`` write and read them through the same root, so workers that share no disk share them too.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import logging
-import os
-import shutil
 import time
-import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import zarr
 
-from cutswap import atomic
+from cutswap import atomic, roots
 from cutswap.errors import StoreError
-from cutswap.pipeline.stores.checksums import content_digest, damage, file_digests
-from cutswap.pipeline.stores.keys import (
-    CODE_VERSIONS,
-    StoreRef,
-    _jsonable,
-    library_versions,
-    stage_key,
-    store_path,
-)
+from cutswap.pipeline.stores import objects, posix
+from cutswap.pipeline.stores.checksums import damage_of
+from cutswap.pipeline.stores.keys import CODE_VERSIONS, StoreRef, _jsonable, library_versions, stage_key
 
 log = logging.getLogger(__name__)
 
-
-def _attributes(path: Path) -> dict[str, Any] | None:
-    """The root attrs of the store at ``path``; None when there is no readable ``zarr.json``."""
-    try:
-        return json.loads((Path(path) / "zarr.json").read_text()).get("attributes", {})
-    except (OSError, json.JSONDecodeError):
-        return None
+#: Committed object-store locations this process has verified (by marker), so a store opened many times
+#: (a detector per batch, a report per figure) is listed once.
+_VERIFIED: set[tuple[str, str]] = set()
 
 
-def is_complete(path: Path) -> bool:
-    """True when ``path`` holds a store whose writer finished."""
-    return bool((_attributes(path) or {}).get("complete", False))
+def committed(ref: StoreRef, check: bool = True) -> tuple[str, str | None] | None:
+    """Where a complete store's files are and what is wrong with them (None: intact, or ``check`` False);
+    None if absent.
 
-
-#: Stores this process has verified, by path and the time of their ``zarr.json``: opened many times (a
-#: detector per batch, a report per figure), each is hashed once.
-_VERIFIED: set[tuple[str, int]] = set()
-
-
-def verify(path: Path) -> str | None:
-    """What is wrong with a complete store's files (``cutswap.pipeline.stores.checksums.damage``); None when they are intact."""
-    path = Path(path)
-    try:
-        seen = (str(path.resolve()), (path / "zarr.json").stat().st_mtime_ns)
-    except OSError:
-        return "its zarr.json cannot be read"
-    if seen in _VERIFIED:
-        return None
-    problem = damage(path, (_attributes(path) or {}).get("digests"))
+    Either layout is read under either root, so a tree copied between a folder and a bucket (``aws s3
+    sync``, ``gsutil rsync``, ``cp -r``) is reused as it is: a folder holding ``zarr.json`` (the rename
+    protocol), or a prefix holding commit markers (the object protocol).
+    """
+    if roots.is_local(ref.root):
+        path = Path(ref.path)
+        if posix.is_complete(path):
+            return str(path), posix.verify(path) if check else None
+        markers = sorted(path.glob("commit-*.json")) if path.is_dir() else []
+        if not markers:
+            return None
+        attempt = Path(objects.attempt_url(str(path), json.loads(markers[-1].read_text())))
+        if not posix.is_complete(attempt):
+            return None
+        return str(attempt), posix.verify(attempt) if check else None
+    marker = objects.latest_commit(ref.path)
+    if marker is None:
+        return _copied_folder(ref, check)
+    location = objects.attempt_url(ref.path, marker)
+    seen = (location, marker["committed"])
+    if seen in _VERIFIED or not check:
+        return location, None
+    problem = objects.verify(ref.path, marker)
     if problem is None:
         _VERIFIED.add(seen)
-    return problem
+    return location, problem
 
 
-def open_store(ref: StoreRef | Path | str) -> zarr.Group:
-    """Open a complete store read-only, after checking its files against their checksums.
+def _copied_folder(ref: StoreRef, check: bool) -> tuple[str, str | None] | None:
+    """A store published under a local root and copied to a bucket as it was: checked by its digests."""
+    meta = roots.read_bytes(roots.join(ref.path, "zarr.json"))
+    attrs = json.loads(meta).get("attributes", {}) if meta else {}
+    if not attrs.get("complete"):
+        return None
+    seen = (ref.path, attrs.get("digest", ""))
+    if seen in _VERIFIED or not check:
+        return ref.path, None
+    problem = damage_of(objects.file_digests(ref.path), attrs.get("digests"))
+    if problem is None:
+        _VERIFIED.add(seen)
+    return ref.path, problem
+
+
+def is_complete(ref: StoreRef | Path | str) -> bool:
+    """True when the store has a finished (committed) version; a local folder may be given as a path."""
+    if not isinstance(ref, StoreRef):
+        return posix.is_complete(Path(ref))
+    return committed(ref) is not None
+
+
+def open_store(ref: StoreRef) -> zarr.Group:
+    """Open a complete store read-only, after checking its files against what was recorded at publication.
 
     Raises:
         StoreError: the store is missing, was never completed (a crashed writer, a deleted file), or its
-            files do not match the checksums recorded when it was published.
+            files differ from those recorded when it was published.
     """
-    path = Path(ref.path if isinstance(ref, StoreRef) else ref)
-    if not is_complete(path):
+    found = committed(ref)
+    if found is None:
         raise StoreError(
-            f"store {path} is missing or incomplete; rerun its stage (or run with force=[<stage>])"
+            f"store {ref.path} is missing or incomplete; rerun its stage (or run with force=[<stage>])"
         )
-    if problem := verify(path):
-        stage = path.parent.name
-        raise StoreError(f"store {path} is corrupt: {problem}; recompute it (--force {stage})")
-    return zarr.open_group(str(path), mode="r")
+    location, problem = found
+    if problem:
+        raise StoreError(f"store {ref.path} is corrupt: {problem}; recompute it (--force {ref.stage})")
+    return roots.open_group(location, mode="r")
+
+
+def put_file(group: zarr.Group, name: str, data: bytes) -> None:
+    """Write an extra file beside a store's arrays while it is being published (a checkpoint)."""
+    roots.write_bytes(roots.join(roots.location_of(group), name), data)
+
+
+def get_file(ref: StoreRef, name: str) -> bytes:
+    """An extra file of a complete store (after ``open_store``'s checks)."""
+    location = roots.location_of(open_store(ref))
+    data = roots.read_bytes(roots.join(location, name))
+    if data is None:
+        raise StoreError(f"store {ref.path} has no {name}; recompute it (--force {ref.stage})")
+    return data
 
 
 @contextlib.contextmanager
-def publishing(final: Path, attrs: dict[str, Any], replace: bool = False) -> Iterator[zarr.Group]:
-    """Yield a new group at a temporary path; publish it at ``final`` only if the body succeeds.
-
-    The attrs are written first, ``complete`` last, and then the directory is renamed into place (see the
-    module docstring for the protocol). On any error the temporary directory is removed and nothing is
-    published.
-
-    Args:
-        final: Where the store is published.
-        attrs: Attributes written before the body runs (the body may add more).
-        replace: Replace a complete store already at ``final`` (a forced recompute). Otherwise a complete
-            store that appeared there meanwhile (a concurrent writer of the same key) is kept and ours is
-            discarded.
-
-    Raises:
-        StoreError: The storage cannot be written (permissions, disk full, read-only filesystem), naming
-            the path.
-    """
-    final = Path(final)
-    parent = final.parent
-    tmp = parent / f".{final.name}.tmp-{uuid.uuid4().hex[:12]}"
-    lock: atomic.WriterLock | None = None
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        atomic.collect_garbage(parent)
-        lock = atomic.WriterLock(Path(f"{tmp}.lock"))
-        tmp.mkdir()  # at once: a lock file without its directory is only collected once it is old
-        group = zarr.open_group(str(tmp), mode="w-")
-        group.attrs.update(_jsonable({**attrs, "complete": False}))
-    except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if lock is not None:
-            lock.release()
-        raise StoreError(f"cannot write under {parent}: {_explain(exc, parent)}") from exc
-    try:
-        yield group
-        digests = file_digests(tmp)
-        group.attrs.update({"digests": digests, "digest": content_digest(digests)})
-        group.attrs["complete"] = True
-        atomic.sync_tree(tmp)
-        _publish(tmp, final, replace)
-    except OSError as exc:
-        if not _is_storage_error(exc, parent):
-            raise
-        raise StoreError(f"writing {final} failed: {_explain(exc, parent)}") from exc
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        lock.release()
-
-
-#: errno values that always mean "the storage cannot take this write", whichever file raised them.
-_STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
-
-
-def _is_storage_error(exc: OSError, parent: Path) -> bool:
-    """Whether an OSError raised while a store was written is about the storage (not, say, an input)."""
-    if exc.errno in _STORAGE_ERRNOS:
-        return True
-    filename = exc.filename
-    if filename is None:
-        return False
-    try:
-        return Path(os.path.abspath(filename)).is_relative_to(os.path.abspath(parent))
-    except (TypeError, ValueError):
-        return False
-
-
-def _explain(exc: OSError, parent: Path) -> str:
-    """A one-line reason with what to do, for the errno values people actually meet."""
-    what = exc.strerror or str(exc)
-    where = f" ({exc.filename})" if exc.filename else ""
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        advice = f"the disk or quota is full: free space under {parent}, or point storage_root elsewhere"
-    elif exc.errno == errno.EFBIG:
-        advice = f"a file-size limit (filesystem, or ulimit -f) stopped the write under {parent}"
-    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        advice = f"make {parent} writable for this user, or point storage_root elsewhere"
+def publishing(ref: StoreRef, attrs: dict[str, Any], replace: bool = False) -> Iterator[zarr.Group]:
+    """Yield a new group for ``ref``'s store; publish it only if the body succeeds (see the backends)."""
+    attrs = _jsonable(attrs)
+    if roots.is_local(ref.root):
+        with posix.publishing(Path(ref.path), attrs, replace) as group:
+            yield group
     else:
-        advice = "check space and permissions"
-    return f"{what}{where}; {advice}"
+        with objects.publishing(ref.path, attrs, replace) as group:
+            yield group
 
 
-def _publish(tmp: Path, final: Path, replace: bool) -> None:
-    """Rename the finished ``tmp`` to ``final`` atomically, resolving a race with another writer."""
-    aside: list[Path] = []  # what stood at the final name and is deleted once ours is in place
-
-    def set_aside() -> None:
-        target = atomic.temporary_sibling(final, "old")
-        with contextlib.suppress(FileNotFoundError):
-            os.rename(final, target)
-            aside.append(target)
-
-    try:
-        if replace:
-            set_aside()
-        for _ in range(3):
-            try:
-                os.rename(tmp, final)
-                break
-            except OSError as exc:
-                if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.EISDIR, errno.ENOTDIR):
-                    raise
-                if is_complete(final):
-                    return  # a concurrent writer of the same key won; its store equals ours
-                set_aside()  # something incomplete squats the name (a half-deleted store, a partial copy)
-        else:
-            raise StoreError(f"cannot publish {final}: something keeps recreating it; remove it and rerun")
-        atomic.fsync_dir(final.parent)
-    finally:
-        for path in aside:
-            atomic.remove(path)
+@contextlib.contextmanager
+def _one_writer(ref: StoreRef, waiting: Callable[[str], None]) -> Iterator[None]:
+    """One writer per key at a time where the root has locks (a local folder); elsewhere writers race
+    and the commit keeps one of their equal stores."""
+    if not roots.is_local(ref.root):
+        yield
+        return
+    path = Path(ref.path)
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(atomic.locked(path, "writing", waiting))
+        except OSError as exc:
+            raise StoreError(f"cannot write under {path.parent}: {posix.explain(exc, path.parent)}") from exc
+        yield
 
 
 def build_store(
-    storage_root: Path,
+    storage_root: str | Path,
     stage: str,
     name: str,
     settings: dict[str, Any],
@@ -245,11 +166,13 @@ def build_store(
     """Return the keyed store of a stage, computing it with ``write(group)`` only when needed.
 
     Args:
+        storage_root: A local folder or a URL (``cutswap.roots``).
         mode: ``run`` computes a missing store and reuses a complete one; ``force`` recomputes it anyway;
             ``reuse`` only accepts a complete store (a stage the user did not ask to run).
 
-    A store being written by another process (another run of the same stage) is waited for, then
-    reused, even under ``force``: it was computed after this call asked for it.
+    A store being written by another process under a local root is waited for, then reused, even under
+    ``force``: it was computed after this call asked for it. A store whose files do not match what was
+    recorded at publication is logged by name and recomputed.
 
     Returns:
         The reference and whether it was computed now (False: a complete store was reused).
@@ -257,21 +180,20 @@ def build_store(
     Raises:
         StoreError: ``mode="reuse"`` and there is no complete store for these settings and inputs.
     """
-    from datetime import UTC, datetime
-
-    # An input is its key and its content: a recomputed input with other bytes gives new downstream keys.
-    key = stage_key(stage, settings, {k: f"{v.key}:{v.digest}" for k, v in inputs.items()})
-    path = store_path(storage_root, stage, name, key)
     if mode not in ("run", "force", "reuse"):
         raise ValueError(f"mode must be run, force or reuse, got {mode!r}")
-    if is_complete(path) and mode != "force":
-        if (problem := verify(path)) is None:
-            return _ref(stage, name, key, path), False
-        log.warning("%s %s: store %s is corrupt (%s); recomputing it", stage, name, path, problem)
+    # An input is its key and its content: a recomputed input with other bytes gives new downstream keys.
+    key = stage_key(stage, settings, {k: f"{v.key}:{v.digest}" for k, v in inputs.items()})
+    ref = StoreRef(stage, name, key, roots.normalize(storage_root))
+    found = committed(ref)
+    if found is not None and mode != "force":
+        if found[1] is None:
+            return _with_digest(ref), False
+        log.warning("%s %s: store %s is corrupt (%s); recomputing it", stage, name, ref.path, found[1])
         mode = "force"
     if mode == "reuse":
         raise StoreError(
-            f"stage {stage} has no complete output for {name} with these settings (expected {path}); "
+            f"stage {stage} has no complete output for {name} with these settings (expected {ref.path}); "
             f"include {stage!r} in the stages to run"
         )
     attrs = {
@@ -288,26 +210,24 @@ def build_store(
 
     def waiting(holder: str) -> None:
         waited.append(holder)
-        log.info("%s %s: waiting for another writer of %s (pid, host: %s)", stage, name, path, holder)
+        log.info("%s %s: waiting for another writer of %s (pid, host: %s)", stage, name, ref.path, holder)
 
-    # One writer per key at a time: a second run that needs the same store (the same preset twice, or two
-    # presets sharing stages) waits for the first and reuses its store instead of computing it again.
-    with contextlib.ExitStack() as held:
-        try:
-            held.enter_context(atomic.locked(path, "writing", waiting))
-        except OSError as exc:
-            raise StoreError(f"cannot write under {path.parent}: {_explain(exc, path.parent)}") from exc
-        if is_complete(path) and (mode != "force" or waited) and verify(path) is None:
-            return _ref(stage, name, key, path), False  # published meanwhile, by another run
+    with _one_writer(ref, waiting):
+        found = committed(ref)
+        if found is not None and found[1] is None and (mode != "force" or waited):
+            return _with_digest(ref), False  # published meanwhile, by another run
         start = time.perf_counter()
-        with publishing(path, attrs, replace=mode == "force") as group:
+        with publishing(ref, attrs, replace=mode == "force") as group:
             write(group)
             prov = dict(group.attrs["provenance"])
             prov["seconds"] = round(time.perf_counter() - start, 3)
             group.attrs["provenance"] = prov
-    return _ref(stage, name, key, path), True
+    return _with_digest(ref), True
 
 
-def _ref(stage: str, name: str, key: str, path: Path) -> StoreRef:
-    """The reference to a published store, with the content digest it recorded."""
-    return StoreRef(stage, name, key, str(path), (_attributes(path) or {}).get("digest", ""))
+def _with_digest(ref: StoreRef) -> StoreRef:
+    """The reference with the content digest its committed store recorded (read, not verified again:
+    the store was just verified or written)."""
+    location = committed(ref, check=False)[0]
+    attrs = json.loads(roots.read_bytes(roots.join(location, "zarr.json")) or b"{}").get("attributes", {})
+    return StoreRef(ref.stage, ref.name, ref.key, ref.root, attrs.get("digest", ""))

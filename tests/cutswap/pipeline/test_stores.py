@@ -9,8 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cutswap import roots
 from cutswap.errors import StoreError
 from cutswap.pipeline.stores import (
+    StoreRef,
     build_store,
     is_complete,
     open_store,
@@ -28,19 +30,19 @@ def test_key_depends_on_settings_inputs_and_stage():
     assert base != stage_key("pairs", {"k": 3}, {"saliency": "abc"})
 
 
-def test_build_store_publishes_then_reuses(tmp_path):
+def test_build_store_publishes_then_reuses(any_root):
     calls = []
 
     def write(group):
         calls.append(1)
         write_array(group, "x", np.arange(300, dtype=np.int32).reshape(300, 1), per_shard=128)
 
-    ref, computed = build_store(tmp_path, "cluster", "cat", {"k": 3}, {}, write)
-    assert computed and is_complete(ref.path)
+    ref, computed = build_store(any_root, "cluster", "cat", {"k": 3}, {}, write)
+    assert computed and is_complete(ref)
     np.testing.assert_array_equal(open_store(ref)["x"][:, 0], np.arange(300))
-    ref2, computed2 = build_store(tmp_path, "cluster", "cat", {"k": 3}, {}, write)
+    ref2, computed2 = build_store(any_root, "cluster", "cat", {"k": 3}, {}, write)
     assert ref2 == ref and not computed2 and len(calls) == 1
-    _, forced = build_store(tmp_path, "cluster", "cat", {"k": 3}, {}, write, mode="force")
+    _, forced = build_store(any_root, "cluster", "cat", {"k": 3}, {}, write, mode="force")
     assert forced and len(calls) == 2
     assert open_store(ref).attrs["provenance"]["seconds"] >= 0
 
@@ -72,27 +74,57 @@ def test_two_processes_needing_one_store_compute_it_once(tmp_path):
     assert len(entries) == 1 and entries[0].startswith("cat-")  # one store; no temporary, no lock file
 
 
-def test_failed_write_leaves_nothing_visible(tmp_path):
+def _listed(root: str, under: str = "") -> list[str]:
+    """Every file or object under a root (relative paths), whatever its kind."""
+    if roots.is_local(root):
+        base = Path(root) / under
+        return (
+            sorted(p.relative_to(base).as_posix() for p in base.rglob("*") if p.is_file())
+            if base.exists()
+            else []
+        )
+    import obstore
+
+    return sorted(m["path"] for m in obstore.list(roots.object_store(roots.join(root, under))).collect())
+
+
+def test_failed_write_leaves_nothing_visible(any_root):
     def write(group):
         write_array(group, "x", np.zeros((4, 2)))
         raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError):
-        build_store(tmp_path, "cluster", "cat", {}, {}, write)
-    assert list((tmp_path / "cluster").iterdir()) == []
+        build_store(any_root, "cluster", "cat", {}, {}, write)
+    assert _listed(any_root, "cluster") == []
 
 
-def test_reuse_mode_requires_a_complete_store(tmp_path):
+def test_reuse_mode_requires_a_complete_store(any_root):
     with pytest.raises(StoreError, match="include 'cluster' in the stages"):
-        build_store(tmp_path, "cluster", "cat", {}, {}, lambda g: None, mode="reuse")
+        build_store(any_root, "cluster", "cat", {}, {}, lambda g: None, mode="reuse")
 
 
 def test_incomplete_store_is_refused(tmp_path):
     import zarr
 
-    zarr.open_group(str(tmp_path / "half"), mode="w").attrs["complete"] = False
+    zarr.open_group(str(tmp_path / "cluster" / "half-0"), mode="w").attrs["complete"] = False
     with pytest.raises(StoreError, match="missing or incomplete"):
-        open_store(tmp_path / "half")
+        open_store(StoreRef("cluster", "half", "0", str(tmp_path)))
+
+
+def test_a_store_tree_copied_to_another_root_is_reused_whole(any_root, tmp_path, s3_server):
+    """Attrs record inputs by key, not path: a tree copied elsewhere (a disk, a bucket) resolves as is."""
+    first, _ = build_store(any_root, "ingest", "brick", {}, {}, _images)
+    second, _ = build_store(any_root, "saliency", "brick", {}, {"ingest": first}, _images)
+    other = str(tmp_path / "copy") if not roots.is_local(any_root) else s3_server.bucket() + "/moved"
+    for path in _listed(any_root):
+        roots.write_bytes(roots.join(other, path), roots.read_bytes(roots.join(any_root, path)))
+    calls = []
+    again, computed = build_store(other, "ingest", "brick", {}, {}, lambda g: calls.append(1))
+    assert not computed and again.key == first.key and again.digest == first.digest and not calls
+    down, computed = build_store(other, "saliency", "brick", {}, {"ingest": again}, lambda g: calls.append(1))
+    assert not computed and down.key == second.key and not calls
+    recorded = StoreRef.recorded(open_store(down).attrs["inputs"]["ingest"], down.root)
+    assert recorded == again and "root" not in open_store(down).attrs["inputs"]["ingest"]
 
 
 def test_unwritable_root_is_a_clear_error(tmp_path):
@@ -109,35 +141,83 @@ def _entries(folder):
     return sorted(p.name for p in folder.iterdir())
 
 
-def test_concurrent_writers_of_one_key_end_with_one_store(tmp_path):
+def test_concurrent_writers_of_one_key_end_with_one_store(any_root):
     """Two writers of the same key, interleaved: the first to publish wins, the second's copy is dropped."""
-    final = tmp_path / "cluster" / "cat-0123"
-    with publishing(final, {"who": "outer"}) as outer:
+    ref = StoreRef("cluster", "cat", "0123", roots.normalize(any_root))
+    with publishing(ref, {"who": "outer"}) as outer:
         write_array(outer, "x", np.arange(10))
-        with publishing(final, {"who": "inner"}) as inner:
+        with publishing(ref, {"who": "inner"}) as inner:
             write_array(inner, "x", np.arange(10))
-        assert is_complete(final)
-    assert open_store(final).attrs["who"] == "inner"
-    np.testing.assert_array_equal(open_store(final)["x"][:], np.arange(10))
-    assert _entries(final.parent) == ["cat-0123"]  # no temporary directory, no lock file
+        assert is_complete(ref)
+    assert open_store(ref).attrs["who"] == "inner"
+    np.testing.assert_array_equal(open_store(ref)["x"][:], np.arange(10))
+    if roots.is_local(any_root):
+        assert _entries(Path(ref.path).parent) == ["cat-0123"]  # no temporary directory, no lock file
+    else:
+        assert {p.split("/")[0] for p in _listed(ref.path)} == {"commit-000000.json", _attempt(ref)}
 
 
-def test_forced_replacement_leaves_no_old_copy(tmp_path):
-    final = tmp_path / "cluster" / "cat-0123"
-    for who in ("first", "second"):
-        with publishing(final, {"who": who}, replace=True) as group:
+def _attempt(ref) -> str:
+    from cutswap.pipeline.stores import objects
+
+    return "attempt-" + objects.latest_commit(ref.path)["attempt"]
+
+
+def test_forced_replacement_leaves_no_old_copy(any_root, monkeypatch):
+    monkeypatch.setenv("CUTSWAP_GC_STALE_SECONDS", "0")
+    ref = StoreRef("cluster", "cat", "0123", roots.normalize(any_root))
+    for who in ("first", "second", "third"):
+        with publishing(ref, {"who": who}, replace=True) as group:
             write_array(group, "x", np.arange(3))
-    assert open_store(final).attrs["who"] == "second"
-    assert _entries(final.parent) == ["cat-0123"]
+    assert open_store(ref).attrs["who"] == "third"
+    if roots.is_local(any_root):
+        assert _entries(Path(ref.path).parent) == ["cat-0123"]
+    else:  # generations 0, 1, 2 committed; the attempts of 0 collected by the writer of 2
+        listed = {p.split("/")[0] for p in _listed(ref.path)}
+        assert {p for p in listed if p.startswith("commit-")} == {f"commit-00000{g}.json" for g in range(3)}
+        assert len({p for p in listed if p.startswith("attempt-")}) == 2
 
 
 def test_incomplete_directory_at_the_final_name_is_replaced(tmp_path):
-    final = tmp_path / "cluster" / "cat-0123"
-    (final / "x").mkdir(parents=True)  # e.g. a store whose zarr.json was deleted by hand
-    with publishing(final, {}) as group:
+    ref = StoreRef("cluster", "cat", "0123", str(tmp_path))
+    (Path(ref.path) / "x").mkdir(parents=True)  # e.g. a store whose zarr.json was deleted by hand
+    with publishing(ref, {}) as group:
         write_array(group, "x", np.arange(3))
-    assert is_complete(final)
-    assert _entries(final.parent) == ["cat-0123"]
+    assert is_complete(ref)
+    assert _entries(Path(ref.path).parent) == ["cat-0123"]
+
+
+def test_sixteen_concurrent_commits_of_one_key_one_wins(bucket):
+    """16 writers of one key commit at the same instant (a barrier holds each until all have uploaded):
+    the server's conditional PUT lets exactly one marker in, and every reader sees that one store."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    barrier = threading.Barrier(16)
+
+    def writer(who: int):
+        def write(group):
+            write_array(group, "x", np.arange(10))
+            group.attrs["who"] = who
+            barrier.wait(60)
+
+        return build_store(bucket, "cluster", "cat", {}, {}, write)
+
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(writer, range(16)))
+    refs = {ref for ref, _ in results}
+    assert len(refs) == 1  # same key, same digest: the stores are equal, whoever won
+    ref = refs.pop()
+    listed = _listed(ref.path)
+    assert [p for p in listed if p.startswith("commit-")] == ["commit-000000.json"]
+    assert {p.split("/")[0] for p in listed if p.startswith("attempt-")} == {
+        _attempt(ref)
+    }  # losers cleaned up
+    winner = open_store(ref).attrs["who"]
+    assert all(
+        open_store(StoreRef(*[ref.stage, ref.name, ref.key, ref.root])).attrs["who"] == winner
+        for _ in range(4)
+    )
 
 
 # --- storage errors --------------------------------------------------------------------------------------
@@ -296,3 +376,101 @@ def test_a_store_without_checksums_is_recomputed(tmp_path):
     del doc["attributes"]["digests"]
     meta.write_text(json.dumps(doc))
     assert build_store(tmp_path, "ingest", "brick", {}, {}, _images)[1]
+
+
+# --- object storage: damage, crashes between upload and commit, garbage ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("damage", "problem"),
+    [
+        ("replace", "was replaced after its commit"),
+        ("delete", "is missing"),
+        ("add", "was added after its commit"),
+    ],
+)
+def test_damage_to_a_committed_object_store_is_named_and_recomputed(bucket, damage, problem, caplog):
+    import obstore
+
+    ref, _ = build_store(bucket, "ingest", "brick", {}, {}, _images)
+    attempt = roots.object_store(roots.join(ref.path, _attempt(ref)))
+    chunk = next(p for p in _listed(roots.join(ref.path, _attempt(ref))) if p.startswith("images/c/"))
+    if damage == "replace":
+        data = bytearray(bytes(obstore.get(attempt, chunk).bytes()))
+        data[len(data) // 3] ^= 0xFF
+        obstore.put(attempt, chunk, bytes(data))
+    elif damage == "delete":
+        obstore.delete(attempt, chunk)
+    else:
+        obstore.put(attempt, "stray.bin", b"x")
+    from cutswap.pipeline.stores import publish
+
+    publish._VERIFIED.clear()  # another process, as a later run would be
+    with pytest.raises(StoreError, match=rf"store {ref.path} is corrupt: .*{problem}"):
+        open_store(ref)
+    again, computed = build_store(bucket, "ingest", "brick", {}, {}, _images)
+    assert computed and again == ref and "recomputing it" in caplog.text
+    np.testing.assert_array_equal(open_store(again)["images"][:].ravel(), np.arange(64 * 8 * 8 * 3) % 251)
+
+
+_KILLED_BEFORE_COMMIT = """
+import os, signal, sys
+import numpy as np
+from cutswap.pipeline.stores import build_store, objects, write_array
+objects._commit = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)  # uploaded, never committed
+build_store(sys.argv[1], "cluster", "cat", {}, {}, lambda g: write_array(g, "x", np.arange(10)))
+"""
+
+
+def test_a_writer_killed_between_upload_and_commit_leaves_nothing_readable(bucket, monkeypatch):
+    import signal
+    import subprocess
+    import sys
+
+    killed = subprocess.run(
+        [sys.executable, "-c", _KILLED_BEFORE_COMMIT, bucket], capture_output=True, text=True
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    ref = StoreRef("cluster", "cat", stage_key("cluster", {}, {}), roots.normalize(bucket))
+    orphan = {p.split("/")[0] for p in _listed(ref.path)}
+    assert any(p.startswith("attempt-") and "/" not in p for p in orphan)  # uploaded ...
+    assert not is_complete(ref)  # ... and invisible
+    with pytest.raises(StoreError, match="missing or incomplete"):
+        open_store(ref)
+    again, computed = build_store(
+        bucket, "cluster", "cat", {}, {}, lambda g: write_array(g, "x", np.arange(10))
+    )
+    assert computed and again.key == ref.key
+    np.testing.assert_array_equal(open_store(again)["x"][:], np.arange(10))
+    # The orphan's heartbeat is fresh: the rerun left it alone. Once it has been silent long enough, it goes.
+    from cutswap.pipeline.stores import objects
+
+    assert (
+        len(
+            [
+                p
+                for p in {q.split("/")[0] for q in _listed(ref.path)}
+                if p.startswith("attempt-") and not p.endswith(".alive")
+            ]
+        )
+        == 2
+    )
+    assert objects.collect_garbage(ref.path, stale=60) == []
+    removed = objects.collect_garbage(ref.path, stale=0)
+    assert len(removed) == 1 and removed[0] != _attempt(again)
+    assert {p.split("/")[0] for p in _listed(ref.path)} == {"commit-000000.json", _attempt(again)}
+
+
+def test_an_unreachable_endpoint_is_one_line_within_seconds(monkeypatch):
+    from tests.support.s3 import free_port
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "y")
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    start = time.monotonic()
+    with pytest.raises(StoreError) as info:
+        roots.check_reachable("s3://nowhere/cutswap")
+    assert time.monotonic() - start < 10
+    message = str(info.value)
+    assert "\n" not in message and "s3://nowhere/cutswap" in message and "cannot write there" in message

@@ -1,0 +1,252 @@
+"""Publishing stores on object storage, where there is no rename and no lock.
+
+One store (a stage output under one key) is a prefix of its own::
+
+    <root>/<stage>/<name>-<key>/
+        attempt-<id>/            everything one writer wrote: the Zarr group and its extra files
+        attempt-<id>.alive       that writer's heartbeat, rewritten every 30 s while it writes
+        commit-<generation>.json the commit marker of one generation (6 digits), created at most once:
+                                 {"attempt", "generation", "digest", "objects": {path: [size, etag]},
+                                  "committed", "host"}
+
+How a store is published, and why:
+
+1. A writer writes under a fresh attempt prefix (no writer ever shares another's objects, so two writers
+   never share a Zarr shard), computes the content digests of what it wrote (read back, so that they
+   describe the bytes the server holds) and records them in the group's attrs, ``complete: true`` last.
+2. It commits by creating the marker with a conditional PUT (``If-None-Match: *``): of any number of
+   writers of one generation exactly one succeeds, on S3, GCS, Azure and a local folder alike. Readers
+   only ever look through a marker, so an attempt that was never committed (a crash between upload and
+   commit, a loser of the race) is invisible. Stages are deterministic, so the loser's store equals the
+   winner's; the loser deletes its attempt and returns the winner's.
+3. A forced recompute commits the next generation instead of overwriting: a reader that opened the old
+   generation keeps reading consistent objects, and the next reader takes the highest generation.
+4. Garbage (attempts never committed, older generations) is deleted by the next writer of the key, or by
+   ``collect_garbage``, only once its heartbeat has been silent for ``cutswap.atomic.stale_seconds``:
+   there is no lock to ask, and a slow live writer must never lose its attempt.
+
+A marker records every object's size and ETag, as listed after the upload: a store is verified on
+reuse by one listing (an object replaced, removed or added after the commit is named), without
+downloading it again. The sha256 digests in the attrs are the store's content identity (downstream keys
+use it), as on a local root.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+from cutswap import atomic, roots
+from cutswap.errors import StoreError
+from cutswap.pipeline.stores.checksums import content_digest
+
+log = logging.getLogger(__name__)
+
+_COMMIT = "commit-"
+_ATTEMPT = "attempt-"
+_ALIVE = ".alive"
+
+
+def _listing(folder: str) -> tuple[list[str], list[dict[str, Any]]]:
+    """The attempt prefixes and the objects directly under a store's prefix."""
+    import obstore
+
+    try:
+        found = obstore.list_with_delimiter(roots.object_store(folder))
+    except FileNotFoundError:
+        return [], []
+    except Exception as exc:  # noqa: BLE001 (obstore raises its own classes for every backend error)
+        raise StoreError(f"cannot list {folder}: {_short(exc)}") from exc
+    return [p.rstrip("/") for p in found["common_prefixes"]], list(found["objects"])
+
+
+def _short(exc: BaseException) -> str:
+    """The first line of an obstore error: its debug dump follows on many lines."""
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def latest_commit(folder: str) -> dict[str, Any] | None:
+    """The marker of a store's highest committed generation; None when nothing was committed."""
+    _, objects = _listing(folder)
+    markers = sorted(m["path"] for m in objects if m["path"].startswith(_COMMIT))
+    if not markers:
+        return None
+    data = roots.read_bytes(roots.join(folder, markers[-1]))
+    if data is None:
+        return None
+    return json.loads(data)
+
+
+def attempt_url(folder: str, marker: dict[str, Any]) -> str:
+    """Where a committed generation's objects are."""
+    return roots.join(folder, _ATTEMPT + marker["attempt"])
+
+
+def _objects(url: str) -> dict[str, list[Any]]:
+    """Every object under ``url``: relative path -> [size, etag]."""
+    import obstore
+
+    metas = obstore.list(roots.object_store(url)).collect()
+    return {m["path"]: [m["size"], m["e_tag"]] for m in sorted(metas, key=lambda m: m["path"])}
+
+
+def verify(folder: str, marker: dict[str, Any]) -> str | None:
+    """What differs between a committed attempt's objects and those its marker recorded; None if nothing."""
+    actual = _objects(attempt_url(folder, marker))
+    for path, (size, etag) in marker["objects"].items():
+        if path not in actual:
+            return f"{path} is missing"
+        if actual[path] != [size, etag]:
+            return f"{path} was replaced after its commit"
+    if extra := sorted(set(actual) - set(marker["objects"])):
+        return f"{extra[0]} was added after its commit"
+    return None
+
+
+def file_digests(url: str) -> dict[str, str]:
+    """sha256 of every object under ``url`` but the root ``zarr.json``, read back from the server."""
+    import obstore
+
+    store = roots.object_store(url)
+    digests = {}
+    for path in sorted(m["path"] for m in obstore.list(store).collect()):
+        if path != "zarr.json":
+            h = hashlib.sha256()
+            for chunk in obstore.get(store, path).stream():
+                h.update(chunk)
+            digests[path] = h.hexdigest()
+    return digests
+
+
+@contextlib.contextmanager
+def publishing(folder: str, attrs: dict[str, Any], replace: bool = False) -> Iterator[Any]:
+    """Yield a new group under a fresh attempt prefix; commit it only if the body succeeds.
+
+    Args:
+        folder: The store's prefix (``<root>/<stage>/<name>-<key>``).
+        attrs: Attributes written before the body runs (the body may add more).
+        replace: Commit the next generation over a committed one (a forced recompute). Otherwise a
+            generation committed meanwhile by another writer is kept and ours is deleted.
+
+    Raises:
+        StoreError: the storage refused a write, naming the store.
+    """
+    attempt = uuid.uuid4().hex[:16]
+    url = roots.join(folder, _ATTEMPT + attempt)
+    alive = roots.join(folder, _ATTEMPT + attempt + _ALIVE)
+    collect_garbage(folder)
+    try:
+        heartbeat = atomic.Heartbeat(lambda: roots.write_bytes(alive, _holder()))
+        group = roots.open_group(url, mode="w-")
+        group.attrs.update({**attrs, "complete": False})
+    except Exception as exc:  # noqa: BLE001
+        _discard(url, alive)
+        raise StoreError(f"cannot write {folder}: {_short(exc)}") from exc
+    committed = False
+    try:
+        yield group
+        digests = file_digests(url)
+        group.attrs.update({"digests": digests, "digest": content_digest(digests), "complete": True})
+        committed = _commit(folder, attempt, group.attrs["digest"], replace)
+    except StoreError:
+        raise
+    except OSError as exc:
+        raise StoreError(f"writing {folder} failed: {_short(exc)}") from exc
+    finally:
+        heartbeat.stop()
+        if committed:
+            with contextlib.suppress(Exception):
+                roots.delete(alive)
+        else:
+            _discard(url, alive)
+
+
+def _commit(folder: str, attempt: str, digest: str, replace: bool) -> bool:
+    """Create the next generation's marker; False when another writer committed first (ours is dropped)."""
+    import obstore
+
+    latest = latest_commit(folder)
+    if latest is not None and not replace:
+        return False  # committed meanwhile by another writer of the key; its store equals ours
+    generation = 0 if latest is None else latest["generation"] + 1
+    marker = {
+        "attempt": attempt,
+        "generation": generation,
+        "digest": digest,
+        "objects": _objects(roots.join(folder, _ATTEMPT + attempt)),
+        "committed": datetime.now(UTC).isoformat(),
+        "host": socket.gethostname(),
+    }
+    name = f"{_COMMIT}{generation:06d}.json"
+    try:
+        obstore.put(roots.object_store(folder), name, json.dumps(marker).encode(), mode="create")
+    except FileExistsError:
+        log.info(
+            "store %s: generation %d was committed by another writer; keeping theirs", folder, generation
+        )
+        return False
+    except Exception as exc:  # noqa: BLE001
+        if type(exc).__name__ == "AlreadyExistsError":
+            return False
+        raise StoreError(f"cannot commit {folder}/{name}: {_short(exc)}") from exc
+    return True
+
+
+def _discard(url: str, alive: str) -> None:
+    """Delete an attempt and then its heartbeat (best effort: what is left is collected later)."""
+    with contextlib.suppress(Exception):
+        roots.delete_tree(url)
+    with contextlib.suppress(Exception):
+        roots.delete(alive)
+
+
+def _holder() -> bytes:
+    return json.dumps(
+        {"host": socket.gethostname(), "pid": os.getpid(), "time": datetime.now(UTC).isoformat()}
+    ).encode()
+
+
+def collect_garbage(folder: str, stale: float | None = None) -> list[str]:
+    """Delete the attempts of a store that no reader can reach and whose writer has gone silent.
+
+    An attempt is garbage when it is not the latest generation's and its heartbeat (or, without one, its
+    newest object) is older than ``stale`` seconds (default ``cutswap.atomic.stale_seconds``). Returns
+    the attempt prefixes deleted.
+    """
+    stale = atomic.stale_seconds() if stale is None else stale
+    prefixes, objects = _listing(folder)
+    latest = None
+    markers = sorted(m["path"] for m in objects if m["path"].startswith(_COMMIT))
+    if markers and (data := roots.read_bytes(roots.join(folder, markers[-1]))) is not None:
+        latest = json.loads(data)["attempt"]
+    heartbeats = {
+        m["path"][: -len(_ALIVE)]: m["last_modified"] for m in objects if m["path"].endswith(_ALIVE)
+    }
+    now = datetime.now(UTC)
+    removed = []
+    for prefix in prefixes:
+        name = prefix.rsplit("/", 1)[-1]
+        if not name.startswith(_ATTEMPT) or name == f"{_ATTEMPT}{latest}":
+            continue
+        seen = heartbeats.get(name) or _newest(roots.join(folder, name))
+        if seen is not None and (now - seen).total_seconds() < stale:
+            continue
+        _discard(roots.join(folder, name), roots.join(folder, name + _ALIVE))
+        removed.append(name)
+    # Markers of older generations point at deleted attempts now; the latest one is all readers use.
+    return removed
+
+
+def _newest(url: str) -> datetime | None:
+    import obstore
+
+    metas = obstore.list(roots.object_store(url)).collect()
+    return max((m["last_modified"] for m in metas), default=None)

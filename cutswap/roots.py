@@ -1,0 +1,285 @@
+"""Where stores live: a local folder or an object-storage URL, and the Zarr stores opened on either.
+
+A root is given as a string, in the settings (``storage_root``, ``reports_root``) and in every store
+reference a task passes to a worker::
+
+    /data/cutswap  or  storage          a local folder (relative ones are made absolute here)
+    s3://bucket/prefix                  S3 or any S3-compatible server (MinIO, Ceph, moto)
+    gs://bucket/prefix                  Google Cloud Storage
+    az://container/prefix               Azure Blob Storage
+    file:///shared/cutswap              a folder reached through the object protocol (``objects``), for
+                                        shared filesystems whose locks cannot be trusted (NFS nolock)
+    memory://name                       one process's memory (tests; refused with a remote cluster)
+
+A local folder is published by rename and file locks (``cutswap.pipeline.stores.posix``); everything else
+through obstore, with create-only commit markers (``cutswap.pipeline.stores.objects``).
+
+Credentials and endpoints come from each process's environment, never from settings, attrs or logs:
+obstore reads the standard variables (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
+``AWS_SESSION_TOKEN``, ``AWS_REGION``, ``AWS_ENDPOINT_URL``; ``GOOGLE_*``; ``AZURE_*``). An ``http://``
+endpoint (a server on a private network) is allowed without ``AWS_ALLOW_HTTP``, since its owner chose it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from cutswap.errors import StoreError
+
+#: Schemes a root may have, and what they reach.
+SCHEMES = {
+    "s3": "S3 or an S3-compatible server",
+    "gs": "Google Cloud Storage",
+    "az": "Azure Blob Storage",
+    "file": "a local or mounted folder, through the object protocol",
+    "memory": "this process's memory",
+}
+
+_URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://(.*)$")
+
+
+def scheme(root: str | Path) -> str | None:
+    """The URL scheme of a root (``s3``), or None for a local folder."""
+    match = _URL.match(str(root))
+    return match.group(1).lower() if match else None
+
+
+def normalize(root: str | Path) -> str:
+    """A root as every process can use it: a URL without a trailing slash, or an absolute local path.
+
+    Raises:
+        StoreError: an unknown scheme, or a URL without a bucket.
+    """
+    text = str(root)
+    kind = scheme(text)
+    if kind is None:
+        return str(Path(text).expanduser().absolute())
+    if kind not in SCHEMES:
+        known = ", ".join(f"{s}://" for s in SCHEMES)
+        raise StoreError(f"{text!r}: unknown scheme {kind}://; a root is a local folder or one of {known}")
+    rest = _URL.match(text).group(2).strip("/")
+    if kind == "file":
+        return "file:///" + rest
+    if not rest:
+        raise StoreError(f"{text!r} names no bucket; give {kind}://BUCKET/PREFIX")
+    return f"{kind}://{rest}"
+
+
+def is_local(root: str) -> bool:
+    """A plain local folder (the rename-and-lock protocol), as opposed to a URL."""
+    return scheme(root) is None
+
+
+def join(root: str, *parts: str) -> str:
+    """``root/part/...`` for a folder or a URL alike."""
+    return "/".join([root.rstrip("/"), *(p.strip("/") for p in parts if p)])
+
+
+def _client_options(url: str) -> dict[str, Any]:
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or ""
+    if scheme(url) == "s3" and endpoint.startswith("http://"):
+        return {"allow_http": True}
+    return {}
+
+
+@functools.lru_cache(maxsize=256)
+def object_store(url: str) -> Any:
+    """The obstore store at ``url`` (prefix included), built from this process's environment.
+
+    Cached per URL: each carries its own connection pool, and a run opens the same stores many times.
+    ``memory://`` roots share one in-memory store per name, so that every part of one process sees it.
+    """
+    import obstore.store
+
+    kind = scheme(url)
+    if kind == "memory":
+        name, _, prefix = url[len("memory://") :].partition("/")
+        store = obstore.store.PrefixStore(_memory(name), prefix) if prefix else _memory(name)
+    elif kind == "file":
+        store = obstore.store.LocalStore(url[len("file://") :], mkdir=True)
+    else:
+        store = obstore.store.from_url(url, client_options=_client_options(url))
+    _URL_OF[id(store)] = url
+    return store
+
+
+#: The URL of every store ``object_store`` built (they are cached, so ids stay valid).
+_URL_OF: dict[int, str] = {}
+
+
+@functools.cache
+def _memory(name: str) -> Any:
+    import obstore.store
+
+    return obstore.store.MemoryStore()
+
+
+def zarr_store(location: str, read_only: bool = False) -> Any:
+    """The Zarr store for a store's folder or URL."""
+    from zarr.storage import LocalStore, ObjectStore
+
+    if is_local(location):
+        return LocalStore(location, read_only=read_only)
+    return ObjectStore(object_store(location), read_only=read_only)
+
+
+def open_group(location: str, mode: str) -> Any:
+    """The Zarr group at a store's folder or URL (``mode`` as ``zarr.open_group``)."""
+    import zarr
+
+    return zarr.open_group(store=zarr_store(location, read_only=mode == "r"), mode=mode)
+
+
+def location_of(group: Any) -> str:
+    """The folder or URL a group was opened at, to hand to a worker that writes into it."""
+    from zarr.storage import LocalStore
+
+    store = group.store
+    if isinstance(store, LocalStore):
+        return str(store.root)
+    try:
+        return _URL_OF[id(store.store)]
+    except (AttributeError, KeyError):
+        raise StoreError("this group was not opened through cutswap.roots") from None
+
+
+def read_bytes(url: str) -> bytes | None:
+    """The object at a URL (a file under a local root), or None when there is none."""
+    if is_local(url):
+        try:
+            return Path(url).read_bytes()
+        except FileNotFoundError:
+            return None
+    import obstore
+
+    parent, _, name = url.rpartition("/")
+    try:
+        return bytes(obstore.get(object_store(parent), name).bytes())
+    except FileNotFoundError:
+        return None
+
+
+def write_bytes(url: str, data: bytes) -> None:
+    """Put (replace) the object at a URL; a local file is replaced atomically."""
+    if is_local(url):
+        from cutswap.atomic import atomic_file
+
+        Path(url).parent.mkdir(parents=True, exist_ok=True)
+        with atomic_file(Path(url)) as tmp:
+            Path(tmp).write_bytes(data)
+        return
+    import obstore
+
+    parent, _, name = url.rpartition("/")
+    obstore.put(object_store(parent), name, data)
+
+
+def delete_tree(url: str) -> None:
+    """Delete a folder or every object under a URL prefix; what is already gone is no error."""
+    if is_local(url):
+        from cutswap.atomic import remove
+
+        remove(Path(url))
+        return
+    import obstore
+
+    store = object_store(url)
+    paths = [meta["path"] for meta in obstore.list(store).collect()]
+    if paths:
+        obstore.delete(store, paths)
+
+
+def upload_tree(folder: Path, url: str, last: str) -> None:
+    """Copy a local folder's files under a URL prefix, ``last`` (the folder's completion marker) last.
+
+    What stood at the prefix is deleted first, marker first, so a reader never takes a mix of two
+    versions for a complete one: without the marker the prefix is incomplete.
+    """
+    import obstore
+
+    store = object_store(url)
+    with contextlib.suppress(FileNotFoundError):
+        obstore.delete(store, last)
+    delete_tree(url)
+    files = sorted(p for p in Path(folder).rglob("*") if p.is_file())
+    for path in files:
+        relative = path.relative_to(folder).as_posix()
+        if relative != last:
+            obstore.put(store, relative, path.read_bytes())
+    obstore.put(store, last, (Path(folder) / last).read_bytes())
+
+
+def download_tree(url: str, folder: Path) -> None:
+    """Copy every object under a URL prefix into a local folder (created; what was there is replaced)."""
+    import shutil
+
+    import obstore
+
+    store = object_store(url)
+    shutil.rmtree(folder, ignore_errors=True)
+    for meta in obstore.list(store).collect():
+        target = Path(folder) / meta["path"]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(bytes(obstore.get(store, meta["path"]).bytes()))
+
+
+def local_folder(root: str) -> Path:
+    """The local folder that stands for a root on this host: the root itself when it is a folder, else a
+    cache folder named after the URL (``$XDG_CACHE_HOME/cutswap/roots/...``), where what must be built on
+    disk first (a report, a built-in dataset, a run's log) is made before it is uploaded."""
+    if is_local(root):
+        return Path(root)
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cutswap" / "roots"
+    return cache / re.sub(r"[^A-Za-z0-9._-]+", "_", normalize(root))
+
+
+def check_reachable(root: str, timeout: float = 5.0) -> None:
+    """Write and delete a probe object under a URL root, with no retries and short timeouts.
+
+    Raises:
+        StoreError: the endpoint does not answer, the bucket is missing or the credentials are refused;
+            one line, without the client's debug dump.
+    """
+    from datetime import timedelta
+
+    import obstore
+    import obstore.store
+
+    options = {
+        **_client_options(root),
+        "timeout": f"{timeout:g}s",
+        "connect_timeout": f"{min(timeout, 3):g}s",
+    }
+    retry = {"max_retries": 0, "retry_timeout": timedelta(seconds=timeout)}
+    try:
+        if scheme(root) in ("memory", "file"):
+            store = object_store(root)
+        else:
+            store = obstore.store.from_url(root, client_options=options, retry_config=retry)
+        probe = f".cutswap-write-check-{os.getpid()}"
+        obstore.put(store, probe, b"")
+        obstore.delete(store, probe)
+    except Exception as exc:  # noqa: BLE001 (obstore raises its own classes for every backend error)
+        endpoint = os.environ.get("AWS_ENDPOINT_URL") if scheme(root) == "s3" else None
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StoreError(
+            f"{root}{f' (endpoint {endpoint})' if endpoint else ''}: cannot write there: {first[:300]}"
+        ) from None
+
+
+def delete(url: str) -> None:
+    """Delete one file or object; one already gone is no error."""
+    if is_local(url):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(url)
+        return
+    import obstore
+
+    parent, _, name = url.rpartition("/")
+    with contextlib.suppress(FileNotFoundError):
+        obstore.delete(object_store(parent), name)
