@@ -34,7 +34,11 @@ start() {
   echo $! >"$SERVER_PID"
   "$PREFECT" server status --wait --timeout 180 >/dev/null
   "$PREFECT" work-pool create "$CUTSWAP_POOL" --type process --overwrite >/dev/null
-  "$PREFECT" --no-prompt deploy --all >/dev/null
+  # The deployments of this pool only (remote-benchmark is for another host: README, More than one machine)
+  names=$("$(dirname "$PREFECT")/python" -c 'import yaml; print(" ".join("--name " + d["name"] for d in
+    yaml.safe_load(open("prefect.yaml"))["deployments"] if d["work_pool"]["name"] == "cutswap"))')
+  # shellcheck disable=SC2086
+  "$PREFECT" --no-prompt deploy $names >/dev/null
   nohup "$PREFECT" worker start --pool "$CUTSWAP_POOL" >"$PREFECT_HOME/worker.log" 2>&1 &
   echo $! >"$WORKER_PID"
   "$PREFECT" profile create cutswap-local >/dev/null 2>&1 || true

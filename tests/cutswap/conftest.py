@@ -177,12 +177,19 @@ def tiny_run(tmp_path_factory) -> TinyRun:
                 "evaluate_key": ref.key,
             }
         )
-    folder = settings.reports_root / settings.run
+    folder = Path(settings.reports_root) / settings.run
     folder.mkdir(parents=True)
     pd.DataFrame(rows).to_csv(folder / "results.csv", index=False)
     (folder / "provenance.json").write_text(
         json.dumps({"run": settings.run, "settings": json.loads(settings.model_dump_json())})
     )
     return TinyRun(
-        base, settings.run, root, settings.reports_root, settings.storage_root, settings, ingest, evaluations
+        base,
+        settings.run,
+        root,
+        Path(settings.reports_root),
+        Path(settings.storage_root),
+        settings,
+        ingest,
+        evaluations,
     )

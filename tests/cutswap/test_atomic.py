@@ -41,6 +41,13 @@ def test_garbage_of_dead_writers_is_collected_live_writes_are_not(tmp_path):
     dead_file = stage / ".run.log.tmp-9-dead"  # a file whose writer (a killed run's log) died
     dead_file.write_text("partial")
     (stage / ".run.log.tmp-9-dead.lock").write_text("9 host\n")
+    # An unlocked writer whose heartbeat (its lock file's time) is recent: on NFS mounted nolock or
+    # local_lock every host gets the lock, so the lock alone proves nothing; it waits its silence out.
+    quiet = stage / ".c-3.tmp-quiet"
+    quiet.mkdir()
+    (stage / ".c-3.tmp-quiet.lock").write_text("7 otherhost\n")
+    for lock in (".a-1.tmp-dead.lock", ".run.log.tmp-9-dead.lock"):  # silent for an hour
+        os.utime(stage / lock, (past, past))
     try:
         removed = {p.name for p in collect_garbage(stage)}
     finally:
@@ -52,7 +59,27 @@ def test_garbage_of_dead_writers_is_collected_live_writes_are_not(tmp_path):
         ".b-2.tmp-old.lock",
         ".run.log.tmp-9-dead",
     }
-    assert _entries(stage) == [".a-1.tmp-live", ".a-1.tmp-live.lock", ".b-2.tmp-young.lock", "a-1"]
+    assert _entries(stage) == [
+        ".a-1.tmp-live",
+        ".a-1.tmp-live.lock",
+        ".b-2.tmp-young.lock",
+        ".c-3.tmp-quiet",
+        ".c-3.tmp-quiet.lock",
+        "a-1",
+    ]
+
+
+def test_a_live_writer_keeps_its_heartbeat_fresh(tmp_path, monkeypatch):
+    monkeypatch.setattr(atomic, "HEARTBEAT_SECONDS", 0.05)
+    lock = atomic.WriterLock(tmp_path / ".x.tmp-1.lock")
+    try:
+        past = time.time() - 3600
+        os.utime(lock.path, (past, past))
+        time.sleep(0.3)
+        assert time.time() - lock.path.stat().st_mtime < 1
+    finally:
+        lock.release()
+    assert not lock.path.exists()
 
 
 def test_temporaries_hold_their_writer_lock_and_leave_nothing(tmp_path):

@@ -168,7 +168,11 @@ def test_a_killed_run_leaves_no_process_behind(tmp_path, preset):
     # and resumes; its training restarts from the last checkpoint, if one was written.
     assert _hidden(tmp_path / "reports")
     assert [p for p in _hidden(tmp_path / "storage" / "train") if ".tmp-" in p]
-    assert Run(tmp_path, "--preset", str(preset), "--set", "train.steps=4", name="after").wait() == 0
+    os.environ["CUTSWAP_GC_STALE_SECONDS"] = "0"  # the killed run's heartbeats count as long silent
+    try:
+        assert Run(tmp_path, "--preset", str(preset), "--set", "train.steps=4", name="after").wait() == 0
+    finally:
+        del os.environ["CUTSWAP_GC_STALE_SECONDS"]
     assert _hidden(tmp_path / "reports") == []
     assert not [p for p in _hidden(tmp_path / "storage" / "train") if ".tmp-" in p]
 

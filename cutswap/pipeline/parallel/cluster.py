@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from cutswap.errors import CutswapError
+from cutswap.pipeline.parallel.identity import differences, fingerprint
 from cutswap.pipeline.parallel.worker_logs import WORKER_LOGS, _log_worker_record, _route_logs_plugin
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,7 @@ class Cluster:
         if self.address is not None:
             client = Client(self.address, set_as_default=False)
             self._stack.callback(client.close)
+            _check_workers_run_this_code(client, self.address)
             client.subscribe_topic(WORKER_LOGS, _log_worker_record)
             log.info("dask: connected to %s", self.address)
             return client
@@ -111,6 +113,7 @@ class Cluster:
         client = Client(cluster, set_as_default=False)
         self._stack.callback(client.close)
         _check_workers_see_this_package(client)
+        _check_workers_run_this_code(client, "the local cluster")
         client.subscribe_topic(WORKER_LOGS, _log_worker_record)
         client.register_plugin(_route_logs_plugin(), name="cutswap-logs")
         log.info(
@@ -246,6 +249,34 @@ def _check_workers_see_this_package(client: Any) -> None:
         raise CutswapError(
             f"Dask worker {address} would import `cutswap` from {seen}, not from {here}: a file or folder "
             "named cutswap on sys.path shadows the package; rename it or run from another directory"
+        )
+
+
+def _check_workers_run_this_code(client: Any, where: str) -> None:
+    """Refuse a cluster any of whose workers runs other code than this process (``identity``), by name.
+
+    A worker that cannot even import cutswap is named too, with its error.
+    """
+
+    def theirs() -> Any:  # nested, so it travels by value and reports a failed import as an answer
+        try:
+            from cutswap.pipeline.parallel.identity import fingerprint
+
+            return fingerprint()
+        except Exception as exc:  # noqa: BLE001
+            return f"cannot import cutswap: {type(exc).__name__}: {exc}"
+
+    ours = fingerprint()
+    wrong = []
+    for address, answer in sorted(client.run(theirs).items()):
+        why = answer if isinstance(answer, str) else "; ".join(differences(ours, answer))
+        if why:
+            wrong.append(f"{address} ({why})")
+    if wrong:
+        raise CutswapError(
+            f"{len(wrong)} Dask worker(s) of {where} run other code than this process, so their stores "
+            f"would carry keys naming code that did not run: {', '.join(wrong)}. Install the same cutswap "
+            "checkout, torch and zarr on every worker (pip install -e . from the same commit) and restart them"
         )
 
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from cutswap.pipeline.parallel.cluster import Cluster, JobError
+from cutswap.pipeline.parallel.identity import worker_gpu
 from cutswap.pipeline.parallel.worker_logs import _route_worker_logs
 from cutswap.pipeline.stores.arrays import SHARD
 
@@ -77,41 +78,58 @@ def _unpacked(name: str, answer: tuple) -> Any:
 
 
 def run_sharded(
-    fn: Callable[[int, int], Any], n: int, cluster: Cluster | None = None, shard: int = SHARD
+    fn: Callable[[int, int], Any],
+    n: int,
+    cluster: Cluster | None = None,
+    shard: int = SHARD,
+    workers: list[str] | None = None,
 ) -> list[Any]:
     """Call ``fn(start, stop)`` for every shard range, on the cluster when there are several ranges.
 
     A single range runs in this process: shipping it to a worker would only add the worker's start-up.
     ``fn`` must be picklable (a module-level function, or a ``functools.partial`` of one). The first
     exception of any range is raised here; ``JobError`` when the workers cannot unpickle ``fn``.
+
+    Args:
+        workers: receives the worker that ran each range (``current_worker``; ``in-process``), for the
+            store's attrs.
     """
     ranges = shard_ranges(n, shard)
     if cluster is None or len(ranges) <= 1:
-        return [fn(start, stop) for start, stop in ranges]
-    client = cluster.client
-    name = _describe(fn, ())
-    payload = _pickled(name, fn)
-    starts, stops = [r[0] for r in ranges], [r[1] for r in ranges]
-    token = uuid.uuid4().hex
-    keys = [f"{name.split('(')[0]}-{start}-{token}" for start in starts]  # named after fn on the dashboard
-    futures = client.map(_run_pickled, [payload] * len(ranges), starts, stops, key=keys, pure=False)
-    return [_unpacked(name, answer) for answer in client.gather(futures)]
+        out = [_placed(fn, start, stop) for start, stop in ranges]
+    else:
+        client = cluster.client
+        name = _describe(fn, ())
+        payload = _pickled(name, functools.partial(_placed, fn))
+        starts, stops = [r[0] for r in ranges], [r[1] for r in ranges]
+        token = uuid.uuid4().hex
+        keys = [
+            f"{name.split('(')[0]}-{start}-{token}" for start in starts
+        ]  # named after fn on the dashboard
+        futures = client.map(_run_pickled, [payload] * len(ranges), starts, stops, key=keys, pure=False)
+        out = [_unpacked(name, answer) for answer in client.gather(futures)]
+    if workers is not None:
+        workers.extend(where for where, _ in out)
+    return [result for _, result in out]
+
+
+def _placed(fn: Callable[[int, int], Any], start: int, stop: int) -> tuple[str, Any]:
+    """``fn(start, stop)`` and the worker that ran it."""
+    return current_worker() or "in-process", fn(start, stop)
 
 
 def worker_device(device: str) -> str:
-    """The device a task should use: ``auto`` resolved, and on a multi-GPU machine one GPU per Dask worker.
-
-    Local Dask workers are named 0..n-1, so worker ``i`` takes ``cuda:{i % n_gpus}``; in-process work and
-    single-GPU machines use the device as given.
-    """
+    """The device a task should use: ``auto`` resolved, and on a Dask worker of a multi-GPU host, the
+    worker's own GPU (``cutswap.pipeline.parallel.identity.worker_gpu``); in-process work and single-GPU
+    machines use the device as given."""
     import torch
 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device != "cuda" or torch.cuda.device_count() < 2:
+    if device != "cuda" or torch.cuda.device_count() < 2 or current_worker() is None:
         return device
-    name = current_worker()
-    return f"cuda:{int(name) % torch.cuda.device_count()}" if name and name.isdigit() else device
+    index = worker_gpu(current_worker())
+    return device if index is None else f"cuda:{index}"
 
 
 def current_worker() -> str | None:
@@ -198,8 +216,8 @@ def _job(fn: Callable[..., Any], args: tuple, topic: str | None, threads: int | 
     from distributed import get_worker
 
     worker = get_worker()
-    if torch.cuda.is_available() and str(worker.name).isdigit():
-        torch.cuda.set_device(int(worker.name) % torch.cuda.device_count())
+    if (gpu := worker_gpu(str(worker.name))) is not None:
+        torch.cuda.set_device(gpu)
     if threads is not None:
         torch.set_num_threads(threads)
     if topic is None:

@@ -47,7 +47,9 @@ def cluster_category(
         empty_array(group, "top", (n, levels, h, w), "bool", per_shard=parallel.SHARD)
         empty_array(group, "rank", (n, levels, h, w), "uint8", per_shard=parallel.SHARD)
         shard = functools.partial(_shard, saliency=saliency, out=location_of(group), cfg=cfg)
-        run_sharded(shard, n, dask, parallel.SHARD)
+        workers: list[str] = []
+        run_sharded(shard, n, dask, parallel.SHARD, workers)
+        group.attrs["workers"] = sorted(set(workers))
 
     return build_store(
         settings.storage_root, "cluster", saliency.name, cfg.model_dump(), {"saliency": saliency}, write, mode

@@ -71,8 +71,10 @@ def pairs_category(
         empty_array(group, "fallback", (n, levels, cfg.draws), "bool", per_shard=parallel.SHARD)
         shard = functools.partial(_shard, cluster=cluster, out=location_of(group), cfg=cfg)
         counts = np.zeros((levels, len(STEPS)), dtype=np.int64)
-        for part in run_sharded(shard, n, dask, parallel.SHARD):
+        workers: list[str] = []
+        for part in run_sharded(shard, n, dask, parallel.SHARD, workers):
             counts += np.asarray(part, dtype=np.int64)
+        group.attrs["workers"] = sorted(set(workers))
         per_level = max(n * cfg.draws, 1)
         group.attrs["fallback_rate"] = float(counts[:, STEP_RANDOM].sum()) / (per_level * levels)
         group.attrs["step_rates"] = {

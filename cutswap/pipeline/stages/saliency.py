@@ -98,7 +98,9 @@ def saliency_category(
             resolved=backbone.provenance(),
             device=settings.train.device,
         )
-        run_sharded(shard, len(index), dask, parallel.SHARD)
+        workers: list[str] = []
+        run_sharded(shard, len(index), dask, parallel.SHARD, workers)
+        group.attrs["workers"] = sorted(set(workers))
         group.attrs["device"] = worker_device(settings.train.device) if dask is None else "dask workers"
 
     extra = {"backbone": backbone.provenance(), "levels": cfg.levels, "input_size": cfg.input_size}

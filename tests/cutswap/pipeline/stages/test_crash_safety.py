@@ -213,6 +213,9 @@ def check_kills(tmp_path: Path, dataset: Path, stage: str, points: list[str], mo
         assert any(h.endswith(".lock") for h in hidden), f"{point}: the dead writer's lock file: {hidden}"
         assert not is_complete(storages[point] / stage / reference.name)
 
+    # The dead writers' heartbeats stopped when they were killed; count them silent long enough already
+    # (the default wait, ten heartbeats, is the subject of tests/cutswap/test_atomic.py).
+    monkeypatch.setenv("CUTSWAP_GC_STALE_SECONDS", "0")
     for point in points:
         path = run_here(storages[point], dataset, stage)
         assert path.name == reference.name  # same key

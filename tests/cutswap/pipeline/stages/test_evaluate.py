@@ -9,11 +9,12 @@ import torch
 from scipy import ndimage
 
 from cutswap.errors import StoreError
+from cutswap.learn import checkpoint as ckpt
 from cutswap.learn.models import ProjectionNet
 from cutswap.pipeline.readers import load_detector
 from cutswap.pipeline.settings import Settings
 from cutswap.pipeline.stages.evaluate import evaluate_run
-from cutswap.pipeline.stores import build_store, open_store, store_dir, write_array
+from cutswap.pipeline.stores import build_store, open_store, put_file, write_array
 from cutswap.score.metrics import f1_max, image_auroc, pixel_metrics
 
 SIZE = 32
@@ -61,10 +62,8 @@ def _make_stores(root, with_masks: bool = True):
     def write_train(group):
         torch.manual_seed(0)
         model = ProjectionNet([16], 2)
-        torch.save(
-            {"model": model.state_dict(), "head_dims": [16], "num_classes": 2},
-            store_dir(group) / "checkpoint.pt",
-        )
+        payload = {"model": model.state_dict(), "head_dims": [16], "num_classes": 2}
+        put_file(group, "checkpoint.pt", ckpt.to_bytes(payload))
 
     train, _ = build_store(
         root,

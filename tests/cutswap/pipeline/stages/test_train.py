@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -78,7 +80,7 @@ def test_store_holds_a_loadable_model_log_and_attrs_and_no_work_left(tmp_path, s
     model = load_model(ref)
     assert model.classifier.out_features == 3
     assert model(torch.rand(2, 3, 16, 16))[1].shape == (2, 3)
-    assert not work_dir(tmp_path, ref.name, ref.key).exists()
+    assert not Path(work_dir(tmp_path, ref.name, ref.key)).exists()
     assert train_run(settings, ingest, "cutpaste-3way", 0) == (ref, False)
 
 
@@ -121,6 +123,30 @@ def test_a_failed_run_resumes_from_its_work_directory_to_the_same_weights(tmp_pa
     a, b = load_model(ref).state_dict(), load_model(whole).state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     np.testing.assert_array_equal(open_store(ref)["log"][:, 1], open_store(whole)["log"][:, 1])
+
+
+def test_the_resume_state_is_an_object_under_a_bucket_root(bucket, stripes, ingest_store):
+    """A job that dies after its step-2 checkpoint leaves ``resume.pt`` in the bucket, not on the host's
+    disk: a rerun anywhere resumes from it, and it is deleted once the store is committed."""
+    import obstore
+
+    from cutswap import roots
+
+    ingest, pairs = ingest_store(bucket, stripes), _pairs(bucket, len(stripes))
+    settings = _settings(bucket, checkpoint_every=2)
+
+    def die(entry):
+        if entry["step"] == 4:
+            raise RuntimeError("worker lost")
+
+    with pytest.raises(RuntimeError):
+        train_run(settings, ingest, "random-swap", 0, pairs, progress=die)
+    work = roots.object_store(roots.join(bucket, "train", ".work"))
+    assert [m["path"].rsplit("/", 1)[-1] for m in obstore.list(work).collect()] == ["resume.pt"]
+    ref, computed = train_run(settings, ingest, "random-swap", 0, pairs)
+    assert computed and open_store(ref).attrs["resumed_from"] == 2
+    assert obstore.list(work).collect() == []
+    assert load_model(ref).state_dict()  # the checkpoint is an object of the committed store
 
 
 def test_without_a_progress_callback_progress_goes_to_the_module_logger(

@@ -1,0 +1,111 @@
+"""The tiny distributed benchmark four ways: where the stores live and where the work runs.
+
+    local-inprocess   stores in a local folder, every stage in the flow's process (the baseline)
+    local-cluster     stores in a local folder, a local Dask cluster of 2 workers
+    remote-local      stores in a local folder, a scheduler and 2 workers as separate processes
+    remote-s3         stores and report in a bucket of an S3-compatible server process (moto_server, from
+                      the test extra), the same scheduler and workers, which share no disk with the flow
+
+Each run computes every store from empty storage (``cutswap run --preset configs/loopback.yaml`` with
+smaller settings), as a user would, in its own process. Printed per way: wall time, its ratio to the
+baseline, the bytes the stores take, and for the bucket the bytes that crossed the S3 server's socket
+(its ``/proc/<pid>/io`` read and write counts: uploads and downloads). The aim of issue 17: remote-s3
+within 1.2x of remote-local, the same cluster with a local disk.
+
+    .venv/bin/python benchmarks/bench_storage.py [--steps 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.support.s3 import S3Server  # noqa: E402
+from tests.support.topology import Topology  # noqa: E402
+
+
+def _io(pid: int) -> tuple[int, int]:
+    fields = dict(line.split(": ") for line in Path(f"/proc/{pid}/io").read_text().splitlines())
+    return int(fields["rchar"]), int(fields["wchar"])
+
+
+def _folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def _run(cwd: Path, sets: list[str], env: dict[str, str]) -> float:
+    argv = [sys.executable, "-m", "flows.cli", "run", "--preset", str(REPO / "configs" / "loopback.yaml")]
+    for item in sets:
+        argv += ["--set", item]
+    start = time.perf_counter()
+    done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"run failed ({' '.join(sets)}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--steps", type=int, default=10, help="training steps per job")
+    args = parser.parse_args()
+    common = [f"train.steps={args.steps}", "train.seeds=[0]", "dataset.categories=[brick]"]
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-storage-") as tmp, S3Server() as s3:
+        base = Path(tmp)
+        env = {**os.environ, **s3.env, "XDG_CACHE_HOME": str(base / "cache")}
+
+        def local(name: str) -> list[str]:
+            return [f"storage_root={base / name / 'storage'}", f"reports_root={base / name / 'reports'}"]
+
+        (base / "flow").mkdir()
+        seconds = _run(base / "flow", [*common, *local("a"), "parallel.workers=0"], env)
+        rows.append(("local-inprocess", seconds, _folder_bytes(base / "a" / "storage"), None))
+        seconds = _run(base / "flow", [*common, *local("b"), "parallel.workers=2"], env)
+        rows.append(("local-cluster", seconds, _folder_bytes(base / "b" / "storage"), None))
+        (
+            base / "none"
+        ).mkdir()  # nothing hidden: remote-local's workers read the local stores (a shared disk)
+        topology = Topology(base / "hosts", base / "none", s3.env).start(["w1", "w2"])
+        try:
+            address = f"parallel.address={topology.address}"
+            seconds = _run(base / "flow", [*common, *local("c"), address], env)
+            rows.append(("remote-local", seconds, _folder_bytes(base / "c" / "storage"), None))
+            bucket = s3.bucket()
+            before = _io(s3.process.pid)
+            roots = [f"storage_root={bucket}/storage", f"reports_root={bucket}/reports"]
+            seconds = _run(base / "flow", [*common, *roots, address], env)
+            after = _io(s3.process.pid)
+            client = s3.client()
+            name = bucket[len("s3://") :]
+            stored = sum(
+                o["Size"]
+                for page in client.get_paginator("list_objects_v2").paginate(Bucket=name, Prefix="storage/")
+                for o in page.get("Contents", [])
+            )
+            moved = (after[0] - before[0], after[1] - before[1])
+            rows.append(("remote-s3", seconds, stored, moved))
+        finally:
+            topology.stop()
+    baseline = rows[0][1]
+    print(f"tiny loopback benchmark, 1 category, {args.steps} steps, {os.cpu_count()} cores")
+    print(f"{'way':16} {'wall s':>8} {'x base':>7} {'stores MB':>10} {'S3 in/out MB':>14}")
+    for name, seconds, stored, moved in rows:
+        traffic = f"{moved[0] / 1e6:.1f}/{moved[1] / 1e6:.1f}" if moved else "-"
+        print(f"{name:16} {seconds:8.1f} {seconds / baseline:7.2f} {stored / 1e6:10.2f} {traffic:>14}")
+    remote_local, remote_s3 = rows[2][1], rows[3][1]
+    print(f"remote-s3 / remote-local: {remote_s3 / remote_local:.2f}x (aim: at most 1.2x)")
+
+
+if __name__ == "__main__":
+    main()
