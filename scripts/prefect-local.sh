@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A local Prefect server, work pool, deployments and worker for cutswap, all bound to 127.0.0.1.
 #
-#   scripts/prefect-local.sh start   # server (DB under $PREFECT_HOME), pool, `prefect deploy --all`, worker
+#   scripts/prefect-local.sh start   # server (DB under $PREFECT_HOME), pool, its deployments, worker
 #   scripts/prefect-local.sh stop    # worker and server
 #
 # Environment: PREFECT_HOME (default ./.prefect), PREFECT_PROFILES_PATH ($PREFECT_HOME/profiles.toml),

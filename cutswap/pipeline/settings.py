@@ -373,15 +373,16 @@ class Settings(_Section):
 
     @model_validator(mode="after")
     def _roots_every_worker_reaches(self) -> Settings:
-        if self.parallel.address is None:
-            return self
+        clustered = self.parallel.address is not None or self.parallel.workers > 0
         for name in ("storage_root", "reports_root"):
             root = getattr(self, name)
-            if roots.scheme(root) == "memory":
+            if clustered and roots.scheme(root) == "memory":
                 raise ValueError(
-                    f"{name} {root} lives in this process's memory, which the workers of parallel.address "
-                    "cannot reach: give a bucket URL or a folder every host mounts"
+                    f"{name} {root} lives in this process's memory, which Dask workers (other processes) "
+                    "cannot reach: give a bucket URL or a folder, or set parallel.workers=0"
                 )
+        if self.parallel.address is None:
+            return self
         if roots.is_local(self.storage_root) and not Path(self.storage_root).expanduser().is_absolute():
             raise ValueError(
                 f"storage_root {self.storage_root!r} is relative, which each host of parallel.address would "

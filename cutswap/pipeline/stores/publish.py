@@ -26,9 +26,10 @@ from typing import Any
 
 import zarr
 
+import cutswap.pipeline.stores.objects as objects
+import cutswap.pipeline.stores.posix as posix
 from cutswap import atomic, roots
 from cutswap.errors import StoreError
-from cutswap.pipeline.stores import objects, posix
 from cutswap.pipeline.stores.checksums import damage_of
 from cutswap.pipeline.stores.keys import CODE_VERSIONS, StoreRef, _jsonable, library_versions, stage_key
 

@@ -174,11 +174,17 @@ def test_an_unknown_key_gets_a_did_you_mean(overrides, message):
         ),
         ({"train.trunk_lr_factor": 0}, "train.trunk_lr_factor: Input should be greater than 0"),
         ({"evaluate.coreset_fraction": 0}, "evaluate.coreset_fraction: Input should be greater than 0"),
+        ({"storage_root": "ftp://host/cutswap"}, "storage_root: 'ftp://host/cutswap': unknown scheme ftp://"),
+        ({"storage_root": "s3://"}, "storage_root: 's3://' names no bucket; give s3://BUCKET/PREFIX"),
+        ({"storage_root": "memory://x"}, "storage_root memory://x lives in this process's memory"),
         (
-            {"storage_root": "s3://bucket/cutswap"},
-            "storage_root: 's3://bucket/cutswap' is a URL; roots on object",
+            {"storage_root": "memory://x", "parallel.workers": 0, "parallel.address": "tcp://10.0.0.5:8786"},
+            "storage_root memory://x lives in this process's memory",
         ),
-        ({"reports_root": "file:///tmp/r"}, "reports_root: 'file:///tmp/r' is a URL"),
+        (
+            {"storage_root": "storage", "parallel.address": "tcp://10.0.0.5:8786"},
+            "storage_root 'storage' is relative, which each host of parallel.address would read from its own",
+        ),
     ],
 )
 def test_a_value_that_would_fail_in_a_worker_is_refused_in_one_line(overrides, message):
@@ -193,10 +199,23 @@ def test_a_value_that_would_fail_in_a_worker_is_refused_in_one_line(overrides, m
     [
         ({"train.weight_decay": "3e-5"}, lambda s: s.train.weight_decay == 3e-5),
         ({"train.lr": "1"}, lambda s: s.train.lr == 1.0),  # an int where a float is declared
-        ({"parallel.address": "tcp://10.0.0.5:8786"}, lambda s: s.parallel.address.endswith(":8786")),
-        ({"parallel.address": "[::1]:8786"}, lambda s: s.parallel.address == "[::1]:8786"),
+        (
+            {"parallel.address": "tcp://10.0.0.5:8786", "storage_root": "/srv/cutswap"},
+            lambda s: s.parallel.address.endswith(":8786"),
+        ),
+        (
+            {"parallel.address": "[::1]:8786", "storage_root": "/srv/cutswap"},
+            lambda s: s.parallel.address == "[::1]:8786",
+        ),
         ({"train.device": "cuda:1"}, lambda s: s.train.device == "cuda:1"),
-        ({"storage_root": "/tmp/x"}, lambda s: s.storage_root == Path("/tmp/x")),
+        ({"storage_root": "/tmp/x"}, lambda s: s.storage_root == "/tmp/x"),
+        ({"storage_root": "S3://bucket/cutswap/"}, lambda s: s.storage_root == "s3://bucket/cutswap"),
+        ({"reports_root": "file:///tmp/r"}, lambda s: s.reports_root == "file:///tmp/r"),
+        (
+            {"storage_root": "gs://b/p", "parallel.address": "tcp://10.0.0.5:8786"},
+            lambda s: s.storage_root == "gs://b/p",
+        ),
+        ({"storage_root": "memory://x", "parallel.workers": 0}, lambda s: s.storage_root == "memory://x"),
     ],
 )
 def test_values_a_user_means_are_read_as_meant(overrides, check):

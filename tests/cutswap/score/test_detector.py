@@ -85,7 +85,7 @@ def test_a_test_set_without_anomalies_still_gets_the_same_threshold(tiny_run, tm
 
     normal_only, _ = build_store(tmp_path, "ingest", "brick", {"normal_only": True}, {}, write)
     original = open_store(tiny_run.evaluations["cutpaste"])
-    train = StoreRef(**original.attrs["inputs"]["train"])
+    train = StoreRef.recorded(original.attrs["inputs"]["train"], tiny_run.evaluations["cutpaste"].root)
     settings = tiny_run.settings.model_copy(update={"storage_root": tmp_path})
     group = open_store(evaluate_run(settings, normal_only, train)[0])
     assert not group["labels"][:].any()

@@ -1,0 +1,110 @@
+"""Workers that run other code are refused by name; workers of one host claim different GPUs."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from cutswap.errors import CutswapError
+from cutswap.pipeline.parallel import Cluster
+from cutswap.pipeline.parallel.identity import claim_gpu, differences, fingerprint
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def test_fingerprints_name_what_differs():
+    ours = fingerprint()
+    theirs = {**ours, "torch": "2.0.0", "stages": {**ours["stages"], "train": "0"}}
+    assert differences(ours, ours) == []
+    assert differences(ours, theirs) == [
+        f"torch {ours['torch']} here, 2.0.0 there",
+        f"stage train code version {ours['stages']['train']} here, 0 there",
+    ]
+
+
+@pytest.mark.slow
+def test_a_worker_running_other_code_is_refused_by_name(tmp_path):
+    """A real scheduler and two real workers; one imports a copy of cutswap whose train stage has another
+    code version (as a host with another checkout would): connecting names that worker, and only it."""
+    from tests.support.topology import Topology
+
+    other = tmp_path / "other"
+    shutil.copytree(REPO / "cutswap", other / "cutswap", ignore=shutil.ignore_patterns("__pycache__"))
+    keys = other / "cutswap" / "pipeline" / "stores" / "keys.py"
+    keys.write_text(keys.read_text().replace('"train": "1",', '"train": "2",', 1))
+    hidden = tmp_path / "none"
+    hidden.mkdir()
+    same = Topology(tmp_path / "hosts", hidden, {})
+    try:
+        same.start(["same"])
+        same.env = {"PYTHONPATH": str(other)}
+        same._start("stale", [sys.executable, "-m", "distributed.cli.dask_worker", same.address, "--name", "stale",
+                              "--nthreads", "1", "--no-nanny", "--no-dashboard", "--host", "127.0.0.1"], False)  # fmt: skip
+        from distributed import Client
+
+        with Client(same.address, timeout=60) as client:
+            client.wait_for_workers(2, timeout=120)
+            stale = next(
+                a for a, w in client.scheduler_info(n_workers=-1)["workers"].items() if w["name"] == "stale"
+            )
+        cluster = Cluster(0, address=same.address)
+        with pytest.raises(CutswapError) as info:
+            cluster.client  # noqa: B018 (connecting is what is tested)
+        cluster.close()
+        message = str(info.value)
+        assert "1 Dask worker(s)" in message and stale in message
+        assert "stage train code version 1 here, 2 there" in message and "code " in message
+    finally:
+        same.stop()
+
+
+_CLAIM = """
+import sys, time
+from pathlib import Path
+from cutswap.pipeline.parallel.identity import claim_gpu
+print(claim_gpu(2, Path(sys.argv[1])), flush=True)
+time.sleep(float(sys.argv[2]))
+"""
+
+
+def test_workers_of_one_host_claim_different_gpus(tmp_path):
+    """The pinning logic without GPUs: processes of one host each claim a free device index, a third
+    finds none, and a claim ends with its process (a restarted worker takes the GPU back)."""
+
+    def claimer(seconds: float) -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, "-c", textwrap.dedent(_CLAIM), str(tmp_path), str(seconds)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    first, second = claimer(30), claimer(30)
+    try:
+        claims = {first.stdout.readline().strip(), second.stdout.readline().strip()}
+        assert claims == {"0", "1"}
+        third = subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(_CLAIM), str(tmp_path), "0"],
+            capture_output=True,
+            text=True,
+        )
+        assert third.stdout.strip() == "None"
+        first.kill()
+        first.wait()
+        time.sleep(0.2)
+        again = subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(_CLAIM), str(tmp_path), "0"],
+            capture_output=True,
+            text=True,
+        )
+        assert again.stdout.strip() in claims and again.stdout.strip() != "None"
+    finally:
+        for process in (first, second):
+            process.kill()
+            process.wait()
+    assert claim_gpu(0, tmp_path / "none") is None  # no GPUs: nothing to claim
