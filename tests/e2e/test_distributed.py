@@ -85,7 +85,14 @@ def _attrs(s3_server, bucket: str, stage: str) -> list[dict]:
 
 
 def _local_store_folders(*folders: Path) -> list[Path]:
-    return [p for f in folders for p in f.rglob("*") if p.is_dir() and p.name in ("storage", "s3:")]
+    """Folders named like a store root or a URL read as a path (Dask's own spill folder, under its
+    ``dask-scratch-space``, is Dask's)."""
+    return [
+        p
+        for f in folders
+        for p in f.rglob("*")
+        if p.is_dir() and p.name in ("storage", "s3:") and "dask-scratch-space" not in p.parts
+    ]
 
 
 def test_a_run_on_remote_workers_keeps_everything_in_the_bucket(topology, s3_server, tmp_path):
