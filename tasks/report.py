@@ -12,6 +12,7 @@ from prefect import task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NONE
 
+from cutswap import roots
 from cutswap.pipeline.settings import Settings
 from cutswap.pipeline.stages.report import CategoryRefs, write_report
 from cutswap.report.compare import comparisons_markdown
@@ -67,7 +68,10 @@ def report(
             description=f"Figures of run {settings.run} ({Path(folder) / 'figures'}; shown in index.html)",
         )
     page = (Path(folder) / "index.html").resolve()
-    create_link_artifact(
-        link=page.as_uri(), link_text=f"{settings.run} report (HTML)", key=_artifact_key(settings.run, "page")
-    )
+    if roots.is_local(settings.reports_root):
+        link, text = page.as_uri(), f"{settings.run} report (HTML)"
+    else:  # where someone on another host finds it; this host's copy is in the description
+        link = roots.join(roots.normalize(settings.reports_root), settings.run, "index.html")
+        text = f"{settings.run} report (HTML, in the bucket; built on this host at {page})"
+    create_link_artifact(link=link, link_text=text, key=_artifact_key(settings.run, "page"))
     return Path(folder)
