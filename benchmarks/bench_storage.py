@@ -79,6 +79,8 @@ def main() -> None:
         topology = Topology(base / "hosts", base / "none", s3.env).start(["w1", "w2"])
         try:
             address = f"parallel.address={topology.address}"
+            # Warm the workers once (imports, torch's start-up), so neither timed way pays for it.
+            _run(base / "flow", [*common, *local("warm"), address, "run=warm"], env)
             seconds = _run(base / "flow", [*common, *local("c"), address], env)
             rows.append(("remote-local", seconds, _folder_bytes(base / "c" / "storage"), None))
             bucket = s3.bucket()

@@ -25,10 +25,13 @@ def train(
 ) -> StoreRef:
     """``dask``: the cluster that runs the job (None: in-process). Its progress lines come to this log.
 
-    A data-parallel job (``train.nproc > 1``) runs here: its torchrun launch takes every GPU it asks for.
+    A data-parallel job (``train.nproc > 1``) on a cluster by address is a job asking one worker for
+    ``nproc`` GPUs (start such workers with ``--resources GPU=<n>`` and n visible devices); on a local
+    cluster, whose workers own one GPU each, it runs here, where its torchrun launch takes every GPU.
     """
     logger = get_run_logger()
-    cluster = dask if settings.train.nproc == 1 else None
+    nproc = settings.train.nproc
+    cluster = dask if nproc == 1 or (dask is not None and dask.address is not None) else None
     label = f"{ingest.name}/{method}/seed {seed}"
     total = settings.train.steps
 
@@ -47,5 +50,7 @@ def train(
     log_line = None if cluster else logger.info
     job = (train_run, settings, ingest, method, seed, pairs, mode, progress, log_line)
     return run_logged(
-        "train", label, lambda: run_job(*job, cluster=cluster, relay=relay_to(logger), progress=step)
+        "train",
+        label,
+        lambda: run_job(*job, cluster=cluster, relay=relay_to(logger), progress=step, gpus=nproc),
     )

@@ -164,3 +164,16 @@ def test_a_worker_killed_mid_training_the_job_resumes_on_the_other(topology, s3_
     (train,) = _attrs(s3_server, bucket, "train")
     survivor = ({"w1", "w2"} - set(busy)).pop()
     assert train["worker"] == survivor and train["resumed_from"] >= 4, train
+
+
+def test_a_data_parallel_training_is_a_job_of_one_worker(topology, s3_server):
+    """``train.nproc: 2`` on a cluster by address: torchrun starts on a worker (gloo ranks on its CPU),
+    not in the flow's process, and the store says which worker ran it."""
+    topology.start(["w1", "w2"])
+    bucket = s3_server.bucket()
+    flow = topology.hidden
+    preset = _preset(flow, bucket, methods=["cutpaste"], steps=4, nproc=2)
+    done = _run(flow, preset, topology.address)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:] + topology.logs()
+    (train,) = _attrs(s3_server, bucket, "train")
+    assert train["nproc"] == 2 and train["worker"] in {"w1", "w2"}, train

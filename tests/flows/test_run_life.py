@@ -185,6 +185,9 @@ def test_two_runs_of_one_preset_share_the_work_and_both_succeed(tmp_path, preset
     (reports / ".life.tmp-1-dead.lock").write_text("1 elsewhere\n")
     (reports / ".life.run.log.tmp-1-dead").write_text("a killed run's log")
     (reports / ".life.run.log.tmp-1-dead.lock").write_text("1 elsewhere\n")
+    long_ago = time.time() - 3600  # their writer's heartbeat stopped an hour ago
+    for lock in (".life.tmp-1-dead.lock", ".life.run.log.tmp-1-dead.lock"):
+        os.utime(reports / lock, (long_ago, long_ago))
     runs = [
         Run(tmp_path, "--preset", str(preset), "--set", "parallel.workers=0", name=f"run{i}") for i in (1, 2)
     ]

@@ -153,8 +153,10 @@ def run_job(
     relay: Callable[[int, str], None] | None = None,
     name: str | None = None,
     progress: Callable[[dict[str, Any]], None] | None = None,
+    gpus: int = 1,
 ) -> Any:
-    """Run one job, ``fn(*args)``, on a cluster worker (one GPU when there are GPUs), or in this process.
+    """Run one job, ``fn(*args)``, on a cluster worker (``gpus`` GPUs of one worker when the cluster has
+    GPUs), or in this process.
 
     Safe to call from several threads at once: the cluster decides how many jobs run together, and
     in-process jobs take turns.
@@ -167,6 +169,8 @@ def run_job(
         name: the job in error messages; default: ``fn``'s name and the names and plain values of ``args``.
         progress: called with the ``progress`` dict of every relayed record that carries one (a training
             step, ``cutswap.pipeline.stages.train``), after ``relay`` got its line. Needs ``relay``.
+        gpus: GPUs the job takes on one worker (a data-parallel training: one per rank); such a job uses
+            every device its worker sees, so the worker is not pinned to one.
 
     Returns:
         What ``fn`` returns; its exception is raised here.
@@ -182,9 +186,11 @@ def run_job(
     client = cluster.client
     topic = f"cutswap-job-{uuid.uuid4().hex}"
     payload = _pickled(
-        name, functools.partial(_job, fn, args, topic if relay else None, cluster.job_threads())
+        name, functools.partial(_job, fn, args, topic if relay else None, cluster.job_threads(), gpus == 1)
     )
     resources = cluster.job_resources()
+    if resources and gpus > 1:
+        resources = {**resources, "GPU": gpus}
     if relay is not None:
         client.subscribe_topic(topic, functools.partial(_relayed, relay, progress))
     future = None
@@ -210,13 +216,15 @@ def _relayed(
         progress(entry)
 
 
-def _job(fn: Callable[..., Any], args: tuple, topic: str | None, threads: int | None) -> Any:
-    """Runs on the worker: pins the worker's GPU and thread share, relays logs, calls ``fn``."""
+def _job(
+    fn: Callable[..., Any], args: tuple, topic: str | None, threads: int | None, pin: bool = True
+) -> Any:
+    """Runs on the worker: pins the worker's GPU (``pin``) and thread share, relays logs, calls ``fn``."""
     import torch
     from distributed import get_worker
 
     worker = get_worker()
-    if (gpu := worker_gpu(str(worker.name))) is not None:
+    if pin and (gpu := worker_gpu(str(worker.name))) is not None:
         torch.cuda.set_device(gpu)
     if threads is not None:
         torch.set_num_threads(threads)
