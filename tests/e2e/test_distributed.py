@@ -48,18 +48,23 @@ def _preset(folder: Path, bucket: str, **train) -> Path:
     return path
 
 
+def _argv(preset: Path, address: str) -> list[str]:
+    """``cutswap run`` of a preset on the cluster at ``address``."""
+    return [
+        sys.executable,
+        "-m",
+        "flows.cli",
+        "run",
+        "--preset",
+        str(preset),
+        "--set",
+        f"parallel.address={address}",
+    ]
+
+
 def _run(flow: Path, preset: Path, address: str, timeout: float = 900) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "flows.cli",
-            "run",
-            "--preset",
-            str(preset),
-            "--set",
-            f"parallel.address={address}",
-        ],
+        _argv(preset, address),
         cwd=flow,
         capture_output=True,
         text=True,
@@ -130,16 +135,7 @@ def test_a_worker_killed_mid_training_the_job_resumes_on_the_other(topology, s3_
     flow = topology.hidden
     preset = _preset(flow, bucket, methods=["cutpaste"], steps=300, checkpoint_every=4, log_every=4)
     run = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "flows.cli",
-            "run",
-            "--preset",
-            str(preset),
-            "--set",
-            f"parallel.address={topology.address}",
-        ],  # fmt: skip
+        _argv(preset, topology.address),
         cwd=flow,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

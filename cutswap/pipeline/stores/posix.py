@@ -95,17 +95,6 @@ def verify(path: Path) -> str | None:
     return problem
 
 
-def open_local(path: Path) -> zarr.Group:
-    """Open a complete local store read-only, after checking its files against their checksums."""
-    if not is_complete(path):
-        raise StoreError(
-            f"store {path} is missing or incomplete; rerun its stage (or run with force=[<stage>])"
-        )
-    if problem := verify(path):
-        raise StoreError(f"store {path} is corrupt: {problem}; recompute it (--force {path.parent.name})")
-    return zarr.open_group(str(path), mode="r")
-
-
 @contextlib.contextmanager
 def publishing(final: Path, attrs: dict[str, Any], replace: bool = False) -> Iterator[zarr.Group]:
     """Yield a new group at a temporary path; publish it at ``final`` only if the body succeeds.
