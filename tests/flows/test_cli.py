@@ -110,6 +110,11 @@ BAD_INPUTS = {
         lambda _: ["--set", f"parallel.address=tcp://127.0.0.1:{_closed_port()}"],
         "no scheduler answers",
     ),
+    "storage-unknown-scheme": (["--set", "storage_root=ftp://host/cutswap"], "unknown scheme ftp://"),
+    "storage-memory-with-workers": (
+        ["--set", "storage_root=memory://run", "--set", "parallel.workers=2"],
+        "lives in this process's memory",
+    ),
     "storage-unwritable": (
         ["--set", "storage_root=/proc/cutswap"],
         "storage_root /proc/cutswap: cannot write",
@@ -145,6 +150,25 @@ def test_bad_input_exits_2_with_one_line_before_prefect_or_dask_start(tmp_path, 
     assert message in "\n".join(errors)
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "prefect").exists(), "Prefect made its home: it was started"
+
+
+def test_a_bucket_whose_endpoint_does_not_answer_is_one_line_within_seconds(tmp_path, preset, monkeypatch):
+    """The issue's case: ``storage_root=s3://...`` with an endpoint nobody listens on. Credentials and the
+    endpoint come from the environment, as they would for a user."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{_closed_port()}")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "y")
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    args = ["--set", "storage_root=s3://nowhere/cutswap"]
+    done, seconds = _cutswap(tmp_path, "run", "--preset", str(preset), *args, importtime=True)
+    print(f"cutswap run {' '.join(args)}: exit {done.returncode} in {seconds:.2f} s wall")
+    errors = [line for line in done.stderr.splitlines() if not line.startswith("import time:")]
+    assert done.returncode == 2 and len(errors) == 1, done.stderr[-2000:]
+    assert errors[0].startswith("error: storage_root s3://nowhere/cutswap (endpoint http://127.0.0.1:")
+    assert "cannot write there" in errors[0] and "AWS_ENDPOINT_URL" in errors[0]
+    assert seconds < 10
+    imported = _imported(done.stderr)
+    assert not {m for m in imported if m.split(".")[0] in ("prefect", "distributed", "torch")}
 
 
 @pytest.mark.parametrize(
