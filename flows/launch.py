@@ -161,6 +161,7 @@ def execute(
     ``owns_process``: the command ends the process after the run, so the console stays ours until the exit
     (Prefect logs at exit), signals are handled here (``_Stop``), and the temporary API serves until then.
     """
+    from cutswap import roots
     from cutswap.app import console
     from cutswap.errors import RunFailed
     from flows.api import run_api
@@ -189,6 +190,8 @@ def execute(
         return 128 + (signum or signal.SIGINT)
     page = folder / "index.html"
     print(f"\nDone. Report: {folder}/summary.md" + (f" and {page}" if page.is_file() else ""))
+    if not roots.is_local(root := checked.settings.reports_root):  # built on this host, then uploaded
+        print(f"In the bucket: {roots.join(root, checked.settings.run)}/ (index.html, summary.md, ...)")
     print(f"Full log: {log}")
     return 0
 
