@@ -140,6 +140,8 @@ def location_of(group: Any) -> str:
     from zarr.storage import LocalStore
 
     store = group.store
+    while hasattr(store, "_store"):  # a wrapper (cutswap.pipeline.stores.objects.HashingStore)
+        store = store._store
     if isinstance(store, LocalStore):
         return str(store.root)
     try:

@@ -12,8 +12,10 @@ One store (a stage output under one key) is a prefix of its own::
 How a store is published, and why:
 
 1. A writer writes under a fresh attempt prefix (no writer ever shares another's objects, so two writers
-   never share a Zarr shard), computes the content digests of what it wrote (read back, so that they
-   describe the bytes the server holds) and records them in the group's attrs, ``complete: true`` last.
+   never share a Zarr shard), computes the content digests of what it wrote and records them in the
+   group's attrs, ``complete: true`` last. What this process wrote through the group is hashed as it is
+   written (``HashingStore``); objects written by other processes (the precompute stages' shards, by the
+   Dask workers) are read back and hashed once.
 2. It commits by creating the marker with a conditional PUT (``If-None-Match: *``): of any number of
    writers of one generation exactly one succeeds, on S3, GCS, Azure and a local folder alike. Readers
    only ever look through a marker, so an attempt that was never committed (a crash between upload and
@@ -43,6 +45,9 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
+
+import zarr
+from zarr.storage import WrapperStore
 
 from cutswap import atomic, roots
 from cutswap.errors import StoreError
@@ -111,19 +116,51 @@ def verify(folder: str, marker: dict[str, Any]) -> str | None:
     return None
 
 
-def file_digests(url: str) -> dict[str, str]:
-    """sha256 of every object under ``url`` but the root ``zarr.json``, read back from the server."""
+def file_digests(url: str, known: dict[str, str] | None = None) -> dict[str, str]:
+    """sha256 of every object under ``url`` but the root ``zarr.json``: from ``known`` (hashed as this
+    process wrote them) where there, else read back from the server."""
     import obstore
 
     store = roots.object_store(url)
+    known = known or {}
     digests = {}
     for path in sorted(m["path"] for m in obstore.list(store).collect()):
-        if path != "zarr.json":
-            h = hashlib.sha256()
-            for chunk in obstore.get(store, path).stream():
-                h.update(chunk)
-            digests[path] = h.hexdigest()
+        if path == "zarr.json":
+            continue
+        if path in known:
+            digests[path] = known[path]
+            continue
+        h = hashlib.sha256()
+        for chunk in obstore.get(store, path).stream():
+            h.update(chunk)
+        digests[path] = h.hexdigest()
     return digests
+
+
+class HashingStore(WrapperStore):
+    """A Zarr store that records the sha256 of every object it writes (``hashes``), so that a commit reads
+    back only what other processes wrote. A key written only if absent, or deleted, is forgotten (then
+    read back, or gone)."""
+
+    def __init__(self, store: Any, hashes: dict[str, str]) -> None:
+        super().__init__(store)
+        self.hashes = hashes
+
+    async def set(self, key: str, value: Any) -> None:
+        await self._store.set(key, value)
+        self.hashes[key] = hashlib.sha256(value.to_bytes()).hexdigest()
+
+    async def _set_many(self, values: Any) -> None:
+        for key, value in values:
+            await self.set(key, value)
+
+    async def set_if_not_exists(self, key: str, value: Any) -> None:
+        await self._store.set_if_not_exists(key, value)
+        self.hashes.pop(key, None)
+
+    async def delete(self, key: str) -> None:
+        await self._store.delete(key)
+        self.hashes.pop(key, None)
 
 
 @contextlib.contextmanager
@@ -143,9 +180,10 @@ def publishing(folder: str, attrs: dict[str, Any], replace: bool = False) -> Ite
     url = roots.join(folder, _ATTEMPT + attempt)
     alive = roots.join(folder, _ATTEMPT + attempt + _ALIVE)
     collect_garbage(folder)
+    hashes: dict[str, str] = {}
     try:
         heartbeat = atomic.Heartbeat(lambda: roots.write_bytes(alive, _holder()))
-        group = roots.open_group(url, mode="w-")
+        group = zarr.open_group(store=HashingStore(roots.zarr_store(url), hashes), mode="w-")
         group.attrs.update({**attrs, "complete": False})
     except Exception as exc:  # noqa: BLE001
         _discard(url, alive)
@@ -153,7 +191,7 @@ def publishing(folder: str, attrs: dict[str, Any], replace: bool = False) -> Ite
     committed = False
     try:
         yield group
-        digests = file_digests(url)
+        digests = file_digests(url, hashes)
         group.attrs.update({"digests": digests, "digest": content_digest(digests), "complete": True})
         committed = _commit(folder, attempt, group.attrs["digest"], replace)
     except StoreError:

@@ -113,8 +113,16 @@ def open_store(ref: StoreRef) -> zarr.Group:
 
 
 def put_file(group: zarr.Group, name: str, data: bytes) -> None:
-    """Write an extra file beside a store's arrays while it is being published (a checkpoint)."""
-    roots.write_bytes(roots.join(roots.location_of(group), name), data)
+    """Write an extra file beside a store's arrays while it is being published (a checkpoint); through
+    the group's own store under a URL root, so that it is hashed as it is written."""
+    location = roots.location_of(group)
+    if roots.is_local(location):
+        roots.write_bytes(roots.join(location, name), data)
+        return
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.sync import sync
+
+    sync(group.store.set(name, default_buffer_prototype().buffer.from_bytes(data)))
 
 
 def get_file(ref: StoreRef, name: str) -> bytes:

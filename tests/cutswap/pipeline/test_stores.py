@@ -474,3 +474,17 @@ def test_an_unreachable_endpoint_is_one_line_within_seconds(monkeypatch):
     assert time.monotonic() - start < 10
     message = str(info.value)
     assert "\n" not in message and "s3://nowhere/cutswap" in message and "cannot write there" in message
+
+
+def test_digests_hashed_as_written_equal_the_bytes_the_server_holds(bucket):
+    """What the writer hashed on the way out (its own writes, a checkpoint) is what a read-back hashes."""
+    from cutswap.pipeline.stores import objects, put_file
+
+    def write(group):
+        _images(group)
+        put_file(group, "checkpoint.pt", b"\x00weights" * 1000)
+
+    ref, _ = build_store(bucket, "train", "brick", {}, {}, write)
+    attrs = open_store(ref).attrs
+    assert "checkpoint.pt" in attrs["digests"]
+    assert objects.file_digests(roots.join(ref.path, _attempt(ref))) == attrs["digests"]
