@@ -8,6 +8,7 @@
 #   KEEP=1 scripts/loopback-cluster.sh     # leave the servers running (their pids are printed)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+make -s install  # the project and its test extra (moto_server) in .venv, once
 PY=${PY:-.venv/bin/python}
 BASE=$(mktemp -d "${TMPDIR:-/tmp}/cutswap-loopback-XXXXXX")
 port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
