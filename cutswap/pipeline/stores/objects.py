@@ -279,6 +279,10 @@ def collect_garbage(folder: str, stale: float | None = None) -> list[str]:
             continue
         _discard(roots.join(folder, name), roots.join(folder, name + _ALIVE))
         removed.append(name)
+    attempts = {p.rsplit("/", 1)[-1] for p in prefixes}
+    for name, seen in heartbeats.items():  # a writer killed before its first object: a heartbeat alone
+        if name not in attempts and (now - seen).total_seconds() >= stale:
+            roots.delete(roots.join(folder, name + _ALIVE))
     # Markers of older generations point at deleted attempts now; the latest one is all readers use.
     return removed
 

@@ -44,7 +44,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
-import logging
 import os
 import shutil
 import uuid
@@ -58,8 +57,6 @@ from cutswap import atomic
 from cutswap.errors import StoreError
 from cutswap.pipeline.stores.checksums import content_digest, damage, file_digests
 from cutswap.pipeline.stores.keys import _jsonable
-
-log = logging.getLogger(__name__)
 
 
 def _attributes(path: Path) -> dict[str, Any] | None:
