@@ -181,11 +181,14 @@ def publishing(folder: str, attrs: dict[str, Any], replace: bool = False) -> Ite
     alive = roots.join(folder, _ATTEMPT + attempt + _ALIVE)
     collect_garbage(folder)
     hashes: dict[str, str] = {}
+    heartbeat = None
     try:
         heartbeat = atomic.Heartbeat(lambda: roots.write_bytes(alive, _holder()))
         group = zarr.open_group(store=HashingStore(roots.zarr_store(url), hashes), mode="w-")
         group.attrs.update({**attrs, "complete": False})
     except Exception as exc:  # noqa: BLE001
+        if heartbeat is not None:
+            heartbeat.stop()
         _discard(url, alive)
         raise StoreError(f"cannot write {folder}: {_short(exc)}") from exc
     committed = False
