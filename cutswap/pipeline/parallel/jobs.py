@@ -226,6 +226,10 @@ def _job(
     worker = get_worker()
     if pin and (gpu := worker_gpu(str(worker.name))) is not None:
         torch.cuda.set_device(gpu)
+    if threads is None and not torch.cuda.is_available():
+        # A worker of a cluster by address: its CPU budget is the threads it was started with (``dask
+        # worker --nthreads``, all cores by default), so workers sharing a host do not oversubscribe it.
+        threads = worker.state.nthreads
     if threads is not None:
         torch.set_num_threads(threads)
     if topic is None:
