@@ -108,3 +108,27 @@ def test_workers_of_one_host_claim_different_gpus(tmp_path):
             process.kill()
             process.wait()
     assert claim_gpu(0, tmp_path / "none") is None  # no GPUs: nothing to claim
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif((__import__("os").cpu_count() or 1) < 2, reason="one core: every budget is one thread")
+def test_a_cpu_job_on_a_cluster_by_address_keeps_to_its_workers_threads():
+    """Two workers of one host started with ``--nthreads 1`` each run torch on one thread, not on every
+    core (which made them oversubscribe the host: benchmarks/bench_storage.py, remote ways)."""
+    from distributed import LocalCluster
+
+    from cutswap.pipeline.parallel import run_job
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=None) as local:  # fmt: skip
+        cluster = Cluster(0, address=local.scheduler_address)
+        try:
+            assert run_job(_torch_threads, cluster=cluster) == 1
+        finally:
+            cluster.close()
