@@ -80,9 +80,13 @@ def join(root: str, *parts: str) -> str:
     return "/".join([root.rstrip("/"), *(p.strip("/") for p in parts if p)])
 
 
+def _s3_endpoint() -> str:
+    """The S3 endpoint this process's environment names ("" for AWS itself)."""
+    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or ""
+
+
 def _client_options(url: str) -> dict[str, Any]:
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or ""
-    if scheme(url) == "s3" and endpoint.startswith("http://"):
+    if scheme(url) == "s3" and _s3_endpoint().startswith("http://"):
         return {"allow_http": True}
     return {}
 
@@ -104,12 +108,13 @@ def object_store(url: str) -> Any:
         store = obstore.store.LocalStore(url[len("file://") :], mkdir=True)
     else:
         store = obstore.store.from_url(url, client_options=_client_options(url))
-    _URL_OF[id(store)] = url
+    _URL_OF[id(store)] = (store, url)
     return store
 
 
-#: The URL of every store ``object_store`` built (they are cached, so ids stay valid).
-_URL_OF: dict[int, str] = {}
+#: Every store ``object_store`` built, by id, with its URL; holding the store keeps its id from being
+#: reused after the cache above lets it go.
+_URL_OF: dict[int, tuple[Any, str]] = {}
 
 
 @functools.cache
@@ -145,7 +150,7 @@ def location_of(group: Any) -> str:
     if isinstance(store, LocalStore):
         return str(store.root)
     try:
-        return _URL_OF[id(store.store)]
+        return _URL_OF[id(store.store)][1]
     except (AttributeError, KeyError):
         raise StoreError("this group was not opened through cutswap.roots") from None
 
@@ -267,7 +272,7 @@ def check_reachable(root: str, timeout: float = 5.0) -> None:
         obstore.put(store, probe, b"")
         obstore.delete(store, probe)
     except Exception as exc:  # noqa: BLE001 (obstore raises its own classes for every backend error)
-        endpoint = os.environ.get("AWS_ENDPOINT_URL") if scheme(root) == "s3" else None
+        endpoint = _s3_endpoint() if scheme(root) == "s3" else None
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise StoreError(
             f"{root}{f' (endpoint {endpoint})' if endpoint else ''}: cannot write there: {first[:300]}"

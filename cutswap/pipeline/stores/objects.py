@@ -78,9 +78,13 @@ def _short(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
-def latest_commit(folder: str) -> dict[str, Any] | None:
-    """The marker of a store's highest committed generation; None when nothing was committed."""
-    _, objects = _listing(folder)
+def latest_commit(folder: str, objects: list[dict[str, Any]] | None = None) -> dict[str, Any] | None:
+    """The marker of a store's highest committed generation; None when nothing was committed.
+
+    ``objects``: the store prefix's listing (``_listing``), when the caller has it already.
+    """
+    if objects is None:
+        _, objects = _listing(folder)
     markers = sorted(m["path"] for m in objects if m["path"].startswith(_COMMIT))
     if not markers:
         return None
@@ -264,10 +268,8 @@ def collect_garbage(folder: str, stale: float | None = None) -> list[str]:
     """
     stale = atomic.stale_seconds() if stale is None else stale
     prefixes, objects = _listing(folder)
-    latest = None
-    markers = sorted(m["path"] for m in objects if m["path"].startswith(_COMMIT))
-    if markers and (data := roots.read_bytes(roots.join(folder, markers[-1]))) is not None:
-        latest = json.loads(data)["attempt"]
+    marker = latest_commit(folder, objects)
+    latest = marker["attempt"] if marker else None
     heartbeats = {
         m["path"][: -len(_ALIVE)]: m["last_modified"] for m in objects if m["path"].endswith(_ALIVE)
     }
