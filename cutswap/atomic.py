@@ -185,8 +185,8 @@ def atomic_dir(final: Path, keep_theirs: Callable[[], bool] | None = None) -> It
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_sibling(final)
     writer = WriterLock(Path(f"{tmp}.lock"))
-    tmp.mkdir()
     try:
+        tmp.mkdir()
         yield tmp
         sync_tree(tmp)
         with locked(final):
@@ -214,6 +214,13 @@ def stale_seconds() -> float:
     return float(os.environ.get("CUTSWAP_GC_STALE_SECONDS", 10 * HEARTBEAT_SECONDS))
 
 
+def silence_limit() -> float:
+    """How long a live writer's own heartbeat may have been silent before it must not publish: half of
+    ``stale_seconds`` (clocks of two hosts disagree), and never less than two beats (a site, or a test,
+    that collects at once)."""
+    return max(stale_seconds() / 2, 2 * HEARTBEAT_SECONDS)
+
+
 class Heartbeat:
     """Call ``beat`` now and every ``HEARTBEAT_SECONDS`` from a daemon thread until ``stop``.
 
@@ -225,6 +232,8 @@ class Heartbeat:
     def __init__(self, beat: Callable[[], None]) -> None:
         self._beat, self._stop = beat, threading.Event()
         beat()
+        self._last = time.monotonic()
+        self._longest = 0.0
         self._thread = threading.Thread(target=self._run, name="cutswap-heartbeat", daemon=True)
         self._thread.start()
 
@@ -232,6 +241,17 @@ class Heartbeat:
         while not self._stop.wait(HEARTBEAT_SECONDS):
             with contextlib.suppress(Exception):
                 self._beat()
+                now = time.monotonic()
+                self._longest = max(self._longest, now - self._last)
+                self._last = now
+
+    def longest_silence(self) -> float:
+        """The longest time, in seconds, between two successful beats, or since the last one until now.
+
+        A writer whose heartbeat was silent for ``stale_seconds`` (its process paused, its host cut off
+        from the storage) may have lost its leftovers to another host's collection: it must not publish.
+        """
+        return max(self._longest, time.monotonic() - self._last)
 
     def stop(self) -> None:
         self._stop.set()
@@ -253,6 +273,10 @@ class WriterLock:
         with contextlib.suppress(OSError):
             os.write(self.fd, _holder())
         self._heartbeat = Heartbeat(lambda: os.utime(self.fd))
+
+    def longest_silence(self) -> float:
+        """``Heartbeat.longest_silence`` of this writer's lock file."""
+        return self._heartbeat.longest_silence()
 
     def release(self) -> None:
         if self.fd is None:

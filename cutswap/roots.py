@@ -109,12 +109,15 @@ def object_store(url: str) -> Any:
     else:
         store = obstore.store.from_url(url, client_options=_client_options(url))
     _URL_OF[id(store)] = (store, url)
+    while len(_URL_OF) > _URLS_KEPT:
+        del _URL_OF[next(iter(_URL_OF))]
     return store
 
 
-#: Every store ``object_store`` built, by id, with its URL; holding the store keeps its id from being
-#: reused after the cache above lets it go.
+#: The stores ``object_store`` built most recently, by id, with their URLs (``location_of``). Holding a
+#: store keeps its id from naming another; the oldest go first, long after the cache above let them go.
 _URL_OF: dict[int, tuple[Any, str]] = {}
+_URLS_KEPT = 4096
 
 
 @functools.cache

@@ -10,6 +10,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 make -s install  # the project and its test extra (moto_server) in .venv, once
 PY=${PY:-.venv/bin/python}
+PY="$(cd "$(dirname "$PY")" && pwd)/$(basename "$PY")"  # absolute: the workers start in their own folders
+BIN=$(dirname "$PY")
 BASE=$(mktemp -d "${TMPDIR:-/tmp}/cutswap-loopback-XXXXXX")
 port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 S3_PORT=$(port); DASK_PORT=$(port)
@@ -17,31 +19,37 @@ export AWS_ACCESS_KEY_ID=loopback AWS_SECRET_ACCESS_KEY=loopback-secret AWS_REGI
 export AWS_ENDPOINT_URL=http://127.0.0.1:$S3_PORT
 BUCKET=cutswap-loopback
 PIDS=()
-stop() { [ -n "${KEEP:-}" ] && { echo "still running: ${PIDS[*]} (files in $BASE)"; return; }; kill "${PIDS[@]}" 2>/dev/null || true; }
+stop() {
+  [ ${#PIDS[@]} -eq 0 ] && return
+  [ -n "${KEEP:-}" ] && { echo "still running: ${PIDS[*]} (files in $BASE)"; return; }
+  kill "${PIDS[@]}" 2>/dev/null || true
+}
 trap stop EXIT
 
-"$(dirname "$PY")/moto_server" -H 127.0.0.1 -p "$S3_PORT" >"$BASE/s3.log" 2>&1 & PIDS+=($!)
+"$BIN/moto_server" -H 127.0.0.1 -p "$S3_PORT" >"$BASE/s3.log" 2>&1 & PIDS+=($!)
 "$PY" -m distributed.cli.dask_scheduler --host 127.0.0.1 --port "$DASK_PORT" --no-dashboard >"$BASE/scheduler.log" 2>&1 & PIDS+=($!)
 for name in w1 w2; do
   mkdir -p "$BASE/$name"/{home,torch,tmp}
   (cd "$BASE/$name" && HOME=$BASE/$name/home TORCH_HOME=$BASE/$name/torch TMPDIR=$BASE/$name/tmp \
-     exec "$OLDPWD/$PY" -m distributed.cli.dask_worker "tcp://127.0.0.1:$DASK_PORT" --name "$name" \
+     exec "$PY" -m distributed.cli.dask_worker "tcp://127.0.0.1:$DASK_PORT" --name "$name" \
      --nthreads 1 --no-dashboard --host 127.0.0.1 >"$BASE/$name.log" 2>&1) & PIDS+=($!)
 done
 "$PY" - <<PYEOF
 import time, boto3
 s3 = boto3.client("s3", endpoint_url="$AWS_ENDPOINT_URL", region_name="us-east-1")
-for _ in range(100):
+for attempt in range(100):
     try:
         s3.create_bucket(Bucket="$BUCKET"); break
-    except Exception:
+    except Exception as exc:
+        if attempt == 99:
+            raise SystemExit(f"the S3 server at $AWS_ENDPOINT_URL did not take a bucket: {exc} (see $BASE/s3.log)")
         time.sleep(0.2)
 from distributed import Client
 with Client("tcp://127.0.0.1:$DASK_PORT", timeout=60) as c:
     c.wait_for_workers(2, timeout=120)
 PYEOF
 echo "S3 at $AWS_ENDPOINT_URL, Dask at tcp://127.0.0.1:$DASK_PORT, workers w1 w2; logs in $BASE"
-.venv/bin/cutswap run --preset configs/loopback.yaml \
+"$BIN/cutswap" run --preset configs/loopback.yaml \
   --set storage_root=s3://$BUCKET/storage --set reports_root=s3://$BUCKET/reports \
   --set parallel.address=tcp://127.0.0.1:$DASK_PORT
 "$PY" - <<PYEOF

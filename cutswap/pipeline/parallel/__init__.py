@@ -13,13 +13,15 @@ the store is identical with 1 or N workers.
 * **Jobs** (``run_job``): one training or evaluation (category x method x seed) each. When the workers
   advertise a ``GPU`` resource (a local cluster on a CUDA machine starts one worker per GPU with
   ``{"GPU": 1}``; start remote workers with ``--resources GPU=1``), every job asks for one, so each GPU runs
-  one job at a time and each job sees its worker's GPU as ``cuda`` (``identity.worker_gpu``: the one
-  device ``CUDA_VISIBLE_DEVICES`` leaves, or a GPU the worker claims on its host). A data-parallel
+  one job at a time and each job sees its worker's GPU as ``cuda`` (``identity.worker_gpu``: the first
+  device its ``CUDA_VISIBLE_DEVICES`` names, or a GPU the worker claims on its host). A data-parallel
   training asks one worker for ``nproc`` GPUs.
 
 Every worker, of a local cluster or one reached by address, must run this process's code: on connecting,
 their ``identity.fingerprint`` (cutswap version, a hash of its sources, stage code versions, torch, zarr)
-is compared with ours and the run is refused, naming the workers that differ. Shards and jobs receive
+is compared with ours and the run is refused, naming the workers that differ; every shard and job
+carries our fingerprint too, so a worker restarted on other code mid-run answers it with a ``JobError``
+naming the worker instead of running it. Shards and jobs receive
 store references and URLs, never a path of this host (``cutswap.roots``). Without GPUs, ``cpu_jobs`` jobs run
   at once (default: one per worker), each with its share of the cores (``benchmarks/bench_jobs.py``
   compares the choices on a machine). Log records of the ``cutswap`` loggers a job emits on its worker

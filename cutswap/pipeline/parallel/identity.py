@@ -7,20 +7,26 @@ numbers under a key that names code that did not run. So on connecting to any cl
     {"cutswap": "0.1.0", "code": "<sha256 of the cutswap package's .py files, 16 hex>",
      "stages": {"ingest": "1", ...}, "torch": "2.14.1", "zarr": "3.1.6"}
 
-GPU pinning (``claim_gpu``): a worker whose ``CUDA_VISIBLE_DEVICES`` names one device (``dask cuda
-worker``, or one CLI worker per GPU started with it) sees one GPU and uses it. A worker that sees several
-(CLI workers started with ``--resources GPU=1``, one per GPU, on a multi-GPU host) claims the first GPU
-no other worker process of the host holds, by an exclusive lock file per GPU in ``/tmp``; the kernel
-drops the claim when the worker dies, so a restarted worker takes its GPU back.
+GPU pinning (``worker_gpu``): a worker started with ``CUDA_VISIBLE_DEVICES`` uses the first device it
+names, which is the worker's own: one CLI worker per GPU started with ``CUDA_VISIBLE_DEVICES=i``, or a
+``dask cuda worker``, which gives each worker every GPU of the host in a rotated order, its own first.
+A worker without it that sees several GPUs (CLI workers started with ``--resources GPU=1``, one per
+GPU, and a local cluster's workers) claims the first GPU no other process of the host holds
+(``claim_gpu``: an exclusive lock file per GPU in ``/tmp``); the kernel drops the claim when the worker
+dies, so a restarted worker takes its GPU back.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
+import logging
 import os
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 @functools.cache
@@ -73,11 +79,18 @@ def claim_gpu(count: int, folder: Path = GPU_CLAIMS) -> int | None:
     import fcntl
 
     try:
-        folder.mkdir(mode=0o1777, parents=True, exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(OSError):  # shared by every user's workers; the umask would narrow it
+            folder.chmod(0o1777)
     except OSError:
         return None
     for index in range(count):
-        fd = os.open(folder / f"gpu-{index}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fd = os.open(folder / f"gpu-{index}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+            with contextlib.suppress(OSError):
+                os.fchmod(fd, 0o666)
+        except OSError:  # another user's claim file, not writable for us: that GPU is theirs
+            continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -93,19 +106,25 @@ def claim_gpu(count: int, folder: Path = GPU_CLAIMS) -> int | None:
 _CLAIMED: tuple[int, int] | None = None
 
 
-def worker_gpu(worker_name: str | None) -> int | None:
+def worker_gpu() -> int | None:
     """The CUDA device index a Dask worker's jobs use; None without CUDA (see the module docstring).
 
-    One visible device: 0. A local cluster's workers (named 0..n-1): their name modulo the device
-    count. Any other worker seeing several devices: the GPU it claims on its host.
+    ``CUDA_VISIBLE_DEVICES`` set, or one visible device: 0. Otherwise the GPU the worker claims on its
+    host; when every GPU is claimed, None (torch's default device), with a warning.
     """
     import torch
 
     if not torch.cuda.is_available():
         return None
     count = torch.cuda.device_count()
-    if count == 1:
+    if count == 1 or os.environ.get("CUDA_VISIBLE_DEVICES", "").strip():
         return 0
-    if worker_name is not None and worker_name.isdigit():
-        return int(worker_name) % count
-    return claim_gpu(count)
+    index = claim_gpu(count)
+    if index is None:
+        log.warning(
+            "all %d GPUs of this host are claimed by other workers (%s): this worker's jobs share cuda:0; "
+            "start one worker per GPU, or give each its CUDA_VISIBLE_DEVICES",
+            count,
+            GPU_CLAIMS,
+        )
+    return index

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from cutswap.pipeline.parallel.cluster import Cluster, JobError
-from cutswap.pipeline.parallel.identity import worker_gpu
+from cutswap.pipeline.parallel.identity import fingerprint, worker_gpu
 from cutswap.pipeline.parallel.worker_logs import _route_worker_logs
 from cutswap.pipeline.stores.arrays import SHARD
 
@@ -35,20 +35,28 @@ def _describe(fn: Callable[..., Any], args: tuple) -> str:
 
 def _unpickling_runner() -> Callable[..., tuple]:
     def run_pickled(payload: bytes, *args: Any) -> tuple:
-        """On the worker: unpickle the call and make it; a failure to unpickle is an answer."""
+        """On the worker: unpickle the call, check the worker's code against the sender's, make the call;
+        a failure to unpickle, or other code, is an answer."""
         import pickle
         import traceback
 
-        try:
-            call = pickle.loads(payload)
-        except BaseException as exc:  # a module's import may raise anything, SystemExit included
+        def where() -> str:
             try:
                 from distributed import get_worker
 
-                where = get_worker().address
+                return get_worker().address
             except Exception:
-                where = "?"
-            return "unpickle", "".join(traceback.format_exception_only(exc)).strip(), where
+                return "?"
+
+        try:
+            sender, call = pickle.loads(payload)
+            from cutswap.pipeline.parallel.identity import differences, fingerprint
+
+            differ = differences(sender, fingerprint())
+        except BaseException as exc:  # a module's import may raise anything, SystemExit included
+            return "unpickle", "".join(traceback.format_exception_only(exc)).strip(), where()
+        if differ:  # a worker restarted on other code after the cluster was checked
+            return "code", "; ".join(differ), where()
         return "done", call(*args)
 
     return run_pickled
@@ -62,7 +70,7 @@ def _pickled(name: str, call: Callable[..., Any]) -> bytes:
     import cloudpickle
 
     try:
-        return cloudpickle.dumps(call)
+        return cloudpickle.dumps((fingerprint(), call))
     except Exception as exc:
         raise JobError(f"job {name} cannot be sent to the cluster: it does not pickle ({exc})") from exc
 
@@ -70,6 +78,12 @@ def _pickled(name: str, call: Callable[..., Any]) -> bytes:
 def _unpacked(name: str, answer: tuple) -> Any:
     if answer[0] == "done":
         return answer[1]
+    if answer[0] == "code":
+        raise JobError(
+            f"job {name} reached the Dask worker {answer[2]}, which runs other code than this process "
+            f"({answer[1]}); nothing was written. Restart that worker from the same checkout (pip install -e "
+            ". from the same commit)"
+        )
     raise JobError(
         f"job {name} does not unpickle on the Dask worker {answer[2]}: {answer[1]}. The workers must import "
         "the same code as this process: install this project and the job's modules in the workers' "
@@ -128,7 +142,7 @@ def worker_device(device: str) -> str:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device != "cuda" or torch.cuda.device_count() < 2 or current_worker() is None:
         return device
-    index = worker_gpu(current_worker())
+    index = worker_gpu()
     return device if index is None else f"cuda:{index}"
 
 
@@ -224,7 +238,7 @@ def _job(
     from distributed import get_worker
 
     worker = get_worker()
-    if pin and (gpu := worker_gpu(str(worker.name))) is not None:
+    if pin and (gpu := worker_gpu()) is not None:
         torch.cuda.set_device(gpu)
     if threads is None and not torch.cuda.is_available():
         # A worker of a cluster by address: its CPU budget is the threads it was started with (``dask

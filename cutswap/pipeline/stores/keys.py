@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -97,7 +98,14 @@ def store_path(storage_root: str | Path, stage: str, name: str, key: str) -> str
 
     if not name or "/" in name or "\\" in name or name.startswith("."):
         raise StoreError(f"store name {name!r} must be a plain folder name")
+    if not (_PLAIN.match(stage) and _PLAIN.match(key)):
+        # A reference read back from a store's attrs must not lead out of the root.
+        raise StoreError(f"store reference {stage!r}/{key!r}: stage and key must be plain names")
     return join(str(storage_root), stage, f"{name}-{key}")
+
+
+#: What a stage name and a key look like (``stage_key`` gives 16 hex digits).
+_PLAIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*\Z")
 
 
 def library_versions() -> dict[str, str]:

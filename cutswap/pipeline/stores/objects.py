@@ -24,8 +24,12 @@ How a store is published, and why:
 3. A forced recompute commits the next generation instead of overwriting: a reader that opened the old
    generation keeps reading consistent objects, and the next reader takes the highest generation.
 4. Garbage (attempts never committed, older generations) is deleted by the next writer of the key, or by
-   ``collect_garbage``, only once its heartbeat has been silent for ``cutswap.atomic.stale_seconds``:
-   there is no lock to ask, and a slow live writer must never lose its attempt.
+   ``collect_garbage``, only once its heartbeat and its newest object are older than
+   ``cutswap.atomic.stale_seconds``, and the latest commit too (a superseded generation stays readable
+   that long): there is no lock to ask, and a slow live writer must never lose its attempt. A writer
+   whose own heartbeat fell silent that long (paused, cut off) does not commit; nor does one whose
+   objects are not all listed, and one that cannot tell whether its marker's PUT succeeded leaves its
+   attempt for collection instead of deleting it.
 
 A marker records every object's size and ETag, as listed after the upload: a store is verified on
 reuse by one listing (an object replaced, removed or added after the commit is named), without
@@ -51,7 +55,7 @@ from zarr.storage import WrapperStore
 
 from cutswap import atomic, roots
 from cutswap.errors import StoreError
-from cutswap.pipeline.stores.checksums import content_digest
+from cutswap.pipeline.stores.checksums import content_digest, damage_of
 
 log = logging.getLogger(__name__)
 
@@ -88,10 +92,30 @@ def latest_commit(folder: str, objects: list[dict[str, Any]] | None = None) -> d
     markers = sorted(m["path"] for m in objects if m["path"].startswith(_COMMIT))
     if not markers:
         return None
-    data = roots.read_bytes(roots.join(folder, markers[-1]))
+    marker = _marker(folder, markers[-1])
+    if marker is None:
+        raise StoreError(
+            f"{roots.join(folder, markers[-1])} was listed but cannot be read; is another process deleting "
+            f"{folder}? Rerun"
+        )
+    return marker
+
+
+def _marker(folder: str, name: str) -> dict[str, Any] | None:
+    """One commit marker; None when it does not exist."""
+    data = roots.read_bytes(roots.join(folder, name))
     if data is None:
         return None
-    return json.loads(data)
+    try:
+        marker = json.loads(data)
+    except ValueError:
+        marker = None
+    if not isinstance(marker, dict) or not {"attempt", "generation", "objects"} <= marker.keys():
+        raise StoreError(
+            f"{roots.join(folder, name)} is not a commit marker (damaged); delete {folder} to recompute "
+            "the store"
+        )
+    return marker
 
 
 def attempt_url(folder: str, marker: dict[str, Any]) -> str:
@@ -108,16 +132,29 @@ def _objects(url: str) -> dict[str, list[Any]]:
 
 
 def verify(folder: str, marker: dict[str, Any]) -> str | None:
-    """What differs between a committed attempt's objects and those its marker recorded; None if nothing."""
-    actual = _objects(attempt_url(folder, marker))
+    """What differs between a committed attempt's objects and those its marker recorded; None if nothing.
+
+    One listing decides when sizes and ETags match. An ETag is not the content's identity everywhere: a
+    copy of the tree (another bucket, ``aws s3 sync`` uploading in parts, a ``file://`` root, whose ETags
+    derive from inodes) gives the same bytes other ETags. So when only ETags differ, the content decides,
+    against the sha256 digests the store's attrs recorded (every object is read once).
+    """
+    url = attempt_url(folder, marker)
+    actual = _objects(url)
+    retagged = False
     for path, (size, etag) in marker["objects"].items():
         if path not in actual:
             return f"{path} is missing"
-        if actual[path] != [size, etag]:
+        if actual[path][0] != size:
             return f"{path} was replaced after its commit"
+        retagged |= actual[path][1] != etag
     if extra := sorted(set(actual) - set(marker["objects"])):
         return f"{extra[0]} was added after its commit"
-    return None
+    if not retagged:
+        return None
+    meta = roots.read_bytes(roots.join(url, "zarr.json"))
+    attrs = json.loads(meta).get("attributes", {}) if meta else {}
+    return damage_of(file_digests(url), attrs.get("digests"))
 
 
 def file_digests(url: str, known: dict[str, str] | None = None) -> dict[str, str]:
@@ -183,7 +220,10 @@ def publishing(folder: str, attrs: dict[str, Any], replace: bool = False) -> Ite
     attempt = uuid.uuid4().hex[:16]
     url = roots.join(folder, _ATTEMPT + attempt)
     alive = roots.join(folder, _ATTEMPT + attempt + _ALIVE)
-    collect_garbage(folder)
+    try:
+        collect_garbage(folder)
+    except StoreError as exc:  # a role that may not delete, say: garbage stays, the write goes on
+        log.warning("store %s: leftovers not collected: %s", folder, exc)
     hashes: dict[str, str] = {}
     heartbeat = None
     try:
@@ -195,12 +235,16 @@ def publishing(folder: str, attrs: dict[str, Any], replace: bool = False) -> Ite
             heartbeat.stop()
         _discard(url, alive)
         raise StoreError(f"cannot write {folder}: {_short(exc)}") from exc
-    committed = False
+    committed: bool | None = False  # None: the commit's answer was lost, so the attempt may be in use
     try:
         yield group
         digests = file_digests(url, hashes)
         group.attrs.update({"digests": digests, "digest": content_digest(digests), "complete": True})
+        _check_intact(folder, url, heartbeat, hashes)
         committed = _commit(folder, attempt, group.attrs["digest"], replace)
+    except _CommitUnknown:
+        committed = None
+        raise
     except StoreError:
         raise
     except OSError as exc:
@@ -210,8 +254,33 @@ def publishing(folder: str, attrs: dict[str, Any], replace: bool = False) -> Ite
         if committed:
             with contextlib.suppress(Exception):
                 roots.delete(alive)
-        else:
+        elif committed is False:
             _discard(url, alive)
+
+
+class _CommitUnknown(StoreError):
+    """The commit marker's PUT failed and its result cannot be read back: the attempt is left to
+    ``collect_garbage``, which keeps it if the marker turns out to name it."""
+
+
+def _check_intact(folder: str, url: str, heartbeat: atomic.Heartbeat, hashes: dict[str, str]) -> None:
+    """Refuse to commit an attempt that another host's collection may have touched.
+
+    Collection goes by heartbeats: a writer whose own heartbeat fell silent long enough (its process
+    paused, its host cut off from the storage) cannot know that its objects are all still there, and an
+    object it wrote that the listing lacks proves they are not.
+    """
+    silent = heartbeat.longest_silence()
+    if silent >= atomic.silence_limit():
+        raise StoreError(
+            f"cannot commit {folder}: this writer's heartbeat was silent for {silent:.0f} s (a paused "
+            "process, a host cut off from the storage), so its attempt may have been collected meanwhile; "
+            "nothing was committed, rerun"
+        )
+    if lost := sorted(set(hashes) - set(_objects(url))):
+        raise StoreError(
+            f"cannot commit {folder}: {lost[0]} vanished from its attempt; nothing was committed, rerun"
+        )
 
 
 def _commit(folder: str, attempt: str, digest: str, replace: bool) -> bool:
@@ -233,16 +302,22 @@ def _commit(folder: str, attempt: str, digest: str, replace: bool) -> bool:
     name = f"{_COMMIT}{generation:06d}.json"
     try:
         obstore.put(roots.object_store(folder), name, json.dumps(marker).encode(), mode="create")
-    except FileExistsError:
+        return True
+    except Exception as exc:  # noqa: BLE001 (obstore raises its own classes for every backend error)
+        exists = isinstance(exc, FileExistsError) or type(exc).__name__ == "AlreadyExistsError"
+        try:  # a request retried after a lost answer finds its own marker: the answer is in the marker
+            theirs = _marker(folder, name)
+        except Exception:  # noqa: BLE001
+            theirs = None
+        if theirs is None:
+            why = "it exists but cannot be read" if exists else _short(exc)
+            raise _CommitUnknown(f"cannot commit {folder}/{name}: {why}; rerun") from exc
+        if theirs["attempt"] == attempt:
+            return True
         log.info(
             "store %s: generation %d was committed by another writer; keeping theirs", folder, generation
         )
         return False
-    except Exception as exc:  # noqa: BLE001
-        if type(exc).__name__ == "AlreadyExistsError":
-            return False
-        raise StoreError(f"cannot commit {folder}/{name}: {_short(exc)}") from exc
-    return True
 
 
 def _discard(url: str, alive: str) -> None:
@@ -273,21 +348,28 @@ def collect_garbage(folder: str, stale: float | None = None) -> list[str]:
     heartbeats = {
         m["path"][: -len(_ALIVE)]: m["last_modified"] for m in objects if m["path"].endswith(_ALIVE)
     }
+    # A generation superseded by the latest commit stays readable for ``stale`` after that commit.
+    committed_at = max((m["last_modified"] for m in objects if m["path"].startswith(_COMMIT)), default=None)
     now = datetime.now(UTC)
+
+    def recent(seen: datetime | None) -> bool:
+        return seen is not None and (now - seen).total_seconds() < stale
+
     removed = []
     for prefix in prefixes:
         name = prefix.rsplit("/", 1)[-1]
         if not name.startswith(_ATTEMPT) or name == f"{_ATTEMPT}{latest}":
             continue
-        seen = heartbeats.get(name) or _newest(roots.join(folder, name))
-        if seen is not None and (now - seen).total_seconds() < stale:
+        # The newest object too: a writer's workers may write on while its own heartbeat is late.
+        if recent(heartbeats.get(name)) or recent(committed_at) or recent(_newest(roots.join(folder, name))):
             continue
         _discard(roots.join(folder, name), roots.join(folder, name + _ALIVE))
         removed.append(name)
     attempts = {p.rsplit("/", 1)[-1] for p in prefixes}
     for name, seen in heartbeats.items():  # a writer killed before its first object: a heartbeat alone
-        if name not in attempts and (now - seen).total_seconds() >= stale:
-            roots.delete(roots.join(folder, name + _ALIVE))
+        if name not in attempts and not recent(seen):
+            with contextlib.suppress(Exception):
+                roots.delete(roots.join(folder, name + _ALIVE))
     # Markers of older generations point at deleted attempts now; the latest one is all readers use.
     return removed
 

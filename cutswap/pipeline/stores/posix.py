@@ -122,17 +122,25 @@ def publishing(final: Path, attrs: dict[str, Any], replace: bool = False) -> Ite
         tmp.mkdir()  # at once: a lock file without its directory is only collected once it is old
         group = zarr.open_group(str(tmp), mode="w-")
         group.attrs.update(_jsonable({**attrs, "complete": False}))
-    except OSError as exc:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         if lock is not None:
             lock.release()
-        raise StoreError(f"cannot write under {parent}: {explain(exc, parent)}") from exc
+        if isinstance(exc, OSError):
+            raise StoreError(f"cannot write under {parent}: {explain(exc, parent)}") from exc
+        raise
     try:
         yield group
         digests = file_digests(tmp)
         group.attrs.update({"digests": digests, "digest": content_digest(digests)})
         group.attrs["complete"] = True
         atomic.sync_tree(tmp)
+        if (silent := lock.longest_silence()) >= atomic.silence_limit():
+            # On a filesystem whose locks lie (NFS nolock), another host may have collected part of tmp.
+            raise StoreError(
+                f"cannot publish {final}: this writer's heartbeat was silent for {silent:.0f} s (a paused "
+                "process), so its temporary may have been collected meanwhile; nothing was published, rerun"
+            )
         _publish(tmp, final, replace)
     except OSError as exc:
         if not _is_storage_error(exc, parent):

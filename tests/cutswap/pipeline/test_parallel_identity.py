@@ -132,3 +132,42 @@ def test_a_cpu_job_on_a_cluster_by_address_keeps_to_its_workers_threads():
             assert run_job(_torch_threads, cluster=cluster) == 1
         finally:
             cluster.close()
+
+
+def test_a_worker_uses_its_own_visible_gpu_else_claims_one(monkeypatch, caplog):
+    """The pinning rule without GPUs: CUDA_VISIBLE_DEVICES set (one device, or dask-cuda's rotated list
+    whose first is the worker's own) means cuda:0; otherwise the worker's claim, with a warning when
+    every GPU of the host is claimed."""
+    import torch
+
+    from cutswap.pipeline.parallel import identity
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    claims = []
+    monkeypatch.setattr(identity, "claim_gpu", lambda count: claims.append(count) or 2)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1,2,3,0")  # dask cuda worker's second worker
+    assert identity.worker_gpu() == 0 and claims == []
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert identity.worker_gpu() == 2 and claims == [4]
+    monkeypatch.setattr(identity, "claim_gpu", lambda count: None)
+    assert identity.worker_gpu() is None
+    assert "all 4 GPUs of this host are claimed" in caplog.text
+
+
+def test_a_job_reaching_a_worker_with_other_code_is_refused_naming_it():
+    """A worker restarted on other code after the cluster was checked: the fingerprint each job carries
+    does not match the worker's, so the job answers with a JobError instead of running."""
+    import cloudpickle
+
+    from cutswap.pipeline.parallel import JobError, jobs
+
+    ran = []
+    payload = cloudpickle.dumps(({**fingerprint(), "code": "0" * 16}, lambda: ran.append(1)))
+    answer = jobs._run_pickled(payload)
+    assert answer[0] == "code" and not ran
+    with pytest.raises(
+        JobError, match=r"job train_run\(x\) reached the Dask worker \?, which runs other code"
+    ):
+        jobs._unpacked("train_run(x)", answer)
+    assert jobs._run_pickled(jobs._pickled("ok", lambda: 7)) == ("done", 7)

@@ -384,7 +384,8 @@ def test_a_store_without_checksums_is_recomputed(tmp_path):
 @pytest.mark.parametrize(
     ("damage", "problem"),
     [
-        ("replace", "was replaced after its commit"),
+        ("replace", "does not match its checksum"),  # same size, other ETag: the content decides
+        ("resize", "was replaced after its commit"),
         ("delete", "is missing"),
         ("add", "was added after its commit"),
     ],
@@ -399,6 +400,8 @@ def test_damage_to_a_committed_object_store_is_named_and_recomputed(bucket, dama
         data = bytearray(bytes(obstore.get(attempt, chunk).bytes()))
         data[len(data) // 3] ^= 0xFF
         obstore.put(attempt, chunk, bytes(data))
+    elif damage == "resize":
+        obstore.put(attempt, chunk, bytes(obstore.get(attempt, chunk).bytes()) + b"\0")
     elif damage == "delete":
         obstore.delete(attempt, chunk)
     else:
@@ -459,6 +462,110 @@ def test_a_writer_killed_between_upload_and_commit_leaves_nothing_readable(bucke
     removed = objects.collect_garbage(ref.path, stale=0)
     assert len(removed) == 1 and removed[0] != _attempt(again)
     assert {p.split("/")[0] for p in _listed(ref.path)} == {"commit-000000.json", _attempt(again)}
+
+
+def test_a_committed_tree_copied_to_a_file_url_root_is_reused_by_its_content(bucket, tmp_path):
+    """ETags are no content identity across servers (a file:// root's derive from inodes, a multipart
+    upload's from parts): a committed tree copied object by object is checked by its sha256 digests and
+    reused whole; a flipped byte in the copy is still named."""
+    import obstore
+
+    from cutswap.pipeline.stores import objects, publish
+
+    ref, _ = build_store(bucket, "ingest", "brick", {}, {}, _images)
+    other = roots.normalize(f"file://{tmp_path}/copy")
+    for path in _listed(ref.root):
+        roots.write_bytes(roots.join(other, path), roots.read_bytes(roots.join(ref.root, path)))
+    moved = StoreRef(ref.stage, ref.name, ref.key, other)
+    marker = objects.latest_commit(moved.path)
+    copied = objects._objects(objects.attempt_url(moved.path, marker))
+    assert copied.keys() == marker["objects"].keys() and copied != marker["objects"]  # other ETags
+    publish._VERIFIED.clear()
+    calls = []
+    again, computed = build_store(other, "ingest", "brick", {}, {}, lambda g: calls.append(1))
+    assert not computed and not calls and again.digest == ref.digest
+    attempt = roots.object_store(objects.attempt_url(moved.path, marker))
+    chunk = next(p for p in copied if p.startswith("images/c/"))
+    data = bytearray(bytes(obstore.get(attempt, chunk).bytes()))
+    data[0] ^= 0xFF
+    obstore.put(attempt, chunk, bytes(data))
+    publish._VERIFIED.clear()
+    with pytest.raises(StoreError, match=f"{chunk} does not match its checksum"):
+        open_store(moved)
+
+
+def test_a_superseded_generation_stays_readable_until_the_commit_is_old(bucket, monkeypatch):
+    """A forced recompute commits generation 1; generation 0, which readers may still hold, is collected
+    only once generation 1's commit is older than the staleness limit."""
+    from datetime import UTC, datetime
+
+    from cutswap.pipeline.stores import objects
+
+    ref = StoreRef("cluster", "cat", "0123", roots.normalize(bucket))
+    for replace in (False, True):
+        with publishing(ref, {}, replace=replace) as group:
+            write_array(group, "x", np.arange(3))
+    attempts = {p.split("/")[0] for p in _listed(ref.path) if p.startswith("attempt-")}
+    assert len(attempts) == 2
+    # Generation 0's objects as if written long ago: only the young commit of generation 1 keeps them.
+    monkeypatch.setattr(objects, "_newest", lambda url: datetime(2000, 1, 1, tzinfo=UTC))
+    assert objects.collect_garbage(ref.path, stale=60) == []
+    old = (attempts - {_attempt(ref)}).pop()
+    assert objects.collect_garbage(ref.path, stale=0) == [old]
+
+
+def test_a_writer_that_may_have_lost_its_attempt_does_not_commit(bucket, monkeypatch):
+    """A writer whose heartbeat fell silent past the limit (a paused process) refuses to commit; so does
+    one whose attempt lacks an object it wrote (collected by another host meanwhile)."""
+    from cutswap import atomic
+
+    ref = StoreRef("cluster", "cat", "0123", roots.normalize(bucket))
+    monkeypatch.setattr(atomic.Heartbeat, "longest_silence", lambda self: atomic.silence_limit() + 1)
+    with pytest.raises(StoreError, match=r"heartbeat was silent for \d+ s"), publishing(ref, {}) as group:
+        write_array(group, "x", np.arange(3))
+    monkeypatch.undo()
+    vanished = pytest.raises(StoreError, match="x/zarr.json vanished from its attempt")
+    with vanished, publishing(ref, {}) as group:
+        write_array(group, "x", np.arange(3))
+        roots.delete(roots.join(roots.location_of(group), "x/zarr.json"))
+    assert not is_complete(ref) and _listed(ref.path) == []  # nothing committed, attempts discarded
+
+
+def test_a_commit_whose_answer_was_lost_is_read_back(bucket, monkeypatch):
+    """The marker's PUT succeeded but its answer never came (a timeout): the marker names our attempt, so
+    the store is committed. When the marker is absent and cannot be read either, the attempt is left for
+    collection, not deleted (it may be in use)."""
+    import obstore
+
+    from cutswap.pipeline.stores import objects
+
+    real_put = obstore.put
+
+    def put_then_fail(store, path, data, **kwargs):
+        if path.startswith("commit-"):
+            real_put(store, path, data, **kwargs)
+            raise ConnectionError("answer lost")
+        return real_put(store, path, data, **kwargs)
+
+    ref = StoreRef("cluster", "cat", "0123", roots.normalize(bucket))
+    monkeypatch.setattr(obstore, "put", put_then_fail)
+    with publishing(ref, {}) as group:
+        write_array(group, "x", np.arange(3))
+    np.testing.assert_array_equal(open_store(ref)["x"][:], np.arange(3))
+
+    def fail(store, path, data, **kwargs):
+        if path.startswith("commit-"):
+            raise ConnectionError("no answer")
+        return real_put(store, path, data, **kwargs)
+
+    other = StoreRef("cluster", "dog", "0123", roots.normalize(bucket))
+    monkeypatch.setattr(obstore, "put", fail)
+    with pytest.raises(StoreError, match="cannot commit .*no answer"), publishing(other, {}) as group:
+        write_array(group, "x", np.arange(3))
+    assert not is_complete(other)
+    assert [p for p in _listed(other.path) if p.startswith("attempt-") and "/" in p]  # left, not deleted
+    monkeypatch.undo()
+    assert len(objects.collect_garbage(other.path, stale=0)) == 1
 
 
 def test_an_unreachable_endpoint_is_one_line_within_seconds(monkeypatch):
