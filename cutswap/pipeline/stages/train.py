@@ -31,7 +31,6 @@ store. Device, memory format, log and checkpoint intervals are recorded in the a
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import tempfile
 from collections.abc import Callable
@@ -286,16 +285,28 @@ def _train_ddp(
     log_line: Callable[[str], None],
 ) -> dict[str, Any]:
     """A data-parallel training (``cutswap.learn.ddp``): its ranks hand files over in a local folder, the
-    work folder itself under a local root, else a temporary one on this host."""
+    work folder itself under a local root, else a temporary one on this host, into which the resume state
+    is brought from the work prefix first and from which it goes back there if the training fails (so a
+    rerun on another host resumes)."""
     from cutswap.learn.ddp import launch
 
-    with contextlib.ExitStack() as stack:
-        folder = (
-            Path(work) if roots.is_local(work) else Path(stack.enter_context(tempfile.TemporaryDirectory()))
-        )
-        out = folder / "checkpoint.pt"
-        outcome = launch(job, nproc, folder, out, progress, log_line)
-        put_file(group, "checkpoint.pt", out.read_bytes())
+    if roots.is_local(work):
+        folder = Path(work)
+        outcome = launch(job, nproc, folder, folder / "checkpoint.pt", progress, log_line)
+        put_file(group, "checkpoint.pt", (folder / "checkpoint.pt").read_bytes())
+        return outcome
+    resume = roots.join(work, "resume.pt")
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        if (state := roots.read_bytes(resume)) is not None:
+            (folder / "resume.pt").write_bytes(state)
+        try:
+            outcome = launch(job, nproc, folder, folder / "checkpoint.pt", progress, log_line)
+        except BaseException:
+            if (folder / "resume.pt").exists():
+                roots.write_bytes(resume, (folder / "resume.pt").read_bytes())
+            raise
+        put_file(group, "checkpoint.pt", (folder / "checkpoint.pt").read_bytes())
     return outcome
 
 

@@ -149,6 +149,35 @@ def test_the_resume_state_is_an_object_under_a_bucket_root(bucket, stripes, inge
     assert load_model(ref).state_dict()  # the checkpoint is an object of the committed store
 
 
+def test_a_data_parallel_trainings_resume_state_travels_through_the_bucket(bucket, monkeypatch):
+    """Its ranks need a local folder: a failed attempt's ``resume.pt`` goes back to the work prefix, and
+    the next attempt, on any host, starts with it in its folder (``launch`` stands in for torchrun)."""
+    from cutswap import roots
+    from cutswap.learn import ddp
+    from cutswap.pipeline.stages import train
+
+    work = roots.join(bucket, "train", ".work", "brick-x")
+    seen = []
+
+    def dies(job, nproc, folder, out, progress, log_line):
+        (folder / "resume.pt").write_bytes(b"state at step 2")
+        raise RuntimeError("rank 1 died")
+
+    def resumes(job, nproc, folder, out, progress, log_line):
+        seen.append((folder / "resume.pt").read_bytes())
+        out.write_bytes(b"weights")
+        return {"resumed_from": 2}
+
+    monkeypatch.setattr(ddp, "launch", dies)
+    with pytest.raises(RuntimeError, match="rank 1 died"):
+        train._train_ddp({}, 2, work, None, print, print)
+    assert roots.read_bytes(roots.join(work, "resume.pt")) == b"state at step 2"
+    monkeypatch.setattr(ddp, "launch", resumes)
+    monkeypatch.setattr(train, "put_file", lambda group, name, data: seen.append((name, data)))
+    assert train._train_ddp({}, 2, work, None, print, print) == {"resumed_from": 2}
+    assert seen == [b"state at step 2", ("checkpoint.pt", b"weights")]
+
+
 def test_without_a_progress_callback_progress_goes_to_the_module_logger(
     tmp_path, stripes, ingest_store, caplog
 ):
