@@ -152,8 +152,10 @@ def verify(folder: str, marker: dict[str, Any]) -> str | None:
         return f"{extra[0]} was added after its commit"
     if not retagged:
         return None
-    meta = roots.read_bytes(roots.join(url, "zarr.json"))
-    attrs = json.loads(meta).get("attributes", {}) if meta else {}
+    try:
+        attrs = json.loads(roots.read_bytes(roots.join(url, "zarr.json")) or b"{}").get("attributes", {})
+    except ValueError:
+        return "zarr.json is damaged"
     return damage_of(file_digests(url), attrs.get("digests"))
 
 
@@ -366,8 +368,10 @@ def collect_garbage(folder: str, stale: float | None = None) -> list[str]:
         _discard(roots.join(folder, name), roots.join(folder, name + _ALIVE))
         removed.append(name)
     attempts = {p.rsplit("/", 1)[-1] for p in prefixes}
-    for name, seen in heartbeats.items():  # a writer killed before its first object: a heartbeat alone
-        if name not in attempts and not recent(seen):
+    # Heartbeats no writer keeps: one killed before its first object, or the latest attempt's after its
+    # commit's answer was lost.
+    for name, seen in heartbeats.items():
+        if (name not in attempts or name == f"{_ATTEMPT}{latest}") and not recent(seen):
             with contextlib.suppress(Exception):
                 roots.delete(roots.join(folder, name + _ALIVE))
     # Markers of older generations point at deleted attempts now; the latest one is all readers use.
