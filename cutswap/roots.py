@@ -136,6 +136,30 @@ def zarr_store(location: str, read_only: bool = False) -> Any:
     return ObjectStore(object_store(location), read_only=read_only)
 
 
+def group_attrs(location: str) -> dict[str, Any] | None:
+    """The attributes of the Zarr group at a folder or URL; None when it has no readable ``zarr.json``
+    (absent, damaged, or a local file this user cannot read). A bucket that does not answer raises."""
+    import json
+
+    try:
+        meta = read_bytes(join(location, "zarr.json"))
+    except OSError:
+        if not is_local(location):
+            raise
+        return None
+    try:
+        attrs = json.loads(meta).get("attributes", {}) if meta is not None else None
+    except (ValueError, AttributeError):
+        return None
+    return attrs if isinstance(attrs, dict) else None
+
+
+def first_line(exc: BaseException) -> str:
+    """An error in one line: obstore's messages carry a debug dump on the lines after the first."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def open_group(location: str, mode: str) -> Any:
     """The Zarr group at a store's folder or URL (``mode`` as ``zarr.open_group``)."""
     import zarr
@@ -276,9 +300,9 @@ def check_reachable(root: str, timeout: float = 5.0) -> None:
         obstore.delete(store, probe)
     except Exception as exc:  # noqa: BLE001 (obstore raises its own classes for every backend error)
         endpoint = _s3_endpoint() if scheme(root) == "s3" else None
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise StoreError(
-            f"{root}{f' (endpoint {endpoint})' if endpoint else ''}: cannot write there: {first[:300]}"
+            f"{root}{f' (endpoint {endpoint})' if endpoint else ''}: cannot write there: "
+            f"{first_line(exc)[:300]}"
         ) from None
 
 

@@ -73,13 +73,8 @@ def _listing(folder: str) -> tuple[list[str], list[dict[str, Any]]]:
     except FileNotFoundError:
         return [], []
     except Exception as exc:  # noqa: BLE001 (obstore raises its own classes for every backend error)
-        raise StoreError(f"cannot list {folder}: {_short(exc)}") from exc
+        raise StoreError(f"cannot list {folder}: {roots.first_line(exc)}") from exc
     return [p.rstrip("/") for p in found["common_prefixes"]], list(found["objects"])
-
-
-def _short(exc: BaseException) -> str:
-    """The first line of an obstore error: its debug dump follows on many lines."""
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def latest_commit(folder: str, objects: list[dict[str, Any]] | None = None) -> dict[str, Any] | None:
@@ -152,10 +147,8 @@ def verify(folder: str, marker: dict[str, Any]) -> str | None:
         return f"{extra[0]} was added after its commit"
     if not retagged:
         return None
-    try:
-        attrs = json.loads(roots.read_bytes(roots.join(url, "zarr.json")) or b"{}").get("attributes", {})
-    except ValueError:
-        return "zarr.json is damaged"
+    if (attrs := roots.group_attrs(url)) is None:
+        return "zarr.json is missing or damaged"
     return damage_of(file_digests(url), attrs.get("digests"))
 
 
@@ -236,7 +229,7 @@ def publishing(folder: str, attrs: dict[str, Any], replace: bool = False) -> Ite
         if heartbeat is not None:
             heartbeat.stop()
         _discard(url, alive)
-        raise StoreError(f"cannot write {folder}: {_short(exc)}") from exc
+        raise StoreError(f"cannot write {folder}: {roots.first_line(exc)}") from exc
     committed: bool | None = False  # None: the commit's answer was lost, so the attempt may be in use
     try:
         yield group
@@ -250,7 +243,7 @@ def publishing(folder: str, attrs: dict[str, Any], replace: bool = False) -> Ite
     except StoreError:
         raise
     except OSError as exc:
-        raise StoreError(f"writing {folder} failed: {_short(exc)}") from exc
+        raise StoreError(f"writing {folder} failed: {roots.first_line(exc)}") from exc
     finally:
         heartbeat.stop()
         if committed:
@@ -312,7 +305,7 @@ def _commit(folder: str, attempt: str, digest: str, replace: bool) -> bool:
         except Exception:  # noqa: BLE001
             theirs = None
         if theirs is None:
-            why = "it exists but cannot be read" if exists else _short(exc)
+            why = "it exists but cannot be read" if exists else roots.first_line(exc)
             raise _CommitUnknown(f"cannot commit {folder}/{name}: {why}; rerun") from exc
         if theirs["attempt"] == attempt:
             return True

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import os
 import shutil
 import uuid
@@ -53,23 +52,15 @@ from typing import Any
 
 import zarr
 
-from cutswap import atomic
+from cutswap import atomic, roots
 from cutswap.errors import StoreError
 from cutswap.pipeline.stores.checksums import content_digest, damage, file_digests
 from cutswap.pipeline.stores.keys import _jsonable
 
 
-def _attributes(path: Path) -> dict[str, Any] | None:
-    """The root attrs of the store at ``path``; None when there is no readable ``zarr.json``."""
-    try:
-        return json.loads((Path(path) / "zarr.json").read_text()).get("attributes", {})
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
 def is_complete(path: Path) -> bool:
     """True when ``path`` holds a store whose writer finished."""
-    return bool((_attributes(path) or {}).get("complete", False))
+    return bool((roots.group_attrs(str(path)) or {}).get("complete", False))
 
 
 #: Stores this process has verified, by path and the time of their ``zarr.json``: opened many times (a
@@ -86,7 +77,7 @@ def verify(path: Path) -> str | None:
         return "its zarr.json cannot be read"
     if seen in _VERIFIED:
         return None
-    problem = damage(path, (_attributes(path) or {}).get("digests"))
+    problem = damage(path, (roots.group_attrs(str(path)) or {}).get("digests"))
     if problem is None:
         _VERIFIED.add(seen)
     return problem

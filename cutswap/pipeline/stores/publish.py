@@ -74,8 +74,7 @@ def committed(ref: StoreRef, check: bool = True) -> tuple[str, str | None] | Non
 
 def _copied_folder(ref: StoreRef, check: bool) -> tuple[str, str | None] | None:
     """A store published under a local root and copied to a bucket as it was: checked by its digests."""
-    meta = roots.read_bytes(roots.join(ref.path, "zarr.json"))
-    attrs = json.loads(meta).get("attributes", {}) if meta else {}
+    attrs = roots.group_attrs(ref.path) or {}
     if not attrs.get("complete"):
         return None
     seen = (ref.path, attrs.get("digest", ""))
@@ -237,6 +236,5 @@ def build_store(
 def _with_digest(ref: StoreRef) -> StoreRef:
     """The reference with the content digest its committed store recorded (read, not verified again:
     the store was just verified or written)."""
-    location = committed(ref, check=False)[0]
-    attrs = json.loads(roots.read_bytes(roots.join(location, "zarr.json")) or b"{}").get("attributes", {})
+    attrs = roots.group_attrs(committed(ref, check=False)[0]) or {}
     return StoreRef(ref.stage, ref.name, ref.key, ref.root, attrs.get("digest", ""))
