@@ -3,8 +3,8 @@ and every input checked before Prefect or Dask start.
 
 ``check`` reads the preset and the overrides (``cutswap.pipeline.settings.load_settings``), the stage names, and
 what the run needs from the machine (``cutswap.pipeline.preflight``: writable roots, a scheduler that answers,
-ImageNet weights at hand), and the dataset's root and layout (``cutswap.pipeline.datasets.resolve_dataset``)
-without importing Prefect, so
+ImageNet weights at hand), the dataset's root and layout (``cutswap.pipeline.datasets.resolve_dataset``)
+and what its image counts allow (``cutswap.pipeline.feasibility``) without importing Prefect, so
 a typo or a wrong path ends in about a second with one line naming the setting or file and the fix, and
 exit code 2 (a traceback only with ``--debug``). ``execute`` then runs the flow in-process inside the
 console session (``cutswap.app.console``).
@@ -57,6 +57,7 @@ def _split(value: str | None) -> list[str] | None:
 def check(args: argparse.Namespace) -> Checked:
     """The settings, stage names and dataset of a run, checked; ``CutswapError`` names what is wrong."""
     from cutswap.pipeline.datasets import resolve_dataset
+    from cutswap.pipeline.feasibility import check_feasible
     from cutswap.pipeline.preflight import check_environment
     from cutswap.pipeline.settings import load_settings
 
@@ -70,7 +71,8 @@ def check(args: argparse.Namespace) -> Checked:
     stage_modes(stages, force)
     settings = load_settings(args.preset, overrides)
     check_environment(settings)
-    resolve_dataset(settings)
+    _, table = resolve_dataset(settings)
+    check_feasible(settings, table)  # its warnings are the flow's to log (tasks.ingest.resolve), once
     return Checked(settings, args.preset, overrides, stages, force)
 
 

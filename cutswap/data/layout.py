@@ -6,7 +6,8 @@ Every reader turns a folder on disk into the same sample table, one row per imag
 column         meaning
 =============  =====================================================================
 category       category name (a plain folder name: it names the stores)
-split          ``"train"``, ``"test"`` (or ``"val"`` for MVTec LOCO's validation images)
+split          ``"train"``, ``"test"`` or ``"val"`` (normal validation images: MVTec LOCO's, an MVTec
+               AD-style ``validation/good``; the threshold's calibration set)
 label          0 normal, 1 anomalous
 defect_type    ``"good"`` for normal images, otherwise the defect's name
 image_path     path relative to the root, POSIX separators

@@ -64,12 +64,16 @@ class FolderSettings(_Section):
 class TexturesSettings(_Section):
     """How many images the embedded ``textures`` dataset has, and how large its defects are
     (``cutswap.data.builtin.textures.build_textures``). The test set sets the benchmark's power: each AUROC is
-    estimated from ``n_test_good`` normal and ``4 * n_test_defect`` defective images per category."""
+    estimated from ``n_test_good`` normal and ``4 * n_test_defect`` defective images per category;
+    ``n_validation`` normal images per category are the threshold's calibration set (0: none, the
+    threshold is then chosen on held-out training images, which here come from another part of each
+    photograph than the test images and so look more familiar: the threshold sits too low)."""
 
     n_train: int = Field(60, ge=2)
     n_test_good: int = Field(20, ge=1)
     n_test_defect: int = Field(6, ge=1)
     defect_scale: float = Field(1.0, ge=0.25, le=2.0)
+    n_validation: int = Field(20, ge=0)
 
 
 class DatasetSettings(_Section):
@@ -172,6 +176,9 @@ class TrainSettings(_Section):
     from every level on the same image. Execution knobs (``device``, ``amp``, ``channels_last``,
     ``log_every``, ``checkpoint_every``) are left out of the train key, except that the precision ``amp``
     resolves to is keyed; ``nproc`` is keyed (each rank's batch normalisation sees only its shard).
+    ``max_days`` (not keyed) refuses, before anything starts, a schedule whose trainings would take longer
+    than that on one device even at a throughput no device reaches (``cutswap.pipeline.feasibility``): a
+    typo such as ``steps: 1000000000`` ends at once instead of after the precompute stages.
 
     ``trunk`` is the classifier's trunk (``cutswap.learn.models.TRUNKS``), from scratch or, with ``pretrained``,
     from ImageNet weights: ResNet-18's come through the saliency backbone's lookup (``weights`` by path,
@@ -216,6 +223,7 @@ class TrainSettings(_Section):
     log_every: int = Field(10, ge=1)
     checkpoint_every: int = Field(1000, ge=0)
     nproc: int = Field(1, ge=1)
+    max_days: float = Field(7.0, gt=0)
 
     @field_validator("device")
     @classmethod

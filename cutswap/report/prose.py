@@ -12,6 +12,7 @@ import pandas as pd
 from cutswap.method.registry import UNTRAINED_METHODS, method_kinds
 from cutswap.report.compare import comparisons_markdown
 from cutswap.report.tables import (
+    NOT_HOLDING,
     REFERENCES,
     comparison,
     markdown_table,
@@ -22,24 +23,54 @@ from cutswap.report.tables import (
     trunk_label,
 )
 
+_CALIBRATION = {
+    "validation": "the category's normal validation images",
+    "train holdout": "normal training images held out of the density fit",
+}
+
 
 def operating_point_note(results: pd.DataFrame) -> str:
-    """How the threshold behind the operating-point tables was chosen, from the results' own columns."""
+    """How the threshold behind the operating-point tables was chosen, and which operating points did not
+    hold on the test set, from the results' own columns."""
     target = results["threshold_fpr_target"].dropna()
     expected = results["threshold_expected_fpr"].dropna()
     held = results["n_holdout"]
+    sources = results.get("threshold_source", pd.Series(["train holdout"])).dropna().unique()
+    where = " or ".join(_CALIBRATION.get(s, str(s)) for s in sorted(sources))
     text = (
         "Precision, recall and false-positive rate on the test set at the decision threshold chosen on "
-        f"normal training images held out of the density fit ({held.min()}-{held.max()} per category), "
-        f"targeting a false-positive rate of {target.max() * 100:g} %; the test labels are not used to "
-        "choose it."
+        f"{where} ({held.min()}-{held.max()} per category), targeting a false-positive rate of "
+        f"{target.max() * 100:g} %; the test labels are not used to choose it. Precision and recall are "
+        "n/a without anomalous test images."
     )
     if len(expected) and (expected > target.max() + 1e-12).any():
         text += (
-            f" With so few held-out images the largest held-out score is the threshold, whose expected "
+            f" With so few calibration images the largest of their scores is the threshold, whose expected "
             f"false-positive rate is up to {expected.max() * 100:.1f} %."
         )
-    return text
+    return text + _not_holding(results)
+
+
+def _not_holding(results: pd.DataFrame) -> str:
+    """The sentence about operating points whose test false-positive count exceeds their bound."""
+    if "threshold_holds" not in results.columns:
+        return " Whether each operating point holds on the test set was not checked (stores from before the check)."
+    checked = results[results["threshold_holds"].notna()]
+    failed = checked[checked["threshold_holds"] == False]  # noqa: E712
+    if checked.empty:
+        return ""
+    text = (
+        f" {NOT_HOLDING} k/n marks cells where k of n evaluations flagged more normal test images than their "
+        "calibration sample allows (above the 99th percentile of the beta-binomial count that exchangeable "
+        "calibration and test images give, `cutswap.score.detector`): there the threshold does not keep its "
+        f"false-positive rate on new normal images. {len(failed)} of {len(checked)} operating points "
+        "do not hold"
+    )
+    if failed.empty:
+        return text + "."
+    worst = failed.groupby(["category", "method"]).size().sort_values(ascending=False)
+    listed = ", ".join(f"{m} on {c} ({k})" for (c, m), k in worst.head(6).items())
+    return text + f": {listed}{', ...' if len(worst) > 6 else ''}."
 
 
 def trunk_note(results: pd.DataFrame) -> str:

@@ -105,10 +105,18 @@ def reference_table(dataset: str = "mvtec") -> pd.DataFrame:
     return pd.read_csv(StringIO(text)).set_index("category")
 
 
+#: Appended to an operating-point cell, with a count, for evaluations whose test false-positive count
+#: exceeds what their calibration sample allows (``threshold_holds`` False).
+NOT_HOLDING = "✗"
+
+
 def pivot(results: pd.DataFrame, metric: str = "image_AUROC") -> pd.DataFrame:
     """Category x method table of 'mean +/- std' strings (in %), with a mean row over categories.
 
     The mean row averages each seed's category mean first, so its std is over seeds, like the cells.
+    An operating-point cell (``OPERATING_POINT``) some of whose evaluations' thresholds did not hold on the
+    test set ends in ``✗ k/n`` (k of its n evaluations), so a false-positive rate that its calibration
+    sample rules out is never printed plainly.
     """
     methods = list(dict.fromkeys(results["method"]))
     cats = sorted(results["category"].unique())
@@ -122,9 +130,16 @@ def pivot(results: pd.DataFrame, metric: str = "image_AUROC") -> pd.DataFrame:
             return f"{values[0]:.1f}"
         return f"{values.mean():.1f} ± {values.std(ddof=1):.1f}"
 
+    def marked(rows: pd.DataFrame) -> str:
+        text = cell(rows[metric].to_numpy(float))
+        if metric not in OPERATING_POINT or "threshold_holds" not in rows.columns:
+            return text
+        failed = int((rows["threshold_holds"] == False).sum())  # noqa: E712 (None: unchecked)
+        return f"{text} {NOT_HOLDING} {failed}/{len(rows)}" if failed else text
+
     for method in methods:
         sub = results[results["method"] == method]
-        col = {c: cell(sub[sub["category"] == c][metric].to_numpy(float)) for c in cats}
+        col = {c: marked(sub[sub["category"] == c]) for c in cats}
         per_seed = sub.groupby("seed")[metric].mean().to_numpy(float)
         col["mean"] = cell(per_seed)
         table[method] = col

@@ -5,10 +5,16 @@ predict`` and ``cutswap export`` load the same object back from the stores (``cu
 the scores of new images come from the very code that produced the benchmark's numbers, not from a copy of
 it that could drift.
 
-Threshold, chosen on normal data only (``threshold_split``, ``choose_threshold``)
-    A fraction ``evaluate.threshold_holdout`` of the normal *training* images (a fixed permutation, seed
-    ``HOLDOUT_SEED``) is held out of every density fit. Their image scores are exchangeable with those of
-    new normal images, so the threshold is an order statistic of them: with ``n`` held-out scores and a
+Threshold, chosen on normal data only (``calibration_split``, ``choose_threshold``)
+    The calibration images are the category's normal *validation* images (split ``val``: the built-in
+    ``textures``, MVTec LOCO, an MVTec AD-style ``validation/good``) when it has any; otherwise a fraction
+    ``evaluate.threshold_holdout`` of its normal *training* images (a fixed permutation, seed
+    ``HOLDOUT_SEED``), held out of every density fit. The guarantee below needs their scores to be
+    exchangeable with those of new normal images. Held-out training images are, when training and test
+    images come from one process (MVTec AD, VisA); they are not when the training images differ
+    systematically from the test ones (another part of a photograph, another shift or lot), and the
+    threshold then sits too low: ``operating_point_check`` measures that on the test set. Given
+    exchangeable scores, the threshold is an order statistic of them: with ``n`` held-out scores and a
     target false-positive rate ``a``, the ``k``-th smallest, ``k = ceil((1 - a) (n + 1))``, is exceeded by
     a new normal image with probability at most ``a`` (the split-conformal bound). Few held-out images
     cannot resolve a small ``a``: when ``k > n`` the largest held-out score is used, and the expected
@@ -16,6 +22,14 @@ Threshold, chosen on normal data only (``threshold_split``, ``choose_threshold``
     the target (``expected_fpr``), so nobody reads 1 % where 5 % is what ``n`` allows. Test labels are
     never read: a category whose test set has no anomalies still gets its threshold.
     An image is anomalous when its score is *above* the threshold.
+
+Checking the operating point on the test set (``operating_point_check``)
+    Conditional on the calibration scores, the false-positive rate of the ``k``-th order statistic is a
+    random variable, ``Beta(n + 1 - k, k)`` over calibration draws; the number of the ``m`` normal test
+    images above the threshold is then beta-binomial, ``BetaBinom(m, n + 1 - k, k)``. Its upper
+    ``1 - CHECK_LEVEL`` quantile is the most false positives the held-out sample allows; more than that
+    says the calibration images were not exchangeable with the test's normal images, and the operating
+    point is marked as not holding (the report and ``cutswap predict`` say so).
 """
 
 from __future__ import annotations
@@ -35,6 +49,10 @@ from cutswap.score.patchcore import PatchCore
 
 #: Seed of the permutation that picks the held-out normal training images (part of the evaluate code).
 HOLDOUT_SEED = 0
+
+#: One-sided level of the operating-point check: a test false-positive count above the beta-binomial's
+#: 1 - CHECK_LEVEL quantile marks the operating point. 1 %: a report holds tens of operating points.
+CHECK_LEVEL = 0.01
 
 
 @torch.inference_mode()
@@ -58,6 +76,23 @@ def threshold_split(indices: np.ndarray, fraction: float) -> tuple[np.ndarray, n
         )
     order = np.random.default_rng(HOLDOUT_SEED).permutation(n)
     return np.sort(indices[order[held:]]), np.sort(indices[order[:held]])
+
+
+def calibration_split(
+    splits: np.ndarray, labels: np.ndarray, fraction: float
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """Rows (fitted, calibration, source) of a category's sample table (module docstring).
+
+    ``source`` is ``"validation"`` when the normal validation images (split ``val``) are the calibration
+    set (every normal training image is then fitted), else ``"train holdout"`` (``threshold_split``).
+    """
+    splits, normal = np.asarray(splits), np.asarray(labels) == 0
+    train = np.flatnonzero(splits == "train")
+    validation = np.flatnonzero((splits == "val") & normal)
+    if len(validation):
+        return train, validation, "validation"
+    fit, held = threshold_split(train, fraction)
+    return fit, held, "train holdout"
 
 
 def choose_threshold(holdout_scores: np.ndarray, fpr: float) -> dict[str, Any]:
@@ -103,8 +138,9 @@ def choose_threshold(holdout_scores: np.ndarray, fpr: float) -> dict[str, Any]:
 def operating_point(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, Any]:
     """Precision, recall and false-positive rate of ``score > threshold`` on labelled images.
 
-    Each is NaN where undefined (no image flagged, no anomaly, no normal image), never 0 or 1 by
-    convention, so a test set without anomalies does not report a perfect recall.
+    Each is NaN where undefined or meaningless (no image flagged; no anomaly, for precision and recall;
+    no normal image, for the false-positive rate), never 0 or 1 by convention: a test set without
+    anomalies reports neither a perfect recall nor a precision of 0.
     """
     scores = np.asarray(scores, dtype=np.float64)
     labels = np.asarray(labels).astype(bool)
@@ -117,14 +153,37 @@ def operating_point(scores: np.ndarray, labels: np.ndarray, threshold: float) ->
     def ratio(a: int, b: int) -> float:
         return a / b if b else float("nan")
 
+    has_anomalies = bool(labels.any())
     return {
-        "precision": ratio(tp, tp + fp),
+        "precision": ratio(tp, tp + fp) if has_anomalies else float("nan"),
         "recall": ratio(tp, tp + fn),
         "fpr": ratio(fp, fp + tn),
         "tp": tp,
         "fp": fp,
         "fn": fn,
         "tn": tn,
+    }
+
+
+def operating_point_check(threshold: dict[str, Any], false_positives: int, normals: int) -> dict[str, Any]:
+    """Whether ``false_positives`` of ``normals`` normal test images above the threshold is within what
+    its calibration sample allows (module docstring): ``allowed_fp`` (the beta-binomial's upper
+    ``1 - CHECK_LEVEL`` quantile), ``p_value`` (the chance of at least this many under exchangeability),
+    ``holds`` (None where nothing can be checked: no threshold or no normal test image).
+    """
+    n, rank = int(threshold.get("n_holdout", 0)), int(threshold.get("rank", 0))
+    if n == 0 or rank == 0 or normals == 0:
+        return {"allowed_fp": None, "p_value": None, "holds": None, "level": CHECK_LEVEL}
+    from scipy.stats import betabinom  # scipy comes with scikit-learn; imported here, used once per job
+
+    law = betabinom(normals, n + 1 - rank, rank)
+    allowed = int(law.ppf(1 - CHECK_LEVEL))
+    p_value = float(law.sf(false_positives - 1))
+    return {
+        "allowed_fp": allowed,
+        "p_value": p_value,
+        "holds": false_positives <= allowed,
+        "level": CHECK_LEVEL,
     }
 
 

@@ -9,6 +9,7 @@ so it goes through exactly the code path a real dataset does (``cutswap.data.lay
       .cutswap-textures.json             # build marker: parameters and generator version
       brick/ grass/ gravel/              # one category per photograph
         train/good/000.png ...           # n_train normal crops
+        validation/good/000.png ...      # n_validation normal crops, the threshold's calibration set
         test/good/000.png ...            # n_test_good normal crops
         test/<kind>/000.png ...          # n_test_defect crops per defect kind: crack, hole, scratch, stain
         ground_truth/<kind>/000_mask.png # 0/255 mask of the pixels the defect changed
@@ -31,6 +32,14 @@ How the images are made:
   brightness jitter (gain 0.92-1.08, offset +-6 grey levels), resized to ``image_size``.
   **Train and test never share pixels**: training crops come from the left 288 columns of the photo, test
   crops (normal and defective) from the right 224 columns (each at a random height).
+- **Validation crops** (the decision threshold's calibration set) are cut exactly as normal test crops are
+  (right-hand strip, random height, same flips and jitter) from random streams of their own: they are
+  exchangeable with the normal test crops, which is what a threshold chosen on them needs to keep its
+  false-positive rate on new normal images, and share no pixels with training crops. Training crops are
+  not exchangeable with test crops here (another part of each photograph), so a threshold chosen on
+  held-out training crops sits too low: they look more familiar than any new image (and nearly sit in
+  PatchCore's memory bank). Like the normal test crops among themselves, validation and test windows of
+  the one strip may overlap.
 - **Defects** are drawn on test crops, never pasted or swapped from elsewhere (which is what the training
   augmentations do), with varied size, position, orientation and contrast:
 
@@ -74,7 +83,7 @@ __all__ = [
     "build_textures",
 ]
 
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"  # 2: validation/good, the calibration crops
 """Bump whenever the output of the same parameters changes; an existing build is then rebuilt."""
 
 MARKER = ".cutswap-textures.json"
@@ -134,6 +143,7 @@ def build_textures(
     n_test_good: int = 20,
     n_test_defect: int = 6,
     defect_scale: float = 1.0,
+    n_validation: int = 20,
 ) -> Path:
     """Build (or reuse) the ``textures`` dataset under ``root`` in the MVTec AD layout.
 
@@ -145,6 +155,8 @@ def build_textures(
         n_train: Normal training images per category (at least 1).
         n_test_good: Normal test images per category.
         n_test_defect: Test images per category and defect kind.
+        n_validation: Normal validation images per category (``validation/good``), on which the evaluate
+            stage chooses the decision threshold; 0 writes none (it then holds out training images).
         defect_scale: Linear size of the defects relative to the reference design (1: scratches of a few
             pixels and holes of 2-4 % of the side at 256 px). A working size far below the build size
             shrinks thin defects below a pixel; scaling them up keeps them visible to a small model.
@@ -158,7 +170,7 @@ def build_textures(
         OSError: The build cannot be written (disk full, permissions); nothing half-written is left.
     """
     root = Path(root)
-    params = _check_params(seed, image_size, n_train, n_test_good, n_test_defect, defect_scale)
+    params = _check_params(seed, image_size, n_train, n_test_good, n_test_defect, defect_scale, n_validation)
     wanted = {"generator": "cutswap.data.builtin.textures", "version": GENERATOR_VERSION, **params}
 
     def write(tmp: Path) -> dict:
@@ -170,7 +182,13 @@ def build_textures(
 
 
 def _check_params(
-    seed: int, image_size: int, n_train: int, n_test_good: int, n_test_defect: int, defect_scale: float
+    seed: int,
+    image_size: int,
+    n_train: int,
+    n_test_good: int,
+    n_test_defect: int,
+    defect_scale: float,
+    n_validation: int,
 ) -> dict:
     def whole(name: str, value: object, low: int) -> int:
         if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
@@ -184,6 +202,7 @@ def _check_params(
         "n_test_good": whole("n_test_good", n_test_good, 0),
         "n_test_defect": whole("n_test_defect", n_test_defect, 0),
         "defect_scale": float(defect_scale),
+        "n_validation": whole("n_validation", n_validation, 0),
     }
     if not 0.25 <= params["defect_scale"] <= 2.0:  # larger cracks no longer fit clear of the border
         raise ValueError(f"defect_scale must be between 0.25 and 2, got {defect_scale!r}")
@@ -200,13 +219,14 @@ def _write_dataset(
     n_test_good: int,
     n_test_defect: int,
     defect_scale: float,
+    n_validation: int,
 ) -> dict:
     """Write every category into ``out``; returns provenance (library versions, photo checksums)."""
     import skimage
     import skimage.data
 
     digests = {}
-    width = max(3, len(str(max(n_train, n_test_good, n_test_defect) - 1)))
+    width = max(3, len(str(max(n_train, n_test_good, n_test_defect, n_validation) - 1)))
     for cat_index, (category, photo_spec) in enumerate(CATEGORIES.items()):
         raw = getattr(skimage.data, photo_spec.loader)()
         digests[category] = hashlib.sha256(np.ascontiguousarray(raw).tobytes()).hexdigest()
@@ -225,6 +245,8 @@ def _write_dataset(
             _save_png(cat_dir / "train" / "good" / f"{i:0{width}d}.png", crop.train(rng_for(0, 0, i)))
         for i in range(n_test_good):
             _save_png(cat_dir / "test" / "good" / f"{i:0{width}d}.png", crop.test(rng_for(1, 0, i)))
+        for i in range(n_validation):  # cut as the normal test crops are, from streams of their own
+            _save_png(cat_dir / "validation" / "good" / f"{i:0{width}d}.png", crop.test(rng_for(2, 0, i)))
         for kind_index, kind in enumerate(DEFECT_KINDS, start=1):
             for i in range(n_test_defect):
                 rng = rng_for(1, kind_index, i)
@@ -565,7 +587,9 @@ def _write_readme(path: Path, params: dict, provenance: dict) -> None:
         f"- Per category ({', '.join(CATEGORIES)}): {params['n_train']} training images (`train/good`), "
         f"{params['n_test_good']} normal test images (`test/good`) and {params['n_test_defect']} test images "
         f"per defect kind (`test/<kind>`, kinds: {', '.join(DEFECT_KINDS)}), each with its mask "
-        "(`ground_truth/<kind>/<stem>_mask.png`, 0/255).",
+        "(`ground_truth/<kind>/<stem>_mask.png`, 0/255); "
+        f"{params['n_validation']} normal validation images (`validation/good`), on which the decision "
+        "threshold is chosen.",
         f"- Defect scale: {params['defect_scale']:g} (linear size relative to the reference design).",
         "- The brick photograph is in perspective (its courses converge above it); it is first rectified "
         "so that brick width and tilt are the same everywhere (`_rectify` in `cutswap/data/builtin/textures.py`).",
@@ -575,7 +599,9 @@ def _write_readme(path: Path, params: dict, provenance: dict) -> None:
         "rotated by multiples of 90 degrees; brick only flipped, to keep its courses vertical), with a mild "
         f"brightness jitter (gain 0.92-1.08, offset +-6 grey levels), resized to {size} px.",
         "- Train and test never share pixels: training windows lie in the left 288 columns of each 512 px "
-        "wide photograph, test windows (normal and defective) in the right 224 columns.",
+        "wide photograph, test windows (normal and defective) in the right 224 columns. Validation "
+        "windows are cut as normal test windows are (same strip, own random draws), so a threshold chosen "
+        "on them holds its false-positive rate on the normal test images.",
         "- Defects are drawn on test windows, never pasted or swapped patches:",
         "  - `scratch`: thin curved anti-aliased line, bright on dark areas and dark on bright ones;",
         "  - `stain`: soft-edged irregular blob that darkens (sometimes lightens) and flattens the texture;",

@@ -19,8 +19,8 @@ Two things differ from MVTec AD and both are pitfalls in other tools:
 - mask values are not 255 (``screw_bag`` uses 236-255, ``defects_config.json`` lists them), so masks are
   binarised with ``!= 0`` (``cutswap.data.images.read_mask``), never by dividing by 255.
 
-Validation images are kept with ``split="val"``: training uses ``train`` only and evaluation ``test`` only,
-so they never leak into either, and a stage that wants a validation set finds it in the table.
+Validation images are kept with ``split="val"``: training never sees them and the test metrics never count
+them; the evaluate stage chooses the decision threshold on them (``cutswap.score.detector``).
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ dataset use)::
     <root>/
       <category>/                      # e.g. bottle, carpet, brick
         train/good/*.png               # normal training images only
+        validation/good/*.png          # optional: normal images to choose the threshold on -> split "val"
         test/good/*.png                # normal test images
         test/<defect>/*.png            # anomalous test images, one folder per defect type
         ground_truth/<defect>/<stem>_mask.png   # one mask per anomalous test image
@@ -24,6 +25,11 @@ optional for ``test/good`` (an absent mask means "all normal") and required for 
 unless the caller says the layout has none (``masks_required=False``: the embedded one-class ``mnist``
 dataset, whose anomalies are whole images of another digit); its anomalous images then get no mask, and
 the evaluate stage reports pixel metrics as NaN.
+
+An optional ``validation/<normal>`` folder (not part of MVTec AD; the embedded ``textures`` dataset has one,
+as MVTec LOCO does) holds normal images that are neither trained on nor tested: the evaluate stage chooses
+the decision threshold on them (``cutswap.score.detector``). Without it, the threshold is chosen on normal
+training images held out of the fits.
 
 ``scan_mvtec`` only lists files; it never decodes pixels, so it stays fast on large datasets (decoding and
 its errors belong to ingest, through ``cutswap.data.images``). The table has the columns of
@@ -175,10 +181,11 @@ def _scan_category(
     if not _has_parts(cat, layout_hint):
         return []
     train = _train_rows(cat)
+    validation = _validation_rows(cat)
     test, defects = _test_rows(cat, mask_name, masks_required)
     _check_ground_truth(cat, defects)
     _check_counts(cat, len(train), len(test))
-    return train + test
+    return train + validation + test
 
 
 def _has_parts(cat: _Category, layout_hint: str) -> bool:
@@ -221,6 +228,29 @@ def _train_rows(cat: _Category) -> list[Row]:
     return [
         (cat.name, "train", 0, GOOD, f"{cat.name}/train/{normal}/{image.name}", None)
         for image in cat.images_in(train_dir / normal)
+    ]
+
+
+def _validation_rows(cat: _Category) -> list[Row]:
+    """The normal images of the optional validation/<normal> folder (split ``val``); anything else there is
+    reported, as under train/."""
+    if "validation" not in cat.subdirs:
+        return []
+    folder, normal = cat.folder / "validation", cat.normal
+    for entry in cat.scandir(folder):
+        if (entry.is_dir and entry.name != normal) or is_stray_image(entry):
+            cat.problems.add(
+                f"{entry.path}: unexpected here; validation images must all be normal, in validation/{normal}."
+            )
+    if not (folder / normal).is_dir():
+        return []
+    images = cat.images_in(folder / normal)
+    if not images:
+        cat.problems.add(
+            f"{folder / normal}: no images ({extensions_hint()}); add some or remove the folder."
+        )
+    return [
+        (cat.name, "val", 0, GOOD, f"{cat.name}/validation/{normal}/{image.name}", None) for image in images
     ]
 
 

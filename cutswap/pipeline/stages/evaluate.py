@@ -5,8 +5,9 @@ Store layout (``storage/evaluate/<category>-<method>-s<seed>-<key>/``)::
     scores  float64 (T,)       Mahalanobis distance of each test image's embedding (larger = more anomalous)
     labels  uint8   (T,)       1 = anomalous
     index   int64   (T,)       row of the image in the ingest store
-    holdout_scores  float64 (H,)   scores of the normal training images held out of every density fit
-    holdout_index   int64   (H,)   their rows in the ingest store (``cutswap.score.detector.threshold_split``)
+    holdout_scores  float64 (H,)   scores of the calibration images: the normal validation images, or the
+                                   normal training images held out of every density fit
+    holdout_index   int64   (H,)   their rows in the ingest store (``cutswap.score.detector.calibration_split``)
     density_mean, density_precision              float64 (D,), (D, D)  the image-level density
     patch_density_mean, patch_density_precision  float64 (D,), (D, D)  the crop density (``patch`` only)
     memory_bank   float32 (K, D)   PatchCore's coreset of normal patch features, instead of the densities
@@ -21,11 +22,14 @@ Store layout (``storage/evaluate/<category>-<method>-s<seed>-<key>/``)::
             value on the held-out normal images; None without maps), map_seconds, n_train (images the
             densities were fitted on), n_holdout, n_test, method, seed, category, worker (Dask worker or
             in-process), threshold: {value, fpr_target, n_holdout, rank, expected_fpr, holdout_fpr,
-            resolved, rule, holdout, test: {precision, recall, fpr, tp, fp, fn, tn}}
+            resolved, rule, holdout, source ("validation" | "train holdout"), test: {precision, recall,
+            fpr, tp, fp, fn, tn}, check: {allowed_fp, p_value, holds, level}}
 
-The threshold is chosen on the held-out normal training images only (``cutswap.score.detector``: an order
-statistic of their scores at the target false-positive rate ``evaluate.threshold_fpr``); the test labels
-only measure what it gives (``threshold.test``). The densities are stored so that ``cutswap predict`` and
+The threshold is chosen on normal calibration images only, the category's validation images when it has
+any, else training images held out of the fits (``cutswap.score.detector``: an order statistic of their
+scores at the target false-positive rate ``evaluate.threshold_fpr``); the test labels only measure what it
+gives (``threshold.test``) and whether that is within what the calibration sample allows
+(``threshold.check``, ``cutswap.score.detector.operating_point_check``). The densities are stored so that ``cutswap predict`` and
 ``cutswap export`` score new images with exactly the detector evaluated here (``cutswap.pipeline.readers.load_detector``).
 
 The pixel metrics are computed from the float32 maps before they are stored; recomputing them from the
@@ -54,12 +58,18 @@ import pandas as pd
 from cutswap.learn.execution import resolve_device
 from cutswap.method.registry import get_method
 from cutswap.pipeline.parallel import current_worker
-from cutswap.pipeline.readers import load_model, samples, train_indices
+from cutswap.pipeline.readers import load_model, samples
 from cutswap.pipeline.settings import EvaluateSettings, Settings
 from cutswap.pipeline.stores import StoreRef, build_store, open_store, write_array
 from cutswap.pipeline.stores.arrays import SHARD
 from cutswap.score.density import GaussianDensity
-from cutswap.score.detector import Detector, choose_threshold, operating_point, threshold_split
+from cutswap.score.detector import (
+    Detector,
+    calibration_split,
+    choose_threshold,
+    operating_point,
+    operating_point_check,
+)
 from cutswap.score.localization import embed_images, fit_patch_density
 from cutswap.score.metrics import FPR_LIMIT, METRIC_DEFINITIONS, f1_max, image_auroc, pixel_metrics
 from cutswap.score.patchcore import AGGREGATION, LAYERS, PatchCore
@@ -123,15 +133,18 @@ class _Category:
     table: pd.DataFrame
     test: np.ndarray  # rows of the test images
     fit: np.ndarray  # normal training rows the densities are fitted on
-    held: np.ndarray  # normal training rows held out for the threshold
+    held: np.ndarray  # normal rows the threshold is chosen on (validation, or held-out training rows)
+    calibration: str  # where ``held`` comes from: "validation" or "train holdout"
 
     @classmethod
     def read(cls, ingest: StoreRef, holdout: float) -> _Category:
         source = open_store(ingest)
         table = samples(source)
         test = np.flatnonzero((table["split"] == "test").to_numpy())
-        fit, held = threshold_split(train_indices(source), holdout)
-        return cls(source, source["images"][:], table, test, fit, held)
+        fit, held, calibration = calibration_split(
+            table["split"].to_numpy(), table["label"].to_numpy(), holdout
+        )
+        return cls(source, source["images"][:], table, test, fit, held, calibration)
 
 
 def _fit_detector(
@@ -185,7 +198,9 @@ def _score_images(group: Any, cfg: EvaluateSettings, detector: Detector, data: _
     scores = detector.image_scores(data.images[data.test])
     labels = data.table["label"].to_numpy()[data.test].astype(np.uint8)
     threshold["holdout"] = cfg.threshold_holdout
-    threshold["test"] = operating_point(scores, labels, threshold["value"])
+    threshold["source"] = data.calibration
+    threshold["test"] = test = operating_point(scores, labels, threshold["value"])
+    threshold["check"] = operating_point_check(threshold, test["fp"], test["fp"] + test["tn"])
     arrays = [("scores", scores), ("labels", labels), ("index", data.test)]
     arrays += [("holdout_scores", holdout_scores), ("holdout_index", data.held)]
     if detector.density is not None:

@@ -135,19 +135,25 @@ def results_table(categories: dict[str, CategoryRefs]) -> pd.DataFrame:
 
 
 def _threshold_columns(ev_attrs: dict[str, Any]) -> dict[str, Any]:
-    """The operating point of an evaluation: the threshold chosen on held-out normal training images and
-    what it gives on the test set (``cutswap.score.detector``); NaN for stores that kept no threshold."""
+    """The operating point of an evaluation: the threshold chosen on normal calibration images, what it
+    gives on the test set, and whether that is within what the calibration sample allows
+    (``cutswap.score.detector``); NaN (None: unchecked) for stores that kept no threshold or no check."""
     th = ev_attrs.get("threshold", {})
-    test = th.get("test", {})
+    test, check = th.get("test", {}), th.get("check", {})
     nan = float("nan")
+    allowed = check.get("allowed_fp")
     return {
         "threshold": th.get("value", nan),
         "threshold_fpr_target": th.get("fpr_target", nan),
         "threshold_expected_fpr": th.get("expected_fpr", nan),
         "n_holdout": th.get("n_holdout", 0),
+        "threshold_source": th.get("source", "train holdout" if th else None),
         "threshold_precision": test.get("precision", nan),
         "threshold_recall": test.get("recall", nan),
         "threshold_fpr": test.get("fpr", nan),
+        "threshold_fp": test.get("fp", nan),
+        "threshold_fp_allowed": nan if allowed is None else allowed,
+        "threshold_holds": check.get("holds"),
     }
 
 

@@ -73,6 +73,7 @@ EXECUTION_KNOBS = frozenset(
         "weights",
         "allow_download",
         "baseline_trunk",
+        "max_days",  # a guard checked before the run (cutswap.pipeline.feasibility)
     }
 )
 

@@ -28,7 +28,10 @@ CODE_VERSIONS = {
     "cluster": "2",  # 2: the rank array (cluster ranks by centroid) beside top
     "pairs": "2",  # 2: the ladder (smaller patch, next cluster) before random locations; step array
     "train": "1",
-    "evaluate": "3",  # 3: normal training images held out for the threshold; densities stored
+    # 3: normal training images held out for the threshold; densities stored
+    # 4: the threshold chosen on normal validation images when there are any; its test check; no precision
+    #    without anomalies
+    "evaluate": "4",
     # 3: comparisons.csv and the Comparisons section (cutswap.report.compare); 4: the figures of cutswap.report.figures
     # 5: t intervals with the test set's noise (cutswap.score.resample), the detectable difference, the machine
     "report": "5",

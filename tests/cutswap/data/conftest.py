@@ -164,7 +164,8 @@ def write_preset(path: Path, name: str, root: Path, storage: Path, **dataset) ->
         "reports_root": str(path.parent / "reports"),
         "dataset": {"name": name, "root": str(root), "image_size": 32, **dataset},
         # The default baseline trunk is ResNet-18, whose weights are not at hand offline (preflight refuses).
-        "train": {"baseline_trunk": "efficientnet_lite0"},
+        # A batch no larger than the few training images of these datasets (preflight refuses larger ones).
+        "train": {"baseline_trunk": "efficientnet_lite0", "batch_size": 2},
     }
     path.write_text(yaml.safe_dump(cfg))
     return path

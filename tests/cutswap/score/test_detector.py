@@ -1,5 +1,6 @@
 """The loaded detector (``cutswap.score.detector``): it scores what the evaluate stage scored, and its threshold
-comes from held-out normal training images only, with the false-positive rate its order statistic claims."""
+comes from normal calibration images only (validation images, else held-out training images), with the
+false-positive rate its order statistic claims, and a test-set check whose law is checked by simulation."""
 
 from __future__ import annotations
 
@@ -15,7 +16,13 @@ from cutswap.pipeline.readers import load_detector, samples, train_indices
 from cutswap.pipeline.stages.evaluate import evaluate_run
 from cutswap.pipeline.stores import StoreRef, build_store, open_store, write_array
 from cutswap.score.density import GaussianDensity
-from cutswap.score.detector import choose_threshold, operating_point, threshold_split
+from cutswap.score.detector import (
+    calibration_split,
+    choose_threshold,
+    operating_point,
+    operating_point_check,
+    threshold_split,
+)
 from cutswap.score.localization import embed_images as embed
 
 METHODS = ("cutpaste", "imagenet-gde", "patchcore")
@@ -37,19 +44,22 @@ def test_loaded_detector_scores_what_the_evaluate_stage_stored(tiny_run, method)
     assert detector.threshold == group.attrs["threshold"]
 
 
-def test_threshold_comes_from_held_out_normal_training_images_only(tiny_run):
+def test_threshold_comes_from_the_normal_validation_images_only(tiny_run):
+    """The tiny run's textures have validation/good: the threshold is chosen on those images, and every
+    training image enters the density."""
     ref = tiny_run.evaluations["cutpaste"]
     group = open_store(ref)
     ingest = open_store(tiny_run.ingest)
-    images = ingest["images"][:]
-    train, held = train_indices(ingest), group["holdout_index"][:]
-    fit = np.setdiff1d(train, held)
-    assert len(held) == round(0.1 * len(train)) and np.isin(held, train).all()
+    images, table = ingest["images"][:], samples(ingest)
+    fit, held = train_indices(ingest), group["holdout_index"][:]
+    validation = np.flatnonzero((table["split"] == "val").to_numpy())
+    assert len(validation) and np.array_equal(held, validation)
     assert (group.attrs["n_train"], group.attrs["n_holdout"]) == (len(fit), len(held))
-    assert (samples(ingest)["label"].to_numpy()[held] == 0).all()
+    assert (table["label"].to_numpy()[held] == 0).all()
+    assert group.attrs["threshold"]["source"] == "validation"
 
     detector = load_detector(ref)
-    # The stored density is the one of the other training images: the held-out ones never entered it.
+    # The stored density is the one of the training images: the calibration images never entered it.
     refit = GaussianDensity.fit(embed(detector.model, images[fit], 64, torch.device("cpu")))
     np.testing.assert_allclose(detector.density.mean, refit.mean, rtol=1e-12)
     np.testing.assert_allclose(detector.density.precision, refit.precision, rtol=1e-9)
@@ -133,6 +143,50 @@ def test_threshold_split_is_fixed_disjoint_and_checked():
 def test_operating_point_is_nan_where_undefined():
     point = operating_point(np.array([0.1, 0.2]), np.array([0, 0]), 0.5)
     assert math.isnan(point["precision"]) and math.isnan(point["recall"]) and point["fpr"] == 0
+    # Flagged normal images without any anomaly: a precision of 0 would mean nothing, so it is n/a.
+    point = operating_point(np.array([0.6, 0.2]), np.array([0, 0]), 0.5)
+    assert math.isnan(point["precision"]) and point["fpr"] == 0.5 and point["fp"] == 1
+
+
+def test_calibration_split_prefers_normal_validation_images():
+    splits = np.array(["train"] * 30 + ["val"] * 4 + ["test"] * 6)
+    labels = np.array([0] * 34 + [0, 1, 1, 0, 1, 0])
+    fit, held, source = calibration_split(splits, labels, 0.1)
+    assert source == "validation" and held.tolist() == [30, 31, 32, 33] and fit.tolist() == list(range(30))
+    no_val = np.where(splits == "val", "test", splits)
+    fit, held, source = calibration_split(no_val, labels, 0.1)
+    assert source == "train holdout" and len(held) == 3 and np.isin(held, np.arange(30)).all()
+    assert sorted([*fit, *held]) == list(range(30))
+
+
+@pytest.mark.parametrize(("n", "m"), [(20, 100), (99, 50)])
+def test_operating_point_check_has_the_false_positive_law_it_claims(n, m):
+    """Simulated exchangeable calibration and test scores (the independent reference): the count of
+    normal test images above the threshold exceeds ``allowed_fp`` at most ``CHECK_LEVEL`` of the time, and
+    its distribution is the beta-binomial the check uses (compared through its mean and its tail)."""
+    rng = np.random.default_rng(1)
+    trials = 4000
+    counts = np.empty(trials, dtype=int)
+    for t in range(trials):
+        calibration, test = rng.normal(size=n), rng.normal(size=m)
+        counts[t] = int((test > choose_threshold(calibration, 0.01)["value"]).sum())
+    info = choose_threshold(rng.normal(size=n), 0.01)
+    check = operating_point_check(info, 0, m)
+    a, b = n + 1 - info["rank"], info["rank"]
+    assert counts.mean() == pytest.approx(m * a / (a + b), rel=0.08)
+    exceed = float(np.mean(counts > check["allowed_fp"]))
+    assert exceed <= check["level"] + 3 * math.sqrt(check["level"] / trials)
+    # The bound is not loose either: one count below it is exceeded well above the level.
+    assert float(np.mean(counts > check["allowed_fp"] - 1)) > check["level"]
+    assert operating_point_check(info, check["allowed_fp"], m)["holds"] is True
+    worse = operating_point_check(info, check["allowed_fp"] + 1, m)
+    assert worse["holds"] is False and worse["p_value"] < check["level"]
+
+
+def test_operating_point_check_is_unchecked_without_normals_or_threshold():
+    info = choose_threshold(np.arange(10.0), 0.1)
+    assert operating_point_check(info, 0, 0)["holds"] is None
+    assert operating_point_check(choose_threshold(np.zeros(0), 0.1), 0, 10)["holds"] is None
 
 
 def test_detector_refuses_images_at_another_size_and_old_stores(tiny_run, tmp_path):

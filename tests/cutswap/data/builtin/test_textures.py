@@ -22,7 +22,7 @@ from cutswap.data.images import read_mask, read_rgb
 from cutswap.data.layouts.mvtec import scan_mvtec
 from cutswap.errors import DatasetError
 
-SMALL = {"image_size": 64, "n_train": 3, "n_test_good": 2, "n_test_defect": 2}
+SMALL = {"image_size": 64, "n_train": 3, "n_test_good": 2, "n_test_defect": 2, "n_validation": 2}
 
 
 def files_of(root: Path) -> dict[str, bytes]:
@@ -37,8 +37,11 @@ def small_build(tmp_path_factory) -> Path:
 def test_layout_is_readable_by_scan_mvtec(small_build):
     frame = scan_mvtec(small_build)
     assert sorted(frame["category"].unique()) == sorted(CATEGORIES) == ["brick", "grass", "gravel"]
-    per_category = 3 + 2 + 2 * len(DEFECT_KINDS)
+    per_category = 3 + 2 + 2 + 2 * len(DEFECT_KINDS)
     assert len(frame) == 3 * per_category
+    validation = frame[frame["split"] == "val"]
+    assert len(validation) == 3 * 2 and (validation["label"] == 0).all()
+    assert validation["image_path"].str.contains("/validation/good/").all()
     assert set(frame["defect_type"]) == {"good", *DEFECT_KINDS}
     anomalous = frame[frame["label"] == 1]
     assert len(anomalous) == 3 * 2 * len(DEFECT_KINDS)
@@ -185,6 +188,23 @@ def test_train_and_test_regions_are_disjoint():
     cropper = textures._Cropper(photo, rotations=True, image_size=64)
     assert cropper.train_max_x + cropper.crop <= cropper.test_x
     assert cropper.test_x + cropper.crop == 512
+
+
+def test_validation_crops_are_cut_like_normal_test_crops_from_their_own_streams(tmp_path, small_build):
+    """The calibration crops (cut by ``_Cropper.test``, as the normal test crops are) are other crops than the
+    test ones, from streams of their own: a build without them holds exactly the same other files."""
+    for category in CATEGORIES:
+        validation = sorted((small_build / category / "validation" / "good").glob("*.png"))
+        test = sorted((small_build / category / "test" / "good").glob("*.png"))
+        assert len(validation) == 2
+        assert {p.read_bytes() for p in validation}.isdisjoint({p.read_bytes() for p in test})
+    without = build_textures(tmp_path / "without", seed=3, **{**SMALL, "n_validation": 0})
+    assert not any(without.glob("*/validation"))
+    kept = {k: v for k, v in files_of(small_build).items() if "/validation/" not in k and k != "README.md"}
+    assert {k: v for k, v in files_of(without).items() if k != "README.md"} == {
+        **kept,
+        MARKER: (without / MARKER).read_bytes(),
+    }
 
 
 def test_brick_rectification_makes_courses_uniform():
