@@ -41,6 +41,7 @@ from pathlib import Path
 import pandas as pd
 
 from cutswap import atomic
+from cutswap.app import console
 from cutswap.errors import CutswapError
 from cutswap.report.agreement import ONE_SIDED, OPPOSITE, agreement
 from cutswap.report.compare import comparisons_markdown
@@ -104,8 +105,8 @@ def _show(args: argparse.Namespace) -> int:
     missing = [m for m in metrics if m not in results.columns]
     if missing:
         raise CutswapError(f"run {args.run!r} has no metric {missing[0]!r}; it has {metrics_of(results)}")
-    for metric in metrics:
-        print(f"\n{metric} (%)\n" + markdown_table(pivot(results, metric)))
+    for i, metric in enumerate(metrics):
+        print(("\n" if i else "") + f"{metric} (%)\n" + markdown_table(pivot(results, metric)))
     comparisons_csv = args.reports / args.run / "comparisons.csv"
     if comparisons_csv.is_file():
         comparisons = pd.read_csv(comparisons_csv)
@@ -298,13 +299,14 @@ def main(argv: list[str] | None = None, extra: Sequence[Command] = ()) -> int:
         command.arguments(
             sub.add_parser(command.name, help=command.help, epilog=f"example: {command.example}")
         )
-    args = parser.parse_args(argv)
-    handler = next(c.handler for c in commands if c.name == args.command)
-    try:
-        return handler(args)
-    except CutswapError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    with console.quiet_when_stdout_closes():
+        args = parser.parse_args(argv)
+        handler = next(c.handler for c in commands if c.name == args.command)
+        try:
+            return handler(args)
+        except CutswapError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
 
 
 def _detector_arguments(parser: argparse.ArgumentParser) -> None:
@@ -334,16 +336,35 @@ def _threshold_line(info: dict, source: str) -> str:
         return (
             "no threshold: the run held out no normal images (evaluate.threshold_holdout=0); pass --threshold"
         )
+    images = (
+        "normal validation images"
+        if info.get("source") == "validation"
+        else "held-out normal training images"
+    )
     line = (
-        f"threshold {info['value']:.6g}: held-out normal training images (n={info['n_holdout']}), target "
+        f"threshold {info['value']:.6g}: {images} (n={info['n_holdout']}), target "
         f"FPR {info['fpr_target']:g}{' (--fpr)' if source == 'fpr' else ''}"
     )
     if not info["resolved"]:
         line += (
-            f"; too few held-out images for that target: the largest held-out score is used, expected FPR "
+            f"; too few calibration images for that target: the largest of their scores is used, expected FPR "
             f"{info['expected_fpr']:.3g}"
         )
-    return line
+    return line + _check_line(info, source)
+
+
+def _check_line(info: dict, source: str) -> str:
+    """A warning when the stored threshold did not hold on the run's own test set (its ``check``)."""
+    check, test = info.get("check") or {}, info.get("test") or {}
+    if source != "stored" or check.get("holds") is not False:
+        return ""
+    normals = test["fp"] + test["tn"]
+    return (
+        f"\nwarning: this threshold does not hold: on the run's test set it flagged {test['fp']} of {normals} "
+        f"normal images ({test['fp'] / normals:.0%}), more than the {check['allowed_fp']} its calibration images "
+        "allow; its false-positive rate on new normal images will be higher than targeted. Choose one on "
+        "normal images like yours (--threshold), or give the dataset a validation/good folder and rerun."
+    )
 
 
 def _predict(args: argparse.Namespace) -> int:

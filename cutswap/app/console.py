@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import select
 import shutil
 import sys
 import threading
@@ -34,6 +36,10 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from cutswap import atomic
+
+#: A command's exit status when its reader left early (``cutswap runs | head -1``): 128 + SIGPIPE, what a
+#: shell reports for ``yes | head -1``, which the signal ends.
+CLOSED_STDOUT_STATUS = 128 + 13
 
 #: Loggers whose Python handlers write straight to a terminal and bypass the root logger.
 _OWN_HANDLERS = ("distributed",)
@@ -335,6 +341,40 @@ def session(
                 lg.propagate = saved[name][0]
                 for h in saved[name][1]:
                     lg.addHandler(h)
+
+
+def _stdout_closed() -> bool:
+    """Whether stdout is a pipe (or socket) whose reader is gone; True where poll cannot tell."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(event & (select.POLLERR | select.POLLHUP) for _, event in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll (Windows), a stdout without a file descriptor
+        return True
+
+
+@contextlib.contextmanager
+def quiet_when_stdout_closes() -> Iterator[None]:
+    """A command whose reader may stop early (``cutswap show demo | head -1``): when it has, the command
+    ends quietly with status ``CLOSED_STDOUT_STATUS``, as ``yes | head -1`` does, not with a
+    ``BrokenPipeError`` traceback. The output still buffered is flushed here, where that error is caught;
+    stdout then points at /dev/null, so that Python's own flush at exit has nothing to say either. A broken
+    pipe of something else (stdout still read) goes on as an error."""
+    try:
+        try:
+            yield
+        except SystemExit:  # argparse's --help: its text may still be in the buffer
+            sys.stdout.flush()
+            raise
+        sys.stdout.flush()
+    except BrokenPipeError:
+        if not _stdout_closed():
+            raise
+        with contextlib.suppress(AttributeError, OSError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        raise SystemExit(CLOSED_STDOUT_STATUS) from None
 
 
 def log_path(reports_root: str | Path, run: str) -> Path:
