@@ -278,3 +278,38 @@ def test_every_table_names_how_a_trunk_was_fine_tuned():
     older = pd.Series({"trunk": "efficientnet_lite0", "pretrained": True, "freeze_steps": np.nan})
     assert trunk_label(older) == "efficientnet_lite0 (ImageNet, fine-tuned)"
     assert trunk_label(pd.Series({"trunk": "resnet18", "pretrained": False})) == "resnet18 (scratch)"
+
+
+def _with_operating_points(results: pd.DataFrame, holds: list[bool | None]) -> pd.DataFrame:
+    return results.assign(
+        threshold_fpr=0.3,
+        threshold_fpr_target=0.01,
+        threshold_expected_fpr=0.01,
+        n_holdout=99,
+        threshold_source="validation",
+        threshold_precision=0.8,
+        threshold_recall=0.7,
+        threshold_holds=holds,
+    )
+
+
+def test_operating_points_that_do_not_hold_are_marked_never_printed_plainly():
+    results = _results()
+    holds = [True] * len(results)
+    holds[0] = holds[1] = False  # bottle, cutswap: both seeds flagged more normal images than allowed
+    holds[2] = None  # unchecked (no normal test image) is not a failure
+    results = _with_operating_points(results, holds)
+    table = pivot(results, "threshold_fpr")
+    assert table.loc["bottle", "cutswap"] == "30.0 ± 0.0 ✗ 2/2"
+    assert table.loc["bottle", "cutpaste"] == "30.0 ± 0.0" and "✗" not in table.loc["screw", "cutswap"]
+    assert "✗" not in pivot(results, "image_AUROC").loc["bottle", "cutswap"]
+    md = summary_markdown(results, PROV)
+    assert "| bottle | 30.0 ± 0.0 ✗ 2/2 |" in md
+    assert "the category's normal validation images (99-99 per category)" in md
+    assert "2 of 7 operating points do not hold: cutswap on bottle (2)." in md
+
+
+def test_a_run_whose_operating_points_all_hold_says_so():
+    results = _with_operating_points(_results(), [True] * 8)
+    md = summary_markdown(results, PROV)
+    assert "0 of 8 operating points do not hold." in md and "✗ 1" not in md
