@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import os
 import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tests.support.runs import TinyRun
 
 os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="cutswap-prefect-")
 # prefect.toml names the project's profiles file, which outranks PREFECT_HOME: a server the developer
@@ -62,6 +67,28 @@ def tiny_preset():
         return path
 
     return make
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> TinyRun:
+    """The demo (``configs/demo.yaml``: its rows, its classifier trunk and its baseline trunk) at toy scale
+    under the name the README's commands use, ``demo``, on the two categories they name (brick, grass):
+    ``tests.support.runs.build_run``, about 25 s on 2 idle cores. Its folder holds ``storage/`` (the dataset
+    under ``storage/datasets/textures``) and ``reports/``, as the project folder does after ``make demo``.
+    """
+    import yaml
+
+    from tests.support.runs import build_run
+
+    demo = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "demo.yaml").read_text())
+    train = {key: demo["train"][key] for key in ("trunk", "pretrained", "baseline_trunk")}
+    return build_run(
+        tmp_path_factory.mktemp("demo-run"),
+        demo["run"],
+        categories=["brick", "grass"],
+        methods=list(demo["train"]["methods"]),
+        train=train,
+    )
 
 
 # --- object storage: a real S3-compatible server process on loopback ------------------------------------

@@ -17,7 +17,9 @@ trunk                         width  normalisation (on [0, 1])     ImageNet weig
 ============================  =====  ============================  ==============================================
 
 ``stages`` names four trunk modules ``layer1..layer4`` (strides 4, 8, 16, 32) for Grad-CAM localization:
-ResNet-18's stages, or EfficientNet-Lite0's levels as the saliency backbone defines them.
+ResNet-18's stages, or EfficientNet-Lite0's levels as the saliency backbone defines them. Each is known by
+its module path (``STAGE_PATHS``); ``stage_features`` (PatchCore's ``layer2`` and ``layer3``) matches the
+trunk's modules to those paths by name, in eager mode and under ``torch.export``/ONNX tracing alike.
 """
 
 from __future__ import annotations
@@ -30,13 +32,13 @@ import torch
 from torch import nn
 
 from cutswap.method.backbones import (
+    EFFNET_LEVEL_PATHS,
     EFFNET_MEAN,
     EFFNET_STD,
     RESNET18_MEAN,
     RESNET18_STD,
     effnet_architecture,
     effnet_imagenet,
-    effnet_levels,
     effnet_weights,
     resnet18_imagenet,
     resnet18_weights,
@@ -45,6 +47,11 @@ from cutswap.method.backbones import (
 TRUNKS = ("resnet18", "efficientnet_lite0")
 #: The four trunk stages, shallow to deep (strides 4, 8, 16, 32), as ``ProjectionNet.stages`` names them.
 TRUNK_STAGES = ("layer1", "layer2", "layer3", "layer4")
+#: Per trunk, the module path (``nn.Module.get_submodule`` of the trunk) whose output is each stage's map.
+STAGE_PATHS: dict[str, dict[str, str]] = {
+    "resnet18": {stage: stage for stage in TRUNK_STAGES},
+    "efficientnet_lite0": {f"layer{i}": EFFNET_LEVEL_PATHS[f"level{i}"] for i in range(1, 5)},
+}
 
 
 @dataclass(frozen=True)
@@ -144,10 +151,33 @@ class ProjectionNet(nn.Module):
     @property
     def stages(self) -> dict[str, nn.Module]:
         """``layer1..layer4`` of the trunk, shallow to deep (Grad-CAM reads their outputs)."""
+        return {name: self.trunk.get_submodule(path) for name, path in STAGE_PATHS[self.trunk_name].items()}
+
+    def trunk_steps(self) -> list[tuple[str, nn.Module]]:
+        """The trunk's feature extractor as (module path, module) in forward order, up to the last feature
+        map (before pooling): calling them in turn on normalised images is the trunk's forward.
+
+        The paths are built from the module tree's names (``named_children``), never compared by module
+        identity: under ``torch.export`` a module shared by two parents (``ExportedDetector`` holds the
+        model and its PatchCore graph holds it again) is handed out as a new proxy object at every access,
+        so a lookup keyed by module objects finds nothing, while names stay the same.
+        """
+        t = self.trunk
         if self.trunk_name == "resnet18":
-            return {f"layer{i}": getattr(self.trunk, f"layer{i}") for i in range(1, 5)}
-        levels = effnet_levels(self.trunk)
-        return {f"layer{i}": levels[f"level{i}"] for i in range(1, 5)}
+            names = ("conv1", "bn1", "relu", "maxpool", *TRUNK_STAGES)
+            return [(name, getattr(t, name)) for name in names]
+        blocks = [
+            (f"blocks.{i}.{j}", block)
+            for i, stage in t.blocks.named_children()
+            for j, block in stage.named_children()
+        ]
+        return [
+            ("conv_stem", t.conv_stem),
+            ("bn1", t.bn1),
+            *blocks,
+            ("conv_head", t.conv_head),
+            ("bn2", t.bn2),
+        ]
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """Pooled trunk features of images in [0, 1], (B, 3, H, W) -> (B, width)."""
@@ -157,32 +187,29 @@ class ProjectionNet(nn.Module):
         """The feature maps of the named ``stages`` for images in [0, 1], shallow to deep, running the trunk
         only as deep as the deepest one (PatchCore reads ``layer2`` and ``layer3``).
 
-        Written out as plain module calls rather than forward hooks, so ``torch.export`` and ONNX trace it
-        like any other forward.
+        Written out as plain module calls (``trunk_steps``) rather than forward hooks, and the stages found
+        by their paths (``STAGE_PATHS``), so eager evaluation, ``torch.export`` and ONNX run this one code
+        path and see the same maps.
+
+        Raises:
+            ValueError: ``names`` is empty or names something other than ``TRUNK_STAGES``.
         """
         unknown = sorted(set(names) - set(TRUNK_STAGES))
         if unknown or not names:
             raise ValueError(f"stages must be a non-empty subset of {list(TRUNK_STAGES)}, got {list(names)}")
-        wanted = {self.stages[name]: name for name in names}
+        paths = STAGE_PATHS[self.trunk_name]
+        wanted = {paths[name]: name for name in names}
         found: dict[str, torch.Tensor] = {}
         x = (images - self.mean) / self.std
-        t = self.trunk
-        if self.trunk_name == "resnet18":
-            modules = [t.conv1, t.bn1, t.relu, t.maxpool, t.layer1, t.layer2, t.layer3, t.layer4]
-        else:
-            modules = [
-                t.conv_stem,
-                t.bn1,
-                *(block for stage in t.blocks for block in stage),
-                t.conv_head,
-                t.bn2,
-            ]
-        for module in modules:
+        for path, module in self.trunk_steps():
             x = module(x)
-            if module in wanted:
-                found[wanted[module]] = x
+            if path in wanted:
+                found[wanted[path]] = x
                 if len(found) == len(wanted):
                     break
+        if len(found) != len(wanted):  # STAGE_PATHS names a module that trunk_steps does not pass through
+            missing = sorted(path for path, name in wanted.items() if name not in found)
+            raise RuntimeError(f"{self.trunk_name}: no trunk step is the stage module {missing}")
         return [found[name] for name in sorted(names)]
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

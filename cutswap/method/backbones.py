@@ -354,14 +354,21 @@ def effnet_imagenet(path: Path) -> nn.Module:
     return model
 
 
+#: The four levels of EfficientNet-Lite0 comparable to ResNet-18's ``layer1..layer4``, as module paths of
+#: timm's ``tf_efficientnet_lite0`` (``nn.Module.get_submodule``). Paths, not modules: code that must find a
+#: level while a tracer stands in for the modules (``torch.export`` hands out a new proxy object at every
+#: submodule access when a module is shared) can only recognise it by its name.
+EFFNET_LEVEL_PATHS = {
+    "level1": "blocks.1.1",  # flat block 2, stride 4, 24 channels
+    "level2": "blocks.2.1",  # flat block 4, stride 8, 40 channels
+    "level3": "blocks.4.2",  # flat block 10, stride 16, 112 channels
+    "level4": "bn2",  # head conv + BN + ReLU6, stride 32, 1280 channels
+}
+
+
 def effnet_levels(model: nn.Module) -> dict[str, nn.Module]:
-    """The four levels of EfficientNet-Lite0 comparable to ResNet-18's ``layer1..layer4``."""
-    return {
-        "level1": model.blocks[1][1],  # flat block 2, stride 4, 24 channels
-        "level2": model.blocks[2][1],  # flat block 4, stride 8, 40 channels
-        "level3": model.blocks[4][2],  # flat block 10, stride 16, 112 channels
-        "level4": model.bn2,  # head conv + BN + ReLU6, stride 32, 1280 channels
-    }
+    """The modules of ``EFFNET_LEVEL_PATHS`` in ``model``: the four levels, shallow to deep."""
+    return {level: model.get_submodule(path) for level, path in EFFNET_LEVEL_PATHS.items()}
 
 
 def _build_effnet(weights: str | Path | None, fallback_reason: str | None = None) -> Backbone:

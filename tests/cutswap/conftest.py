@@ -4,21 +4,18 @@ run on disk for the detector, predict and export tests."""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-import torchvision
 from skimage import data as skdata
 
 from cutswap.method import backbones
-from cutswap.pipeline.settings import Settings
 from cutswap.pipeline.stores import StoreRef, build_store, write_array
+from tests.support.runs import TinyRun, build_run, stand_in_resnet18
 
 
 @pytest.fixture
@@ -93,29 +90,9 @@ def fake_resnet18(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path
     No test needs the network or the real file: this exercises the same code paths (given path, hub
     cache, download hook) as the genuine file would.
     """
-    torch.manual_seed(0)
-    model = torchvision.models.resnet18(weights=None)
-    path = tmp_path / "weights" / backbones.RESNET18_FILENAME
-    path.parent.mkdir()
-    torch.save(model.state_dict(), path)
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    path, digest, model = stand_in_resnet18(tmp_path / "weights")
     monkeypatch.setattr(backbones, "RESNET18_SHA256", digest)
     return path, digest, model
-
-
-@dataclass(frozen=True)
-class TinyRun:
-    """A benchmark run on disk as ``cutswap predict`` finds it: a report folder (``results.csv`` with the
-    store keys, ``provenance.json`` with the storage root) and the ingest, train and evaluate stores."""
-
-    base: Path
-    run: str
-    data: Path
-    reports: Path
-    storage: Path
-    settings: Settings
-    ingest: StoreRef
-    evaluations: dict[str, StoreRef]
 
 
 @pytest.fixture(scope="session")
@@ -126,70 +103,32 @@ def tiny_run(tmp_path_factory) -> TinyRun:
     own maps); the report rows are
     written from the evaluate stores (the saliency stages that the full report also reads are not needed
     by a detector). About 10 s on 2 cores."""
-    import json
-
-    import pandas as pd
-
-    from cutswap.pipeline.datasets import resolve_dataset
-    from cutswap.pipeline.stages.evaluate import evaluate_run
-    from cutswap.pipeline.stages.ingest import ingest_category
-    from cutswap.pipeline.stages.train import train_run
-    from cutswap.pipeline.stores import open_store
-
-    base = tmp_path_factory.mktemp("tiny-run")
-    settings = Settings(
-        run="tiny",
-        storage_root=base / "storage",
-        reports_root=base / "reports",
-        dataset={
-            "name": "textures",
-            "root": base / "storage" / "datasets" / "textures",
-            "categories": ["brick"],
-            "image_size": 32,
-            "textures": {"n_train": 20, "n_test_good": 4, "n_test_defect": 1},
-        },
-        train={
-            "methods": ["cutpaste", "imagenet-gde", "patchcore"],
-            "steps": 2,
-            "batch_size": 4,
-            "head_dims": [16],
-            "device": "cpu",
-            "baseline_trunk": "efficientnet_lite0",
-        },
-        evaluate={"max_fit_patches": 400},
+    return build_run(
+        tmp_path_factory.mktemp("tiny-run"),
+        "tiny",
+        categories=["brick"],
+        methods=["cutpaste", "imagenet-gde", "patchcore"],
+        train={"baseline_trunk": "efficientnet_lite0"},
     )
-    root, table = resolve_dataset(settings)
-    ingest, _ = ingest_category(settings, root, "brick", table)
-    rows, evaluations = [], {}
-    for method in settings.train.methods:
-        train, _ = train_run(settings, ingest, method, 0)
-        ref, _ = evaluate_run(settings, ingest, train)
-        evaluations[method] = ref
-        attrs = open_store(ref).attrs
-        rows.append(
-            {
-                "dataset": "textures",
-                "category": "brick",
-                "method": method,
-                "seed": 0,
-                **attrs["metrics"],
-                "train_key": train.key,
-                "evaluate_key": ref.key,
-            }
+
+
+@pytest.fixture(scope="session")
+def swapped_run(tmp_path_factory) -> TinyRun:
+    """``demo_run`` with its trunks swapped: the classifiers on EfficientNet-Lite0, the no-training rows on
+    an ImageNet ResNet-18 (a stand-in weights file, found where a user's would be: torch's hub cache, with
+    the expected hash patched to its own). With ``demo_run`` it puts every exportable row on both trunks;
+    brick only, about 15 s on 2 cores."""
+    base = tmp_path_factory.mktemp("swapped-run")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TORCH_HOME", str(base / "torch_home"))
+        hub = Path(torch.hub.get_dir())
+        assert hub.is_relative_to(base), f"torch.hub.set_dir() was called elsewhere; hub dir is {hub}"
+        _, digest, _ = stand_in_resnet18(hub / "checkpoints")
+        patch.setattr(backbones, "RESNET18_SHA256", digest)
+        return build_run(
+            base,
+            "swapped",
+            categories=["brick"],
+            methods=["cutswap", "random-swap", "cutpaste", "imagenet-gde", "patchcore"],
+            train={"trunk": "efficientnet_lite0", "baseline_trunk": "resnet18"},
         )
-    folder = Path(settings.reports_root) / settings.run
-    folder.mkdir(parents=True)
-    pd.DataFrame(rows).to_csv(folder / "results.csv", index=False)
-    (folder / "provenance.json").write_text(
-        json.dumps({"run": settings.run, "settings": json.loads(settings.model_dump_json())})
-    )
-    return TinyRun(
-        base,
-        settings.run,
-        root,
-        Path(settings.reports_root),
-        Path(settings.storage_root),
-        settings,
-        ingest,
-        evaluations,
-    )

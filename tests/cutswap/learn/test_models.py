@@ -1,5 +1,6 @@
 """Classifier trunks: ImageNet initialisation that really classifies, per-trunk normalisation and width,
-the weights lookup shared with the saliency backbone, and the trained model's stages for Grad-CAM.
+the weights lookup shared with the saliency backbone, and the trained model's stages for Grad-CAM and
+PatchCore (found by module path, so ``torch.export`` sees them too).
 
 The real ResNet-18 file cannot be had offline: its ImageNet test runs only where torch's hub cache holds
 it; the lookup itself is tested with a stand-in file whose expected hash is patched (``fake_resnet18``).
@@ -12,9 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from cutswap.errors import SettingsError
-from cutswap.learn.models import TRUNKS, ProjectionNet, build_model, build_trunk
+from cutswap.learn.models import STAGE_PATHS, TRUNK_STAGES, TRUNKS, ProjectionNet, build_model, build_trunk
 from cutswap.method import backbones
 
 CAT_CLASSES = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
@@ -119,3 +121,55 @@ def test_each_trunk_has_its_width_normalisation_and_stages(trunk: str, width: in
 def test_unknown_trunk_is_a_value_error() -> None:
     with pytest.raises(ValueError, match="unknown trunk 'vgg'"):
         build_trunk("vgg")
+
+
+@pytest.mark.parametrize("trunk", TRUNKS)
+def test_trunk_steps_are_the_trunks_forward_through_every_stage(trunk: str) -> None:
+    """``stage_features`` runs ``trunk_steps`` and picks stages by path: the steps must be the trunk's own
+    modules under those paths, in an order that passes every stage, and together the trunk's forward."""
+    torch.manual_seed(0)
+    model = ProjectionNet([16], 2, trunk).eval()
+    steps = model.trunk_steps()
+    paths = [path for path, _ in steps]
+    assert all(model.trunk.get_submodule(path) is module for path, module in steps)
+    stage_positions = [paths.index(STAGE_PATHS[trunk][name]) for name in TRUNK_STAGES]
+    assert stage_positions == sorted(stage_positions)
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        y = (x - model.mean) / model.std
+        for _, module in steps:
+            y = module(y)
+        torch.testing.assert_close(y.mean(dim=(2, 3)), model.embed(x), rtol=1e-5, atol=1e-6)
+
+
+class _Holder(nn.Module):
+    """Holds a model a second time, as ``ExportedDetector`` holds its model and again in its PatchCore
+    graph: a module shared this way makes ``torch.export`` hand out a new proxy at every submodule access."""
+
+    def __init__(self, model: ProjectionNet) -> None:
+        super().__init__()
+        self.model = model
+
+
+class _SharedStages(nn.Module):
+    def __init__(self, model: ProjectionNet) -> None:
+        super().__init__()
+        self.model, self.holder = model, _Holder(model)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(self.holder.model.stage_features(images, ("layer2", "layer3")))
+
+
+@pytest.mark.parametrize("trunk", TRUNKS)
+def test_stage_features_export_when_the_model_is_shared(trunk: str) -> None:
+    """The issue's ``KeyError: 'layer2'``: stages looked up by module object were never found under
+    ``torch.export`` once the model was held twice. By path, the program gives the eager maps."""
+    torch.manual_seed(0)
+    module = _SharedStages(ProjectionNet([16], 2, trunk).eval()).eval()
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        program = torch.export.export(module, (x,))
+        expected, got = module(x), program.module()(x)
+    assert [t.shape[1] for t in got] == ([128, 256] if trunk == "resnet18" else [40, 112])
+    for want, have in zip(expected, got, strict=True):
+        torch.testing.assert_close(have, want, rtol=1e-5, atol=1e-6)
