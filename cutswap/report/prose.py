@@ -168,9 +168,8 @@ def machine_sentence(provenance: dict) -> str:
     )
     return (
         f"{where} Per-seed numbers are not reproducible on another machine: training is chaotic in float "
-        "rounding, so a seed fixes a run only on the machine that made it (the demo's per-seed image AUROC "
-        "moved by up to 11.6 points, 16 of 27 trainings by more than 2.5, between two machines of the same "
-        "kind). The comparisons' intervals hold that spread; they are what a rerun should agree with."
+        "rounding, so a seed fixes a run only on the machine that made it. The comparisons' intervals hold "
+        "that spread; they are what a rerun should agree with."
     )
 
 
