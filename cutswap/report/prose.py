@@ -39,7 +39,7 @@ def operating_point_note(results: pd.DataFrame) -> str:
     where = " or ".join(_CALIBRATION.get(s, str(s)) for s in sorted(sources))
     text = (
         "Precision, recall and false-positive rate on the test set at the decision threshold chosen on "
-        f"{where} ({held.min()}-{held.max()} per category), targeting a false-positive rate of "
+        f"{where} ({_span(held)} per category), targeting a false-positive rate of "
         f"{target.max() * 100:g} %; the test labels are not used to choose it. Precision and recall are "
         "n/a without anomalous test images."
     )
@@ -49,6 +49,11 @@ def operating_point_note(results: pd.DataFrame) -> str:
             f"false-positive rate is up to {expected.max() * 100:.1f} %."
         )
     return text + _not_holding(results)
+
+
+def _span(values: pd.Series) -> str:
+    low, high = values.min(), values.max()
+    return f"{low}" if low == high else f"{low}-{high}"
 
 
 def _not_holding(results: pd.DataFrame) -> str:

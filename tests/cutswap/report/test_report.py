@@ -305,7 +305,7 @@ def test_operating_points_that_do_not_hold_are_marked_never_printed_plainly():
     assert "✗" not in pivot(results, "image_AUROC").loc["bottle", "cutswap"]
     md = summary_markdown(results, PROV)
     assert "| bottle | 30.0 ± 0.0 ✗ 2/2 |" in md
-    assert "the category's normal validation images (99-99 per category)" in md
+    assert "the category's normal validation images (99 per category)" in md
     assert "2 of 7 operating points do not hold: cutswap on bottle (2)." in md
 
 
