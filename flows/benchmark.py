@@ -42,6 +42,7 @@ if __name__ == "__main__":
     sys.exit(launch.main(__doc__, lambda: importlib.import_module("flows.benchmark").cutswap))
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from prefect import flow
@@ -51,11 +52,12 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from cutswap.app import console
 from cutswap.errors import RunFailed, StageFailed, one_line
 from cutswap.method.registry import get_method, method_seeds
-from cutswap.pipeline.parallel import dask_client
+from cutswap.pipeline.parallel import Cluster, dask_client
 from cutswap.pipeline.preflight import check_environment
-from cutswap.pipeline.settings import load_settings
+from cutswap.pipeline.results import CategoryRefs
+from cutswap.pipeline.settings import Settings, load_settings
 from cutswap.pipeline.stages import stage_modes, stage_tasks
-from cutswap.pipeline.stages.report import CategoryRefs
+from cutswap.pipeline.stores import StoreRef
 from flows import launch
 from tasks.cluster import cluster
 from tasks.evaluate import evaluate
@@ -99,6 +101,62 @@ class Job:
         return None
 
 
+def _method_seeds(settings: Settings) -> list[tuple[str, int]]:
+    """Every method over every seed, except the no-training baseline, which is the same for any seed.
+
+    The baseline goes first: its evaluation is long and its training instant, so the cluster's last minutes
+    are short evaluations spread over every worker, not one long one with the others idle.
+    """
+    methods = sorted(settings.train.methods, key=lambda m: get_method(m).trains)
+    return [(m, s) for m in methods for s in method_seeds(m, settings.train.seeds)]
+
+
+@dataclass(eq=False)
+class CategoryPlan:
+    """One category's precomputed stores and its submitted jobs."""
+
+    category: str
+    upstream: tuple[StoreRef, StoreRef, StoreRef, StoreRef]  # ingest, saliency, cluster, pairs
+    jobs: list[Job]
+
+    def finished(self, failures: dict[Job, dict[str, Any] | None]) -> CategoryRefs | None:
+        """The stores behind the category's report rows; None when every one of its jobs failed."""
+        evaluated = [job.evaluated.result() for job in self.jobs if not failures[job]]
+        return CategoryRefs(*self.upstream, evaluated) if evaluated else None
+
+
+def _plan_category(
+    settings: Settings,
+    category: str,
+    images: StoreRef,
+    jobs: list[tuple[str, int]],
+    mode: dict[str, str],
+    dask: Cluster | None,
+) -> CategoryPlan:
+    """One category's saliency -> cluster -> pairs, one after the other (each shards its images over the
+    cluster), then its training and evaluation jobs submitted: they run while the next category's saliency
+    is computed."""
+    maps = saliency(settings, images, mode["saliency"], dask)
+    clusters = cluster(settings, maps, mode["cluster"], dask)
+    bank = pairs(settings, clusters, mode["pairs"], dask)
+    submitted = []
+    for method, seed in jobs:
+        bank_in = bank if get_method(method).needs_pairs else None  # random-swap copies its sizes
+        model = train.submit(settings, images, method, seed, bank_in, mode["train"], dask)
+        scored = evaluate.submit(settings, images, model, mode["evaluate"], dask)
+        submitted.append(Job(category, method, seed, model, scored))
+    return CategoryPlan(category, (images, maps, clusters, bank), submitted)
+
+
+def _incomplete(failed: list[dict[str, Any]], n_jobs: int, folder: Path) -> str:
+    """Why a run whose report was written still failed: its first failure, and how many there were."""
+    more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+    return (
+        f"{failed[0]['summary']}{more}; {len(failed)} of {n_jobs} jobs failed, the report of the others is "
+        f"marked incomplete and lists them: {folder}/summary.md"
+    )
+
+
 # Threads only wait on cluster jobs (in-process jobs take turns), so allow many.
 @flow(name="cutswap", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=64))
 def cutswap(
@@ -115,41 +173,22 @@ def cutswap(
         root, table = resolve(settings)
         # Every category is read and checked before any heavy work, so a bad file fails the run in seconds.
         names = sorted(table["category"].unique())
-        # Every method over every seed, except the no-training baseline, which is the same for any seed. The
-        # baseline goes first: its evaluation is long and its training instant, so the cluster's last minutes
-        # are short evaluations spread over every worker, not one long one with the others idle.
-        methods = sorted(settings.train.methods, key=lambda m: get_method(m).trains)
-        jobs = [(m, s) for m in methods for s in method_seeds(m, settings.train.seeds)]
+        jobs = _method_seeds(settings)
         shown.start(*stage_tasks(len(names), len(jobs)))
         images = {c: ingest(settings, root, c, table, mode["ingest"]) for c in names}
-        precomputed, jobs_of = {}, {}
         with dask_client(**settings.parallel.model_dump()) as dask:
-            for c in names:
-                maps = saliency(settings, images[c], mode["saliency"], dask)
-                clusters = cluster(settings, maps, mode["cluster"], dask)
-                bank = pairs(settings, clusters, mode["pairs"], dask)
-                precomputed[c] = (maps, clusters, bank)
-                jobs_of[c] = []
-                for method, seed in jobs:
-                    bank_in = bank if get_method(method).needs_pairs else None  # random-swap copies its sizes
-                    model = train.submit(settings, images[c], method, seed, bank_in, mode["train"], dask)
-                    scored = evaluate.submit(settings, images[c], model, mode["evaluate"], dask)
-                    jobs_of[c].append(Job(c, method, seed, model, scored))
+            plans = [_plan_category(settings, c, images[c], jobs, mode, dask) for c in names]
             # Every job runs to its end, whatever the others do: a failed one is reported, not fatal.
-            failures = {job: job.failure() for c in names for job in jobs_of[c]}
+            failures = {job: job.failure() for plan in plans for job in plan.jobs}
         failed = [failure for failure in failures.values() if failure]
-        finished = {c: [job.evaluated.result() for job in jobs_of[c] if not failures[job]] for c in names}
-        categories = {c: CategoryRefs(images[c], *precomputed[c], finished[c]) for c in names if finished[c]}
+        finished = {plan.category: plan.finished(failures) for plan in plans}
+        categories = {c: refs for c, refs in finished.items() if refs is not None}
         if not categories:
             raise RunFailed(f"every job failed, so there is no report; the first: {failed[0]['summary']}")
         folder = report(settings, categories, mode["report"], preset, failed)
         print(f"report: {folder}/summary.md")
         if failed:
-            more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
-            raise RunFailed(
-                f"{failed[0]['summary']}{more}; {len(failed)} of {len(jobs) * len(names)} jobs failed, the "
-                f"report of the others is marked incomplete and lists them: {folder}/summary.md"
-            )
+            raise RunFailed(_incomplete(failed, len(jobs) * len(names), folder))
     return str(folder)
 
 

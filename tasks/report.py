@@ -13,8 +13,9 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact, cr
 from prefect.cache_policies import NONE
 
 from cutswap import roots
+from cutswap.pipeline.results import CategoryRefs
 from cutswap.pipeline.settings import Settings
-from cutswap.pipeline.stages.report import CategoryRefs, write_report
+from cutswap.pipeline.stages.report import write_report
 from cutswap.report.compare import comparisons_markdown
 from cutswap.report.prose import comparison_settings
 from tasks._logging import run_logged

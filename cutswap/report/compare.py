@@ -14,8 +14,8 @@ fractions::
 
 ``se`` the standard error of ``mean_diff``, ``df`` its degrees of freedom, ``detectable`` the difference
 the design detects with 80 % power, ``test_noise`` whether the test set's noise is in ``se``.
-Optional input, the redraws (:func:`test_redraws` of ``cutswap.score.resample``): one row per
-evaluation x redraw, ``category  method  seed  redraw  <metrics>``.
+Optional input, the redraws (:func:`cutswap.report.redraws.redraw_test_sets`, on the redraws of
+``cutswap.score.resample``): one row per evaluation x redraw, ``category  method  seed  redraw  <metrics>``.
 
 A pair is a (category, seed) where both methods have a finite value; a method trained with seed s on
 category c is compared with the other method trained with the same seed on the same category (same test

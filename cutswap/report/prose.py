@@ -178,51 +178,73 @@ def machine_sentence(provenance: dict) -> str:
     )
 
 
-def how_obtained(results: pd.DataFrame, provenance: dict) -> list[str]:
-    """Sentences saying exactly how the numbers were made, shared by the Markdown and HTML pages."""
-    first = results.iloc[0]
-    backbone = provenance["backbone"]
-    target = first.get("target_class")
-    target = int(target) if _present(target) else None
-    size = first.get("saliency_input_size")
-    size = int(size) if _present(size) else None
-    lines = training_sentences(results, first["image_size"])
+def _scoring(row: pd.Series) -> str:
+    """How a no-training row's detector scores an image: PatchCore's nearest patches, or the classifiers'
+    Gaussian density on its frozen ImageNet embeddings."""
+    if row.get("scorer") != "patchcore":
+        return "scored like the classifiers"
+    return (
+        "scored by PatchCore: layer2 + layer3 patch features (3 x 3 neighbourhood averages) of the "
+        f"normal training images, a greedy coreset of {100 * float(row['coreset_fraction']):g} % of "
+        "them as the memory bank, each test patch's distance to its nearest neighbour there; image "
+        "score = the largest patch distance, maps = the patch distances upsampled and blurred"
+    )
+
+
+def _untrained_sentences(results: pd.DataFrame) -> list[str]:
+    """One sentence per no-training method: what it is, and why it has one seed."""
+    lines = []
     for method in sorted(set(results["method"]) & set(UNTRAINED_METHODS)):
         row = results[results["method"] == method].iloc[0]
-        scored = "scored like the classifiers"
-        if row.get("scorer") == "patchcore":
-            scored = (
-                "scored by PatchCore: layer2 + layer3 patch features (3 x 3 neighbourhood averages) of the "
-                f"normal training images, a greedy coreset of {100 * float(row['coreset_fraction']):g} % of "
-                "them as the memory bank, each test patch's distance to its nearest neighbour there; image "
-                "score = the largest patch distance, maps = the patch distances upsampled and blurred"
-            )
         lines.append(
-            f"{method} (no training): {row['trunk']} with its ImageNet weights, frozen, {scored}; evaluated "
-            "once per category (no seed changes it) and paired with every seed in the comparisons."
+            f"{method} (no training): {row['trunk']} with its ImageNet weights, frozen, {_scoring(row)}; "
+            "evaluated once per category (no seed changes it) and paired with every seed in the comparisons."
         )
+    return lines
+
+
+def _score_sentence(results: pd.DataFrame) -> str:
+    """The image score shared by the classifiers and the density baseline."""
     normalised = bool(results.get("l2_normalize", pd.Series(dtype=bool)).fillna(False).any())
-    lines += [
+    unit = ", each embedding scaled to unit length first (evaluate.l2_normalize)" if normalised else ""
+    return (
         "Score: Mahalanobis distance to a Gaussian (mean, Ledoit-Wolf covariance) of the pooled trunk "
-        "embeddings (512-d ResNet-18, 1280-d EfficientNet-Lite0) of the normal training images only"
-        + (", each embedding scaled to unit length first (evaluate.l2_normalize)" if normalised else "")
-        + ". image_AUROC = ROC AUC of that score over the test images.",
+        f"embeddings (512-d ResNet-18, 1280-d EfficientNet-Lite0) of the normal training images only{unit}. "
+        "image_AUROC = ROC AUC of that score over the test images."
+    )
+
+
+def _saliency_sentence(first: pd.Series, backbone: dict) -> str:
+    """How cutswap's saliency maps were made, from the saliency store's settings in the first row."""
+    target = int(first["target_class"]) if _present(first.get("target_class")) else None
+    size = int(first["saliency_input_size"]) if _present(first.get("saliency_input_size")) else None
+    at = (
+        f" at {size} x {size} px input, maps resampled to the working size"
+        if size
+        else " at the working size"
+    )
+    classes = "each image's top-1" if target is None else f"ImageNet class {target} for every image"
+    tanh = ", raw maps rescaled by tanh(2 M / max M)" if bool(first.get("shallow_tanh", False)) else ""
+    return (
         f"Saliency (cutswap): LayerCAM on {backbone['name']} (ImageNet, weights sha256 "
-        f"{str(backbone.get('sha256', ''))[:12]}…)"
-        + (
-            f" at {size} x {size} px input, maps resampled to the working size"
-            if size
-            else " at the working size"
-        )
-        + f", levels {first['levels']}, target class = "
-        + ("each image's top-1" if target is None else f"ImageNet class {target} for every image")
-        + (", raw maps rescaled by tanh(2 M / max M)." if bool(first.get("shallow_tanh", False)) else "."),
+        f"{str(backbone.get('sha256', ''))[:12]}…){at}, levels {first['levels']}, "
+        f"target class = {classes}{tanh}."
+    )
+
+
+def _pairs_sentence(first: pd.Series, results: pd.DataFrame) -> str:
+    """How the maps were clustered and the swap pairs drawn, with how often the draws fell back."""
+    fallback = results.drop_duplicates("category")["pair_fallback_rate"].mean() * 100
+    return (
         f"Clustering: {first['cluster_method']} K={first['cluster_k']} on each map's values; pairs: "
         f"{first['draws']} draws per map from the top cluster, else at a smaller patch, else from the top "
-        "and next clusters, and only then at random locations: "
-        f"{results.drop_duplicates('category')['pair_fallback_rate'].mean() * 100:.1f}% of draws, mean over "
-        "categories (steps per category and level in the pair-bank table).",
-    ]
+        f"and next clusters, and only then at random locations: {fallback:.1f}% of draws, mean over "
+        "categories (steps per category and level in the pair-bank table)."
+    )
+
+
+def _controls_sentences(results: pd.DataFrame) -> list[str]:
+    """What the control methods present in the run are."""
     methods = set(results["method"])
     controls = []
     if "random-swap" in methods:
@@ -232,12 +254,14 @@ def how_obtained(results: pd.DataFrame, provenance: dict) -> list[str]:
         )
     if any("cutpaste" in method_kinds(m) for m in methods):
         controls.append("cutpaste = CutPaste (normal variant) with the same patch-size distribution")
-    if controls:
-        lines.append("Controls: " + "; ".join(controls) + ".")
+    return ["Controls: " + "; ".join(controls) + "."] if controls else []
+
+
+def _metric_sentences(results: pd.DataFrame, provenance: dict) -> list[str]:
+    """Each metric's definition and the resolution and localization the pixel metrics were computed at,
+    as the evaluate stores recorded them."""
     definitions = provenance.get("metric_definitions") or {}
-    for metric in metrics_of(results):
-        if metric in definitions:
-            lines.append(f"`{metric}`: {definitions[metric]}")
+    lines = [f"`{m}`: {definitions[m]}" for m in metrics_of(results) if m in definitions]
     if "metric_resolution" in provenance:
         loc = dict(provenance.get("localization") or {})
         route = loc.pop("localization", "n/a")
@@ -246,7 +270,12 @@ def how_obtained(results: pd.DataFrame, provenance: dict) -> list[str]:
             f"Pixel metrics computed at the working size {provenance['metric_resolution']} px (masks resized "
             f"with nearest neighbour); anomaly maps by {route} localization ({detail})."
         )
-    lines.append(machine_sentence(provenance))
+    return lines
+
+
+def _caveats(first: pd.Series, backbone: dict) -> list[str]:
+    """What a reader comparing with published numbers must know: a substituted backbone, the dataset."""
+    lines = []
     if backbone.get("fallback_reason"):
         lines.append(
             f"**Deviation**: saliency backbone is not the paper's ResNet-18: {backbone['fallback_reason']}"
@@ -259,6 +288,23 @@ def how_obtained(results: pd.DataFrame, provenance: dict) -> list[str]:
     elif first["dataset"] in REFERENCES:
         lines.append(REFERENCES[first["dataset"]].note)
     return lines
+
+
+def how_obtained(results: pd.DataFrame, provenance: dict) -> list[str]:
+    """Sentences saying exactly how the numbers were made, shared by the Markdown and HTML pages."""
+    first = results.iloc[0]
+    backbone = provenance["backbone"]
+    return [
+        *training_sentences(results, first["image_size"]),
+        *_untrained_sentences(results),
+        _score_sentence(results),
+        _saliency_sentence(first, backbone),
+        _pairs_sentence(first, results),
+        *_controls_sentences(results),
+        *_metric_sentences(results, provenance),
+        machine_sentence(provenance),
+        *_caveats(first, backbone),
+    ]
 
 
 def comparison_settings(provenance: dict) -> dict:

@@ -136,12 +136,13 @@ def _fake_stores(monkeypatch, results: pd.DataFrame) -> None:
 
     monkeypatch.setattr(stage, "results_table", lambda categories: results)
     monkeypatch.setattr(stage, "open_store", lambda ref: _Store())
-    monkeypatch.setattr(stage, "_figure", lambda path, settings, refs: path.write_bytes(b""))
+    monkeypatch.setattr(stage, "_negatives_figure", lambda path, settings, refs: path.write_bytes(b""))
 
 
 def _write(tmp_path, monkeypatch, results: pd.DataFrame):
+    from cutswap.pipeline.results import CategoryRefs
     from cutswap.pipeline.settings import Settings
-    from cutswap.pipeline.stages.report import CategoryRefs, write_report
+    from cutswap.pipeline.stages.report import write_report
     from cutswap.pipeline.stores import StoreRef
 
     _fake_stores(monkeypatch, results)

@@ -1,0 +1,100 @@
+"""Which pictures a run's report holds, under which file names, each drawn from plain data.
+
+Per category (``figures/<stem>-<kind>.png``, ``<stem>`` the category with anything but letters, digits and
+``-_.`` replaced by ``_``), from a :class:`CategoryFigures` (read by ``cutswap.pipeline.report_inputs``)::
+
+    CategoryFigures
+        evaluations   {method: [Evaluation]}    every evaluation, methods in run order, seeds ascending
+        examples      [ExampleSet]              the shown methods' representative seeds, in shown order
+        logs          {method: [float (L, C)]}  the non-empty training logs, one per seed
+        log_columns   list[str]                 the C columns' names (step, loss, acc_negative, ...)
+
+    <stem>-examples-<method>.png   per shown method (``cutswap.report.examples``)
+    <stem>-scores.png              score distributions of each method's representative seed
+    <stem>-roc.png                 image-level ROC, every seed
+    <stem>-training.png            training curves, when a log has the columns they need
+
+Per run: ``differences.png``, the comparisons' paired differences. The figures themselves are
+``cutswap.report.figures``; their captions ``cutswap.report.captions``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cutswap.report import figures as plots
+from cutswap.report.captions import differences_ref, evaluation_label, roc_ref, scores_ref, training_ref
+from cutswap.report.compare import paired_differences
+from cutswap.report.examples import ExampleSet, draw_examples
+from cutswap.report.html import FigureRef
+from cutswap.report.picking import Evaluation, representative
+from cutswap.report.prose import comparison_settings
+from cutswap.report.tables import metrics_of
+
+#: The log columns a training figure needs.
+TRAINING_COLUMNS = frozenset({"step", "loss", "acc_negative"})
+
+
+@dataclass(frozen=True)
+class CategoryFigures:
+    """What one category's pictures are drawn from (module docstring)."""
+
+    evaluations: dict[str, list[Evaluation]]
+    examples: list[ExampleSet] = field(default_factory=list)
+    logs: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    log_columns: list[str] = field(default_factory=list)
+
+
+def figure_stem(category: str) -> str:
+    """The category as the start of a file name (module docstring)."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in category)
+
+
+def category_figures(folder: Path, category: str, data: CategoryFigures) -> list[FigureRef]:
+    """The category's pictures of what the detectors found (examples, scores, ROC, training curves), drawn
+    into ``folder / "figures"``; none for a category without evaluations."""
+    if not data.evaluations:
+        return []
+    stem, figures = figure_stem(category), folder / "figures"
+    refs = [
+        draw_examples(figures / f"{stem}-examples-{ex.evaluation.method}.png", category, ex)
+        for ex in data.examples
+    ]
+    shown = [representative(evs) for evs in data.evaluations.values()]
+    panels = {evaluation_label(ev): (ev.scores, ev.labels) for ev in shown}
+    thresholds = {evaluation_label(ev): ev.score_threshold for ev in shown}
+    plots.score_histograms(figures / f"{stem}-scores.png", panels, category, thresholds)
+    refs.append(scores_ref(f"{stem}-scores.png", category))
+    curves = {m: [(ev.scores, ev.labels) for ev in evs] for m, evs in data.evaluations.items()}
+    plots.roc_figure(figures / f"{stem}-roc.png", curves, f"{category}: image-level ROC")
+    refs.append(roc_ref(f"{stem}-roc.png", category))
+    if data.logs and set(data.log_columns) >= TRAINING_COLUMNS:
+        title = f"{category}: training, one line per seed"
+        plots.training_figure(figures / f"{stem}-training.png", data.logs, data.log_columns, title)
+        refs.append(training_ref(f"{stem}-training.png", category))
+    return refs
+
+
+def differences_figures(
+    folder: Path, results: pd.DataFrame, comparisons: pd.DataFrame | None, how: dict[str, Any]
+) -> list[FigureRef]:
+    """The run-level picture: the comparisons' paired differences with their intervals; none without
+    comparisons. ``how``: the comparisons' settings as ``provenance.json`` records them."""
+    if comparisons is None or comparisons.empty:
+        return []
+    slim = results[["category", "method", "seed", *metrics_of(results)]]  # pandas is slow on 40 columns
+    diffs = {}
+    for r in comparisons.itertuples(index=False):
+        pair = slim[slim["method"].isin((r.a, r.b))]
+        diffs[(r.a, r.b, r.metric)] = paired_differences(pair, r.a, r.b, r.metric)["diff"].to_numpy(float)
+    settings = comparison_settings({"comparisons": how})
+    path = folder / "figures" / "differences.png"
+    plots.differences_figure(
+        path, comparisons, diffs, settings.get("confidence", 0.95), settings.get("tie", 0.001)
+    )
+    return [differences_ref("differences.png")]
