@@ -1,12 +1,13 @@
 """Running the flow from a command line (``cutswap run``, ``python -m flows.benchmark``): the same options,
 and every input checked before Prefect or Dask start.
 
-``check`` reads the preset and the overrides (``cutswap.pipeline.settings.load_settings``), the stage names, and
-what the run needs from the machine (``cutswap.pipeline.preflight``: writable roots, a scheduler that answers,
-ImageNet weights at hand), the dataset's root and layout (``cutswap.pipeline.datasets.resolve_dataset``)
-and what its image counts allow (``cutswap.pipeline.feasibility``) without importing Prefect, so
-a typo or a wrong path ends in about a second with one line naming the setting or file and the fix, and
-exit code 2 (a traceback only with ``--debug``). ``execute`` then runs the flow in-process inside the
+``check`` reads the preset and the overrides (``cutswap.pipeline.settings.load_settings``), the stage
+names, what the run needs from the machine (``cutswap.pipeline.preflight``: writable roots, a scheduler
+that answers, ImageNet weights at hand), the dataset's root and layout
+(``cutswap.pipeline.datasets.resolve_dataset``) and what its image counts allow
+(``cutswap.pipeline.feasibility``), without importing Prefect, so a typo or a wrong path ends in about a
+second with one line naming the setting or file and the fix, and exit code 2 (a traceback only with
+``--debug``). ``execute`` then runs the flow in-process inside the
 console session (``cutswap.app.console``).
 """
 

@@ -22,6 +22,7 @@ A file that cannot be decoded (missing, empty, truncated, not an image, larger t
 
 from __future__ import annotations
 
+import os
 import threading
 import warnings
 from pathlib import Path
@@ -31,7 +32,11 @@ from PIL import Image, ImageOps
 
 from cutswap.errors import DatasetError
 
-__all__ = ["MAX_PIXELS", "load_mask", "load_rgb", "read_mask", "read_rgb"]
+__all__ = ["DECODE_THREADS", "MAX_PIXELS", "load_mask", "load_rgb", "read_mask", "read_rgb"]
+
+#: Threads decoding images (ingest, ``cutswap predict``): decoding releases the GIL, and network filesystems
+#: want reads in flight.
+DECODE_THREADS = min(8, max(4, os.cpu_count() or 1))
 
 MAX_PIXELS = 100_000_000
 """Largest image, in pixels, that is decoded. A larger one is almost certainly a decompression bomb (a tiny

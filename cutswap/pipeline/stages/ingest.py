@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 from cutswap.data.datasets import BUILT_IN
-from cutswap.data.images import load_mask, load_rgb
+from cutswap.data.images import DECODE_THREADS, load_mask, load_rgb
 from cutswap.data.layout import IMAGE_EXTENSIONS
 from cutswap.errors import DatasetError
 from cutswap.pipeline.readers import SAMPLE_COLUMNS
@@ -47,9 +47,6 @@ from cutswap.pipeline.settings import Settings
 from cutswap.pipeline.stores import StoreRef, build_store, write_array
 
 log = logging.getLogger(__name__)
-
-#: Threads decoding images: decoding releases the GIL, and network filesystems want reads in flight.
-READ_THREADS = min(8, max(4, os.cpu_count() or 1))
 
 
 def mask_files(root: Path, mask_path: str | None) -> list[str]:
@@ -94,7 +91,7 @@ def fingerprint(root: Path, table: pd.DataFrame, how: str = "stat") -> str:
         except OSError as exc:
             return f"{rel}\0error {exc.errno}"
 
-    with ThreadPoolExecutor(max_workers=READ_THREADS) as pool:
+    with ThreadPoolExecutor(max_workers=DECODE_THREADS) as pool:
         for line in pool.map(one, files):
             h.update(line.encode() + b"\n")
     return h.hexdigest()[:16]
@@ -179,33 +176,60 @@ def read_category(root: Path, category: str, table: pd.DataFrame, size: int, len
             samples leaves no training or no test image (lenient).
     """
     table = table.reset_index(drop=True)
-    with ThreadPoolExecutor(max_workers=READ_THREADS) as pool:
-        samples = list(
+    samples = _read_samples(root, table, size)
+    bad = [i for i, s in enumerate(samples) if s.problems]
+    if bad and not lenient:
+        raise _problems_error(root, category, [p for i in bad for p in samples[i].problems])
+    skipped = _skipped(category, table, samples, bad)
+    keep = [i for i in range(len(samples)) if not samples[i].problems]
+    kept = table.iloc[keep].reset_index(drop=True)
+    _check_splits_left(root, category, kept, skipped)
+    images, masks, digests = _stack_kept(samples, keep)
+    leakage = _leakage(kept, images, digests)
+    _warn_leakage(category, leakage)
+    duplicates = _duplicates(kept, digests)
+    _warn_duplicates(category, duplicates)
+    return Loaded(kept, images, masks, skipped, leakage, duplicates)
+
+
+def _read_samples(root: Path, table: pd.DataFrame, size: int) -> list[_Sample]:
+    """Every row's image and mask(s), decoded on ``DECODE_THREADS`` threads, in the table's order."""
+    with ThreadPoolExecutor(max_workers=DECODE_THREADS) as pool:
+        return list(
             pool.map(
                 lambda row: _read_sample(root, row[0], row[1], size),
                 zip(table["image_path"], table["mask_path"], strict=True),
             )
         )
-    bad = [i for i, s in enumerate(samples) if s.problems]
-    if bad and not lenient:
-        items = [p for i in bad for p in samples[i].problems]
-        raise DatasetError(
-            "\n".join(
-                [
-                    f"ingest of category {category!r} from {root}: {len(items)} problem"
-                    f"{'s' if len(items) > 1 else ''} found; nothing was written. Fix or remove these files, "
-                    "or set dataset.lenient=true to skip unreadable ones:",
-                    *(f"  - {item}" for item in items),
-                ]
-            )
+
+
+def _problems_error(root: Path, category: str, items: list[str]) -> DatasetError:
+    """Strict mode's one error for the whole category: every problem, each naming its file, so that one
+    pass over the dataset shows all there is to fix."""
+    return DatasetError(
+        "\n".join(
+            [
+                f"ingest of category {category!r} from {root}: {len(items)} problem"
+                f"{'s' if len(items) > 1 else ''} found; nothing was written. Fix or remove these files, "
+                "or set dataset.lenient=true to skip unreadable ones:",
+                *(f"  - {item}" for item in items),
+            ]
         )
+    )
+
+
+def _skipped(category: str, table: pd.DataFrame, samples: list[_Sample], bad: list[int]) -> list[dict]:
+    """Lenient mode's record of the samples left out (the store's ``skipped``), each also logged."""
     skipped = [
         {"image_path": table.at[i, "image_path"], "problem": "; ".join(samples[i].problems)} for i in bad
     ]
     for entry in skipped:
         log.warning("ingest %s: skipped %s: %s", category, entry["image_path"], entry["problem"])
-    keep = [i for i in range(len(samples)) if not samples[i].problems]
-    kept = table.iloc[keep].reset_index(drop=True)
+    return skipped
+
+
+def _check_splits_left(root: Path, category: str, kept: pd.DataFrame, skipped: list[dict]) -> None:
+    """Skipping must leave training and test images: a category without either cannot be benchmarked."""
     for split in ("train", "test"):
         if not (kept["split"] == split).any():
             raise DatasetError(
@@ -213,10 +237,17 @@ def read_category(root: Path, category: str, table: pd.DataFrame, size: int, len
                 f"{len(skipped)} unreadable sample(s) ({', '.join(e['image_path'] for e in skipped[:5])}"
                 f"{', ...' if len(skipped) > 5 else ''}); fix those files."
             )
+
+
+def _stack_kept(samples: list[_Sample], keep: list[int]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """The kept samples' images ``(N, S, S, 3)`` and masks ``(N, S, S)`` stacked, and their file digests."""
     images = np.stack([samples[i].image for i in keep])
     masks = np.stack([samples[i].mask for i in keep])
-    digests = [samples[i].digest for i in keep]
-    leakage = _leakage(kept, images, digests)
+    return images, masks, [samples[i].digest for i in keep]
+
+
+def _warn_leakage(category: str, leakage: list[dict]) -> None:
+    """Logs the first 20 leaked (train, test) pairs and how many more the store's attrs list."""
     for pair in leakage[:20]:
         log.warning(
             "ingest %s: test image %s has the same pixels as training image %s%s; it is scored on what the "
@@ -230,7 +261,10 @@ def read_category(root: Path, category: str, table: pd.DataFrame, size: int, len
         log.warning(
             "ingest %s: %d more leaked pairs, listed in the store's attrs", category, len(leakage) - 20
         )
-    duplicates = _duplicates(kept, digests)
+
+
+def _warn_duplicates(category: str, duplicates: dict) -> None:
+    """Logs byte-identical files within a split (with one example group), when there are any."""
     if duplicates["count"]:
         log.warning(
             "ingest %s: %d byte-identical duplicate file(s) within a split, e.g. %s",
@@ -238,7 +272,6 @@ def read_category(root: Path, category: str, table: pd.DataFrame, size: int, len
             duplicates["count"],
             " = ".join(duplicates["groups"][0]["paths"]),
         )
-    return Loaded(kept, images, masks, skipped, leakage, duplicates)
 
 
 def _read_sample(root: Path, image_rel: str, mask_rel: str | None, size: int) -> _Sample:

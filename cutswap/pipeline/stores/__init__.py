@@ -1,5 +1,6 @@
-"""Keyed, crash-safe stage outputs under a local folder or an object-storage URL: keys (``keys``), roots
-(``roots``), publication (``publish``, with the backends ``posix`` and ``objects``), array layout (``arrays``).
+"""Keyed, crash-safe stage outputs under a local folder or an object-storage URL: keys (``keys``), publication
+(``publish``, with the backends ``posix`` and ``objects``), array layout (``arrays``), the guard on code
+versions (``code_identity``). Folders and URLs themselves are ``cutswap.roots``, a floor below.
 
 See ``cutswap.pipeline.stores.publish`` for the protocol and ``storage/README.md`` for each stage's layout.
 """

@@ -35,15 +35,18 @@ CODE_VERSIONS = {
     # 3: comparisons.csv and the Comparisons section (cutswap.report.compare); 4: the figures of cutswap.report.figures
     # 5: t intervals with the test set's noise (cutswap.score.resample), the detectable difference, the machine
     # 6: operating points checked against their calibration bound and marked; no measured figures in prose
-    "report": "6",
+    # 7: a ROC figure without curves says why instead of an empty legend
+    "report": "7",
 }
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+    """``value`` as JSON writes it back: dict keys as sorted strings, tuples as lists, paths as strings, so
+    that what a key hashes and what a store's attrs record read back equal to what was written."""
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in sorted(value.items())}
+        return {str(k): jsonable(v) for k, v in sorted(value.items())}
     if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, Path):
         return str(value)
     return value
@@ -54,7 +57,7 @@ def stage_key(stage: str, settings: dict[str, Any], inputs: dict[str, str]) -> s
     payload = {
         "stage": stage,
         "code_version": CODE_VERSIONS[stage],
-        "settings": _jsonable(settings),
+        "settings": jsonable(settings),
         "inputs": dict(sorted(inputs.items())),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]

@@ -55,7 +55,7 @@ import zarr
 from cutswap import atomic, roots
 from cutswap.errors import StoreError
 from cutswap.pipeline.stores.checksums import content_digest, damage, file_digests
-from cutswap.pipeline.stores.keys import _jsonable
+from cutswap.pipeline.stores.keys import jsonable
 
 
 def is_complete(path: Path) -> bool:
@@ -112,7 +112,7 @@ def publishing(final: Path, attrs: dict[str, Any], replace: bool = False) -> Ite
         lock = atomic.WriterLock(Path(f"{tmp}.lock"))
         tmp.mkdir()  # at once: a lock file without its directory is only collected once it is old
         group = zarr.open_group(str(tmp), mode="w-")
-        group.attrs.update(_jsonable({**attrs, "complete": False}))
+        group.attrs.update(jsonable({**attrs, "complete": False}))
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         if lock is not None:

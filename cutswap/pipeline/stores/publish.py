@@ -31,7 +31,7 @@ import cutswap.pipeline.stores.posix as posix
 from cutswap import atomic, roots
 from cutswap.errors import StoreError
 from cutswap.pipeline.stores.checksums import damage_of
-from cutswap.pipeline.stores.keys import CODE_VERSIONS, StoreRef, _jsonable, library_versions, stage_key
+from cutswap.pipeline.stores.keys import CODE_VERSIONS, StoreRef, jsonable, library_versions, stage_key
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ def get_file(ref: StoreRef, name: str) -> bytes:
 @contextlib.contextmanager
 def publishing(ref: StoreRef, attrs: dict[str, Any], replace: bool = False) -> Iterator[zarr.Group]:
     """Yield a new group for ``ref``'s store; publish it only if the body succeeds (see the backends)."""
-    attrs = _jsonable(attrs)
+    attrs = jsonable(attrs)
     if roots.is_local(ref.root):
         with posix.publishing(Path(ref.path), attrs, replace) as group:
             yield group
