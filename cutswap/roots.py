@@ -12,7 +12,8 @@ reference a task passes to a worker::
     memory://name                       one process's memory (tests; refused with a remote cluster)
 
 A local folder is published by rename and file locks (``cutswap.pipeline.stores.posix``); everything else
-through obstore, with create-only commit markers (``cutswap.pipeline.stores.objects``).
+through obstore, with create-only commit markers (``cutswap.pipeline.stores.objects``). A call to object
+storage that gets no answer for 30 s is said on the console, and so is the answer (``cutswap.stalls``).
 
 Credentials and endpoints come from each process's environment, never from settings, attrs or logs:
 obstore reads the standard variables (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
@@ -131,9 +132,12 @@ def zarr_store(location: str, read_only: bool = False) -> Any:
     """The Zarr store for a store's folder or URL."""
     from zarr.storage import LocalStore, ObjectStore
 
+    from cutswap.stalls import WatchedStore, storage_of
+
     if is_local(location):
         return LocalStore(location, read_only=read_only)
-    return ObjectStore(object_store(location), read_only=read_only)
+    store = ObjectStore(object_store(location), read_only=read_only)
+    return WatchedStore(store, location) if storage_of(location) else store
 
 
 def group_attrs(location: str) -> dict[str, Any] | None:
@@ -182,6 +186,13 @@ def location_of(group: Any) -> str:
         raise StoreError("this group was not opened through cutswap.roots") from None
 
 
+def _waiting(url: str) -> contextlib.AbstractContextManager[None]:
+    """Around a call to object storage: said on the console when it waits too long (``cutswap.stalls``)."""
+    from cutswap import stalls
+
+    return stalls.waiting(url)
+
+
 def read_bytes(url: str) -> bytes | None:
     """The object at a URL (a file under a local root), or None when there is none."""
     if is_local(url):
@@ -193,7 +204,8 @@ def read_bytes(url: str) -> bytes | None:
 
     parent, _, name = url.rpartition("/")
     try:
-        return bytes(obstore.get(object_store(parent), name).bytes())
+        with _waiting(url):
+            return bytes(obstore.get(object_store(parent), name).bytes())
     except FileNotFoundError:
         return None
 
@@ -210,7 +222,8 @@ def write_bytes(url: str, data: bytes) -> None:
     import obstore
 
     parent, _, name = url.rpartition("/")
-    obstore.put(object_store(parent), name, data)
+    with _waiting(url):
+        obstore.put(object_store(parent), name, data)
 
 
 def delete_tree(url: str) -> None:
@@ -223,9 +236,10 @@ def delete_tree(url: str) -> None:
     import obstore
 
     store = object_store(url)
-    paths = [meta["path"] for meta in obstore.list(store).collect()]
-    if paths:
-        obstore.delete(store, paths)
+    with _waiting(url):
+        paths = [meta["path"] for meta in obstore.list(store).collect()]
+        if paths:
+            obstore.delete(store, paths)
 
 
 def upload_tree(folder: Path, url: str, last: str) -> None:
@@ -237,15 +251,17 @@ def upload_tree(folder: Path, url: str, last: str) -> None:
     import obstore
 
     store = object_store(url)
-    with contextlib.suppress(FileNotFoundError):
+    with contextlib.suppress(FileNotFoundError), _waiting(url):
         obstore.delete(store, last)
     delete_tree(url)
     files = sorted(p for p in Path(folder).rglob("*") if p.is_file())
     for path in files:
         relative = path.relative_to(folder).as_posix()
         if relative != last:
-            obstore.put(store, relative, path.read_bytes())
-    obstore.put(store, last, (Path(folder) / last).read_bytes())
+            with _waiting(url):
+                obstore.put(store, relative, path.read_bytes())
+    with _waiting(url):
+        obstore.put(store, last, (Path(folder) / last).read_bytes())
 
 
 def download_tree(url: str, folder: Path) -> None:
@@ -256,10 +272,14 @@ def download_tree(url: str, folder: Path) -> None:
 
     store = object_store(url)
     shutil.rmtree(folder, ignore_errors=True)
-    for meta in obstore.list(store).collect():
+    with _waiting(url):
+        metas = obstore.list(store).collect()
+    for meta in metas:
         target = Path(folder) / meta["path"]
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(bytes(obstore.get(store, meta["path"]).bytes()))
+        with _waiting(url):
+            data = bytes(obstore.get(store, meta["path"]).bytes())
+        target.write_bytes(data)
 
 
 def local_folder(root: str) -> Path:
@@ -315,5 +335,5 @@ def delete(url: str) -> None:
     import obstore
 
     parent, _, name = url.rpartition("/")
-    with contextlib.suppress(FileNotFoundError):
+    with contextlib.suppress(FileNotFoundError), _waiting(url):
         obstore.delete(object_store(parent), name)

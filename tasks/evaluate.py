@@ -19,7 +19,10 @@ def evaluate(
     """``dask``: the cluster that runs the job (None: in-process)."""
     logger = get_run_logger()
     job = (evaluate_run, settings, ingest, train, mode)
-    ref = run_logged("evaluate", train.name, lambda: run_job(*job, cluster=dask, relay=relay_to(logger)))
+    name = f"evaluate {train.name}"  # as the console's progress lines name it (``run_logged``)
+    ref = run_logged(
+        "evaluate", train.name, lambda: run_job(*job, cluster=dask, relay=relay_to(logger), name=name)
+    )
     metrics = open_store(ref).attrs["metrics"]
     logger.info("%s: %s", train.name, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     return ref

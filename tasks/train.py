@@ -52,5 +52,7 @@ def train(
     return run_logged(
         "train",
         label,
-        lambda: run_job(*job, cluster=cluster, relay=relay_to(logger), progress=step, gpus=nproc),
+        lambda: run_job(
+            *job, cluster=cluster, relay=relay_to(logger), name=f"train {label}", progress=step, gpus=nproc
+        ),
     )

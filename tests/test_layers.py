@@ -116,7 +116,8 @@ def test_imports_point_down_the_layers_only():
 #: The library's two floors: the method and what it needs (datasets, training, scoring), plain arguments in
 #: and out; and what makes it a benchmark and a product (settings, stores, the cluster, reports, the
 #: terminal, deployment). ``cutswap``, ``cutswap.errors``, ``cutswap.atomic`` and ``cutswap.roots`` (files
-#: and objects under a folder or a URL: a training checkpoint is one, a store's chunks are others) serve both.
+#: and objects under a folder or a URL: a training checkpoint is one, a store's chunks are others), with
+#: ``cutswap.stalls`` (what roots says when object storage stops answering), serve both.
 CORE = ("cutswap.data", "cutswap.method", "cutswap.learn", "cutswap.score")
 OUTER = ("cutswap.pipeline", "cutswap.report", "cutswap.deploy", "cutswap.app")
 
@@ -131,7 +132,7 @@ def test_the_core_never_imports_the_pipeline_report_deploy_or_app():
     assert not leaks, f"core modules importing outer ones: {leaks}"
     assert {m for m in graph if _in(m, CORE)} and {m for m in graph if _in(m, OUTER)}  # both floors seen
     floors = {m for m in graph if m.startswith("cutswap.")} - {m for m in graph if _in(m, CORE + OUTER)}
-    assert floors == {"cutswap.errors", "cutswap.atomic", "cutswap.roots"}, (
+    assert floors == {"cutswap.errors", "cutswap.atomic", "cutswap.roots", "cutswap.stalls"}, (
         floors
     )  # every other module has its floor
 

@@ -49,6 +49,30 @@ _OWN_HANDLERS = ("distributed",)
 #: worker that ran the job. They go to the log file only.
 _REPEATERS = ("prefect.task_runs", "prefect.flow_runs", "prefect.flow_engine", "distributed.worker")
 
+#: Dask's records that the run says better itself, by logger and the start of the message: a worker's death
+#: (``cutswap.pipeline.parallel.cluster`` names the job it ran and what happens to it), and a job failed by
+#: its workers' deaths (the run's last line says so). They go to the log file only.
+_SAID_BY_THE_RUN = (
+    ("distributed.nanny", "Restarting worker"),
+    ("distributed.scheduler", "Task %s marked as failed because %d workers died"),
+)
+
+
+def _without_message(record: logging.LogRecord) -> str | None:
+    """What the console says of a record whose message is empty: Dask logs ``logger.exception(exc)``
+    (``distributed.utils.log_errors``), and some exceptions have no message. The one a run meets is the
+    ``CancelledError`` of the client's reconnection, cancelled when the scheduler is gone and the client
+    closes: a bare ``ERROR`` line, nothing to act on (the run says the scheduler was lost), so None: not
+    said. Another exception is named with its logger. The log file keeps the record and its traceback.
+    """
+    import asyncio
+    import concurrent.futures
+
+    exc = record.exc_info[1] if record.exc_info else None
+    if exc is None or isinstance(exc, asyncio.CancelledError | concurrent.futures.CancelledError):
+        return None
+    return f"{type(exc).__name__} (from {record.name})"
+
 
 def _is_terminal_handler(handler: logging.Handler) -> bool:
     """Prefect's console handler, or a plain stream handler on the process's stdout or stderr."""
@@ -78,6 +102,8 @@ class ConsoleHandler(logging.Handler):
             return bool(flag)
         if record.levelno >= logging.ERROR and record.name.startswith(_REPEATERS):
             return False
+        if any(record.name == name and str(record.msg).startswith(start) for name, start in _SAID_BY_THE_RUN):
+            return False
         return record.levelno >= logging.WARNING or record.name.split(".")[0] == "cutswap"
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -85,6 +111,8 @@ class ConsoleHandler(logging.Handler):
             if not self.shown(record):
                 return
             message = record.getMessage()
+            if not message.strip() and (message := _without_message(record)) is None:
+                return
             if record.levelno >= logging.WARNING:
                 with self._lock_said:
                     if message in self._said:
@@ -289,6 +317,9 @@ class _NoDisplay(Display):
 #: The display of the process's one session, if any (the tasks' threads read it).
 _SESSION: list[Display] = []
 
+#: Whether that session belongs to a command that ends the process after it (``session(restore=False)``).
+_OWNS_PROCESS: list[bool] = []
+
 
 def display() -> Display:
     """The display of the running session, or one that discards everything."""
@@ -326,10 +357,12 @@ def session(
     if cutswap.getEffectiveLevel() > logging.INFO:
         cutswap.setLevel(logging.INFO)
     _SESSION.append(shown)
+    _OWNS_PROCESS.append(not restore)
     try:
         yield shown
     finally:
         _SESSION.clear()
+        _OWNS_PROCESS.clear()
         shown.close()
         if restore:
             logging.captureWarnings(False)
@@ -377,6 +410,36 @@ def quiet_when_stdout_closes() -> Iterator[None]:
         raise SystemExit(CLOSED_STDOUT_STATUS) from None
 
 
+def _resource_tracker_to(path: Path) -> None:
+    """Start Python's multiprocessing resource tracker now, its stderr appending to ``path`` (the run's
+    log file, under its temporary name: it is renamed into place, so the tracker's file stays that one).
+
+    Why: the tracker, a child process that this process and the Dask workers it spawns share, warns
+    ``resource_tracker: There appear to be N leaked semaphore objects to clean up at shutdown`` when it
+    ends, after this process. The semaphores are numcodecs' Blosc lock, a ``multiprocessing.Lock`` that
+    each Dask worker makes at its first Zarr (de)compression and that only a normal exit of the worker
+    unlinks; a worker that dies otherwise (SIGTERM or Ctrl-C to the run's process group, which Dask's
+    workers do not handle; a worker killed mid-training; the kill after ``flows.launch.STOP_GRACE``)
+    leaves it to the tracker, which unlinks it, so nothing leaks. The warning reaches the run's log, not
+    the terminal, where it would come after the run's last line. A tracker already running (this process
+    used multiprocessing before the run) keeps its stderr; only a command that owns its process does this,
+    since the tracker lives as long as the process.
+    """
+    from multiprocessing import resource_tracker
+
+    with contextlib.suppress(OSError):
+        log = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        saved = os.dup(2)
+        try:
+            sys.stderr.flush()
+            os.dup2(log, 2)
+            resource_tracker.ensure_running()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            os.close(log)
+
+
 def log_path(reports_root: str | Path, run: str) -> Path:
     """Where a run's full log ends up: beside its report (in this host's folder for a URL reports_root,
     ``cutswap.roots.local_folder``)."""
@@ -400,7 +463,8 @@ def run(reports_root: Path, name: str, debug: bool = False) -> Iterator[Display]
     atomic.collect_garbage(final.parent.parent)
     partial = atomic.temporary_sibling(final.parent.parent / f"{name}.run.log")
     writer = atomic.WriterLock(Path(f"{partial}.lock"))
-    file = logging.FileHandler(partial, mode="w", encoding="utf-8")
+    # Appending (to a new file): the resource tracker may write to it too (``_resource_tracker_to``).
+    file = logging.FileHandler(partial, mode="a", encoding="utf-8")
     file.setLevel(logging.DEBUG)
     file.setFormatter(_FileFormatter())
     root = logging.getLogger()
@@ -408,6 +472,8 @@ def run(reports_root: Path, name: str, debug: bool = False) -> Iterator[Display]
     log = logging.getLogger(__name__)
     try:
         with session(debug) as shown:
+            if _OWNS_PROCESS and _OWNS_PROCESS[0]:
+                _resource_tracker_to(partial)
             log.info("run %s: full log in %s", name, final.resolve())
             try:
                 yield shown

@@ -335,7 +335,11 @@ def roc_figure(path: Path, curves: Mapping[str, Sequence[tuple[np.ndarray, np.nd
     ax.set_ylabel("true-positive rate (anomalies found)", fontsize=8)
     ax.tick_params(labelsize=7)
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7, loc="lower right", title="method (mean AUROC %)", title_fontsize=7)
+    if ax.get_legend_handles_labels()[0]:  # matplotlib warns of a legend with nothing to list
+        ax.legend(fontsize=7, loc="lower right", title="method (mean AUROC %)", title_fontsize=7)
+    else:  # no curve: the test images lack a class (roc_points)
+        note = "no curve: needs normal and anomalous test images"
+        ax.text(0.5, 0.5, note, ha="center", va="center", fontsize=8, color="#555", transform=ax.transAxes)
     return _save(fig, path)
 
 

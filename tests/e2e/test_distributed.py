@@ -160,6 +160,15 @@ def test_a_worker_killed_mid_training_the_job_resumes_on_the_other(topology, s3_
     (train,) = _attrs(s3_server, bucket, "train")
     survivor = ({"w1", "w2"} - set(busy)).pop()
     assert train["worker"] == survivor and train["resumed_from"] >= 4, train
+    # The console says the death, naming the job, and the job's second start, in one line each.
+    said = [
+        line.split(" ", 1)[1] for line in out.splitlines() if " died during " in line or "resumed on" in line
+    ]
+    assert len(said) == 2, out[-4000:]
+    assert said[0].startswith("WARNING worker tcp://127.0.0.1:") and said[0].endswith(
+        " died during train brick/cutpaste/seed 0; the job resumes on another worker"
+    ), said
+    assert said[1].startswith("train brick/cutpaste/seed 0 resumed on worker tcp://127.0.0.1:"), said
 
 
 def test_a_data_parallel_training_is_a_job_of_one_worker(topology, s3_server):

@@ -17,6 +17,9 @@ from cutswap.pipeline.parallel.worker_logs import WORKER_LOGS, _log_worker_recor
 
 log = logging.getLogger(__name__)
 
+#: The Dask event topic on which a worker says that it starts a job or shard: ``(key, worker address)``.
+STARTED = "cutswap-started"
+
 
 class JobError(CutswapError):
     """A cluster job cannot run: it does not unpickle on the workers, its workers keep dying, or no worker
@@ -61,6 +64,14 @@ class Cluster:
         self._stack = contextlib.ExitStack()
         self._client: Any = None
         self._lock = threading.Lock()  # jobs are submitted from several threads
+        # Deaths of workers that ran our work (``_worker_removed``), read on Dask's event thread.
+        self._watched: dict[str, tuple[str, str]] = {}  # Dask key -> ("job" or "shard", its name)
+        self._started_on: dict[str, str] = {}  # Dask key -> the worker it last started on
+        self._deaths: dict[str, int] = {}  # Dask key -> deaths of workers it was assigned to
+        self._resuming: dict[str, str] = {}  # Dask key -> the worker that died running it, until it reruns
+        self._watched_lock = threading.Lock()
+        self._closing = False
+        self._scheduler_failures: int | None = None  # a remote scheduler's allowed-failures, once read
 
     @property
     def local_cpu(self) -> bool:
@@ -85,6 +96,7 @@ class Cluster:
             self._stack.callback(client.close)
             _check_workers_run_this_code(client, self.address)
             client.subscribe_topic(WORKER_LOGS, _log_worker_record)
+            self._watch_workers(client)
             log.info("dask: connected to %s", self.address)
             return client
         # Dask sets MALLOC_TRIM_THRESHOLD_ in its workers, which turns off glibc's adaptive mmap threshold:
@@ -116,6 +128,7 @@ class Cluster:
         _check_workers_run_this_code(client, "the local cluster")
         client.subscribe_topic(WORKER_LOGS, _log_worker_record)
         client.register_plugin(_route_logs_plugin(), name="cutswap-logs")
+        self._watch_workers(client)
         log.info(
             "dask: local cluster of %d workers%s, dashboard %s",
             self.workers,
@@ -123,6 +136,88 @@ class Cluster:
             client.dashboard_link,
         )
         return client
+
+    # -- workers that die running our work ------------------------------------------------------------------
+    def _watch_workers(self, client: Any) -> None:
+        """Say on the console, in one line each, when a worker dies running a job or shard of ours and when
+        that work starts again on a worker. Dask alone logs neither where a run shows it (a local nanny's
+        "Restarting worker" names no job; a remote worker's death shows nowhere here), and the job's progress
+        line just stops. The scheduler publishes every worker it loses on its ``all`` topic, with the tasks
+        assigned to it; our workers say when they start one on ``STARTED`` (``jobs._run_pickled``), which
+        tells the work that ran there from the work that only waited in its queue."""
+        if self.address is not None:
+
+            def allowed(dask_scheduler: Any) -> int:  # nested: travels by value, needs no cutswap there
+                return int(dask_scheduler.allowed_failures)
+
+            with contextlib.suppress(Exception):  # a scheduler that refuses to run functions: unknown
+                self._scheduler_failures = client.run_on_scheduler(allowed)
+        client.subscribe_topic("all", self._worker_removed)
+        client.subscribe_topic(STARTED, self._started)
+
+        def unsubscribe() -> None:  # else the scheduler sends the closing client its own removal
+            with contextlib.suppress(Exception):
+                client.unsubscribe_topic("all")
+
+        self._stack.callback(unsubscribe)  # before the client closes: the stack runs backwards
+
+    @contextlib.contextmanager
+    def watching(self, work: dict[str, tuple[str, str]]) -> Iterator[None]:
+        """While ``work`` (Dask key -> (``job`` or ``shard``, its name: ``train brick/cutswap/seed 0``)) is
+        submitted here, a death of the worker running it is said (``_watch_workers``)."""
+        with self._watched_lock:
+            self._watched.update(work)
+        try:
+            yield
+        finally:
+            with self._watched_lock:
+                for key in work:
+                    for state in (self._watched, self._started_on, self._deaths, self._resuming):
+                        state.pop(key, None)
+
+    def _worker_removed(self, event: tuple) -> None:
+        """Dask's event thread: a worker left the scheduler; one line per job or shard of ours it ran."""
+        message = event[1]
+        if not isinstance(message, dict) or message.get("action") != "remove-worker":
+            return
+        if message.get("expected") or self._closing:  # retired, or closed with the cluster
+            return
+        worker = message.get("worker", "?")
+        allowed = self.allowed_failures if self.address is None else self._scheduler_failures
+        lines = []
+        with self._watched_lock:
+            for key in message.get("processing-tasks") or ():
+                if key not in self._watched:
+                    continue
+                # Dask counts the death against every task assigned to the worker (``allowed_failures``);
+                # a person hears of the work that was running there.
+                deaths = self._deaths[key] = self._deaths.get(key, 0) + 1
+                if self._started_on.get(key) != worker:
+                    continue
+                kind, name = self._watched[key]
+                if allowed is not None and deaths > allowed:
+                    then = f"the {kind} fails: its workers died {deaths} times (allowed_failures: {allowed})"
+                else:
+                    then = f"the {kind} resumes on another worker"
+                    self._resuming[key] = worker
+                lines.append(f"worker {worker} died during {name}; {then}")
+        for line in lines:
+            log.warning(line)
+
+    def _started(self, event: tuple) -> None:
+        """Dask's event thread: a worker started a task; said when it is work of ours whose worker died."""
+        try:
+            key, worker = event[1]
+        except (TypeError, ValueError):
+            return
+        with self._watched_lock:
+            if key not in self._watched:
+                return
+            self._started_on[key] = worker
+            dead = self._resuming.pop(key, None)
+            name = self._watched[key][1]
+        if dead is not None:
+            log.info("%s resumed on worker %s (worker %s died running it)", name, worker, dead)
 
     def job_resources(self) -> dict[str, float] | None:
         """What every job asks for: ``{"GPU": 1}`` or None (no constraint).
@@ -201,6 +296,7 @@ class Cluster:
         return self._slots if self._slots is not None else contextlib.nullcontext()
 
     def close(self) -> None:
+        self._closing = True  # the workers it closes (or a stop signal kills) did not die of our work
         self._stack.close()
         self._client = None
 

@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from cutswap.pipeline.parallel.cluster import Cluster, JobError
+from cutswap.pipeline.parallel.cluster import STARTED, Cluster, JobError
 from cutswap.pipeline.parallel.identity import fingerprint, worker_gpu
 from cutswap.pipeline.parallel.worker_logs import _route_worker_logs
 from cutswap.pipeline.stores.arrays import SHARD
@@ -35,8 +35,9 @@ def _describe(fn: Callable[..., Any], args: tuple) -> str:
 
 def _unpickling_runner() -> Callable[..., tuple]:
     def run_pickled(payload: bytes, *args: Any) -> tuple:
-        """On the worker: unpickle the call, check the worker's code against the sender's, make the call;
-        a failure to unpickle, or other code, is an answer."""
+        """On the worker: unpickle the call, check the worker's code against the sender's, say that it
+        starts (``STARTED``: the sender says when work whose worker died runs again), make the call; a
+        failure to unpickle, or other code, is an answer."""
         import pickle
         import traceback
 
@@ -57,6 +58,13 @@ def _unpickling_runner() -> Callable[..., tuple]:
             return "unpickle", "".join(traceback.format_exception_only(exc)).strip(), where()
         if differ:  # a worker restarted on other code after the cluster was checked
             return "code", "; ".join(differ), where()
+        try:
+            from distributed import get_worker
+
+            worker = get_worker()
+            worker.log_event(STARTED, (worker.get_current_task(), worker.address))
+        except Exception:  # noqa: BLE001 (a lost notice must not fail the work)
+            pass
         return "done", call(*args)
 
     return run_pickled
@@ -120,8 +128,10 @@ def run_sharded(
         keys = [
             f"{name.split('(')[0]}-{start}-{token}" for start in starts
         ]  # named after fn on the dashboard
-        futures = client.map(_run_pickled, [payload] * len(ranges), starts, stops, key=keys, pure=False)
-        out = [_unpacked(name, answer) for answer in client.gather(futures)]
+        work = {key: ("shard", f"{name} items {a}-{b}") for key, (a, b) in zip(keys, ranges, strict=True)}
+        with cluster.watching(work):
+            futures = client.map(_run_pickled, [payload] * len(ranges), starts, stops, key=keys, pure=False)
+            out = [_unpacked(name, answer) for answer in client.gather(futures)]
     if workers is not None:
         workers.extend(where for where, _ in out)
     return [result for _, result in out]
@@ -212,8 +222,9 @@ def run_job(
         with cluster.job_slot():
             cluster.check_can_run(name, resources)
             key = f"{getattr(getattr(fn, 'func', fn), '__name__', 'job')}-{uuid.uuid4().hex}"
-            future = client.submit(_run_pickled, payload, resources=resources, key=key, pure=False)
-            return _unpacked(name, cluster.wait(future, name, resources))
+            with cluster.watching({key: ("job", name)}):
+                future = client.submit(_run_pickled, payload, resources=resources, key=key, pure=False)
+                return _unpacked(name, cluster.wait(future, name, resources))
     finally:
         if future is not None and not future.done():
             future.cancel()  # a job given up here must not run later, when a worker turns up

@@ -56,6 +56,7 @@ from zarr.storage import WrapperStore
 from cutswap import atomic, roots
 from cutswap.errors import StoreError
 from cutswap.pipeline.stores.checksums import content_digest, damage_of
+from cutswap.stalls import waiting
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,8 @@ def _listing(folder: str) -> tuple[list[str], list[dict[str, Any]]]:
     import obstore
 
     try:
-        found = obstore.list_with_delimiter(roots.object_store(folder))
+        with waiting(folder):
+            found = obstore.list_with_delimiter(roots.object_store(folder))
     except FileNotFoundError:
         return [], []
     except Exception as exc:  # noqa: BLE001 (obstore raises its own classes for every backend error)
@@ -122,7 +124,8 @@ def _objects(url: str) -> dict[str, list[Any]]:
     """Every object under ``url``: relative path -> [size, etag]."""
     import obstore
 
-    metas = obstore.list(roots.object_store(url)).collect()
+    with waiting(url):
+        metas = obstore.list(roots.object_store(url)).collect()
     return {m["path"]: [m["size"], m["e_tag"]] for m in sorted(metas, key=lambda m: m["path"])}
 
 
@@ -160,15 +163,18 @@ def file_digests(url: str, known: dict[str, str] | None = None) -> dict[str, str
     store = roots.object_store(url)
     known = known or {}
     digests = {}
-    for path in sorted(m["path"] for m in obstore.list(store).collect()):
+    with waiting(url):
+        paths = sorted(m["path"] for m in obstore.list(store).collect())
+    for path in paths:
         if path == "zarr.json":
             continue
         if path in known:
             digests[path] = known[path]
             continue
         h = hashlib.sha256()
-        for chunk in obstore.get(store, path).stream():
-            h.update(chunk)
+        with waiting(url):
+            for chunk in obstore.get(store, path).stream():
+                h.update(chunk)
         digests[path] = h.hexdigest()
     return digests
 
@@ -296,7 +302,8 @@ def _commit(folder: str, attempt: str, digest: str, replace: bool) -> bool:
     }
     name = f"{_COMMIT}{generation:06d}.json"
     try:
-        obstore.put(roots.object_store(folder), name, json.dumps(marker).encode(), mode="create")
+        with waiting(folder):
+            obstore.put(roots.object_store(folder), name, json.dumps(marker).encode(), mode="create")
         return True
     except Exception as exc:  # noqa: BLE001 (obstore raises its own classes for every backend error)
         exists = isinstance(exc, FileExistsError) or type(exc).__name__ == "AlreadyExistsError"
@@ -374,5 +381,6 @@ def collect_garbage(folder: str, stale: float | None = None) -> list[str]:
 def _newest(url: str) -> datetime | None:
     import obstore
 
-    metas = obstore.list(roots.object_store(url)).collect()
+    with waiting(url):
+        metas = obstore.list(roots.object_store(url)).collect()
     return max((m["last_modified"] for m in metas), default=None)

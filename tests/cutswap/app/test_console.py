@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
+import re
+import subprocess
+import sys
+import time
 
 import pytest
 
 from cutswap.app.console import ConsoleHandler, Display, run, session
+from cutswap.pipeline.parallel import dask_client
+from tests.support.s3 import free_port
 
 
 class FakeClock:
@@ -119,3 +126,74 @@ def test_a_run_writes_its_full_log_beside_its_report_and_restores_the_console(tm
 def test_a_session_is_reentrant():
     with session(stream=io.StringIO(), live=False) as outer, session() as inner:
         assert inner is outer
+
+
+def test_dask_records_that_say_nothing_or_that_the_run_says_itself_are_no_console_lines():
+    out = io.StringIO()
+    handler = ConsoleHandler(Display(stream=out, live=False))
+    scheduler = logging.LogRecord(
+        "distributed.scheduler",
+        logging.ERROR,
+        __file__,
+        1,
+        "Task %s marked as failed because %d workers died while trying to run it",
+        ("train_run-1", 2),
+        None,
+    )
+    for record in [
+        # distributed.utils.log_errors: ``logger.exception(exc)`` of the client's cancelled reconnection.
+        _record("distributed.client", logging.ERROR, "", exc_info=_raised(asyncio.CancelledError())),
+        _record("distributed.utils", logging.ERROR, "", exc_info=_raised(TimeoutError())),
+        _record("distributed.core", logging.ERROR, "   "),
+        # A worker's death and a job failed by its workers' deaths: the run's own lines say them.
+        _record("distributed.nanny", logging.WARNING, "Restarting worker (status=Status.running)"),
+        scheduler,
+        _record(
+            "distributed.nanny", logging.WARNING, "Worker process still alive after 4.0 seconds, killing"
+        ),
+    ]:
+        handler.handle(record)
+    lines = [line.split(" ", 1)[1] for line in out.getvalue().splitlines()]
+    assert lines == [
+        "ERROR TimeoutError (from distributed.utils)",
+        "WARNING Worker process still alive after 4.0 seconds, killing",
+    ]
+
+
+def _raised(exc: BaseException) -> tuple:
+    try:
+        raise exc
+    except BaseException:
+        return sys.exc_info()
+
+
+@pytest.mark.slow
+def test_a_remote_scheduler_that_dies_leaves_no_bare_error_line_on_the_console(tmp_path):
+    """The client's reconnection is cancelled when it closes with its scheduler gone, and Dask logs that
+    ``CancelledError`` as an ERROR with an empty message: the run's log keeps it, the console says nothing."""
+    port = free_port()
+    scheduler = subprocess.Popen(
+        [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", str(port),
+         "--no-dashboard"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    out = io.StringIO()
+    try:
+        with (
+            session(stream=out, live=False),
+            run(tmp_path, "r1"),
+            dask_client(address=f"tcp://127.0.0.1:{port}", gpus=0) as dask,
+        ):
+            dask.client  # noqa: B018 - connect
+            scheduler.kill()
+            scheduler.wait()
+            time.sleep(0.5)  # the client notices, and tries to reconnect until it closes
+    finally:
+        if scheduler.poll() is None:
+            scheduler.kill()
+            scheduler.wait()
+    logged = (tmp_path / "r1" / "run.log").read_text()
+    assert re.search(r"ERROR +distributed\.\S+: \n.*CancelledError", logged, re.DOTALL), logged
+    assert not [line for line in out.getvalue().splitlines() if re.fullmatch(r"\S+ ERROR\s*", line)]
+    assert "dask: connected to" in out.getvalue()

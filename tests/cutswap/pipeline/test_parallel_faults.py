@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import functools
 import importlib
+import logging
+import re
 import subprocess
 import sys
 import time
@@ -50,6 +52,15 @@ def _scheduler(n_workers: int = 0, **kw: Any) -> LocalCluster:
     return cluster
 
 
+def _said(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """What the cluster said of its workers' deaths, in order, with worker addresses as ``W``."""
+    return [
+        re.sub(r"tcp://127\.0\.0\.1:\d+", "W", r.getMessage())
+        for r in caplog.records
+        if r.name == "cutswap.pipeline.parallel.cluster" and "died" in r.getMessage()
+    ]
+
+
 def _killer(marker: Path, at_step: float | None = None) -> Callable[..., None]:
     """Kills the worker process that calls it, logging one line per kill in ``marker``; with ``at_step``,
     only as a training progress callback at that step, and only once (the rerun goes on)."""
@@ -57,11 +68,13 @@ def _killer(marker: Path, at_step: float | None = None) -> Callable[..., None]:
     def kill(entry: dict | None = None) -> None:
         import os
         import signal
+        import time
 
         if at_step is not None and (entry["step"] != at_step or marker.exists()):
             return
         with open(marker, "a") as f:
             f.write(f"{os.getpid()}\n")
+        time.sleep(0.3)  # a death mid-work: the worker's notice that the job started has left it
         os.kill(os.getpid(), signal.SIGKILL)
 
     return kill
@@ -92,7 +105,8 @@ def test_a_job_that_does_not_unpickle_on_the_workers_fails_at_once_and_the_worke
 
 
 @pytest.mark.slow
-def test_a_job_whose_worker_keeps_dying_fails_after_allowed_failures_reruns(tmp_path):
+def test_a_job_whose_worker_keeps_dying_fails_after_allowed_failures_reruns(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="cutswap.pipeline.parallel.cluster")
     marker = tmp_path / "deaths"
     with dask_client(workers=1, gpus=0, allowed_failures=1) as dask, pytest.raises(JobError) as caught:
         _within(60, lambda: run_job(_killer(marker), cluster=dask, name="train brick/cutswap/seed 0"))
@@ -100,6 +114,13 @@ def test_a_job_whose_worker_keeps_dying_fails_after_allowed_failures_reruns(tmp_
     assert "job train brick/cutswap/seed 0 failed: the Dask workers running it died 2 times" in message
     assert "parallel.allowed_failures (1)" in message and "worker logs" in message
     assert len(marker.read_text().split()) == 2, "the job should run once and be rerun once"
+    # One line per death, naming the worker and the job, and one when the job runs again.
+    assert _said(caplog) == [
+        "worker W died during train brick/cutswap/seed 0; the job resumes on another worker",
+        "train brick/cutswap/seed 0 resumed on worker W (worker W died running it)",
+        "worker W died during train brick/cutswap/seed 0; the job fails: its workers died 2 times "
+        "(allowed_failures: 1)",
+    ]
 
 
 @pytest.mark.slow
@@ -141,9 +162,10 @@ def test_a_job_on_a_remote_scheduler_without_workers_fails_after_worker_timeout(
 
 
 @pytest.mark.slow
-def test_a_gpu_job_whose_gpu_workers_are_gone_fails_after_worker_timeout(tmp_path):
+def test_a_gpu_job_whose_gpu_workers_are_gone_fails_after_worker_timeout(tmp_path, caplog):
     """A remote cluster with a CPU worker and a GPU worker without a nanny; the job kills the GPU worker,
     so the scheduler would queue its rerun forever. It fails after ``worker_timeout`` instead."""
+    caplog.set_level(logging.INFO, logger="cutswap.pipeline.parallel.cluster")
     marker = tmp_path / "deaths"
     with _scheduler(n_workers=1) as remote, Client(remote) as watcher:
         gpu_worker = subprocess.Popen(
@@ -166,11 +188,13 @@ def test_a_gpu_job_whose_gpu_workers_are_gone_fails_after_worker_timeout(tmp_pat
     message = str(caught.value)
     assert message.startswith("job gpu job waited 2 s with no worker able to run it: no worker of the Dask")
     assert "advertises the resource GPU=1" in message and "parallel.worker_timeout" in message
+    # The remote worker's death is said too (its scheduler's allowed_failures, 3 by default, not reached).
+    assert _said(caplog) == ["worker W died during gpu job; the job resumes on another worker"]
 
 
 @pytest.mark.slow
 def test_a_training_job_whose_worker_is_killed_reruns_and_resumes_from_its_checkpoint(
-    tmp_path, make_stripes, ingest_store
+    tmp_path, make_stripes, ingest_store, caplog
 ):
     """The worker dies at step 4, after the step-2 checkpoint: the nanny restarts it, the scheduler reruns
     the job, and the rerun finds the checkpoint (its path comes from the store key) and goes on from it."""
@@ -181,9 +205,48 @@ def test_a_training_job_whose_worker_is_killed_reruns_and_resumes_from_its_check
     settings = Settings(storage_root=tmp_path, train=train)
     marker = tmp_path / "deaths"
     job = functools.partial(train_run, progress=_killer(marker, at_step=4))
+    caplog.set_level(logging.INFO, logger="cutswap.pipeline.parallel.cluster")
+    name = "train brick/cutpaste/seed 0"
     with dask_client(workers=1, gpus=0) as dask:
-        ref, computed = _within(90, lambda: run_job(job, settings, ingest, "cutpaste", 0, cluster=dask))
+        call = functools.partial(run_job, job, settings, ingest, "cutpaste", 0, cluster=dask, name=name)
+        ref, computed = _within(90, call)
     assert len(marker.read_text().split()) == 1, "the worker should have been killed once"
+    assert _said(caplog) == [
+        "worker W died during train brick/cutpaste/seed 0; the job resumes on another worker",
+        "train brick/cutpaste/seed 0 resumed on worker W (worker W died running it)",
+    ]
     attrs = open_store(ref).attrs
     assert computed and attrs["resumed_from"] == 2
     assert open_store(ref)["log"][:, 0].tolist() == [2.0, 4.0]
+
+
+def _shard_killer(marker: Path) -> Callable[[int, int], int]:
+    """A shard function whose first call kills its worker (once: the rerun goes on)."""
+
+    def shard(start: int, stop: int) -> int:
+        import os
+        import signal
+        import time
+
+        if start == 0 and not marker.exists():
+            marker.write_text(f"{os.getpid()}\n")
+            time.sleep(0.3)  # a death mid-work (see _killer)
+            os.kill(os.getpid(), signal.SIGKILL)
+        return stop - start
+
+    return shard
+
+
+@pytest.mark.slow
+def test_a_shard_whose_worker_dies_is_said_and_rerun(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="cutswap.pipeline.parallel.cluster")
+    with dask_client(workers=1, gpus=0) as dask:
+        sizes = _within(60, lambda: run_sharded(_shard_killer(tmp_path / "deaths"), 4, dask, shard=2))
+    assert sizes == [2, 2]
+    assert _said(caplog) == [
+        "worker W died during shard() items 0-2; the shard resumes on another worker",
+        "shard() items 0-2 resumed on worker W (worker W died running it)",
+    ]
+    # The subscription to the scheduler's events ends before the client closes (else the scheduler logs a
+    # CRITICAL "Closed comm" sending the closing client its own removal).
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.CRITICAL]

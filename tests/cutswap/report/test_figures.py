@@ -3,6 +3,7 @@ the report stage draws them from real stores (ingest, train, evaluate) of a hand
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -126,6 +127,19 @@ def test_distribution_roc_training_and_difference_figures_are_small_pngs(tmp_pat
     _png(figures.differences_figure(tmp_path / "d.png", comparisons, diffs))
 
 
+@pytest.mark.parametrize(
+    "curves",
+    [{"cutswap": [(np.array([0.1, 0.4, 0.2]), np.array([0, 0, 0]))]}, {}],
+    ids=["test images without anomalies", "no evaluations"],
+)
+def test_a_roc_figure_without_curves_says_so_without_an_empty_legend_warning(tmp_path, curves):
+    """matplotlib warns "No artists with labels found to put in legend" when asked for a legend of
+    nothing, and the run's console showed it (Python's warnings go there once)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _png(figures.roc_figure(tmp_path / "r.png", curves, "bottle"), min_kb=1)
+
+
 def test_figures_html_groups_sections_and_rows():
     refs = [
         FigureRef("figures/differences.png", "Paired differences"),
@@ -151,7 +165,7 @@ def test_figures_html_groups_sections_and_rows():
 def category(tmp_path):
     """A hand-made category: 6 test images (3 normal, 3 anomalous), two methods' evaluate stores (one
     without maps) and their train stores (one with a log, one untrained with an empty log)."""
-    from cutswap.pipeline.stages.report import CategoryRefs
+    from cutswap.pipeline.results import CategoryRefs
     from cutswap.pipeline.stores import build_store, write_array
 
     root = tmp_path / "storage"
@@ -218,7 +232,9 @@ def category(tmp_path):
 
 
 def test_report_stage_draws_every_category_figure_from_the_stores(category, tmp_path):
-    from cutswap.pipeline.stages.report import _category_figures, best_method, shown_methods
+    from cutswap.pipeline.report_inputs import read_category_figures
+    from cutswap.report.gallery import category_figures
+    from cutswap.report.picking import best_method, shown_methods
 
     results = pd.DataFrame(
         {"category": "bottle", "method": ["cutswap", "imagenet-gde"], "seed": 0, "image_AUROC": [0.9, 1.0]}
@@ -228,7 +244,7 @@ def test_report_stage_draws_every_category_figure_from_the_stores(category, tmp_
     assert best_method(results, trained=True) == "cutswap"
     # The baseline is the best: the best trained method is shown beside it.
     assert shown_methods(results) == ["cutswap", "imagenet-gde"]
-    refs = _category_figures(folder, "bottle", category, ["cutswap", "imagenet-gde"])
+    refs = category_figures(folder, "bottle", read_category_figures(category, ["cutswap", "imagenet-gde"]))
     names = [Path(r.path).name for r in refs]
     assert names == [
         "bottle-examples-cutswap.png",
