@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cutswap.pipeline.parallel import dask_client, run_job
+from cutswap.pipeline.parallel import dask_pool, run_job
 from cutswap.pipeline.settings import Settings
 from cutswap.pipeline.stages.train import train_run
 from cutswap.pipeline.stores import StoreRef, build_store, write_array
@@ -78,7 +78,7 @@ def main() -> None:
         ours = {}
         for cpu_jobs in dict.fromkeys((1, args.workers)):
             root = Path(tmp) / f"ours-{cpu_jobs}"  # fresh stores: every job computes
-            with dask_client(workers=args.workers, cpu_jobs=cpu_jobs) as cluster:
+            with dask_pool(workers=args.workers, cpu_jobs=cpu_jobs) as cluster:
                 # Started and warmed outside the timing, as a run has its cluster up before the first job.
                 cluster.client.wait_for_workers(cluster.workers)
                 cluster.client.run(importlib.import_module, "cutswap.pipeline.stages.train")

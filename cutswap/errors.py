@@ -38,6 +38,7 @@ class StageFailed(RunFailed):
 
 
 def one_line(exc: BaseException) -> str:
-    """An exception as one line: its message's first line, after its type unless it is ours."""
+    """An exception as one line: its message's first line (obstore's, for one, carry a debug dump on the
+    lines after it), after its type unless it is ours."""
     text = str(exc).strip().split("\n", 1)[0] or repr(exc)
     return text if isinstance(exc, CutswapError) else f"{type(exc).__name__}: {text}"

@@ -30,7 +30,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from cutswap.errors import StoreError
+from cutswap.errors import StoreError, one_line
 
 #: Schemes a root may have, and what they reach.
 SCHEMES = {
@@ -156,12 +156,6 @@ def group_attrs(location: str) -> dict[str, Any] | None:
     except (ValueError, AttributeError):
         return None
     return attrs if isinstance(attrs, dict) else None
-
-
-def first_line(exc: BaseException) -> str:
-    """An error in one line: obstore's messages carry a debug dump on the lines after the first."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def open_group(location: str, mode: str) -> Any:
@@ -322,7 +316,7 @@ def check_reachable(root: str, timeout: float = 5.0) -> None:
         endpoint = _s3_endpoint() if scheme(root) == "s3" else None
         raise StoreError(
             f"{root}{f' (endpoint {endpoint})' if endpoint else ''}: cannot write there: "
-            f"{first_line(exc)[:300]}"
+            f"{one_line(exc)[:300]}"
         ) from None
 
 

@@ -52,7 +52,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from cutswap.app import console
 from cutswap.errors import RunFailed, StageFailed, one_line
 from cutswap.method.registry import get_method, method_seeds
-from cutswap.pipeline.parallel import Cluster, dask_client
+from cutswap.pipeline.parallel import DaskPool, dask_pool
 from cutswap.pipeline.preflight import check_environment
 from cutswap.pipeline.results import CategoryRefs
 from cutswap.pipeline.settings import Settings, load_settings
@@ -131,7 +131,7 @@ def _plan_category(
     images: StoreRef,
     jobs: list[tuple[str, int]],
     mode: dict[str, str],
-    dask: Cluster | None,
+    dask: DaskPool | None,
 ) -> CategoryPlan:
     """One category's saliency -> cluster -> pairs, one after the other (each shards its images over the
     cluster), then its training and evaluation jobs submitted: they run while the next category's saliency
@@ -176,7 +176,7 @@ def cutswap(
         jobs = _method_seeds(settings)
         shown.start(*stage_tasks(len(names), len(jobs)))
         images = {c: ingest(settings, root, c, table, mode["ingest"]) for c in names}
-        with dask_client(**settings.parallel.model_dump()) as dask:
+        with dask_pool(**settings.parallel.model_dump()) as dask:
             plans = [_plan_category(settings, c, images[c], jobs, mode, dask) for c in names]
             # Every job runs to its end, whatever the others do: a failed one is reported, not fatal.
             failures = {job: job.failure() for plan in plans for job in plan.jobs}

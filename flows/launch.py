@@ -4,7 +4,7 @@ and every input checked before Prefect or Dask start.
 ``check`` reads the preset and the overrides (``cutswap.pipeline.settings.load_settings``), the stage
 names, what the run needs from the machine (``cutswap.pipeline.preflight``: writable roots, a scheduler
 that answers, ImageNet weights at hand), the dataset's root and layout
-(``cutswap.pipeline.datasets.resolve_dataset``) and what its image counts allow
+(``cutswap.pipeline.run_dataset.resolve_dataset``) and what its image counts allow
 (``cutswap.pipeline.feasibility``), without importing Prefect, so a typo or a wrong path ends in about a
 second with one line naming the setting or file and the fix, and exit code 2 (a traceback only with
 ``--debug``). ``execute`` then runs the flow in-process inside the
@@ -57,9 +57,9 @@ def _split(value: str | None) -> list[str] | None:
 
 def check(args: argparse.Namespace) -> Checked:
     """The settings, stage names and dataset of a run, checked; ``CutswapError`` names what is wrong."""
-    from cutswap.pipeline.datasets import resolve_dataset
     from cutswap.pipeline.feasibility import check_feasible
     from cutswap.pipeline.preflight import check_environment
+    from cutswap.pipeline.run_dataset import resolve_dataset
     from cutswap.pipeline.settings import load_settings
 
     overrides = {}

@@ -8,8 +8,8 @@ import pandas as pd
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
-from cutswap.pipeline.datasets import resolve_dataset
 from cutswap.pipeline.feasibility import check_feasible
+from cutswap.pipeline.run_dataset import resolve_dataset
 from cutswap.pipeline.settings import Settings
 from cutswap.pipeline.stages.ingest import ingest_category
 from cutswap.pipeline.stores import StoreRef

@@ -1,4 +1,4 @@
-"""Prefect task of the train stage: one classifier per (category, method, seed), as a cluster job."""
+"""Prefect task of the train stage: one classifier per (category, method, seed), as a pool job."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
 from cutswap.app import console
-from cutswap.pipeline.parallel import Cluster, run_job
+from cutswap.pipeline.parallel import DaskPool, run_job
 from cutswap.pipeline.settings import Settings
 from cutswap.pipeline.stages.train import progress_line, train_run
 from cutswap.pipeline.stores import StoreRef
@@ -21,17 +21,17 @@ def train(
     seed: int,
     pairs: StoreRef | None,
     mode: str = "run",
-    dask: Cluster | None = None,
+    dask: DaskPool | None = None,
 ) -> StoreRef:
-    """``dask``: the cluster that runs the job (None: in-process). Its progress lines come to this log.
+    """``dask``: the pool that runs the job (None: in-process). Its progress lines come to this log.
 
-    A data-parallel job (``train.nproc > 1``) on a cluster by address is a job asking one worker for
+    A data-parallel job (``train.nproc > 1``) on a pool by address is a job asking one worker for
     ``nproc`` GPUs (start such workers with ``--resources GPU=<n>`` and n visible devices); on a local
-    cluster, whose workers own one GPU each, it runs here, where its torchrun launch takes every GPU.
+    pool, whose workers own one GPU each, it runs here, where its torchrun launch takes every GPU.
     """
     logger = get_run_logger()
     nproc = settings.train.nproc
-    cluster = dask if nproc == 1 or (dask is not None and dask.address is not None) else None
+    pool = dask if nproc == 1 or (dask is not None and dask.address is not None) else None
     label = f"{ingest.name}/{method}/seed {seed}"
     total = settings.train.steps
 
@@ -44,15 +44,15 @@ def train(
         logger.info(progress_line(entry, total), extra={"console": False})
         step(entry)
 
-    # On the cluster, the library's own progress lines are relayed (their entries to the display); here,
+    # On the pool, the library's own progress lines are relayed (their entries to the display); here,
     # they go straight to this log.
-    progress = None if cluster else log_step
-    log_line = None if cluster else logger.info
+    progress = None if pool else log_step
+    log_line = None if pool else logger.info
     job = (train_run, settings, ingest, method, seed, pairs, mode, progress, log_line)
     return run_logged(
         "train",
         label,
         lambda: run_job(
-            *job, cluster=cluster, relay=relay_to(logger), name=f"train {label}", progress=step, gpus=nproc
+            *job, pool=pool, relay=relay_to(logger), name=f"train {label}", progress=step, gpus=nproc
         ),
     )

@@ -50,7 +50,7 @@ _OWN_HANDLERS = ("distributed",)
 _REPEATERS = ("prefect.task_runs", "prefect.flow_runs", "prefect.flow_engine", "distributed.worker")
 
 #: Dask's records that the run says better itself, by logger and the start of the message: a worker's death
-#: (``cutswap.pipeline.parallel.cluster`` names the job it ran and what happens to it), and a job failed by
+#: (``cutswap.pipeline.parallel.pool`` names the job it ran and what happens to it), and a job failed by
 #: its workers' deaths (the run's last line says so). They go to the log file only.
 _SAID_BY_THE_RUN = (
     ("distributed.nanny", "Restarting worker"),

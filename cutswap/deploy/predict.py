@@ -30,7 +30,7 @@ import pandas as pd
 
 from cutswap import roots
 from cutswap.data.images import DECODE_THREADS, load_rgb
-from cutswap.data.layout import IMAGE_EXTENSIONS, OTHER_IMAGE_EXTENSIONS
+from cutswap.data.layouts.common import IMAGE_EXTENSIONS, OTHER_IMAGE_EXTENSIONS
 from cutswap.errors import CutswapError, DatasetError
 from cutswap.method.registry import UNTRAINED_METHODS
 from cutswap.pipeline.stores import StoreRef, is_complete

@@ -1,6 +1,6 @@
 """What a dataset's image counts let a run do and measure, checked from its sample table before any work.
 
-The sample table (``cutswap.data.layout.COLUMNS``: category, split, label, ...) is known the moment the
+The sample table (``cutswap.data.layouts.common.COLUMNS``: category, split, label, ...) is known the moment the
 dataset is listed, so a category that cannot be evaluated, a batch that cannot be filled or a schedule
 that cannot finish is refused then, with exit code 2, rather than after saliency, clustering and
 training have run. What a test set cannot *measure* is not an error (a category without anomalies still

@@ -116,7 +116,7 @@ def test_a_paused_s3_server_is_said_and_so_is_its_answer_again(s3_server, bucket
 @pytest.mark.slow
 def test_a_stall_on_a_dask_worker_is_said_here_naming_the_worker(s3_server, bucket, monkeypatch, caplog):
     """A training waiting on its checkpoint: the worker's lines come back to the run (``WORKER_LOGS``)."""
-    from cutswap.pipeline.parallel import dask_client, run_job
+    from cutswap.pipeline.parallel import dask_pool, run_job
 
     monkeypatch.setenv(stalls.STALL_ENV, "1")  # before the workers start: they read it from their environment
     caplog.set_level(logging.INFO, logger="cutswap.stalls")
@@ -125,7 +125,7 @@ def test_a_stall_on_a_dask_worker_is_said_here_naming_the_worker(s3_server, buck
         f"storage {storage} has not answered for N s (since T; still waiting) (Dask worker 0)",
         f"storage {storage} answers again after N s (Dask worker 0)",
     ]
-    with dask_client(workers=1, gpus=0) as dask:
+    with dask_pool(workers=1, gpus=0) as dask:
         # A first job, so that the worker has started, imported what jobs import and met the storage
         # before the server pauses: the second one's call is the one that waits.
         run_job(roots.write_bytes, roots.join(bucket, "checkpoint"), b"", cluster=dask)

@@ -85,7 +85,7 @@ def build_run(
     import pandas as pd
 
     from cutswap.method.registry import get_method
-    from cutswap.pipeline.datasets import resolve_dataset
+    from cutswap.pipeline.run_dataset import resolve_dataset
     from cutswap.pipeline.stages.cluster import cluster_category
     from cutswap.pipeline.stages.evaluate import evaluate_run
     from cutswap.pipeline.stages.ingest import ingest_category

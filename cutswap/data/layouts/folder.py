@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cutswap.data.layout import (
+from cutswap.data.layouts.common import (
     GOOD,
     Entry,
     Problems,
@@ -86,21 +86,9 @@ def scan_folder(
     settings |= {"normal_test_dir": normal_test_dir, "mask_dir": mask_dir}
     dirs = {key: _folder(root, real_root, key, value, problems) for key, value in settings.items()}
     _check_overlaps(dirs, problems)
-    listed = {
-        key: images_in(path, real_root, problems, recursive=True) if path is not None else []
-        for key, path in dirs.items()
-        if key != "mask_dir"
-    }
-    for key, path in dirs.items():
-        if path is not None and key != "mask_dir" and not listed[key]:
-            problems.add(f"{path}: no images (dataset.folder.{key}; {extensions_hint()}).")
+    listed = _listed_images(dirs, real_root, problems)
     held_out = _held_out(root, dirs, listed["normal_dir"], normal_split, problems)
-    rows: list[Row] = []
-    for entry in listed["normal_dir"]:
-        split = "test" if entry.name in held_out else "train"
-        rows.append((name, split, 0, GOOD, _rel(root, entry.path), None))
-    for entry in listed["normal_test_dir"]:
-        rows.append((name, "test", 0, GOOD, _rel(root, entry.path), None))
+    rows = _normal_rows(root, name, listed, held_out)
     if dirs["abnormal_dir"] is not None:
         rows += _abnormal_rows(root, real_root, name, dirs, listed["abnormal_dir"], problems)
     problems.raise_if_any()
@@ -109,6 +97,34 @@ def scan_folder(
 
 def _rel(root: Path, path: Path) -> str:
     return path.relative_to(root).as_posix()
+
+
+def _listed_images(
+    dirs: dict[str, Path | None], real_root: Path, problems: Problems
+) -> dict[str, list[Entry]]:
+    """The images of every image folder (not ``mask_dir``, whose files are paired later), searched
+    recursively; a folder that is set but holds no image is reported, an unset one lists none."""
+    listed = {
+        key: images_in(path, real_root, problems, recursive=True) if path is not None else []
+        for key, path in dirs.items()
+        if key != "mask_dir"
+    }
+    for key, path in dirs.items():
+        if path is not None and key != "mask_dir" and not listed[key]:
+            problems.add(f"{path}: no images (dataset.folder.{key}; {extensions_hint()}).")
+    return listed
+
+
+def _normal_rows(root: Path, name: str, listed: dict[str, list[Entry]], held_out: set[str]) -> list[Row]:
+    """The normal images: normal_dir's in training but for those ``held_out`` for the test split, then
+    normal_test_dir's in the test split."""
+    rows: list[Row] = []
+    for entry in listed["normal_dir"]:
+        split = "test" if entry.name in held_out else "train"
+        rows.append((name, split, 0, GOOD, _rel(root, entry.path), None))
+    for entry in listed["normal_test_dir"]:
+        rows.append((name, "test", 0, GOOD, _rel(root, entry.path), None))
+    return rows
 
 
 def _category_name(root: Path, name: str, categories: list[str] | str | None, problems: Problems) -> str:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cutswap.data.layout import (
+from cutswap.data.layouts.common import (
     GOOD,
     Problems,
     Row,

@@ -33,7 +33,7 @@ training images held out of the fits.
 
 ``scan_mvtec`` only lists files; it never decodes pixels, so it stays fast on large datasets (decoding and
 its errors belong to ingest, through ``cutswap.data.images``). The table has the columns of
-``cutswap.data.layout.COLUMNS``, one row per image.
+``cutswap.data.layouts.common.COLUMNS``, one row per image.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from typing import Any
 
 import pandas as pd
 
-from cutswap.data.layout import (
+from cutswap.data.layouts.common import (
     COLUMNS,
     GOOD,
     IMAGE_EXTENSIONS,

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cutswap.data.layout import (
+from cutswap.data.layouts.common import (
     GOOD,
     IMAGE_EXTENSIONS,
     Problems,
@@ -141,33 +141,46 @@ class _Rows:
 
     def _fields(self, where: str, cells: list[str]) -> tuple[str, str, int, Path, Path | None] | None:
         """(category, split, label, image, mask) of a line, each checked; None when one is wrong."""
-        problems = self.problems
         if len(cells) < 4:
-            problems.add(f"{where}: {len(cells)} cells, expected {len(_HEADER)} ({','.join(_HEADER)}).")
+            self.problems.add(f"{where}: {len(cells)} cells, expected {len(_HEADER)} ({','.join(_HEADER)}).")
             return None
         category, split, label_name, image_text = (c.strip() for c in cells[:4])
         mask_text = cells[4].strip() if len(cells) > 4 else ""
-        bad = False
-        if not category or category.startswith(".") or "/" in category or "\\" in category:
-            problems.add(f"{where}: object {category!r} is not a plain category name.")
-            bad = True
-        if split not in _SPLITS:
-            problems.add(f"{where}: split {split!r} is not one of {', '.join(_SPLITS)}.")
-            bad = True
-        if label_name not in _LABELS:
-            problems.add(f"{where}: label {label_name!r} is not one of {', '.join(_LABELS)}.")
-            bad = True
-        if not bad:
+        named = self._names_ok(where, category, split, label_name)
+        if named:
             self.counts.setdefault(category, {"train": 0, "test": 0})
-        image = inside_root(image_text, self.root, self.real_root, f"{where}: image", problems)
+        paths = self._paths(where, image_text, mask_text)
+        if paths is None or not named:
+            return None
+        return category, split, _LABELS[label_name], *paths
+
+    def _names_ok(self, where: str, category: str, split: str, label_name: str) -> bool:
+        """Whether the line's object, split and label are valid, each wrong one reported (all of them, so
+        one pass over the file shows every fix)."""
+        ok = True
+        if not category or category.startswith(".") or "/" in category or "\\" in category:
+            self.problems.add(f"{where}: object {category!r} is not a plain category name.")
+            ok = False
+        if split not in _SPLITS:
+            self.problems.add(f"{where}: split {split!r} is not one of {', '.join(_SPLITS)}.")
+            ok = False
+        if label_name not in _LABELS:
+            self.problems.add(f"{where}: label {label_name!r} is not one of {', '.join(_LABELS)}.")
+            ok = False
+        return ok
+
+    def _paths(self, where: str, image_text: str, mask_text: str) -> tuple[Path, Path | None] | None:
+        """The line's image and mask (None where its cell is empty), both inside the root; None when a path
+        given escapes it (``inside_root`` reports it; both are checked, so both are reported)."""
+        image = inside_root(image_text, self.root, self.real_root, f"{where}: image", self.problems)
         mask = (
-            inside_root(mask_text, self.root, self.real_root, f"{where}: mask", problems)
+            inside_root(mask_text, self.root, self.real_root, f"{where}: mask", self.problems)
             if mask_text
             else None
         )
-        if image is None or (mask_text and mask is None) or bad:
+        if image is None or (mask_text and mask is None):
             return None
-        return category, split, _LABELS[label_name], image, mask
+        return image, mask
 
     def _files_ok(self, where: str, split: str, label: int, image: Path, mask: Path | None) -> bool:
         """The image and mask exist and fit the label (a training image is reported, not dropped)."""

@@ -1,6 +1,9 @@
-"""Parallel work over a Dask cluster: a local one by default, an existing one by address.
+"""Parallel work over a Dask pool: a local one by default, an existing one by address.
 
-Two kinds of work go to the cluster:
+A *pool* is the Dask scheduler and workers a run sends work to (what Dask calls a cluster: in this project
+"cluster" is only the clustering stage).
+
+Two kinds of work go to the pool:
 
 * **Shards** (``run_sharded``), for the precompute stages.
 
@@ -11,13 +14,13 @@ two writers share one), and since every range is computed the same way whatever 
 the store is identical with 1 or N workers.
 
 * **Jobs** (``run_job``): one training or evaluation (category x method x seed) each. When the workers
-  advertise a ``GPU`` resource (a local cluster on a CUDA machine starts one worker per GPU with
+  advertise a ``GPU`` resource (a local pool on a CUDA machine starts one worker per GPU with
   ``{"GPU": 1}``; start remote workers with ``--resources GPU=1``), every job asks for one, so each GPU runs
   one job at a time and each job sees its worker's GPU as ``cuda`` (``identity.worker_gpu``: the first
   device its ``CUDA_VISIBLE_DEVICES`` names, or a GPU the worker claims on its host). A data-parallel
   training asks one worker for ``nproc`` GPUs.
 
-Every worker, of a local cluster or one reached by address, must run this process's code: on connecting,
+Every worker, of a local pool or one reached by address, must run this process's code: on connecting,
 their ``identity.fingerprint`` (cutswap version, a hash of its sources, stage code versions, torch, zarr)
 is compared with ours and the run is refused, naming the workers that differ; every shard and job
 carries our fingerprint too, so a worker restarted on other code mid-run answers it with a ``JobError``
@@ -28,10 +31,10 @@ store references and URLs, never a path of this host (``cutswap.roots``). Withou
   come back to the caller as they happen (Dask events), with the structured ``progress`` entry a record
   carries (``extra={"progress": {...}}``), and only there: a worker prints none of them itself. Records of
   the ``cutswap`` loggers outside a job (a shard's warning) come back too and are logged here, once.
-  A local cluster's workers log Dask's own chatter at WARNING only; the scheduler and nannies run in this
+  A local pool's workers log Dask's own chatter at WARNING only; the scheduler and nannies run in this
   process and log at INFO, to whatever handlers this process has (a run's log file).
 
-Every socket stays on 127.0.0.1 for a local cluster (scheduler, workers and dashboard).
+Every socket stays on 127.0.0.1 for a local pool (scheduler, workers and dashboard).
 
 Faults end a run; they never hang it (``JobError`` names the job, the reason and what to do):
 
@@ -39,19 +42,18 @@ Faults end a run; they never hang it (``JobError`` names the job, the reason and
   reruns the job elsewhere; a training job resumes from its last checkpoint (``cutswap.pipeline.stages.train``).
   A job whose workers die more than ``allowed_failures`` times fails (Dask's ``KilledWorker``). Each such
   death is one console line naming the worker, the job (or shard) and what happens to it, and the job's
-  new start another (``Cluster.watching``), whether the cluster is local or reached by address.
+  new start another (``DaskPool.watching``), whether the pool is local or reached by address.
 * Jobs and shards travel to the workers as pickled bytes and unpickle inside the task: a job whose code a
   worker cannot import fails at once. (Dask unpickles a task in the worker's scheduler stream, where a
   failure stops the worker taking work and the job waits forever.)
 * A job no connected worker can run (none at all, or none with the ``GPU`` resource it asks for) fails at
-  once when the cluster's workers lack the resource, and after ``worker_timeout`` seconds when the workers
+  once when the pool's workers lack the resource, and after ``worker_timeout`` seconds when the workers
   are gone (they died or left) and none comes back.
 
-Modules: ``cluster`` (the cluster and its lifecycle), ``jobs`` (shards and jobs), ``identity`` (what a
+Modules: ``pool`` (the pool and its lifecycle), ``jobs`` (shards and jobs), ``identity`` (what a
 worker must share with us, and its GPU), ``worker_logs`` (the workers' log records, back here).
 """
 
-from cutswap.pipeline.parallel.cluster import Cluster, JobError, dask_client
 from cutswap.pipeline.parallel.jobs import (
     SHARD,
     current_worker,
@@ -60,15 +62,16 @@ from cutswap.pipeline.parallel.jobs import (
     shard_ranges,
     worker_device,
 )
+from cutswap.pipeline.parallel.pool import DaskPool, JobError, dask_pool
 from cutswap.pipeline.parallel.worker_logs import WORKER_LOGS
 
 __all__ = [
-    "Cluster",
+    "DaskPool",
     "JobError",
     "SHARD",
     "WORKER_LOGS",
     "current_worker",
-    "dask_client",
+    "dask_pool",
     "run_job",
     "run_sharded",
     "shard_ranges",

@@ -1,7 +1,7 @@
 """What a worker must share with the flow to write stores under the flow's keys, and which GPU it uses.
 
 A store's key names the code that made it (``CODE_VERSIONS``); a worker running other code would write
-numbers under a key that names code that did not run. So on connecting to any cluster, every worker's
+numbers under a key that names code that did not run. So on connecting to any pool, every worker's
 ``fingerprint`` is compared with the flow's and the run is refused, naming the workers that differ::
 
     {"cutswap": "0.1.0", "code": "<sha256 of the cutswap package's .py files, 16 hex>",
@@ -11,7 +11,7 @@ GPU pinning (``worker_gpu``): a worker started with ``CUDA_VISIBLE_DEVICES`` use
 names, which is the worker's own: one CLI worker per GPU started with ``CUDA_VISIBLE_DEVICES=i``, or a
 ``dask cuda worker``, which gives each worker every GPU of the host in a rotated order, its own first.
 A worker without it that sees several GPUs (CLI workers started with ``--resources GPU=1``, one per
-GPU, and a local cluster's workers) claims the first GPU no other process of the host holds
+GPU, and a local pool's workers) claims the first GPU no other process of the host holds
 (``claim_gpu``: an exclusive lock file per GPU in ``/tmp``); the kernel drops the claim when the worker
 dies, so a restarted worker takes its GPU back.
 """

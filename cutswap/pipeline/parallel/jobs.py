@@ -1,4 +1,4 @@
-"""Work on the cluster: shards of the precompute stages (``run_sharded``) and one job per training or
+"""Work on the pool: shards of the precompute stages (``run_sharded``) and one job per training or
 evaluation (``run_job``), shipped pickled, with their faults turned into ``JobError`` (see the package
 docstring)."""
 
@@ -10,8 +10,8 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from cutswap.pipeline.parallel.cluster import STARTED, Cluster, JobError
 from cutswap.pipeline.parallel.identity import fingerprint, worker_gpu
+from cutswap.pipeline.parallel.pool import STARTED, DaskPool, JobError
 from cutswap.pipeline.parallel.worker_logs import _route_worker_logs
 from cutswap.pipeline.stores.arrays import SHARD
 
@@ -56,7 +56,7 @@ def _unpickling_runner() -> Callable[..., tuple]:
             differ = differences(sender, fingerprint())
         except BaseException as exc:  # a module's import may raise anything, SystemExit included
             return "unpickle", "".join(traceback.format_exception_only(exc)).strip(), where()
-        if differ:  # a worker restarted on other code after the cluster was checked
+        if differ:  # a worker restarted on other code after the pool was checked
             return "code", "; ".join(differ), where()
         try:
             from distributed import get_worker
@@ -80,7 +80,7 @@ def _pickled(name: str, call: Callable[..., Any]) -> bytes:
     try:
         return cloudpickle.dumps((fingerprint(), call))
     except Exception as exc:
-        raise JobError(f"job {name} cannot be sent to the cluster: it does not pickle ({exc})") from exc
+        raise JobError(f"job {name} cannot be sent to the pool: it does not pickle ({exc})") from exc
 
 
 def _unpacked(name: str, answer: tuple) -> Any:
@@ -102,11 +102,11 @@ def _unpacked(name: str, answer: tuple) -> Any:
 def run_sharded(
     fn: Callable[[int, int], Any],
     n: int,
-    cluster: Cluster | None = None,
+    pool: DaskPool | None = None,
     shard: int = SHARD,
     workers: list[str] | None = None,
 ) -> list[Any]:
-    """Call ``fn(start, stop)`` for every shard range, on the cluster when there are several ranges.
+    """Call ``fn(start, stop)`` for every shard range, on the pool when there are several ranges.
 
     A single range runs in this process: shipping it to a worker would only add the worker's start-up.
     ``fn`` must be picklable (a module-level function, or a ``functools.partial`` of one). The first
@@ -117,10 +117,10 @@ def run_sharded(
             store's attrs.
     """
     ranges = shard_ranges(n, shard)
-    if cluster is None or len(ranges) <= 1:
+    if pool is None or len(ranges) <= 1:
         out = [_placed(fn, start, stop) for start, stop in ranges]
     else:
-        client = cluster.client
+        client = pool.client
         name = _describe(fn, ())
         payload = _pickled(name, functools.partial(_placed, fn))
         starts, stops = [r[0] for r in ranges], [r[1] for r in ranges]
@@ -129,7 +129,7 @@ def run_sharded(
             f"{name.split('(')[0]}-{start}-{token}" for start in starts
         ]  # named after fn on the dashboard
         work = {key: ("shard", f"{name} items {a}-{b}") for key, (a, b) in zip(keys, ranges, strict=True)}
-        with cluster.watching(work):
+        with pool.watching(work):
             futures = client.map(_run_pickled, [payload] * len(ranges), starts, stops, key=keys, pure=False)
             out = [_unpacked(name, answer) for answer in client.gather(futures)]
     if workers is not None:
@@ -173,21 +173,21 @@ _IN_PROCESS = threading.Lock()
 def run_job(
     fn: Callable[..., Any],
     *args: Any,
-    cluster: Cluster | None = None,
+    pool: DaskPool | None = None,
     relay: Callable[[int, str], None] | None = None,
     name: str | None = None,
     progress: Callable[[dict[str, Any]], None] | None = None,
     gpus: int = 1,
 ) -> Any:
-    """Run one job, ``fn(*args)``, on a cluster worker (``gpus`` GPUs of one worker when the cluster has
+    """Run one job, ``fn(*args)``, on a pool worker (``gpus`` GPUs of one worker when the pool has
     GPUs), or in this process.
 
-    Safe to call from several threads at once: the cluster decides how many jobs run together, and
+    Safe to call from several threads at once: the pool decides how many jobs run together, and
     in-process jobs take turns.
 
     Args:
         fn: a picklable callable (module-level function).
-        cluster: where to run; None runs here.
+        pool: where to run; None runs here.
         relay: called with (level, message) for every record of the ``cutswap`` loggers the job emits on
             its worker, while it runs (in-process jobs log through the normal logging tree instead).
         name: the job in error messages; default: ``fn``'s name and the names and plain values of ``args``.
@@ -203,28 +203,28 @@ def run_job(
         JobError: the job does not unpickle on the workers, its workers died ``allowed_failures`` + 1
             times, or no worker could run it (see the module docstring).
     """
-    if cluster is None:
+    if pool is None:
         with _IN_PROCESS:
             return fn(*args)
     name = name or _describe(fn, args)
-    client = cluster.client
+    client = pool.client
     topic = f"cutswap-job-{uuid.uuid4().hex}"
     payload = _pickled(
-        name, functools.partial(_job, fn, args, topic if relay else None, cluster.job_threads(), gpus == 1)
+        name, functools.partial(_job, fn, args, topic if relay else None, pool.job_threads(), gpus == 1)
     )
-    resources = cluster.job_resources()
+    resources = pool.job_resources()
     if resources and gpus > 1:
         resources = {**resources, "GPU": gpus}
     if relay is not None:
         client.subscribe_topic(topic, functools.partial(_relayed, relay, progress))
     future = None
     try:
-        with cluster.job_slot():
-            cluster.check_can_run(name, resources)
+        with pool.job_slot():
+            pool.check_can_run(name, resources)
             key = f"{getattr(getattr(fn, 'func', fn), '__name__', 'job')}-{uuid.uuid4().hex}"
-            with cluster.watching({key: ("job", name)}):
+            with pool.watching({key: ("job", name)}):
                 future = client.submit(_run_pickled, payload, resources=resources, key=key, pure=False)
-                return _unpacked(name, cluster.wait(future, name, resources))
+                return _unpacked(name, pool.wait(future, name, resources))
     finally:
         if future is not None and not future.done():
             future.cancel()  # a job given up here must not run later, when a worker turns up
@@ -252,7 +252,7 @@ def _job(
     if pin and (gpu := worker_gpu()) is not None:
         torch.cuda.set_device(gpu)
     if threads is None and not torch.cuda.is_available():
-        # A worker of a cluster by address: its CPU budget is the threads it was started with (``dask
+        # A worker of a pool by address: its CPU budget is the threads it was started with (``dask
         # worker --nthreads``, all cores by default), so workers sharing a host do not oversubscribe it.
         threads = worker.state.nthreads
     if threads is not None:

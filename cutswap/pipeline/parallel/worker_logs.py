@@ -81,7 +81,7 @@ def _not_a_job_failure(record: logging.LogRecord) -> bool:
 
 
 def _one_line_dask_logs() -> None:
-    """On a local worker: Dask's own records (WARNING and up, see ``Cluster._start``) as one line each on the
+    """On a local worker: Dask's own records (WARNING and up, see ``DaskPool._start``) as one line each on the
     worker's stderr, the terminal of the run. A worker's closing races its scheduler's, and the heartbeat
     that loses logs an error with a 40-line traceback that says nothing to act on."""
     logger = logging.getLogger("distributed")
@@ -93,8 +93,8 @@ def _one_line_dask_logs() -> None:
 
 
 def _route_logs_plugin() -> Any:
-    """A Dask worker plugin that routes the ``cutswap`` logs of every worker of a local cluster from its
-    start, shards included (jobs route them themselves, on any cluster)."""
+    """A Dask worker plugin that routes the ``cutswap`` logs of every worker of a local pool from its
+    start, shards included (jobs route them themselves, on any pool)."""
     from distributed.diagnostics.plugin import WorkerPlugin
 
     class RouteLogs(WorkerPlugin):

@@ -20,7 +20,7 @@ import torch
 
 from cutswap.method.clustering import cluster_maps, cluster_ranks
 from cutswap.pipeline import parallel
-from cutswap.pipeline.parallel import Cluster, run_sharded
+from cutswap.pipeline.parallel import DaskPool, run_sharded
 from cutswap.pipeline.settings import ClusterSettings, Settings
 from cutswap.pipeline.stores import StoreRef, build_store, empty_array, location_of, open_group, open_store
 
@@ -37,7 +37,7 @@ def _shard(start: int, stop: int, *, saliency: StoreRef, out: str, cfg: ClusterS
 
 
 def cluster_category(
-    settings: Settings, saliency: StoreRef, mode: str = "run", dask: Cluster | None = None
+    settings: Settings, saliency: StoreRef, mode: str = "run", dask: DaskPool | None = None
 ) -> tuple[StoreRef, bool]:
     cfg = settings.cluster
 

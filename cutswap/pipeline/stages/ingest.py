@@ -40,7 +40,7 @@ import pandas as pd
 
 from cutswap.data.datasets import BUILT_IN
 from cutswap.data.images import DECODE_THREADS, load_mask, load_rgb
-from cutswap.data.layout import IMAGE_EXTENSIONS
+from cutswap.data.layouts.common import IMAGE_EXTENSIONS
 from cutswap.errors import DatasetError
 from cutswap.pipeline.readers import SAMPLE_COLUMNS
 from cutswap.pipeline.settings import Settings

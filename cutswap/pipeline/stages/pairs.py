@@ -24,7 +24,7 @@ import numpy as np
 
 from cutswap.method.pairs import STEP_RANDOM, STEPS, sample_pair_bank, step_counts
 from cutswap.pipeline import parallel
-from cutswap.pipeline.parallel import Cluster, run_sharded
+from cutswap.pipeline.parallel import DaskPool, run_sharded
 from cutswap.pipeline.settings import PairSettings, Settings
 from cutswap.pipeline.stores import StoreRef, build_store, empty_array, location_of, open_group, open_store
 
@@ -60,7 +60,7 @@ def level_names(cluster: StoreRef) -> list[str]:
 
 
 def pairs_category(
-    settings: Settings, cluster: StoreRef, mode: str = "run", dask: Cluster | None = None
+    settings: Settings, cluster: StoreRef, mode: str = "run", dask: DaskPool | None = None
 ) -> tuple[StoreRef, bool]:
     cfg = settings.pairs
 

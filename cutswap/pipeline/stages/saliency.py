@@ -28,7 +28,7 @@ from pathlib import Path
 from cutswap.method.backbones import Backbone, load_backbone, load_exact_backbone
 from cutswap.method.saliency import SaliencyExtractor, saliency_maps
 from cutswap.pipeline import parallel
-from cutswap.pipeline.parallel import Cluster, run_sharded, worker_device
+from cutswap.pipeline.parallel import DaskPool, run_sharded, worker_device
 from cutswap.pipeline.readers import train_indices
 from cutswap.pipeline.settings import SaliencySettings, Settings
 from cutswap.pipeline.stores import (
@@ -72,7 +72,7 @@ def _shard(
 
 
 def saliency_category(
-    settings: Settings, ingest: StoreRef, mode: str = "run", dask: Cluster | None = None
+    settings: Settings, ingest: StoreRef, mode: str = "run", dask: DaskPool | None = None
 ) -> tuple[StoreRef, bool]:
     cfg = settings.saliency
     backbone = _backbone(cfg.backbone, cfg.weights, cfg.allow_download)

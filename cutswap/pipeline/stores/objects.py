@@ -54,7 +54,7 @@ import zarr
 from zarr.storage import WrapperStore
 
 from cutswap import atomic, roots
-from cutswap.errors import StoreError
+from cutswap.errors import StoreError, one_line
 from cutswap.pipeline.stores.checksums import content_digest, damage_of
 from cutswap.stalls import waiting
 
@@ -75,7 +75,7 @@ def _listing(folder: str) -> tuple[list[str], list[dict[str, Any]]]:
     except FileNotFoundError:
         return [], []
     except Exception as exc:  # noqa: BLE001 (obstore raises its own classes for every backend error)
-        raise StoreError(f"cannot list {folder}: {roots.first_line(exc)}") from exc
+        raise StoreError(f"cannot list {folder}: {one_line(exc)}") from exc
     return [p.rstrip("/") for p in found["common_prefixes"]], list(found["objects"])
 
 
@@ -235,7 +235,7 @@ def publishing(folder: str, attrs: dict[str, Any], replace: bool = False) -> Ite
         if heartbeat is not None:
             heartbeat.stop()
         _discard(url, alive)
-        raise StoreError(f"cannot write {folder}: {roots.first_line(exc)}") from exc
+        raise StoreError(f"cannot write {folder}: {one_line(exc)}") from exc
     committed: bool | None = False  # None: the commit's answer was lost, so the attempt may be in use
     try:
         yield group
@@ -249,7 +249,7 @@ def publishing(folder: str, attrs: dict[str, Any], replace: bool = False) -> Ite
     except StoreError:
         raise
     except OSError as exc:
-        raise StoreError(f"writing {folder} failed: {roots.first_line(exc)}") from exc
+        raise StoreError(f"writing {folder} failed: {one_line(exc)}") from exc
     finally:
         heartbeat.stop()
         if committed:
@@ -312,7 +312,7 @@ def _commit(folder: str, attempt: str, digest: str, replace: bool) -> bool:
         except Exception:  # noqa: BLE001
             theirs = None
         if theirs is None:
-            why = "it exists but cannot be read" if exists else roots.first_line(exc)
+            why = "it exists but cannot be read" if exists else one_line(exc)
             raise _CommitUnknown(f"cannot commit {folder}/{name}: {why}; rerun") from exc
         if theirs["attempt"] == attempt:
             return True

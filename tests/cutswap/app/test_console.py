@@ -13,7 +13,7 @@ import time
 import pytest
 
 from cutswap.app.console import ConsoleHandler, Display, run, session
-from cutswap.pipeline.parallel import dask_client
+from cutswap.pipeline.parallel import dask_pool
 from tests.support.s3 import free_port
 
 
@@ -183,7 +183,7 @@ def test_a_remote_scheduler_that_dies_leaves_no_bare_error_line_on_the_console(t
         with (
             session(stream=out, live=False),
             run(tmp_path, "r1"),
-            dask_client(address=f"tcp://127.0.0.1:{port}", gpus=0) as dask,
+            dask_pool(address=f"tcp://127.0.0.1:{port}", gpus=0) as dask,
         ):
             dask.client  # noqa: B018 - connect
             scheduler.kill()

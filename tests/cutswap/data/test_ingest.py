@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from cutswap.errors import DatasetError
-from cutswap.pipeline.datasets import resolve_dataset
 from cutswap.pipeline.readers import samples
+from cutswap.pipeline.run_dataset import resolve_dataset
 from cutswap.pipeline.stages.ingest import ingest_category
 from cutswap.pipeline.stores import is_complete, open_store
 

@@ -22,7 +22,7 @@ from cutswap.data.builtin.textures import build_textures
 from cutswap.data.layouts.mvtec import scan_mvtec
 from cutswap.errors import CutswapError
 from cutswap.pipeline import parallel
-from cutswap.pipeline.parallel import dask_client, run_job, run_sharded, shard_ranges
+from cutswap.pipeline.parallel import dask_pool, run_job, run_sharded, shard_ranges
 from cutswap.pipeline.settings import Settings
 from cutswap.pipeline.stages.cluster import cluster_category
 from cutswap.pipeline.stages.ingest import ingest_category
@@ -61,7 +61,7 @@ def test_precompute_stores_identical_with_one_and_two_workers(tmp_path, monkeypa
                 "train": {"device": "cpu"},
             }
         )
-        with dask_client(workers=workers) as dask:
+        with dask_pool(workers=workers) as dask:
             ing, _ = ingest_category(settings, root, "brick", table)
             # shards of 4 images: 10 training images make 3 ranges, so 2 workers really split the work
             monkeypatch.setattr(parallel, "SHARD", 4)
@@ -117,7 +117,7 @@ def test_jobs_one_gpu_each_several_at_once_with_logs_relayed():
         raise ValueError("bad job")
 
     lines: list[tuple[int, str]] = []
-    with dask_client(workers=1, gpus=2) as dask:
+    with dask_pool(workers=1, gpus=2) as dask:
         assert dask.workers == 2
         assert dask.job_resources() == {"GPU": 1}
         with ThreadPoolExecutor(4) as pool:
@@ -151,7 +151,7 @@ def test_cpu_cluster_runs_cpu_jobs_at_once_each_with_its_share_of_the_cores(cpu_
         time.sleep(0.5)
         return torch.get_num_threads(), start, time.time()
 
-    with dask_client(workers=2, gpus=0, cpu_jobs=cpu_jobs) as dask:
+    with dask_pool(workers=2, gpus=0, cpu_jobs=cpu_jobs) as dask:
         assert dask.job_resources() is None
         with ThreadPoolExecutor(4) as pool:
             runs = list(pool.map(lambda _: run_job(job, cluster=dask), range(4)))
@@ -173,7 +173,7 @@ def test_local_cluster_on_cuda_gives_each_job_its_workers_gpu():
 
         return str(get_worker().name), torch.cuda.current_device()
 
-    with dask_client(workers=1) as dask:
+    with dask_pool(workers=1) as dask:
         assert dask.gpus == torch.cuda.device_count() and dask.workers == dask.gpus
         assert dask.job_resources() == {"GPU": 1}
         with ThreadPoolExecutor(2 * dask.gpus) as pool:
@@ -185,5 +185,5 @@ def test_local_cluster_on_cuda_gives_each_job_its_workers_gpu():
 def test_a_shadowing_cutswap_module_on_the_workers_path_is_a_clear_error(tmp_path, monkeypatch):
     (tmp_path / "cutswap.py").write_text("raise SystemExit('not the package')\n")
     monkeypatch.syspath_prepend(str(tmp_path))  # spawned workers inherit sys.path
-    with dask_client(workers=1, gpus=0) as dask, pytest.raises(CutswapError, match="shadows the package"):
+    with dask_pool(workers=1, gpus=0) as dask, pytest.raises(CutswapError, match="shadows the package"):
         dask.client  # noqa: B018 - starts the cluster

@@ -1,4 +1,4 @@
-"""Cluster faults end the run with a ``JobError`` naming the job and the reason; they never hang it.
+"""Faults of the Dask workers end the run with a ``JobError`` naming the job and the reason; they never hang it.
 
 Each test runs a real Dask cluster on 127.0.0.1 and calls the job through ``_within``, so that a
 regression to hanging fails the test instead of stalling the suite.
@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from distributed import Client, LocalCluster
 
-from cutswap.pipeline.parallel import JobError, dask_client, run_job, run_sharded
+from cutswap.pipeline.parallel import JobError, dask_pool, run_job, run_sharded
 from cutswap.pipeline.settings import Settings, TrainSettings
 from cutswap.pipeline.stages.train import train_run
 from cutswap.pipeline.stores import open_store
@@ -57,7 +57,7 @@ def _said(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [
         re.sub(r"tcp://127\.0\.0\.1:\d+", "W", r.getMessage())
         for r in caplog.records
-        if r.name == "cutswap.pipeline.parallel.cluster" and "died" in r.getMessage()
+        if r.name == "cutswap.pipeline.parallel.pool" and "died" in r.getMessage()
     ]
 
 
@@ -92,7 +92,7 @@ def test_a_job_that_does_not_unpickle_on_the_workers_fails_at_once_and_the_worke
     def plus_one(x: int) -> int:
         return x + 1
 
-    with dask_client(workers=1, gpus=0) as dask:
+    with dask_pool(workers=1, gpus=0) as dask:
         dask.client  # noqa: B018 - start the workers before the module is importable here
         monkeypatch.syspath_prepend(str(tmp_path))
         module = importlib.import_module(name)
@@ -106,9 +106,9 @@ def test_a_job_that_does_not_unpickle_on_the_workers_fails_at_once_and_the_worke
 
 @pytest.mark.slow
 def test_a_job_whose_worker_keeps_dying_fails_after_allowed_failures_reruns(tmp_path, caplog):
-    caplog.set_level(logging.INFO, logger="cutswap.pipeline.parallel.cluster")
+    caplog.set_level(logging.INFO, logger="cutswap.pipeline.parallel.pool")
     marker = tmp_path / "deaths"
-    with dask_client(workers=1, gpus=0, allowed_failures=1) as dask, pytest.raises(JobError) as caught:
+    with dask_pool(workers=1, gpus=0, allowed_failures=1) as dask, pytest.raises(JobError) as caught:
         _within(60, lambda: run_job(_killer(marker), cluster=dask, name="train brick/cutswap/seed 0"))
     message = str(caught.value)
     assert "job train brick/cutswap/seed 0 failed: the Dask workers running it died 2 times" in message
@@ -131,7 +131,7 @@ def test_a_gpu_job_on_a_remote_cluster_without_gpu_workers_fails_at_once():
         return get_worker().address
 
     with _scheduler(n_workers=1) as remote:
-        with dask_client(address=remote.scheduler_address, gpus=1) as dask:
+        with dask_pool(address=remote.scheduler_address, gpus=1) as dask:
             start = time.monotonic()
             with pytest.raises(JobError) as caught:
                 _within(30, lambda: run_job(where, cluster=dask))
@@ -140,7 +140,7 @@ def test_a_gpu_job_on_a_remote_cluster_without_gpu_workers_fails_at_once():
         assert message.startswith("job where() needs a worker with the resource GPU=1, but none of the 1")
         assert remote.scheduler_address in message and "--resources GPU=1" in message
         assert "parallel.gpus: 0" in message
-        with dask_client(address=remote.scheduler_address) as dask:  # gpus unset: no worker has one
+        with dask_pool(address=remote.scheduler_address) as dask:  # gpus unset: no worker has one
             assert dask.job_resources() is None
             assert _within(30, lambda: run_job(where, cluster=dask)).startswith("tcp://127.0.0.1:")
 
@@ -151,7 +151,7 @@ def test_a_job_on_a_remote_scheduler_without_workers_fails_after_worker_timeout(
 
     with (
         _scheduler(n_workers=0) as remote,
-        dask_client(address=remote.scheduler_address, worker_timeout=1) as dask,
+        dask_pool(address=remote.scheduler_address, worker_timeout=1) as dask,
     ):
         start = time.monotonic()
         with pytest.raises(
@@ -165,7 +165,7 @@ def test_a_job_on_a_remote_scheduler_without_workers_fails_after_worker_timeout(
 def test_a_gpu_job_whose_gpu_workers_are_gone_fails_after_worker_timeout(tmp_path, caplog):
     """A remote cluster with a CPU worker and a GPU worker without a nanny; the job kills the GPU worker,
     so the scheduler would queue its rerun forever. It fails after ``worker_timeout`` instead."""
-    caplog.set_level(logging.INFO, logger="cutswap.pipeline.parallel.cluster")
+    caplog.set_level(logging.INFO, logger="cutswap.pipeline.parallel.pool")
     marker = tmp_path / "deaths"
     with _scheduler(n_workers=1) as remote, Client(remote) as watcher:
         gpu_worker = subprocess.Popen(
@@ -174,7 +174,7 @@ def test_a_gpu_job_whose_gpu_workers_are_gone_fails_after_worker_timeout(tmp_pat
         )  # fmt: skip
         try:
             watcher.wait_for_workers(2, timeout=30)
-            with dask_client(address=remote.scheduler_address, worker_timeout=2) as dask:
+            with dask_pool(address=remote.scheduler_address, worker_timeout=2) as dask:
                 assert dask.job_resources() == {"GPU": 1}
                 start = time.monotonic()
                 with pytest.raises(JobError) as caught:
@@ -205,9 +205,9 @@ def test_a_training_job_whose_worker_is_killed_reruns_and_resumes_from_its_check
     settings = Settings(storage_root=tmp_path, train=train)
     marker = tmp_path / "deaths"
     job = functools.partial(train_run, progress=_killer(marker, at_step=4))
-    caplog.set_level(logging.INFO, logger="cutswap.pipeline.parallel.cluster")
+    caplog.set_level(logging.INFO, logger="cutswap.pipeline.parallel.pool")
     name = "train brick/cutpaste/seed 0"
-    with dask_client(workers=1, gpus=0) as dask:
+    with dask_pool(workers=1, gpus=0) as dask:
         call = functools.partial(run_job, job, settings, ingest, "cutpaste", 0, cluster=dask, name=name)
         ref, computed = _within(90, call)
     assert len(marker.read_text().split()) == 1, "the worker should have been killed once"
@@ -239,8 +239,8 @@ def _shard_killer(marker: Path) -> Callable[[int, int], int]:
 
 @pytest.mark.slow
 def test_a_shard_whose_worker_dies_is_said_and_rerun(tmp_path, caplog):
-    caplog.set_level(logging.INFO, logger="cutswap.pipeline.parallel.cluster")
-    with dask_client(workers=1, gpus=0) as dask:
+    caplog.set_level(logging.INFO, logger="cutswap.pipeline.parallel.pool")
+    with dask_pool(workers=1, gpus=0) as dask:
         sizes = _within(60, lambda: run_sharded(_shard_killer(tmp_path / "deaths"), 4, dask, shard=2))
     assert sizes == [2, 2]
     assert _said(caplog) == [

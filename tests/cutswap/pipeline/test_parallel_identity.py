@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from cutswap.errors import CutswapError
-from cutswap.pipeline.parallel import Cluster
+from cutswap.pipeline.parallel import DaskPool
 from cutswap.pipeline.parallel.identity import claim_gpu, differences, fingerprint
 
 REPO = Path(__file__).resolve().parents[3]
@@ -53,7 +53,7 @@ def test_a_worker_running_other_code_is_refused_by_name(tmp_path):
             stale = next(
                 a for a, w in client.scheduler_info(n_workers=-1)["workers"].items() if w["name"] == "stale"
             )
-        cluster = Cluster(0, address=same.address)
+        cluster = DaskPool(0, address=same.address)
         with pytest.raises(CutswapError) as info:
             cluster.client  # noqa: B018 (connecting is what is tested)
         cluster.close()
@@ -127,7 +127,7 @@ def test_a_cpu_job_on_a_cluster_by_address_keeps_to_its_workers_threads():
 
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
                       dashboard_address=None) as local:  # fmt: skip
-        cluster = Cluster(0, address=local.scheduler_address)
+        cluster = DaskPool(0, address=local.scheduler_address)
         try:
             assert run_job(_torch_threads, cluster=cluster) == 1
         finally:

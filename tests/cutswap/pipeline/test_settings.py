@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from cutswap.errors import SettingsError
-from cutswap.pipeline.datasets import resolve_dataset
+from cutswap.pipeline.run_dataset import resolve_dataset
 from cutswap.pipeline.settings import Settings, load_settings
 from cutswap.report.tables import reference_table
 

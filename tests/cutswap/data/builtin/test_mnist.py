@@ -27,7 +27,7 @@ from cutswap.data.images import read_rgb
 from cutswap.data.layouts.mvtec import scan_mvtec
 from cutswap.errors import DatasetError
 from cutswap.method.registry import METHODS
-from cutswap.pipeline.datasets import resolve_dataset
+from cutswap.pipeline.run_dataset import resolve_dataset
 from cutswap.pipeline.settings import load_settings
 
 PRESET = Path(__file__).parents[4] / "configs" / "mnist.yaml"

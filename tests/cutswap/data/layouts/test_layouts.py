@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 
 from cutswap.data.datasets import LAYOUTS
-from cutswap.data.layout import COLUMNS
 from cutswap.data.layouts.btad import scan_btad
+from cutswap.data.layouts.common import COLUMNS
 from cutswap.data.layouts.folder import scan_folder
 from cutswap.data.layouts.loco import scan_loco
 from cutswap.data.layouts.visa import scan_visa
 from cutswap.errors import DatasetError, SettingsError
-from cutswap.pipeline.datasets import resolve_dataset
+from cutswap.pipeline.run_dataset import resolve_dataset
 from cutswap.pipeline.settings import DatasetSettings
 
 

@@ -79,7 +79,7 @@ CHILD = textwrap.dedent(
             stores.publishing = slow
             open(os.path.join(storage, f"started-{{os.getpid()}}"), "w").close()
 
-    from cutswap.pipeline.datasets import resolve_dataset
+    from cutswap.pipeline.run_dataset import resolve_dataset
     from cutswap.pipeline.settings import load_settings
     from cutswap.pipeline.stages.ingest import ingest_category
 
@@ -160,7 +160,7 @@ def stage_entries(storage: Path, stage: str) -> tuple[list[str], list[str]]:
 
 def run_here(storage: Path, data: Path, stage: str) -> Path:
     """The uninterrupted run (and every rerun), in this process: ingest, then saliency if asked."""
-    from cutswap.pipeline.datasets import resolve_dataset
+    from cutswap.pipeline.run_dataset import resolve_dataset
     from cutswap.pipeline.settings import load_settings
     from cutswap.pipeline.stages.ingest import ingest_category
 

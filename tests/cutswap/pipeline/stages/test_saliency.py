@@ -13,7 +13,7 @@ from cutswap.data.layouts.mvtec import scan_mvtec
 from cutswap.errors import SettingsError
 from cutswap.method import backbones
 from cutswap.pipeline import parallel
-from cutswap.pipeline.parallel import dask_client
+from cutswap.pipeline.parallel import dask_pool
 from cutswap.pipeline.settings import Settings
 from cutswap.pipeline.stages.ingest import ingest_category
 from cutswap.pipeline.stages.saliency import saliency_category
@@ -59,7 +59,7 @@ def test_workers_with_another_torch_cache_compute_with_the_resolved_backbone(
 
     there = settings("there")
     ingest_there, _ = ingest_category(there, root, "brick", table)
-    with dask_client(workers=1) as dask:
+    with dask_pool(workers=1) as dask:
         seen = dask.client.run(
             _worker_with_its_own_resnet18, str(tmp_path / "worker-home"), path.read_bytes(), digest
         )

@@ -1,4 +1,4 @@
-"""The Dask cluster a run works on: a local one started and stopped here, or an existing one by address,
+"""The Dask pool a run works on: a local one started and stopped here, or an existing one by address,
 and what every job asks of it (see the package docstring)."""
 
 from __future__ import annotations
@@ -22,22 +22,22 @@ STARTED = "cutswap-started"
 
 
 class JobError(CutswapError):
-    """A cluster job cannot run: it does not unpickle on the workers, its workers keep dying, or no worker
+    """A pool job cannot run: it does not unpickle on the workers, its workers keep dying, or no worker
     can take it. The message names the job, the reason and what to do."""
 
 
-class Cluster:
-    """A Dask client started on first use, so a run whose stages are all reused starts no cluster.
+class DaskPool:
+    """A Dask client started on first use, so a run whose stages are all reused starts no pool.
 
     Args:
-        workers: processes of a local cluster started (and stopped) here, when it has no GPUs.
-        address: scheduler of an existing cluster (``tcp://host:8786``); takes precedence.
+        workers: processes of a local pool started (and stopped) here, when it has no GPUs.
+        address: scheduler of an existing pool (``tcp://host:8786``); takes precedence.
         threads_per_worker: threads per local worker process; torch parallelises inside a task already.
-        gpus: GPUs of a local cluster; with any, it starts one worker per GPU, each advertising
+        gpus: GPUs of a local pool; with any, it starts one worker per GPU, each advertising
             ``{"GPU": 1}``. None: every visible CUDA device. With ``address``: 1 or more, every job asks
             for a GPU; 0, none does; None, jobs ask for one when any worker advertises GPUs.
-        cpu_jobs: jobs at once on a local cluster without GPUs (at most, and by default, one per worker).
-        allowed_failures: deaths of a job's worker before the job fails, on a local cluster (a remote
+        cpu_jobs: jobs at once on a local pool without GPUs (at most, and by default, one per worker).
+        allowed_failures: deaths of a job's worker before the job fails, on a local pool (a remote
             scheduler uses its own ``distributed.scheduler.allowed-failures``).
         worker_timeout: seconds a job may wait while no connected worker can run it.
     """
@@ -75,7 +75,7 @@ class Cluster:
 
     @property
     def local_cpu(self) -> bool:
-        """A local cluster without GPUs: the one whose cores the jobs share."""
+        """A local pool without GPUs: the one whose cores the jobs share."""
         return self.address is None and not self.gpus
 
     @property
@@ -112,7 +112,7 @@ class Cluster:
             f"distributed.nanny.pre-spawn-environ.{quiet}": "warning",
         }
         with dask.config.set(config), _restored_env(quiet, before):
-            cluster = LocalCluster(
+            pool = LocalCluster(
                 n_workers=self.workers,
                 threads_per_worker=self.threads_per_worker,
                 processes=True,
@@ -121,16 +121,16 @@ class Cluster:
                 resources={"GPU": 1} if self.gpus else None,
                 scheduler_kwargs={"allowed_failures": self.allowed_failures},
             )
-        self._stack.callback(cluster.close)
-        client = Client(cluster, set_as_default=False)
+        self._stack.callback(pool.close)
+        client = Client(pool, set_as_default=False)
         self._stack.callback(client.close)
         _check_workers_see_this_package(client)
-        _check_workers_run_this_code(client, "the local cluster")
+        _check_workers_run_this_code(client, "the local pool")
         client.subscribe_topic(WORKER_LOGS, _log_worker_record)
         client.register_plugin(_route_logs_plugin(), name="cutswap-logs")
         self._watch_workers(client)
         log.info(
-            "dask: local cluster of %d workers%s, dashboard %s",
+            "dask: local pool of %d workers%s, dashboard %s",
             self.workers,
             " (one GPU each)" if self.gpus else "",
             client.dashboard_link,
@@ -180,7 +180,7 @@ class Cluster:
         message = event[1]
         if not isinstance(message, dict) or message.get("action") != "remove-worker":
             return
-        if message.get("expected") or self._closing:  # retired, or closed with the cluster
+        if message.get("expected") or self._closing:  # retired, or closed with the pool
             return
         worker = message.get("worker", "?")
         allowed = self.allowed_failures if self.address is None else self._scheduler_failures
@@ -222,8 +222,8 @@ class Cluster:
     def job_resources(self) -> dict[str, float] | None:
         """What every job asks for: ``{"GPU": 1}`` or None (no constraint).
 
-        A local cluster's jobs ask for a GPU when it has GPUs; a remote one's when ``gpus`` says so, or,
-        without it, when any worker of the cluster advertises GPUs.
+        A local pool's jobs ask for a GPU when it has GPUs; a remote one's when ``gpus`` says so, or,
+        without it, when any worker of the pool advertises GPUs.
         """
         if self.gpus is not None:
             return {"GPU": 1} if self.gpus else None
@@ -231,10 +231,10 @@ class Cluster:
         return {"GPU": 1} if any(w.get("resources", {}).get("GPU") for w in workers) else None
 
     def _where(self) -> str:
-        return f"the Dask scheduler at {self.address}" if self.address else "the local Dask cluster"
+        return f"the Dask scheduler at {self.address}" if self.address else "the local Dask pool"
 
     def check_can_run(self, name: str, resources: dict[str, float] | None) -> None:
-        """Fail at once when the cluster has workers but none offers ``resources``."""
+        """Fail at once when the pool has workers but none offers ``resources``."""
         workers = self.client.scheduler_info(n_workers=-1)["workers"]
         if workers and resources and not _capable(workers, resources):
             offers = sorted({_format(w.get("resources") or {}) for w in workers.values()})
@@ -272,7 +272,7 @@ class Cluster:
                 why = f"no worker is connected to {self._where()} (they died or left, or never joined)"
             raise JobError(
                 f"job {name} waited {self.worker_timeout:g} s with no worker able to run it: {why}. "
-                "Restart the cluster's workers, or raise parallel.worker_timeout when they take longer "
+                "Restart the pool's workers, or raise parallel.worker_timeout when they take longer "
                 "to come back"
             )
         try:
@@ -288,11 +288,11 @@ class Cluster:
             ) from exc
 
     def job_threads(self) -> int | None:
-        """Torch threads per job on a local CPU cluster (its share of the cores); None: leave as is."""
+        """Torch threads per job on a local CPU pool (its share of the cores); None: leave as is."""
         return max(1, (os.cpu_count() or 1) // self.cpu_jobs) if self.cpu_jobs else None
 
     def job_slot(self) -> contextlib.AbstractContextManager:
-        """Held while a job runs: on a local CPU cluster, at most ``cpu_jobs`` jobs hold one at once."""
+        """Held while a job runs: on a local CPU pool, at most ``cpu_jobs`` jobs hold one at once."""
         return self._slots if self._slots is not None else contextlib.nullcontext()
 
     def close(self) -> None:
@@ -349,7 +349,7 @@ def _check_workers_see_this_package(client: Any) -> None:
 
 
 def _check_workers_run_this_code(client: Any, where: str) -> None:
-    """Refuse a cluster any of whose workers runs other code than this process (``identity``), by name.
+    """Refuse a pool any of whose workers runs other code than this process (``identity``), by name.
 
     A worker that cannot even import cutswap is named too, with its error.
     """
@@ -377,7 +377,7 @@ def _check_workers_run_this_code(client: Any, where: str) -> None:
 
 
 @contextlib.contextmanager
-def dask_client(
+def dask_pool(
     workers: int = 0,
     address: str | None = None,
     threads_per_worker: int = 1,
@@ -385,13 +385,13 @@ def dask_client(
     cpu_jobs: int | None = None,
     allowed_failures: int = 3,
     worker_timeout: float = 300.0,
-) -> Iterator[Cluster | None]:
-    """A lazily started :class:`Cluster`, or None for in-process work (``workers=0`` and no address)."""
+) -> Iterator[DaskPool | None]:
+    """A lazily started :class:`DaskPool`, or None for in-process work (``workers=0`` and no address)."""
     if address is None and workers <= 0:
         yield None
         return
-    cluster = Cluster(workers, address, threads_per_worker, gpus, cpu_jobs, allowed_failures, worker_timeout)
+    pool = DaskPool(workers, address, threads_per_worker, gpus, cpu_jobs, allowed_failures, worker_timeout)
     try:
-        yield cluster
+        yield pool
     finally:
-        cluster.close()
+        pool.close()
