@@ -7,7 +7,7 @@ The protocol, for a file or a folder at ``final``::
     .<name>.tmp-<token>       written first, every byte fsynced (a power cut cannot publish data in flight)
     .<name>.tmp-<token>.lock  flock held by its writer while it lives (``WriterLock``): the kernel drops it
                               when the writer dies, however it dies, so the next writer of the folder
-                              knows a leftover from a live write (``collect_garbage``)
+                              knows a leftover from a live write (``remove_leftovers``)
     .<name>.lock            flock held while the old version is swapped out and the new one in (folders),
                             deleted after (``locked``)
     .<name>.old-<token>     the previous version, renamed aside and deleted once the new one is in place
@@ -306,7 +306,7 @@ def try_lock(fd: int) -> bool | None:
 _ORPHAN_LOCK_AGE = 60.0
 
 
-def collect_garbage(folder: Path) -> list[Path]:
+def remove_leftovers(folder: Path) -> list[Path]:
     """Remove what killed writers left in a folder; returns what was removed.
 
     A temporary file or folder (``.<name>.tmp-<token>``) is a leftover when its lock file is gone, or its

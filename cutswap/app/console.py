@@ -456,11 +456,11 @@ def run(reports_root: Path, name: str, debug: bool = False) -> Iterator[Display]
 
     The log is written beside the run's folder under a temporary name of this process's own (two runs of
     one name at once each keep theirs; the last to end is the one in place), and leftovers of killed runs
-    are collected first (``cutswap.atomic.collect_garbage``): log files, report folders and the index.
+    are collected first (``cutswap.atomic.remove_leftovers``): log files, report folders and the index.
     """
     final = log_path(reports_root, name)
     final.parent.parent.mkdir(parents=True, exist_ok=True)
-    atomic.collect_garbage(final.parent.parent)
+    atomic.remove_leftovers(final.parent.parent)
     partial = atomic.temporary_sibling(final.parent.parent / f"{name}.run.log")
     writer = atomic.WriterLock(Path(f"{partial}.lock"))
     # Appending (to a new file): the resource tracker may write to it too (``_resource_tracker_to``).

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from cutswap import atomic
-from cutswap.atomic import collect_garbage
+from cutswap.atomic import remove_leftovers
 
 
 def _entries(folder: Path) -> list[str]:
@@ -49,7 +49,7 @@ def test_garbage_of_dead_writers_is_collected_live_writes_are_not(tmp_path):
     for lock in (".a-1.tmp-dead.lock", ".run.log.tmp-9-dead.lock"):  # silent for an hour
         os.utime(stage / lock, (past, past))
     try:
-        removed = {p.name for p in collect_garbage(stage)}
+        removed = {p.name for p in remove_leftovers(stage)}
     finally:
         os.close(held)
     assert removed == {
@@ -86,11 +86,11 @@ def test_temporaries_hold_their_writer_lock_and_leave_nothing(tmp_path):
     final = tmp_path / "reports" / "run"
     with atomic.atomic_dir(final) as tmp:
         (tmp / "a.txt").write_text("x")
-        assert collect_garbage(final.parent) == []  # a live write is left alone
+        assert remove_leftovers(final.parent) == []  # a live write is left alone
         assert Path(f"{tmp}.lock").is_file()
     with atomic.atomic_file(final.parent / "index.html") as tmp:
         tmp.write_text("<html>")
-        assert collect_garbage(final.parent) == []
+        assert remove_leftovers(final.parent) == []
     assert _entries(final.parent) == ["index.html", "run"]
 
 

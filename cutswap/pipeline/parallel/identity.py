@@ -2,7 +2,7 @@
 
 A store's key names the code that made it (``CODE_VERSIONS``); a worker running other code would write
 numbers under a key that names code that did not run. So on connecting to any pool, every worker's
-``fingerprint`` is compared with the flow's and the run is refused, naming the workers that differ::
+``code_fingerprint`` is compared with the flow's and the run is refused, naming the workers that differ::
 
     {"cutswap": "0.1.0", "code": "<sha256 of the cutswap package's .py files, 16 hex>",
      "stages": {"ingest": "1", ...}, "torch": "2.14.1", "zarr": "3.1.6"}
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 
 @functools.cache
-def fingerprint() -> dict[str, Any]:
+def code_fingerprint() -> dict[str, Any]:
     """This process's cutswap version, code hash, stage code versions, torch and zarr versions."""
     import importlib.metadata as md
 

@@ -10,9 +10,9 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from cutswap.pipeline.parallel.identity import fingerprint, worker_gpu
+from cutswap.pipeline.parallel.identity import code_fingerprint, worker_gpu
 from cutswap.pipeline.parallel.pool import STARTED, DaskPool, JobError
-from cutswap.pipeline.parallel.worker_logs import _route_worker_logs
+from cutswap.pipeline.parallel.worker_logs import route_worker_logs
 from cutswap.pipeline.stores.arrays import SHARD
 
 
@@ -51,9 +51,9 @@ def _unpickling_runner() -> Callable[..., tuple]:
 
         try:
             sender, call = pickle.loads(payload)
-            from cutswap.pipeline.parallel.identity import differences, fingerprint
+            from cutswap.pipeline.parallel.identity import code_fingerprint, differences
 
-            differ = differences(sender, fingerprint())
+            differ = differences(sender, code_fingerprint())
         except BaseException as exc:  # a module's import may raise anything, SystemExit included
             return "unpickle", "".join(traceback.format_exception_only(exc)).strip(), where()
         if differ:  # a worker restarted on other code after the pool was checked
@@ -78,7 +78,7 @@ def _pickled(name: str, call: Callable[..., Any]) -> bytes:
     import cloudpickle
 
     try:
-        return cloudpickle.dumps((fingerprint(), call))
+        return cloudpickle.dumps((code_fingerprint(), call))
     except Exception as exc:
         raise JobError(f"job {name} cannot be sent to the pool: it does not pickle ({exc})") from exc
 
@@ -258,9 +258,9 @@ def _job(
     if threads is not None:
         torch.set_num_threads(threads)
     if topic is None:
-        _route_worker_logs(worker)
+        route_worker_logs(worker)
         return fn(*args)
-    router, thread = _route_worker_logs(worker), threading.get_ident()
+    router, thread = route_worker_logs(worker), threading.get_ident()
     router.topics[thread] = topic
     try:
         return fn(*args)

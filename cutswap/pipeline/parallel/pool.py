@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from cutswap.errors import CutswapError
-from cutswap.pipeline.parallel.identity import differences, fingerprint
-from cutswap.pipeline.parallel.worker_logs import WORKER_LOGS, _log_worker_record, _route_logs_plugin
+from cutswap.pipeline.parallel.identity import code_fingerprint, differences
+from cutswap.pipeline.parallel.worker_logs import WORKER_LOGS, log_worker_record, route_logs_plugin
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ class DaskPool:
             client = Client(self.address, set_as_default=False)
             self._stack.callback(client.close)
             _check_workers_run_this_code(client, self.address)
-            client.subscribe_topic(WORKER_LOGS, _log_worker_record)
+            client.subscribe_topic(WORKER_LOGS, log_worker_record)
             self._watch_workers(client)
             log.info("dask: connected to %s", self.address)
             return client
@@ -126,8 +126,8 @@ class DaskPool:
         self._stack.callback(client.close)
         _check_workers_see_this_package(client)
         _check_workers_run_this_code(client, "the local pool")
-        client.subscribe_topic(WORKER_LOGS, _log_worker_record)
-        client.register_plugin(_route_logs_plugin(), name="cutswap-logs")
+        client.subscribe_topic(WORKER_LOGS, log_worker_record)
+        client.register_plugin(route_logs_plugin(), name="cutswap-logs")
         self._watch_workers(client)
         log.info(
             "dask: local pool of %d workers%s, dashboard %s",
@@ -356,13 +356,13 @@ def _check_workers_run_this_code(client: Any, where: str) -> None:
 
     def theirs() -> Any:  # nested, so it travels by value and reports a failed import as an answer
         try:
-            from cutswap.pipeline.parallel.identity import fingerprint
+            from cutswap.pipeline.parallel.identity import code_fingerprint
 
-            return fingerprint()
+            return code_fingerprint()
         except Exception as exc:  # noqa: BLE001
             return f"cannot import cutswap: {type(exc).__name__}: {exc}"
 
-    ours = fingerprint()
+    ours = code_fingerprint()
     wrong = []
     for address, answer in sorted(client.run(theirs).items()):
         why = answer if isinstance(answer, str) else "; ".join(differences(ours, answer))

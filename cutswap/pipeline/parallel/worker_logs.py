@@ -11,7 +11,7 @@ from typing import Any
 WORKER_LOGS = "cutswap-worker-logs"
 
 
-def _log_worker_record(event: tuple) -> None:
+def log_worker_record(event: tuple) -> None:
     """Here: a ``cutswap`` record a worker logged outside a relayed job, logged again under its name."""
     level, name, message, worker = event[1]
     logging.getLogger(name).log(level, "%s (Dask worker %s)", message, worker)
@@ -42,7 +42,7 @@ class _WorkerLogs(logging.Handler):
             self.handleError(record)
 
 
-def _route_worker_logs(worker: Any) -> _WorkerLogs:
+def route_worker_logs(worker: Any) -> _WorkerLogs:
     """Make ``_WorkerLogs`` the only way out of the ``cutswap`` loggers on this worker (idempotent).
 
     It replaces the handlers a runner's import attached there (Prefect's API handler, whose records here
@@ -92,14 +92,14 @@ def _one_line_dask_logs() -> None:
     logger.propagate = False  # not also through a root handler a runner's import set up (Prefect's)
 
 
-def _route_logs_plugin() -> Any:
+def route_logs_plugin() -> Any:
     """A Dask worker plugin that routes the ``cutswap`` logs of every worker of a local pool from its
     start, shards included (jobs route them themselves, on any pool)."""
     from distributed.diagnostics.plugin import WorkerPlugin
 
     class RouteLogs(WorkerPlugin):
         def setup(self, worker: Any) -> None:
-            _route_worker_logs(worker)
+            route_worker_logs(worker)
             _one_line_dask_logs()
 
     return RouteLogs()

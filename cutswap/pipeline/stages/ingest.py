@@ -63,7 +63,7 @@ def mask_files(root: Path, mask_path: str | None) -> list[str]:
     return [f"{mask_path}/{n}" for n in names]
 
 
-def fingerprint(root: Path, table: pd.DataFrame, how: str = "stat") -> str:
+def dataset_fingerprint(root: Path, table: pd.DataFrame, how: str = "stat") -> str:
     """Hash of a category's sample table and of the source files it refers to.
 
     Args:
@@ -122,7 +122,7 @@ def ingest_category(
         "category": category,
         "image_size": size,
         "lenient": cfg.lenient,
-        "fingerprint": fingerprint(root, table, _fingerprint_kind(cfg.name, cfg.fingerprint)),
+        "fingerprint": dataset_fingerprint(root, table, _fingerprint_kind(cfg.name, cfg.fingerprint)),
     }
 
     def write(group):

@@ -29,7 +29,7 @@ How a store is published (``publishing``), and why each step is there:
    are equal and either is correct. Each writer fills its own directory, whole shards at a time, so two
    writers never share a Zarr shard (Zarr loses data silently when they do).
 4. Leftovers of crashed writers are removed by the next writer in the same stage folder
-   (``cutswap.atomic.collect_garbage``): a temporary directory whose lock can be taken and whose writer's
+   (``cutswap.atomic.remove_leftovers``): a temporary directory whose lock can be taken and whose writer's
    heartbeat (the lock file's time, refreshed every 30 s) has been silent for ``stale_seconds`` has no
    live writer. Where the filesystem offers no locks, leftovers are left alone (they are hidden and never
    read) rather than risk deleting a live write; roots on such filesystems are better given as
@@ -108,7 +108,7 @@ def publishing(final: Path, attrs: dict[str, Any], replace: bool = False) -> Ite
     lock: atomic.WriterLock | None = None
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        atomic.collect_garbage(parent)
+        atomic.remove_leftovers(parent)
         lock = atomic.WriterLock(Path(f"{tmp}.lock"))
         tmp.mkdir()  # at once: a lock file without its directory is only collected once it is old
         group = zarr.open_group(str(tmp), mode="w-")

@@ -13,13 +13,13 @@ import pytest
 
 from cutswap.errors import CutswapError
 from cutswap.pipeline.parallel import DaskPool
-from cutswap.pipeline.parallel.identity import claim_gpu, differences, fingerprint
+from cutswap.pipeline.parallel.identity import claim_gpu, code_fingerprint, differences
 
 REPO = Path(__file__).resolve().parents[3]
 
 
 def test_fingerprints_name_what_differs():
-    ours = fingerprint()
+    ours = code_fingerprint()
     theirs = {**ours, "torch": "2.0.0", "stages": {**ours["stages"], "train": "0"}}
     assert differences(ours, ours) == []
     assert differences(ours, theirs) == [
@@ -163,7 +163,7 @@ def test_a_job_reaching_a_worker_with_other_code_is_refused_naming_it():
     from cutswap.pipeline.parallel import JobError, jobs
 
     ran = []
-    payload = cloudpickle.dumps(({**fingerprint(), "code": "0" * 16}, lambda: ran.append(1)))
+    payload = cloudpickle.dumps(({**code_fingerprint(), "code": "0" * 16}, lambda: ran.append(1)))
     answer = jobs._run_pickled(payload)
     assert answer[0] == "code" and not ran
     with pytest.raises(
