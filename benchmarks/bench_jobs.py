@@ -1,7 +1,7 @@
-"""Wall time of a batch of training jobs: in-process one after another vs as jobs on a local Dask cluster.
+"""Wall time of a batch of training jobs: in-process one after another vs as jobs on a local pool of Dask workers.
 
 The baseline is what a run with ``parallel.workers: 0`` does: every job in this process, one at a time,
-torch using every core. Ours is the flow's way: each job submitted from its own thread to a local cluster
+torch using every core. Ours is the flow's way: each job submitted from its own thread to a local pool of Dask workers
 of ``--workers`` processes; on a CPU, ``parallel.cpu_jobs`` of them at once, each with its share of the
 cores (timed for 1 and for one per worker), or, with GPUs, one job per GPU. The ratio baseline / ours is
 the speed-up of the job scheduling alone (same jobs, same settings). It shows whether running small-batch
@@ -47,14 +47,10 @@ def ingest(root: Path, size: int, n: int = 32) -> StoreRef:
     return build_store(root, "ingest", "ramps", {"n": n, "size": size}, {}, write)[0]
 
 
-def run_all(settings: Settings, source: StoreRef, jobs: int, cluster) -> float:
+def run_all(settings: Settings, source: StoreRef, jobs: int, dask) -> float:
     start = time.perf_counter()
     with ThreadPoolExecutor(jobs) as pool:
-        list(
-            pool.map(
-                lambda s: run_job(train_run, settings, source, "cutpaste", s, cluster=cluster), range(jobs)
-            )
-        )
+        list(pool.map(lambda s: run_job(train_run, settings, source, "cutpaste", s, pool=dask), range(jobs)))
     return time.perf_counter() - start
 
 
@@ -78,17 +74,15 @@ def main() -> None:
         ours = {}
         for cpu_jobs in dict.fromkeys((1, args.workers)):
             root = Path(tmp) / f"ours-{cpu_jobs}"  # fresh stores: every job computes
-            with dask_pool(workers=args.workers, cpu_jobs=cpu_jobs) as cluster:
-                # Started and warmed outside the timing, as a run has its cluster up before the first job.
-                cluster.client.wait_for_workers(cluster.workers)
-                cluster.client.run(importlib.import_module, "cutswap.pipeline.stages.train")
+            with dask_pool(workers=args.workers, cpu_jobs=cpu_jobs) as dask:
+                # Started and warmed outside the timing, as a run has its pool up before the first job.
+                dask.client.wait_for_workers(dask.workers)
+                dask.client.run(importlib.import_module, "cutswap.pipeline.stages.train")
                 cfg = settings.model_copy(update={"storage_root": root})
                 label = (
-                    f"{cluster.workers} GPU workers"
-                    if cluster.gpus
-                    else f"{cpu_jobs} of {cluster.workers} at once"
+                    f"{dask.workers} GPU workers" if dask.gpus else f"{cpu_jobs} of {dask.workers} at once"
                 )
-                ours[label] = run_all(cfg, ingest(root, args.size), args.jobs, cluster)
+                ours[label] = run_all(cfg, ingest(root, args.size), args.jobs, dask)
     print(
         f"{args.jobs} cutpaste jobs, {args.steps} steps of {args.batch}+{args.batch} images at {args.size} px; "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads in-process"

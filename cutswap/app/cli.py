@@ -37,6 +37,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -47,6 +48,11 @@ from cutswap.report.agreement import ONE_SIDED, OPPOSITE, agreement
 from cutswap.report.compare import comparisons_markdown
 from cutswap.report.prose import comparison_settings
 from cutswap.report.tables import list_runs, markdown_table, metrics_of, pivot, read_results, run_folder
+
+if TYPE_CHECKING:  # imported where used: the commands that need no model start without torch
+    import numpy as np
+
+    from cutswap.score.detector import Detector
 
 
 @dataclass(frozen=True)
@@ -368,8 +374,7 @@ def _check_line(info: dict, source: str) -> str:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from cutswap.deploy.predict import collect_images, decisions, overlay_name, read_images, write_overlay
-    from cutswap.score.detector import choose_threshold
+    from cutswap.deploy.predict import collect_images, decisions, overlay_name, read_images
 
     if args.out is not None:
         _check_out(args.out, "--out")
@@ -377,23 +382,10 @@ def _predict(args: argparse.Namespace) -> int:
     sel, detector = _load(args)
     images, kept, unreadable = read_images(files, detector.image_size)
     problems += unreadable
-    if problems:
-        print(f"{len(problems)} file(s) could not be used:", file=sys.stderr)
-        for path, problem in problems:
-            print(
-                f"  - {path}: {problem}" if not problem.startswith(path) else f"  - {problem}",
-                file=sys.stderr,
-            )
-        if args.strict:
-            raise CutswapError(f"--strict: {len(problems)} file(s) above cannot be used; nothing was written")
+    _report_unusable(problems, args.strict)
     if not kept:
         raise CutswapError(f"no readable image among {args.images}; nothing was written")
-    if args.threshold is not None:
-        info, source = {"value": args.threshold}, "given"
-    elif args.fpr is not None:
-        info, source = choose_threshold(detector.holdout_scores, args.fpr), "fpr"
-    else:
-        info, source = detector.threshold, "stored"
+    info, source = _prediction_threshold(args, detector)
     print(_threshold_line(info, source))
     threshold = float(info["value"])
     out = args.out or _check_out(
@@ -410,15 +402,66 @@ def _predict(args: argparse.Namespace) -> int:
             "overlay": [f"overlays/{n}" for n in names],
         }
     )
+    _write_predictions(out, table, names, images, maps, detector.display_scale, problems)
+    _print_predictions(table, out)
+    return 0
+
+
+def _report_unusable(problems: list[tuple[str, str]], strict: bool) -> None:
+    """Lists the files that cannot be scored on stderr (the rest still are), or, with ``--strict``, stops.
+
+    A problem that already starts with its path is printed as is, so that no line names a file twice.
+    """
+    if not problems:
+        return
+    print(f"{len(problems)} file(s) could not be used:", file=sys.stderr)
+    for path, problem in problems:
+        print(
+            f"  - {path}: {problem}" if not problem.startswith(path) else f"  - {problem}",
+            file=sys.stderr,
+        )
+    if strict:
+        raise CutswapError(f"--strict: {len(problems)} file(s) above cannot be used; nothing was written")
+
+
+def _prediction_threshold(args: argparse.Namespace, detector: Detector) -> tuple[dict, str]:
+    """The decision threshold and where it comes from (``_threshold_line``'s source): ``--threshold`` as
+    given, ``--fpr`` chosen anew on the run's held-out normal scores, else the one the run stored."""
+    from cutswap.score.detector import choose_threshold
+
+    if args.threshold is not None:
+        return {"value": args.threshold}, "given"
+    if args.fpr is not None:
+        return choose_threshold(detector.holdout_scores, args.fpr), "fpr"
+    return detector.threshold, "stored"
+
+
+def _write_predictions(
+    out: Path,
+    table: pd.DataFrame,
+    names: list[str],
+    images: np.ndarray,
+    maps: np.ndarray | None,
+    display_scale: float,
+    problems: list[tuple[str, str]],
+) -> None:
+    """``predictions.csv``, an overlay per image and ``skipped.csv`` (files that could not be used, if
+    any), swapped in whole: a failure part way leaves the previous output as it was."""
+    from cutswap.deploy.predict import write_overlay
+
     with atomic.atomic_dir(out) as tmp:
         (tmp / "overlays").mkdir()
         for i, name in enumerate(names):
             write_overlay(
-                tmp / "overlays" / name, images[i], None if maps is None else maps[i], detector.display_scale
+                tmp / "overlays" / name, images[i], None if maps is None else maps[i], display_scale
             )
         table.to_csv(tmp / "predictions.csv", index=False)
         if problems:
             pd.DataFrame(problems, columns=["path", "problem"]).to_csv(tmp / "skipped.csv", index=False)
+
+
+def _print_predictions(table: pd.DataFrame, out: Path) -> None:
+    """The first ten predictions, how many images were flagged and where the output is."""
     flagged = int((table["decision"] == "anomalous").sum())
     print(table.head(10)[["path", "score", "decision"]].to_string(index=False))
     if len(table) > 10:
@@ -426,7 +469,6 @@ def _predict(args: argparse.Namespace) -> int:
     print(
         f"{flagged} of {len(table)} image(s) anomalous; wrote {out / 'predictions.csv'} and {out / 'overlays'}/"
     )
-    return 0
 
 
 def _export(args: argparse.Namespace) -> int:

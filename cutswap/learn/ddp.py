@@ -98,24 +98,51 @@ def launch(
     Raises:
         DistributedTrainingError: the job exited non-zero or wrote no result.
     """
+    _check_devices(job["execution"], nproc)
+    result_path = _write_job(job, work, out)
+    output = _Output(progress, log_line)
+    with subprocess.Popen(
+        command(nproc, work / "job.json"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        bufsize=1,
+        env=_rank_environment(nproc),
+    ) as proc:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            output.line(raw.rstrip("\n"))
+        code = proc.wait()
+    if code != 0 or not result_path.is_file():
+        raise output.failure(job, nproc, work, code)
+    return json.loads(result_path.read_text())
+
+
+def _check_devices(execution: Execution, nproc: int) -> None:
+    """On CUDA every rank needs its own device: fail before writing the job rather than in the ranks."""
     import torch
 
-    execution: Execution = job["execution"]
-    method, seed, images, bank = job["method"], job["seed"], job["images"], job["bank"]
     if execution.device.type == "cuda" and torch.cuda.device_count() < nproc:
         raise DistributedTrainingError(
             f"train.nproc={nproc} needs one CUDA device per process, found "
             f"{torch.cuda.device_count()}; lower train.nproc"
         )
+
+
+def _write_job(job: dict[str, Any], work: Path, out: Path) -> Path:
+    """Writes the job's arrays and ``job.json`` into ``work`` (module docstring) and removes a previous
+    result file, so that only this run's result can be read back. Returns the result file's path."""
+    execution: Execution = job["execution"]
+    bank = job["bank"]
     work.mkdir(parents=True, exist_ok=True)
-    np.save(work / "images.npy", np.ascontiguousarray(images))
+    np.save(work / "images.npy", np.ascontiguousarray(job["images"]))
     if bank is not None:
         np.save(work / "bank.npy", np.asarray(bank))
     result_path = work / "result.json"
     result_path.unlink(missing_ok=True)
     spec = {
-        "method": method,
-        "seed": seed,
+        "method": job["method"],
+        "seed": job["seed"],
         "model": asdict(job["model"]),
         "recipe": asdict(job["recipe"]),
         "execution": execution.to_dict(),
@@ -130,43 +157,58 @@ def launch(
         "result": "result.json",
     }
     write_text(work / "job.json", json.dumps(spec, indent=1))
+    return result_path
+
+
+def _rank_environment(nproc: int) -> dict[str, str]:
+    """The ranks' environment: unbuffered output (progress arrives as it happens), this very package on
+    the path wherever the caller runs from, and the CPU threads shared out between the ranks."""
     env = dict(os.environ)
     env["PYTHONUNBUFFERED"] = "1"
-    # The ranks must import this very package, wherever the caller runs from.
     source_root = str(Path(cutswap.__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (source_root, env.get("PYTHONPATH")) if p)
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
-    tail: collections.deque[str] = collections.deque(maxlen=40)
-    causes: list[str] = []  # exception lines of the ranks: torchrun's summary that follows hides them
-    with subprocess.Popen(
-        command(nproc, work / "job.json"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        bufsize=1,
-        env=env,
-    ) as proc:
-        assert proc.stdout is not None
-        for raw in proc.stdout:
-            line = raw.rstrip("\n")
-            if line.startswith(PROGRESS_PREFIX):
-                if progress is not None:
-                    progress(json.loads(line[len(PROGRESS_PREFIX) :]))
-                continue
-            tail.append(line)
-            if _CAUSE.match(line) and "ChildFailedError" not in line:
-                causes.append(line.strip())
-            if log_line is not None:
-                log_line(line)
-        code = proc.wait()
-    if code != 0 or not result_path.is_file():
-        last = "\n".join(tail) or "(no output)"
-        why = f": {causes[0]}" if causes else ""
-        raise DistributedTrainingError(
-            f"DDP training of {method} seed {seed} over {nproc} processes failed (exit {code}){why}; "
-            f"rerunning resumes from the last checkpoint in {work}. Last output:\n{last}"
+    return env
+
+
+class _Output:
+    """Routes the ranks' output lines as they come and keeps what a failure message needs.
+
+    Progress lines go to ``progress`` only; every other line to ``log_line``, into the last 40 lines, and,
+    when it names an exception, into ``causes``: torchrun's summary that follows a failure hides the
+    ranks' own exception lines, so they are kept apart to head the error.
+    """
+
+    def __init__(
+        self,
+        progress: Callable[[dict[str, float]], None] | None,
+        log_line: Callable[[str], None] | None,
+    ) -> None:
+        self.progress = progress
+        self.log_line = log_line
+        self.tail: collections.deque[str] = collections.deque(maxlen=40)
+        self.causes: list[str] = []
+
+    def line(self, line: str) -> None:
+        """One output line, without its newline."""
+        if line.startswith(PROGRESS_PREFIX):
+            if self.progress is not None:
+                self.progress(json.loads(line[len(PROGRESS_PREFIX) :]))
+            return
+        self.tail.append(line)
+        if _CAUSE.match(line) and "ChildFailedError" not in line:
+            self.causes.append(line.strip())
+        if self.log_line is not None:
+            self.log_line(line)
+
+    def failure(self, job: dict[str, Any], nproc: int, work: Path, code: int) -> DistributedTrainingError:
+        """The error of a run that exited non-zero or wrote no result: its first cause and last lines."""
+        last = "\n".join(self.tail) or "(no output)"
+        why = f": {self.causes[0]}" if self.causes else ""
+        return DistributedTrainingError(
+            f"DDP training of {job['method']} seed {job['seed']} over {nproc} processes failed (exit {code})"
+            f"{why}; rerunning resumes from the last checkpoint in {work}. Last output:\n{last}"
         )
-    return json.loads(result_path.read_text())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -488,6 +488,31 @@ def cluster_maps(
         ValueError: unknown ``method`` or a parameter out of range.
         ValueError: ``maps`` is not 3-D, is empty or holds NaN/inf.
     """
+    _check_map_settings(method, k, m, bins, max_iter, tol)
+    t = _map_batch(maps)
+    n, h, w = t.shape
+    flat = t.reshape(n, h * w)
+    chunk = max(1, _CHUNK_PIXELS // (h * w))
+    lo, hi = _finite_ranges(flat, chunk)
+
+    def run(values: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+        if method == "fcm":
+            return fuzzy_cmeans(values, weights, k=k, m=m, max_iter=max_iter, tol=tol)[0]
+        return kmeans(values, weights, k=k, max_iter=max_iter, tol=tol)[0]
+
+    if bins is None:
+        centroids = _exact_centroids(flat, run)
+    else:
+        centroids = _binned_centroids(flat, lo, hi, bins, chunk, run)
+    top = torch.cat(
+        [top_cluster_mask(t[s : s + chunk], centroids[s : s + chunk]) for s in range(0, n, chunk)]
+    )
+    return centroids, top
+
+
+def _check_map_settings(method: str, k: int, m: float, bins: int | None, max_iter: int, tol: float) -> None:
+    """``cluster_maps``' settings, checked before any map is touched, in the order the errors are reported
+    (method, bins, the settings shared with the low-level API, then the fuzzifier, which only FCM reads)."""
     if method not in METHODS:
         raise ValueError(f"clustering method={method!r} is unknown: use one of {', '.join(METHODS)}")
     if bins is not None and (not isinstance(bins, int) or bins < 2):
@@ -497,16 +522,27 @@ def cluster_maps(
     _check_common(k, max_iter, tol)
     if method == "fcm" and not (m > 1.0):
         raise ValueError(f"clustering m={m!r} is invalid: the fuzzifier must be > 1 (2 is customary)")
+
+
+def _map_batch(maps: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """``maps`` as a tensor (numpy without a copy where it is contiguous), checked to be a non-empty
+    ``(B, H, W)`` batch: the chunking below divides by ``H * W``."""
     t = torch.from_numpy(np.ascontiguousarray(maps)) if isinstance(maps, np.ndarray) else maps
     if t.ndim != 3:
         raise ValueError(f"maps must be (B, H, W), got shape {tuple(t.shape)}")
     n, h, w = t.shape
     if n == 0 or h * w == 0:
         raise ValueError(f"maps must be non-empty, got shape {tuple(t.shape)}")
-    flat = t.reshape(n, h * w)
-    chunk = max(1, _CHUNK_PIXELS // (h * w))
-    # Per-map range, computed once: it also checks finiteness for free (min and max propagate NaN, show inf).
-    ranges = [flat[s : s + chunk].aminmax(dim=1) for s in range(0, n, chunk)]
+    return t
+
+
+def _finite_ranges(flat: torch.Tensor, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-map ``(lo, hi)`` as float64 ``(B,)``, computed once, ``chunk`` maps at a time.
+
+    The range also checks finiteness for free (min and max propagate NaN and show inf), so a bad map is
+    reported by index before any clustering work.
+    """
+    ranges = [flat[s : s + chunk].aminmax(dim=1) for s in range(0, flat.shape[0], chunk)]
     lo = torch.cat([r.min for r in ranges]).to(torch.float64)
     hi = torch.cat([r.max for r in ranges]).to(torch.float64)
     bad = ~(torch.isfinite(lo) & torch.isfinite(hi))
@@ -515,26 +551,29 @@ def cluster_maps(
         raise ValueError(
             f"saliency map {first} holds NaN or inf; the saliency stage must produce finite maps"
         )
+    return lo, hi
 
-    def run(values: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
-        if method == "fcm":
-            return fuzzy_cmeans(values, weights, k=k, m=m, max_iter=max_iter, tol=tol)[0]
-        return kmeans(values, weights, k=k, max_iter=max_iter, tol=tol)[0]
 
-    if bins is None:
-        # Exact mode holds (maps, P, K) temporaries per iteration: iterate chunk by chunk.
-        exact_chunk = max(1, _EXACT_CHUNK_PIXELS // (h * w))
-        centroids = torch.cat(
-            [run(flat[s : s + exact_chunk].to(torch.float64), None) for s in range(0, n, exact_chunk)]
-        )
-    else:
-        # Histograms are small: bin chunk by chunk, then iterate all maps together (fewer, larger steps).
-        parts = [
-            _histogram(flat[s : s + chunk], lo[s : s + chunk], hi[s : s + chunk], bins)
-            for s in range(0, n, chunk)
-        ]
-        centroids = run(torch.cat([p[0] for p in parts]).float(), torch.cat([p[1] for p in parts]))
-    top = torch.cat(
-        [top_cluster_mask(t[s : s + chunk], centroids[s : s + chunk]) for s in range(0, n, chunk)]
+_Cluster = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
+
+
+def _exact_centroids(flat: torch.Tensor, run: _Cluster) -> torch.Tensor:
+    """Centroids from the raw pixels (``bins=None``): exact mode holds ``(maps, P, K)`` temporaries per
+    iteration, so it iterates chunk by chunk."""
+    n, pixels = flat.shape
+    exact_chunk = max(1, _EXACT_CHUNK_PIXELS // pixels)
+    return torch.cat(
+        [run(flat[s : s + exact_chunk].to(torch.float64), None) for s in range(0, n, exact_chunk)]
     )
-    return centroids, top
+
+
+def _binned_centroids(
+    flat: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, bins: int, chunk: int, run: _Cluster
+) -> torch.Tensor:
+    """Centroids from per-map histograms: histograms are small, so bin chunk by chunk, then iterate all
+    maps together (fewer, larger steps)."""
+    parts = [
+        _histogram(flat[s : s + chunk], lo[s : s + chunk], hi[s : s + chunk], bins)
+        for s in range(0, flat.shape[0], chunk)
+    ]
+    return run(torch.cat([p[0] for p in parts]).float(), torch.cat([p[1] for p in parts]))

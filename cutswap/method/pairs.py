@@ -47,6 +47,7 @@ same generator and the same location numbers, which keeps CutSwap minus random-s
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -507,6 +508,47 @@ def _sample_chunk(
     draws that need it. Returns ``(n, D, 6)`` int32 boxes and ``(n, D)`` uint8 steps.
     """
     n, height, width = masks.shape
+    chunk = _chunk_numbers(n, height, width, draws, area, aspect, tries, seed, index_offset)
+    h, w = chunk.sizes["drawn"]  # (n * D,) each, map-major
+    y1, x1, y2, x2 = _random_locations(chunk.locations, h, w, height, width)
+    placed = _Placed(h.copy(), w.copy(), y1, x1, y2, x2, np.full(n * draws, STEP_RANDOM, dtype=np.uint8))
+    maps = np.repeat(np.arange(n, dtype=np.int64), draws)
+    _climb_ladder(_searches(chunk, near is not None), masks, near, chunk.sizes, maps, placed)
+    boxes = _boxes(placed.h, placed.w, placed.y1, placed.x1, placed.y2, placed.x2).reshape(n, draws, 6)
+    return boxes, placed.step.reshape(n, draws)
+
+
+@dataclass(frozen=True)
+class _ChunkNumbers:
+    """A chunk's patch sizes and random numbers, ``n * D`` rows, map-major (map 0's D draws, then map 1's).
+
+    ``sizes``: ``{"drawn" | "smaller": (h, w)}``, ``(n * D,)`` each; ``locations`` (n * D, R, 7),
+    ``pixels`` (n * D, T, 2), ``tries`` (n * D, 3, T, 2), ``spread`` (n * D, 4, 3), as in ``_Uniforms``.
+    """
+
+    sizes: dict[str, tuple[np.ndarray, np.ndarray]]
+    locations: np.ndarray
+    pixels: np.ndarray
+    tries: np.ndarray
+    spread: np.ndarray
+
+
+def _chunk_numbers(
+    n: int,
+    height: int,
+    width: int,
+    draws: int,
+    area: tuple[float, float],
+    aspect: tuple[float, float],
+    tries: int,
+    seed: int,
+    index_offset: int,
+) -> _ChunkNumbers:
+    """Every random number of the chunk, drawn map by map from each map's own generator, in map order.
+
+    This is the only place the chunk's generators are read: the geometry after it is deterministic, so a
+    map's draws stay what they were whatever the ladder does with them (and whoever shares the chunk).
+    """
     drawn, smaller, uniforms = [], [], []
     for i in range(n):
         u = _draw_uniforms(seed, index_offset + i, draws, tries)
@@ -514,29 +556,64 @@ def _sample_chunk(
         drawn.append(_patch_sizes(frac, ratio, height, width))
         smaller.append(_patch_sizes(_smaller_fraction(frac, u.shrink, area), ratio, height, width))
         uniforms.append(u)
-    sizes = {
-        "drawn": tuple(np.concatenate([s[j] for s in drawn]) for j in (0, 1)),
-        "smaller": tuple(np.concatenate([s[j] for s in smaller]) for j in (0, 1)),
-    }
-    h, w = sizes["drawn"]  # (n * D,) each, map-major
-    locations = np.concatenate([u.locations for u in uniforms])  # (n * D, R, 7)
-    pixels = np.concatenate([u.pixels for u in uniforms])  # (n * D, T, 2)
-    later = np.concatenate([u.tries for u in uniforms])  # (n * D, 3, T, 2)
-    spread = np.concatenate([u.spread for u in uniforms])  # (n * D, 4, 3)
+    return _ChunkNumbers(
+        sizes={"drawn": _stacked_sizes(drawn), "smaller": _stacked_sizes(smaller)},
+        locations=np.concatenate([u.locations for u in uniforms]),
+        pixels=np.concatenate([u.pixels for u in uniforms]),
+        tries=np.concatenate([u.tries for u in uniforms]),
+        spread=np.concatenate([u.spread for u in uniforms]),
+    )
 
-    y1, x1, y2, x2 = _random_locations(locations, h, w, height, width)
-    out_h, out_w = h.copy(), w.copy()
-    step = np.full(n * draws, STEP_RANDOM, dtype=np.uint8)
-    m = np.repeat(np.arange(n, dtype=np.int64), draws)
-    anchors = {"top": _Anchors.of(masks)}
-    # (anchors, size, random-pair uniforms, step on success) -> the exhaustive search, step on success.
-    searches = [("top", "drawn", pixels, STEP_TOP, spread[:, 0], STEP_TOP_EXTRA)]
+
+def _stacked_sizes(per_map: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-map ``(h, w)`` of ``(D,)`` each -> ``(h, w)`` of ``(n * D,)`` each, map-major."""
+    return np.concatenate([s[0] for s in per_map]), np.concatenate([s[1] for s in per_map])
+
+
+#: One rung's two searches: (anchors, size, random-pair uniforms, step on success, exhaustive-search
+#: uniforms, step on success).
+_Search = tuple[str, str, np.ndarray, int, np.ndarray, int]
+
+
+def _searches(chunk: _ChunkNumbers, with_next: bool) -> list[_Search]:
+    """The rungs of the ladder this chunk climbs, in order; the next-cluster ones only with ``ranks``."""
+    searches = [("top", "drawn", chunk.pixels, STEP_TOP, chunk.spread[:, 0], STEP_TOP_EXTRA)]
     for j, (which, size) in enumerate(_RUNGS):
-        if which == "next" and near is None:
+        if which == "next" and not with_next:
             continue
         rung = STEP_SMALLER if which == "top" else STEP_NEXT_CLUSTER
-        searches.append((which, size, later[:, j], rung, spread[:, j + 1], rung))
-    pending = np.arange(n * draws)
+        searches.append((which, size, chunk.tries[:, j], rung, chunk.spread[:, j + 1], rung))
+    return searches
+
+
+@dataclass(frozen=True)
+class _Placed:
+    """The chunk's boxes and steps, ``(n * D,)`` each: random placements until a rung places a draw."""
+
+    h: np.ndarray
+    w: np.ndarray
+    y1: np.ndarray
+    x1: np.ndarray
+    y2: np.ndarray
+    x2: np.ndarray
+    step: np.ndarray
+
+
+def _climb_ladder(
+    searches: list[_Search],
+    masks: np.ndarray,
+    near: np.ndarray | None,
+    sizes: dict[str, tuple[np.ndarray, np.ndarray]],
+    maps: np.ndarray,
+    placed: _Placed,
+) -> None:
+    """Runs the searches in ladder order on the draws still pending, recording each placement in ``placed``.
+
+    Each rung tries its random pairs first and its exhaustive search second; a draw leaves the ladder at
+    the first search that places it, so later rungs only see what earlier ones could not place.
+    """
+    anchors = {"top": _Anchors.of(masks)}
+    pending = np.arange(maps.size)
     for which, size, u_pairs, pairs_step, u_spread, spread_step in searches:
         if which not in anchors:
             anchors[which] = _Anchors.of(near)
@@ -546,15 +623,28 @@ def _sample_chunk(
         ):
             if pending.size == 0:
                 break
-            ph, pw = sizes[size][0][pending], sizes[size][1][pending]
-            found, fy1, fx1, fy2, fx2 = search(anchors[which], m[pending], ph, pw, u[pending])
-            done = pending[found]
-            step[done] = found_step
-            out_h[done], out_w[done] = ph[found], pw[found]
-            y1[done], x1[done], y2[done], x2[done] = fy1[found], fx1[found], fy2[found], fx2[found]
-            pending = pending[~found]
-    boxes = _boxes(out_h, out_w, y1, x1, y2, x2).reshape(n, draws, 6)
-    return boxes, step.reshape(n, draws)
+            pending = _place(search, anchors[which], sizes[size], maps, u, found_step, pending, placed)
+
+
+def _place(
+    search: Callable[[_Anchors, np.ndarray, np.ndarray, np.ndarray, np.ndarray], _Found],
+    anchors: _Anchors,
+    size: tuple[np.ndarray, np.ndarray],
+    maps: np.ndarray,
+    u: np.ndarray,
+    found_step: int,
+    pending: np.ndarray,
+    placed: _Placed,
+) -> np.ndarray:
+    """One search over the pending draws; what it places is written into ``placed``. Returns the rest."""
+    ph, pw = size[0][pending], size[1][pending]
+    found, fy1, fx1, fy2, fx2 = search(anchors, maps[pending], ph, pw, u[pending])
+    done = pending[found]
+    placed.step[done] = found_step
+    placed.h[done], placed.w[done] = ph[found], pw[found]
+    placed.y1[done], placed.x1[done] = fy1[found], fx1[found]
+    placed.y2[done], placed.x2[done] = fy2[found], fx2[found]
+    return pending[~found]
 
 
 def random_pair_bank(

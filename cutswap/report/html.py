@@ -107,30 +107,42 @@ def figures_html(figures: Sequence[str | FigureRef], categories: Sequence[str] =
     file name. Within a section, figures sharing a ``row`` sit side by side (the best method's examples
     beside the baseline's), so the page compares what a reader wants to compare without scrolling.
     """
-    refs = [
-        f if isinstance(f, FigureRef) else FigureRef(f, Path(f).stem, section=Path(f).stem) for f in figures
-    ]
+    refs = [_figure_ref(f) for f in figures]
     if not refs:
         return ""
     sections = list(dict.fromkeys(["", *categories, *(f.section for f in refs)]))
     parts = ['<h2 id="figures">Figures</h2>']
     for section in sections:
         members = [f for f in refs if f.section == section]
-        if not members:
+        if members:
+            parts.append(_section_html(section, members))
+    return "".join(parts)
+
+
+def _figure_ref(figure: str | FigureRef) -> FigureRef:
+    """A figure as a ``FigureRef``; a plain path (the older form) is its own category's figure, titled by
+    its file name."""
+    if isinstance(figure, FigureRef):
+        return figure
+    return FigureRef(figure, Path(figure).stem, section=Path(figure).stem)
+
+
+def _section_html(section: str, members: list[FigureRef]) -> str:
+    """One section of figures (``""``: the run-level one), a row's figures side by side where it has
+    several, at the place of its first figure."""
+    name = section or "all categories"
+    parts = [f'<section id="figures-{html.escape(section or "run")}"><h3>{html.escape(name)}</h3>']
+    done: set[str] = set()
+    for fig in members:
+        if fig.row and fig.row in done:
             continue
-        name = section or "all categories"
-        parts.append(f'<section id="figures-{html.escape(section or "run")}"><h3>{html.escape(name)}</h3>')
-        done: set[str] = set()
-        for fig in members:
-            if fig.row and fig.row in done:
-                continue
-            row = [f for f in members if fig.row and f.row == fig.row]
-            if len(row) > 1:
-                parts.append('<div class="figrow">' + "".join(map(_figure_html, row)) + "</div>")
-                done.add(fig.row)
-            else:
-                parts.append(_figure_html(fig))
-        parts.append("</section>")
+        row = [f for f in members if fig.row and f.row == fig.row]
+        if len(row) > 1:
+            parts.append('<div class="figrow">' + "".join(map(_figure_html, row)) + "</div>")
+            done.add(fig.row)
+        else:
+            parts.append(_figure_html(fig))
+    parts.append("</section>")
     return "".join(parts)
 
 

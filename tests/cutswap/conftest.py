@@ -132,3 +132,17 @@ def swapped_run(tmp_path_factory) -> TinyRun:
             methods=["cutswap", "random-swap", "cutpaste", "imagenet-gde", "patchcore"],
             train={"trunk": "efficientnet_lite0", "baseline_trunk": "resnet18"},
         )
+
+
+@pytest.fixture
+def storage(tmp_path) -> Path:
+    return tmp_path / "storage"
+
+
+@pytest.fixture
+def kit():
+    """The dataset builders of ``tests.support.layouts`` (``kit.make_visa(root)``, ``kit.write_bomb(path)``,
+    ...), for the layout readers' and the ingest stage's tests."""
+    from tests.support import layouts
+
+    return layouts

@@ -128,9 +128,9 @@ def test_a_stall_on_a_dask_worker_is_said_here_naming_the_worker(s3_server, buck
     with dask_pool(workers=1, gpus=0) as dask:
         # A first job, so that the worker has started, imported what jobs import and met the storage
         # before the server pauses: the second one's call is the one that waits.
-        run_job(roots.write_bytes, roots.join(bucket, "checkpoint"), b"", cluster=dask)
+        run_job(roots.write_bytes, roots.join(bucket, "checkpoint"), b"", pool=dask)
         with _paused(s3_server, 4.0):
-            run_job(roots.write_bytes, roots.join(bucket, "checkpoint"), b"x", cluster=dask)
+            run_job(roots.write_bytes, roots.join(bucket, "checkpoint"), b"x", pool=dask)
         deadline = time.monotonic() + 10  # the worker's lines travel as Dask events, beside the result
         while _said(caplog) != expected and time.monotonic() < deadline:
             time.sleep(0.1)

@@ -122,10 +122,10 @@ def test_jobs_one_gpu_each_several_at_once_with_logs_relayed():
         assert dask.job_resources() == {"GPU": 1}
         with ThreadPoolExecutor(4) as pool:
             runs = list(
-                pool.map(lambda i: run_job(job, i, cluster=dask, relay=lambda *a: lines.append(a)), range(4))
+                pool.map(lambda i: run_job(job, i, pool=dask, relay=lambda *a: lines.append(a)), range(4))
             )
         with pytest.raises(ValueError, match="bad job"):
-            run_job(failing, cluster=dask)
+            run_job(failing, pool=dask)
     by_worker: dict[str, list[tuple[float, float]]] = {}
     for name, start, stop in runs:
         by_worker.setdefault(name, []).append((start, stop))
@@ -154,7 +154,7 @@ def test_cpu_cluster_runs_cpu_jobs_at_once_each_with_its_share_of_the_cores(cpu_
     with dask_pool(workers=2, gpus=0, cpu_jobs=cpu_jobs) as dask:
         assert dask.job_resources() is None
         with ThreadPoolExecutor(4) as pool:
-            runs = list(pool.map(lambda _: run_job(job, cluster=dask), range(4)))
+            runs = list(pool.map(lambda _: run_job(job, pool=dask), range(4)))
     at_once = cpu_jobs or 2  # default: one per worker
     assert {threads for threads, _, _ in runs} == {max(1, (os.cpu_count() or 1) // at_once)}
     spans = [(start, stop) for _, start, stop in runs]
@@ -177,7 +177,7 @@ def test_local_cluster_on_cuda_gives_each_job_its_workers_gpu():
         assert dask.gpus == torch.cuda.device_count() and dask.workers == dask.gpus
         assert dask.job_resources() == {"GPU": 1}
         with ThreadPoolExecutor(2 * dask.gpus) as pool:
-            seen = list(pool.map(lambda _: run_job(where, cluster=dask), range(2 * dask.gpus)))
+            seen = list(pool.map(lambda _: run_job(where, pool=dask), range(2 * dask.gpus)))
     assert all(device == int(name) % dask.gpus for name, device in seen)
 
 

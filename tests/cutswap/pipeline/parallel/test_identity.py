@@ -15,7 +15,7 @@ from cutswap.errors import CutswapError
 from cutswap.pipeline.parallel import DaskPool
 from cutswap.pipeline.parallel.identity import claim_gpu, code_fingerprint, differences
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[4]
 
 
 def test_fingerprints_name_what_differs():
@@ -127,11 +127,11 @@ def test_a_cpu_job_on_a_cluster_by_address_keeps_to_its_workers_threads():
 
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
                       dashboard_address=None) as local:  # fmt: skip
-        cluster = DaskPool(0, address=local.scheduler_address)
+        dask = DaskPool(0, address=local.scheduler_address)
         try:
-            assert run_job(_torch_threads, cluster=cluster) == 1
+            assert run_job(_torch_threads, pool=dask) == 1
         finally:
-            cluster.close()
+            dask.close()
 
 
 def test_a_worker_uses_its_own_visible_gpu_else_claims_one(monkeypatch, caplog):

@@ -12,7 +12,6 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-import pytest
 import yaml
 from PIL import Image
 
@@ -169,17 +168,3 @@ def write_preset(path: Path, name: str, root: Path, storage: Path, **dataset) ->
     }
     path.write_text(yaml.safe_dump(cfg))
     return path
-
-
-@pytest.fixture
-def storage(tmp_path) -> Path:
-    return tmp_path / "storage"
-
-
-@pytest.fixture
-def kit():
-    """This module's builders (``kit.make_visa(root)``, ``kit.write_bomb(path)``, ...): conftest modules are
-    not importable under ``--import-mode=importlib``."""
-    import sys
-
-    return sys.modules[__name__]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[4]
 
 pytestmark = pytest.mark.slow  # starts Prefect's temporary API in a fresh process
 

@@ -97,10 +97,10 @@ def test_a_job_that_does_not_unpickle_on_the_workers_fails_at_once_and_the_worke
         monkeypatch.syspath_prepend(str(tmp_path))
         module = importlib.import_module(name)
         with pytest.raises(JobError, match=rf"job job\(7\) does not unpickle on the Dask worker .*{name}"):
-            _within(30, lambda: run_job(module.job, 7, cluster=dask))
+            _within(30, lambda: run_job(module.job, 7, pool=dask))
         with pytest.raises(JobError, match=r"job shard\(\) does not unpickle.*ModuleNotFoundError"):
             _within(30, lambda: run_sharded(module.shard, 4, dask, shard=2))
-        assert _within(30, lambda: run_job(plus_one, 1, cluster=dask)) == 2
+        assert _within(30, lambda: run_job(plus_one, 1, pool=dask)) == 2
         assert _within(30, lambda: run_sharded(lambda a, b: b - a, 4, dask, shard=2)) == [2, 2]
 
 
@@ -109,7 +109,7 @@ def test_a_job_whose_worker_keeps_dying_fails_after_allowed_failures_reruns(tmp_
     caplog.set_level(logging.INFO, logger="cutswap.pipeline.parallel.pool")
     marker = tmp_path / "deaths"
     with dask_pool(workers=1, gpus=0, allowed_failures=1) as dask, pytest.raises(JobError) as caught:
-        _within(60, lambda: run_job(_killer(marker), cluster=dask, name="train brick/cutswap/seed 0"))
+        _within(60, lambda: run_job(_killer(marker), pool=dask, name="train brick/cutswap/seed 0"))
     message = str(caught.value)
     assert "job train brick/cutswap/seed 0 failed: the Dask workers running it died 2 times" in message
     assert "parallel.allowed_failures (1)" in message and "worker logs" in message
@@ -134,7 +134,7 @@ def test_a_gpu_job_on_a_remote_cluster_without_gpu_workers_fails_at_once():
         with dask_pool(address=remote.scheduler_address, gpus=1) as dask:
             start = time.monotonic()
             with pytest.raises(JobError) as caught:
-                _within(30, lambda: run_job(where, cluster=dask))
+                _within(30, lambda: run_job(where, pool=dask))
             assert time.monotonic() - start < 5
         message = str(caught.value)
         assert message.startswith("job where() needs a worker with the resource GPU=1, but none of the 1")
@@ -142,7 +142,7 @@ def test_a_gpu_job_on_a_remote_cluster_without_gpu_workers_fails_at_once():
         assert "parallel.gpus: 0" in message
         with dask_pool(address=remote.scheduler_address) as dask:  # gpus unset: no worker has one
             assert dask.job_resources() is None
-            assert _within(30, lambda: run_job(where, cluster=dask)).startswith("tcp://127.0.0.1:")
+            assert _within(30, lambda: run_job(where, pool=dask)).startswith("tcp://127.0.0.1:")
 
 
 def test_a_job_on_a_remote_scheduler_without_workers_fails_after_worker_timeout():
@@ -157,7 +157,7 @@ def test_a_job_on_a_remote_scheduler_without_workers_fails_after_worker_timeout(
         with pytest.raises(
             JobError, match=r"job job\(\) waited 1 s .*no worker is connected to the Dask sch"
         ):
-            _within(30, lambda: run_job(job, cluster=dask))
+            _within(30, lambda: run_job(job, pool=dask))
         assert 1 <= time.monotonic() - start < 10
 
 
@@ -178,7 +178,7 @@ def test_a_gpu_job_whose_gpu_workers_are_gone_fails_after_worker_timeout(tmp_pat
                 assert dask.job_resources() == {"GPU": 1}
                 start = time.monotonic()
                 with pytest.raises(JobError) as caught:
-                    _within(40, lambda: run_job(_killer(marker), cluster=dask, name="gpu job"))
+                    _within(40, lambda: run_job(_killer(marker), pool=dask, name="gpu job"))
                 assert time.monotonic() - start < 30
             assert gpu_worker.wait(timeout=10) != 0 and len(marker.read_text().split()) == 1
         finally:
@@ -208,7 +208,7 @@ def test_a_training_job_whose_worker_is_killed_reruns_and_resumes_from_its_check
     caplog.set_level(logging.INFO, logger="cutswap.pipeline.parallel.pool")
     name = "train brick/cutpaste/seed 0"
     with dask_pool(workers=1, gpus=0) as dask:
-        call = functools.partial(run_job, job, settings, ingest, "cutpaste", 0, cluster=dask, name=name)
+        call = functools.partial(run_job, job, settings, ingest, "cutpaste", 0, pool=dask, name=name)
         ref, computed = _within(90, call)
     assert len(marker.read_text().split()) == 1, "the worker should have been killed once"
     assert _said(caplog) == [
