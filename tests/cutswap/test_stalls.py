@@ -24,8 +24,10 @@ def _said(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 @pytest.fixture
 def quick(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    """A stall is said after 0.2 s instead of 30 s."""
+    """A stall is said after 0.2 s instead of 30 s, by a watcher of its own: one started by an earlier test
+    polls at the 30 s limit's pace (once a second) and would sleep through these sub-second stalls."""
     monkeypatch.setenv(stalls.STALL_ENV, "0.2")
+    monkeypatch.setattr(stalls, "_WATCH", stalls._Watch())
     caplog.set_level(logging.INFO, logger="cutswap.stalls")
 
 
