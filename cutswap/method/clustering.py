@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 __all__ = [
-    "METHODS",
+    "CLUSTERING_METHODS",
     "UNRANKED",
     "cluster_maps",
     "cluster_ranks",
@@ -44,7 +44,7 @@ __all__ = [
     "top_cluster_mask",
 ]
 
-METHODS = ("fcm", "kmeans")
+CLUSTERING_METHODS = ("fcm", "kmeans")
 
 # Pixels binned per chunk in ``cluster_maps``: bounds the float32 and int64 temporaries (~128 MiB).
 _CHUNK_PIXELS = 1 << 23
@@ -513,8 +513,10 @@ def cluster_maps(
 def _check_map_settings(method: str, k: int, m: float, bins: int | None, max_iter: int, tol: float) -> None:
     """``cluster_maps``' settings, checked before any map is touched, in the order the errors are reported
     (method, bins, the settings shared with the low-level API, then the fuzzifier, which only FCM reads)."""
-    if method not in METHODS:
-        raise ValueError(f"clustering method={method!r} is unknown: use one of {', '.join(METHODS)}")
+    if method not in CLUSTERING_METHODS:
+        raise ValueError(
+            f"clustering method={method!r} is unknown: use one of {', '.join(CLUSTERING_METHODS)}"
+        )
     if bins is not None and (not isinstance(bins, int) or bins < 2):
         raise ValueError(
             f"clustering bins={bins!r} is invalid: use an integer >= 2 (1024 is plenty) or None for exact"

@@ -694,7 +694,7 @@ def random_pair_bank(
     return PairBank(boxes=boxes, step=np.full((n, draws), STEP_RANDOM, dtype=np.uint8))
 
 
-def random_swap_bank(boxes: np.ndarray, height: int, width: int, seed: int = 0) -> np.ndarray:
+def random_swap_boxes(boxes: np.ndarray, height: int, width: int, seed: int = 0) -> np.ndarray:
     """The random-swap control's bank, (N, L, D, 6): a CutSwap bank's patch sizes at uniformly random places.
 
     The sizes come from the CutSwap bank ``boxes`` (N, L, D, 6), draw for draw: its ladder may shrink a

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cutswap.method.pairs import random_swap_bank
+from cutswap.method.pairs import random_swap_boxes
 from cutswap.method.registry import get_method
 from cutswap.method.sampler import NegativeSampler
 from cutswap.report import figures as plots
@@ -60,7 +60,7 @@ def make_negatives(
     """
     banks = {  # the random control's bank: the same patch sizes at random places
         "saliency": seen.boxes,
-        "random": random_swap_bank(seen.boxes, *seen.images.shape[1:3], pair_seed),
+        "random": random_swap_boxes(seen.boxes, *seen.images.shape[1:3], pair_seed),
     }
     rows = torch.arange(n_negatives) % len(seen.images)
     batch = torch.from_numpy(seen.images[rows.numpy()]).permute(0, 3, 1, 2).float() / 255

@@ -45,7 +45,7 @@ from cutswap.learn import checkpoint as ckpt
 from cutswap.learn.execution import Execution, resolve_execution
 from cutswap.learn.loop import LOG_FIELDS, ModelSpec, Recipe, train_classifier
 from cutswap.learn.models import ProjectionNet, build_model
-from cutswap.method.pairs import random_swap_bank
+from cutswap.method.pairs import random_swap_boxes
 from cutswap.method.registry import get_method
 from cutswap.pipeline.parallel import current_worker
 from cutswap.pipeline.readers import train_indices
@@ -247,7 +247,7 @@ def train_run(
         if spec.bank == "saliency":
             bank = open_store(pairs)["boxes"][:]
         elif spec.bank == "random":
-            bank = random_swap_bank(open_store(pairs)["boxes"][:], *images.shape[1:3], settings.pairs.seed)
+            bank = random_swap_boxes(open_store(pairs)["boxes"][:], *images.shape[1:3], settings.pairs.seed)
         job = {
             "images": images,
             "method": method,
