@@ -2,8 +2,8 @@
 
 Run: ``.venv/bin/python benchmarks/bench_cluster.py [--maps 64 --size 128 --repeats 3 --device cpu]``
 
-Compares, on synthetic saliency-like maps (bicubic-upsampled smooth random fields, ReLU'd, min-max normalised to
-[0, 1] and stored as float16, like the saliency stage's output):
+Compares, on synthetic saliency-like maps (bicubic-upsampled smooth random fields, ReLU'd, min-max normalised
+to [0, 1] and stored as float16, like the saliency stage's output):
 
 - our fuzzy c-means (histogram mode, the default; and exact mode) against ``skfuzzy.cluster.cmeans`` run map
   by map with the same K, m, error tolerance and iteration cap, as a user of that package would;

@@ -1,9 +1,10 @@
-"""Wall time of a batch of training jobs: in-process one after another vs as jobs on a local pool of Dask workers.
+"""Wall time of a batch of training jobs: in-process one after another vs as jobs on a
+local pool of Dask workers.
 
 The baseline is what a run with ``parallel.workers: 0`` does: every job in this process, one at a time,
-torch using every core. Ours is the flow's way: each job submitted from its own thread to a local pool of Dask workers
-of ``--workers`` processes; on a CPU, ``parallel.cpu_jobs`` of them at once, each with its share of the
-cores (timed for 1 and for one per worker), or, with GPUs, one job per GPU. The ratio baseline / ours is
+torch using every core. Ours is the flow's way: each job submitted from its own thread to a local pool of Dask
+workers of ``--workers`` processes; on a CPU, ``parallel.cpu_jobs`` of them at once, each with its share of
+the cores (timed for 1 and for one per worker), or, with GPUs, one job per GPU. The ratio baseline / ours is
 the speed-up of the job scheduling alone (same jobs, same settings). It shows whether running small-batch
 steps side by side beats splitting each step over every core, which decides ``cpu_jobs`` on a machine.
 
@@ -84,8 +85,8 @@ def main() -> None:
                 )
                 ours[label] = run_all(cfg, ingest(root, args.size), args.jobs, dask)
     print(
-        f"{args.jobs} cutpaste jobs, {args.steps} steps of {args.batch}+{args.batch} images at {args.size} px; "
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads in-process"
+        f"{args.jobs} cutpaste jobs, {args.steps} steps of {args.batch}+{args.batch} images at "
+        f"{args.size} px; torch {torch.__version__}, {torch.get_num_threads()} threads in-process"
     )
     print(f"in-process, one at a time:   {base:7.1f} s  (baseline)")
     for label, seconds in ours.items():

@@ -149,9 +149,9 @@ def main() -> None:
     )
     images = images.to(device)
     print(
-        f"backbone {backbone.name} ({backbone.weights_sha256[:12]}), batch {args.batch}, {args.size}x{args.size}, "
-        f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
-        f"{args.clock} clock, median of {args.repeats}"
+        f"backbone {backbone.name} ({backbone.weights_sha256[:12]}), batch {args.batch}, "
+        f"{args.size}x{args.size}, device {device}, torch {torch.__version__}, "
+        f"threads {torch.get_num_threads()}, {args.clock} clock, median of {args.repeats}"
     )
 
     # grad-cam's copy of the model is made first, before our hooks exist, so it copies none of them.
@@ -186,7 +186,8 @@ def main() -> None:
     }
     for label, name in zip("abcde" if gradcam is not None else "abde", seconds, strict=False):
         print(
-            f"({label}) {name:9s} {rate[name]:8.2f} images/s  ({seconds[name] * 1e3:8.1f} ms/batch)  {notes[name]}"
+            f"({label}) {name:9s} {rate[name]:8.2f} images/s  ({seconds[name] * 1e3:8.1f} ms/batch)  "
+            f"{notes[name]}"
         )
     print(f"ours / bare     = {rate['ours'] / rate['bare']:.3f}  (aim >= 0.9)")
     if "grad-cam" in rate:
@@ -195,8 +196,8 @@ def main() -> None:
         pixels = (size / args.size) ** 2
         print(
             f"ours@{size} / bare@{size} = {rate[f'ours@{size}'] / rate[f'bare@{size}']:.3f}  (aim >= 0.9)\n"
-            f"ours / ours@{size} = {rate['ours'] / rate[f'ours@{size}']:.2f}x  (the cost of input_size={size}; "
-            f"{pixels:.1f}x the pixels)"
+            f"ours / ours@{size} = {rate['ours'] / rate[f'ours@{size}']:.2f}x  "
+            f"(the cost of input_size={size}; {pixels:.1f}x the pixels)"
         )
 
 

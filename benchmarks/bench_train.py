@@ -4,9 +4,9 @@ The bare step is the floor: ``train_step`` (forward, cross-entropy, backward, SG
 and memory format) on a batch that is already built. Ours is the trainer's step: drawing the images and
 building the negatives (pair-bank swap, random swap, CutPaste, Scar, or two kinds for 3-way) with the
 colour jitter on the device (``draw_batch``), then the same ``train_step`` run through the trainer's
-out-of-memory retry (``OomRetry``, which snapshots batch-norm statistics every step). The ratio bare_time / our_time shows what making the
-negatives costs (aim: >= 0.9). 3-way methods train on 3 classes (1.5 times the images of a binary step),
-so each method is compared with a bare step of its own batch size.
+out-of-memory retry (``OomRetry``, which snapshots batch-norm statistics every step). The ratio bare_time /
+our_time shows what making the negatives costs (aim: >= 0.9). 3-way methods train on 3 classes (1.5 times the
+images of a binary step), so each method is compared with a bare step of its own batch size.
 
     .venv/bin/python benchmarks/bench_train.py [--size 128 --batch 16 --steps 10 --repeats 3]
         [--device auto] [--amp auto|bf16|fp16|off] [--channels-last auto|on|off]
@@ -91,8 +91,9 @@ def main() -> None:
         return (time.perf_counter() - start) / args.steps
 
     print(
-        f"device {device}, amp {execution.amp_name}, channels-last {execution.channels_last}, {b} images per class at {s}px, "
-        f"{args.steps} steps x {args.repeats} repeats, bare and ours interleaved (medians)"
+        f"device {device}, amp {execution.amp_name}, channels-last {execution.channels_last}, "
+        f"{b} images per class at {s}px, {args.steps} steps x {args.repeats} repeats, "
+        "bare and ours interleaved (medians)"
     )
     for method in args.methods.split(","):
         classes = num_classes(method)

@@ -1,8 +1,8 @@
 """Atomic publication of files and folders: a reader sees the old version or the new one, never a mix.
 
 Everything the project writes for a later run or a reader to trust goes through here: stores
-(``cutswap.pipeline.stores``), generated datasets (``cutswap.data.builtin.builds``), reports, checkpoints and job results.
-The protocol, for a file or a folder at ``final``::
+(``cutswap.pipeline.stores``), generated datasets (``cutswap.data.builtin.builds``), reports, checkpoints and
+job results. The protocol, for a file or a folder at ``final``::
 
     .<name>.tmp-<token>       written first, every byte fsynced (a power cut cannot publish data in flight)
     .<name>.tmp-<token>.lock  flock held by its writer while it lives (``WriterLock``): the kernel drops it

@@ -47,7 +47,8 @@ def main(old_storage: Path, old_report: Path, new_storage: Path, new_report: Pat
         changed = [c for c in a.columns if not a[c].equals(b[c])]
         results = [c for c in changed if c not in TIMING]
         print(
-            f"{name}: {len(a)} rows; columns that differ: {results or 'none'} (timing: {sorted(set(changed) & TIMING)})"
+            f"{name}: {len(a)} rows; columns that differ: {results or 'none'} "
+            f"(timing: {sorted(set(changed) & TIMING)})"
         )
         if results:
             problems.append(f"{name}: {results}")

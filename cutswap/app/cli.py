@@ -19,11 +19,12 @@
                                               metadata
 
 Defaults: the run's only category, the method with the best mean image AUROC on it, its first seed, and
-the decision threshold the evaluate stage chose on held-out normal training images (``cutswap.score.detector``).
-Errors a user can act on (unknown run or method, bad image files with ``--strict``) exit with status 2
-and a message, without a traceback.
+the decision threshold the evaluate stage chose on held-out normal training images
+(``cutswap.score.detector``). Errors a user can act on (unknown run or method, bad image files with
+``--strict``) exit with status 2 and a message, without a traceback.
 
-The ``cutswap`` console script is ``flows.cli:main``; ``python -m cutswap.app.cli`` has every command but ``run``.
+The ``cutswap`` console script is ``flows.cli:main``; ``python -m cutswap.app.cli`` has every
+command but ``run``.
 """
 
 from __future__ import annotations
@@ -353,8 +354,8 @@ def _threshold_line(info: dict, source: str) -> str:
     )
     if not info["resolved"]:
         line += (
-            f"; too few calibration images for that target: the largest of their scores is used, expected FPR "
-            f"{info['expected_fpr']:.3g}"
+            "; too few calibration images for that target: the largest of their scores is used, "
+            f"expected FPR {info['expected_fpr']:.3g}"
         )
     return line + _check_line(info, source)
 
@@ -366,10 +367,11 @@ def _check_line(info: dict, source: str) -> str:
         return ""
     normals = test["fp"] + test["tn"]
     return (
-        f"\nwarning: this threshold does not hold: on the run's test set it flagged {test['fp']} of {normals} "
-        f"normal images ({test['fp'] / normals:.0%}), more than the {check['allowed_fp']} its calibration images "
-        "allow; its false-positive rate on new normal images will be higher than targeted. Choose one on "
-        "normal images like yours (--threshold), or give the dataset a validation/good folder and rerun."
+        "\nwarning: this threshold does not hold: on the run's test set it flagged "
+        f"{test['fp']} of {normals} normal images ({test['fp'] / normals:.0%}), more than the "
+        f"{check['allowed_fp']} its calibration images allow; its false-positive rate on new normal images "
+        "will be higher than targeted. Choose one on normal images like yours (--threshold), or give the "
+        "dataset a validation/good folder and rerun."
     )
 
 
@@ -467,7 +469,8 @@ def _print_predictions(table: pd.DataFrame, out: Path) -> None:
     if len(table) > 10:
         print(f"... {len(table) - 10} more")
     print(
-        f"{flagged} of {len(table)} image(s) anomalous; wrote {out / 'predictions.csv'} and {out / 'overlays'}/"
+        f"{flagged} of {len(table)} image(s) anomalous; wrote {out / 'predictions.csv'} and "
+        f"{out / 'overlays'}/"
     )
 
 

@@ -326,6 +326,70 @@ def display() -> Display:
     return _SESSION[0] if _SESSION else _NoDisplay(live=False)
 
 
+#: What ``_route_own_handlers`` changed, by logger name: the logger, its ``propagate`` and the terminal
+#: handlers it took off.
+_OwnHandlers = dict[str, tuple[logging.Logger, bool, list[logging.Handler]]]
+
+
+def _detach_terminal_handlers(root: logging.Logger) -> list[tuple[int, logging.Handler]]:
+    """Take the terminal handlers off the root logger; return each with its position.
+
+    Why: Prefect's console handler (or a plain stream handler) would print every record again, unfiltered,
+    beside the session's. The positions let a session that restores put them back where they were.
+    """
+    removed = [(i, h) for i, h in enumerate(root.handlers) if _is_terminal_handler(h)]
+    for _, h in removed:
+        root.removeHandler(h)
+    return removed
+
+
+def _reattach_terminal_handlers(root: logging.Logger, removed: list[tuple[int, logging.Handler]]) -> None:
+    """Put back what ``_detach_terminal_handlers`` took, each at its position (the lowest first, so that
+    every position is the one it had)."""
+    for i, h in removed:
+        root.handlers.insert(i, h)
+
+
+def _route_own_handlers() -> _OwnHandlers:
+    """Take the terminal handlers off the loggers of ``_OWN_HANDLERS`` and let their records propagate.
+
+    Why: Dask's stderr handler, when it set one up, writes straight to the terminal: past the session's
+    handler, which says each warning once and leaves out what the run says itself, and past the run's log
+    file. Through the root logger its records reach both.
+    """
+    own: _OwnHandlers = {}
+    for name in _OWN_HANDLERS:
+        lg = logging.getLogger(name)
+        own[name] = (lg, lg.propagate, [h for h in lg.handlers if _is_terminal_handler(h)])
+    for lg, _, handlers in own.values():
+        for h in handlers:
+            lg.removeHandler(h)
+        lg.propagate = True
+    return own
+
+
+def _restore_own_handlers(own: _OwnHandlers) -> None:
+    """Undo ``_route_own_handlers``: each logger's handlers and ``propagate`` as they were."""
+    for lg, propagate, handlers in own.values():
+        lg.propagate = propagate
+        for h in handlers:
+            lg.addHandler(h)
+
+
+def _cutswap_from_info() -> tuple[logging.Logger, int]:
+    """Let the ``cutswap`` logger pass INFO records; return it and the level it had, to restore.
+
+    Why: a process that configured no logging has the root at WARNING, which drops the run's own INFO lines
+    before any handler, the console's or the log file's, sees them. A level already at INFO or below (DEBUG)
+    is kept.
+    """
+    cutswap = logging.getLogger("cutswap")
+    level = cutswap.level
+    if cutswap.getEffectiveLevel() > logging.INFO:
+        cutswap.setLevel(logging.INFO)
+    return cutswap, level
+
+
 @contextlib.contextmanager
 def session(
     debug: bool = False, stream: TextIO | None = None, live: bool | None = None, restore: bool = True
@@ -339,23 +403,11 @@ def session(
     shown = Display(stream=stream, live=live)
     handler = ConsoleHandler(shown, debug)
     root = logging.getLogger()
-    removed = [(i, h) for i, h in enumerate(root.handlers) if _is_terminal_handler(h)]
-    own = {name: logging.getLogger(name) for name in _OWN_HANDLERS}
-    saved = {
-        name: (lg.propagate, [h for h in lg.handlers if _is_terminal_handler(h)]) for name, lg in own.items()
-    }
-    for _, h in removed:
-        root.removeHandler(h)
-    for name, lg in own.items():  # Dask's stderr handler, when it set one up: its records go through ours
-        for h in saved[name][1]:
-            lg.removeHandler(h)
-        lg.propagate = True
+    removed = _detach_terminal_handlers(root)
+    own = _route_own_handlers()
     root.addHandler(handler)
     logging.captureWarnings(True)  # Python warnings too: once each, and in the log file
-    cutswap = logging.getLogger("cutswap")
-    level = cutswap.level
-    if cutswap.getEffectiveLevel() > logging.INFO:
-        cutswap.setLevel(logging.INFO)
+    cutswap, level = _cutswap_from_info()
     _SESSION.append(shown)
     _OWNS_PROCESS.append(not restore)
     try:
@@ -368,12 +420,8 @@ def session(
             logging.captureWarnings(False)
             cutswap.setLevel(level)
             root.removeHandler(handler)
-            for i, h in removed:  # where they were
-                root.handlers.insert(i, h)
-            for name, lg in own.items():
-                lg.propagate = saved[name][0]
-                for h in saved[name][1]:
-                    lg.addHandler(h)
+            _reattach_terminal_handlers(root, removed)
+            _restore_own_handlers(own)
 
 
 def _stdout_closed() -> bool:

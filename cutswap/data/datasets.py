@@ -1,7 +1,8 @@
 """Resolve the dataset a benchmark names into a root on disk and its sample table.
 
-``dataset.name`` selects the layout reader; each returns the same table (``cutswap.data.layouts.common.COLUMNS``),
-so ingest and every stage after it never care how the files lay on disk:
+``dataset.name`` selects the layout reader; each returns the same table
+(``cutswap.data.layouts.common.COLUMNS``), so ingest and every stage after it never care how the files lay
+on disk:
 
 ============  ================================================================  ======================
 name          layout                                                            reader

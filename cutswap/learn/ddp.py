@@ -88,7 +88,8 @@ def launch(
             ``recipe``, ``execution``, ``seed``, ``bank``, ``swaps``, ``area``, ``aspect``, ``identity``).
         nproc: processes, one GPU each on CUDA.
         work: the run's work directory (job files, resumable checkpoint).
-        out: where rank 0 writes the model checkpoint (``cutswap.learn.checkpoint.model_payload``), normally in the store directory.
+        out: where rank 0 writes the model checkpoint (``cutswap.learn.checkpoint.model_payload``), normally
+            in the store directory.
         progress: called with each log entry, in order.
         log_line: called with every other output line of the ranks and of torchrun.
 

@@ -9,8 +9,8 @@ Inputs:
 
 Each step draws a batch of ``B`` images per class (``cutswap.method.sampler.draw_batch``) and makes one SGD
 update on the cross-entropy over all rows. When the batch runs in ``parts`` micro-batches (after an
-out-of-memory retry, ``cutswap.learn.oom``) or over ``world`` processes (DDP), each part takes an equal slice of
-every class, and the losses are weighted so the gradient is that of the whole batch; only batch
+out-of-memory retry, ``cutswap.learn.oom``) or over ``world`` processes (DDP), each part takes an equal slice
+of every class, and the losses are weighted so the gradient is that of the whole batch; only batch
 normalisation sees the smaller parts. Every process draws the same whole batch from the same generator
 and trains on its own slice, so the random stream does not depend on the number of processes.
 

@@ -8,13 +8,13 @@ nothing here depends on the memory format.
 
 Trunks (``TRUNKS``), each with its own input normalisation and embedding width:
 
-============================  =====  ============================  ==============================================
-trunk                         width  normalisation (on [0, 1])     ImageNet weights (``pretrained=True``)
-============================  =====  ============================  ==============================================
-``resnet18``                  512    mean (0.485, 0.456, 0.406),   torchvision's file, found like the saliency
-                                     std (0.229, 0.224, 0.225)     backbone's (path by hash, cache, download)
-``efficientnet_lite0``        1280   mean = std = 0.5              the file shipped in a PyPI package (offline)
-============================  =====  ============================  ==============================================
+======================  =====  ============================  ==============================================
+trunk                   width  normalisation (on [0, 1])     ImageNet weights (``pretrained=True``)
+======================  =====  ============================  ==============================================
+``resnet18``            512    mean (0.485, 0.456, 0.406),   torchvision's file, found like the saliency
+                               std (0.229, 0.224, 0.225)     backbone's (path by hash, cache, download)
+``efficientnet_lite0``  1280   mean = std = 0.5              the file shipped in a PyPI package (offline)
+======================  =====  ============================  ==============================================
 
 ``stages`` names four trunk modules ``layer1..layer4`` (strides 4, 8, 16, 32) for Grad-CAM localization:
 ResNet-18's stages, or EfficientNet-Lite0's levels as the saliency backbone defines them. Each is known by

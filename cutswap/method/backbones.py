@@ -12,8 +12,9 @@ Two backbones are supported:
 
 Data layout:
 
-* ``Backbone.normalize`` takes float32 ``(B, 3, H, W)`` RGB in ``[0, 1]`` (or uint8 in ``0..255``) and returns the normalised tensor the
-  model expects; ``Backbone.model`` maps that to logits ``(B, 1000)`` (ImageNet classes).
+* ``Backbone.normalize`` takes float32 ``(B, 3, H, W)`` RGB in ``[0, 1]`` (or uint8 in ``0..255``) and returns
+  the normalised tensor the model expects; ``Backbone.model`` maps that to logits ``(B, 1000)`` (ImageNet
+  classes).
 * ``Backbone.levels`` maps ``"level1"`` .. ``"level4"`` (shallow to deep) to the modules whose *output* is the
   level's activation ``(B, C_l, H / s_l, W / s_l)`` with strides ``s = 4, 8, 16, 32``; channels are
   ``64, 128, 256, 512`` (ResNet-18) and ``24, 40, 112, 1280`` (EfficientNet-Lite0).
@@ -328,7 +329,8 @@ def effnet_key_map(keys: list[str]) -> dict[str, str]:
 
 
 def effnet_weights(weights: str | Path | None = None) -> tuple[Path, str]:
-    """The EfficientNet-Lite0 ImageNet weights file (given, else the packaged one), verified, and its sha256."""
+    """The EfficientNet-Lite0 ImageNet weights file (given, else the packaged one), verified,
+    and its sha256."""
     path = Path(weights).expanduser() if weights is not None else effnet_packaged_weights()
     if not path.is_file():
         raise SettingsError(

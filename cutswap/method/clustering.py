@@ -70,7 +70,8 @@ def _tiny_sq(dtype: torch.dtype) -> float:
 def _check_common(k: int, max_iter: int, tol: float) -> None:
     if not isinstance(k, int) or k < 2:
         raise ValueError(
-            f"clustering k={k!r} is invalid: the top cluster needs at least 2 clusters; set k to an integer >= 2"
+            f"clustering k={k!r} is invalid: the top cluster needs at least 2 clusters; "
+            "set k to an integer >= 2"
         )
     if not isinstance(max_iter, int) or max_iter < 1:
         raise ValueError(f"clustering max_iter={max_iter!r} is invalid: set it to an integer >= 1")
@@ -259,7 +260,8 @@ def _iterate(
     max_iter: int,
     tol: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Runs ``step`` from centroids ``c`` on all problems, dropping each from the work once it moves <= tol."""
+    """Runs ``step`` from centroids ``c`` on all problems, dropping each from the work once it moves
+    <= tol."""
     out = c.clone()
     iterations = torch.full((x.shape[0],), max_iter, dtype=torch.int64, device=x.device)
     active = torch.arange(x.shape[0], device=x.device)

@@ -8,7 +8,8 @@ negatives costs about as much as one, and several swaps cost one gather (their m
 
 Augmentations (the methods that use them are in ``cutswap.method.registry.REGISTRY``):
     swap_patches   swap two same-size patches: CutSwap (pairs anchored in the saliency top cluster) and the
-                   random-swap control (pairs at uniformly random places, ``cutswap.method.pairs.random_pair_bank``)
+                   random-swap control (pairs at uniformly random places,
+                   ``cutswap.method.pairs.random_pair_bank``)
     cut_paste      copy a rectangle to another place of the same image, colour-jittered (Li et al. 2021)
     cut_paste_scar copy a thin rectangle, rotate it and paste it through its rotated mask, colour-jittered
                    (CutPaste-Scar: width [2, 16] px, height [10, 25] px, rotation [-45, 45] degrees at 256 px)

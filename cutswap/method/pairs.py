@@ -34,7 +34,8 @@ computation for a researcher's own maps, with the same defaults and the same dra
     returns  one ``PairBank`` per level, or one ``PairBank`` for (N, H, W) maps
 
 Inputs: ``top_masks`` ``(N, H, W)`` bool, the top-cluster pixels of each map, and optionally ``ranks``
-``(N, H, W)`` uint8, each pixel's cluster rank by centroid (0 top, 1 next, ...; ``cutswap.method.clustering``).
+``(N, H, W)`` uint8, each pixel's cluster rank by centroid (0 top, 1 next, ...;
+``cutswap.method.clustering``).
 
 Randomness: map ``i`` of a call uses its own generator ``np.random.default_rng([seed, index_offset + i])``
 and a fixed layout of draws (``_draw_uniforms``: sizes first, then random locations, then pixel pairs, then
@@ -136,12 +137,14 @@ def _check_settings(
     a0, a1 = area
     if not (0 < a0 <= a1 <= 1):
         raise ValueError(
-            f"pairs area={tuple(area)!r} is invalid: give (low, high) image fractions with 0 < low <= high <= 1"
+            f"pairs area={tuple(area)!r} is invalid: give (low, high) image fractions "
+            "with 0 < low <= high <= 1"
         )
     r0, r1 = aspect
     if not (0 < r0 <= r1):
         raise ValueError(
-            f"pairs aspect={tuple(aspect)!r} is invalid: give (low, high) height/width ratios with 0 < low <= high"
+            f"pairs aspect={tuple(aspect)!r} is invalid: give (low, high) height/width ratios "
+            "with 0 < low <= high"
         )
     _check_seed(seed, index_offset)
     if height < 1 or width < 1 or height * width < 2:

@@ -117,8 +117,8 @@ class SaliencyExtractor:
         unknown = [name for name in chosen if name not in backbone.levels]
         if unknown or not chosen or len(set(chosen)) != len(chosen):
             raise ValueError(
-                f"saliency levels {chosen!r} (setting levels) are invalid for backbone {backbone.name}: give a "
-                f"non-empty list without repeats drawn from {available}."
+                f"saliency levels {chosen!r} (setting levels) are invalid for backbone {backbone.name}: "
+                f"give a non-empty list without repeats drawn from {available}."
             )
         if target_class is not None and (isinstance(target_class, bool) or target_class < 0):
             raise ValueError(
@@ -233,8 +233,8 @@ class SaliencyExtractor:
             images: uint8 ``(B, H, W, 3)`` or float ``(B, 3, H, W)`` in ``[0, 1]``, at the working size.
 
         Returns:
-            ``maps`` float32 ``(B, L, H, W)`` in ``[0, 1]`` at the working size (whatever ``input_size``) and ``targets`` int64 ``(B,)``, on the backbone's
-            device.
+            ``maps`` float32 ``(B, L, H, W)`` in ``[0, 1]`` at the working size (whatever ``input_size``) and
+            ``targets`` int64 ``(B,)``, on the backbone's device.
         """
         if not self._handles:
             raise RuntimeError("this SaliencyExtractor was closed; create a new one")

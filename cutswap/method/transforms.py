@@ -63,7 +63,8 @@ class _Transform:
         if not isinstance(images, torch.Tensor) or images.dim() != 4 or not images.is_floating_point():
             raise TypeError(
                 "images must be a float tensor (B, C, H, W) in [0, 1]; got "
-                f"{type(images).__name__} {getattr(images, 'dtype', '')} {tuple(getattr(images, 'shape', ()))}"
+                f"{type(images).__name__} {getattr(images, 'dtype', '')} "
+                f"{tuple(getattr(images, 'shape', ()))}"
             )
 
 

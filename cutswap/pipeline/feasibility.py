@@ -1,7 +1,7 @@
 """What a dataset's image counts let a run do and measure, checked from its sample table before any work.
 
-The sample table (``cutswap.data.layouts.common.COLUMNS``: category, split, label, ...) is known the moment the
-dataset is listed, so a category that cannot be evaluated, a batch that cannot be filled or a schedule
+The sample table (``cutswap.data.layouts.common.COLUMNS``: category, split, label, ...) is known the moment
+the dataset is listed, so a category that cannot be evaluated, a batch that cannot be filled or a schedule
 that cannot finish is refused then, with exit code 2, rather than after saliency, clustering and
 training have run. What a test set cannot *measure* is not an error (a category without anomalies still
 trains and gets its threshold): it is returned as warnings, and the values it leaves undefined are
@@ -93,7 +93,8 @@ def _check_batch(settings: Settings, counts: pd.DataFrame) -> None:
     if cfg.batch_size > n:
         raise SettingsError(
             f"train.batch_size {cfg.batch_size} is larger than the {n} training images of category "
-            f"{smallest!r}: each step would repeat images within its batch; set train.batch_size to at most {n}"
+            f"{smallest!r}: each step would repeat images within its batch; "
+            f"set train.batch_size to at most {n}"
         )
 
 

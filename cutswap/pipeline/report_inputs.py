@@ -69,7 +69,8 @@ def _normal_max(group: zarr.Group, ev: Evaluation) -> float | None:
 def _picked(
     pick: Pick, row: int, table: pd.DataFrame, images: dict, masks: dict, group: zarr.Group
 ) -> PickedImage:
-    """One picked test image: its ingest row's image, mask and sample, and its map where the store has maps."""
+    """One picked test image: its ingest row's image, mask and sample, and its map where the store
+    has maps."""
     sample = table.iloc[row]
     amap = group["maps"][pick.position] if "maps" in group else None
     has_mask_file = isinstance(sample["mask_path"], str)

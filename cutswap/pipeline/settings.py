@@ -3,7 +3,8 @@
 A preset (``configs/*.yaml``) mirrors :class:`Settings`::
 
     run: demo                      # report folder name under reports_root
-    storage_root: storage          # a folder, or a URL: s3://bucket/prefix, gs://, az://, file:// (cutswap.roots)
+    storage_root: storage          # a folder, or a URL: s3://bucket/prefix, gs://, az://, file://
+                                   # (cutswap.roots)
     reports_root: reports
     dataset: {name: textures, root: null, categories: null, image_size: 128}
     saliency: {backbone: auto, weights: null, levels: [level1, level2, level3, level4], batch_size: 16}
@@ -47,7 +48,8 @@ class _Section(BaseModel):
 
 
 class FolderSettings(_Section):
-    """Where the images of a ``folder`` dataset lie, relative to ``dataset.root`` (see ``cutswap.data.layouts.folder``).
+    """Where the images of a ``folder`` dataset lie, relative to ``dataset.root`` (see
+    ``cutswap.data.layouts.folder``).
 
     Without ``normal_test_dir``, a fraction ``normal_split`` of the normal images becomes normal test
     images (image AUROC needs them); without ``mask_dir`` the benchmark is image-level only.
@@ -180,14 +182,14 @@ class TrainSettings(_Section):
     than that on one device even at a throughput no device reaches (``cutswap.pipeline.feasibility``): a
     typo such as ``steps: 1000000000`` ends at once instead of after the precompute stages.
 
-    ``trunk`` is the classifier's trunk (``cutswap.learn.models.TRUNKS``), from scratch or, with ``pretrained``,
-    from ImageNet weights: ResNet-18's come through the saliency backbone's lookup (``weights`` by path,
-    checked by hash; torch's hub cache; the download when ``allow_download``), EfficientNet-Lite0's ship
-    in a package. Where a file lies is not keyed (its hash is fixed). The methods ``imagenet-gde`` and
-    ``patchcore`` train nothing: an ImageNet trunk frozen, scored by the same density or by PatchCore's
-    memory bank, the no-training baselines; their trunk is ``baseline_trunk``, or ``trunk`` when that is
-    null (so a from-scratch ResNet-18 offline can be compared with the frozen EfficientNet-Lite0 whose
-    weights ship in a package).
+    ``trunk`` is the classifier's trunk (``cutswap.learn.models.TRUNKS``), from scratch or, with
+    ``pretrained``, from ImageNet weights: ResNet-18's come through the saliency backbone's lookup
+    (``weights`` by path, checked by hash; torch's hub cache; the download when ``allow_download``),
+    EfficientNet-Lite0's ship in a package. Where a file lies is not keyed (its hash is fixed). The methods
+    ``imagenet-gde`` and ``patchcore`` train nothing: an ImageNet trunk frozen, scored by the same density or
+    by PatchCore's memory bank, the no-training baselines; their trunk is ``baseline_trunk``, or ``trunk``
+    when that is null (so a from-scratch ResNet-18 offline can be compared with the frozen EfficientNet-Lite0
+    whose weights ship in a package).
 
     Fine-tuning a pretrained trunk (the recipe of the CutPaste re-implementations people start from):
     ``freeze_steps`` first steps train the head and classifier only, the trunk frozen (its weights and its
@@ -293,8 +295,8 @@ class EvaluateSettings(_Section):
 
     ``threshold_holdout``: the fraction of the normal training images held out of the density fits to
     choose the decision threshold on (0: no threshold); ``threshold_fpr``: the false-positive rate it
-    targets on normal images (``cutswap.score.detector`` says how few held-out images bound it). Both are keyed:
-    the held-out images change the densities, and so every score.
+    targets on normal images (``cutswap.score.detector`` says how few held-out images bound it). Both are
+    keyed: the held-out images change the densities, and so every score.
     """
 
     batch_size: int = Field(64, ge=1)
@@ -323,8 +325,8 @@ class ParallelSettings(_Section):
     computes everything in-process, one job at a time. With ``address``, ``gpus`` says whether jobs ask
     for a GPU (None: when any worker advertises one).
 
-    Faults end the run (``cutswap.pipeline.parallel``): a job whose worker dies is rerun (a training job from its
-    last checkpoint) at most ``allowed_failures`` times (a local cluster's; a remote scheduler keeps its
+    Faults end the run (``cutswap.pipeline.parallel``): a job whose worker dies is rerun (a training job from
+    its last checkpoint) at most ``allowed_failures`` times (a local cluster's; a remote scheduler keeps its
     own ``distributed.scheduler.allowed-failures``), and a job no connected worker can run fails after
     ``worker_timeout`` seconds (at once when the workers lack the GPU resource it asks for).
     """

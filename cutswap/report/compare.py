@@ -10,7 +10,7 @@ Metrics are fractions in [0, 1]; NaN means undefined (e.g. pixel metrics without
 :func:`compare` (``reports/<run>/comparisons.csv``), one row per question x metric, differences a - b as
 fractions::
 
-    a  b  metric  n_pairs  mean_diff  ci_low  ci_high  se  df  detectable  test_noise  wins  ties  losses  verdict
+    a b metric n_pairs mean_diff ci_low ci_high se df detectable test_noise wins ties losses verdict
 
 ``se`` the standard error of ``mean_diff``, ``df`` its degrees of freedom, ``detectable`` the difference
 the design detects with 80 % power, ``test_noise`` whether the test set's noise is in ``se``.
@@ -455,7 +455,8 @@ def interval_note(
         f"{confidence * 100:g}% t interval (Welch-Satterthwaite degrees of freedom) whose variance holds the "
         f"seed-to-seed spread within each category and {test}; categories are fixed. Detectable: the "
         f"difference this design finds with {power * 100:g}% power. Per-seed numbers are not reproducible "
-        f"across machines (training is chaotic in float rounding); the intervals are what carries over. {ties}"
+        "across machines (training is chaotic in float rounding); the intervals are what carries over. "
+        f"{ties}"
     )
 
 

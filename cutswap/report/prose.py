@@ -59,7 +59,10 @@ def _span(values: pd.Series) -> str:
 def _not_holding(results: pd.DataFrame) -> str:
     """The sentence about operating points whose test false-positive count exceeds their bound."""
     if "threshold_holds" not in results.columns:
-        return " Whether each operating point holds on the test set was not checked (stores from before the check)."
+        return (
+            " Whether each operating point holds on the test set was not checked "
+            "(stores from before the check)."
+        )
     checked = results[results["threshold_holds"].notna()]
     failed = checked[checked["threshold_holds"] == False]  # noqa: E712
     if checked.empty:
@@ -124,8 +127,8 @@ def batch_layout(method: str, batch_size: int) -> str:
     """One step's batch of ``method``, class by class: ``32 normal + 32 swap + 32 scar (96 images)``.
 
     A step draws ``batch_size`` images for class 0 (normal) and as many again for every negative kind of
-    the method (``cutswap.method.registry``), so the batch of a 3-way method is half as large again as a binary
-    one's; the report must not describe both as "B normal + B negative".
+    the method (``cutswap.method.registry``), so the batch of a 3-way method is half as large again as a
+    binary one's; the report must not describe both as "B normal + B negative".
     """
     kinds = method_kinds(method)
     blocks = [f"{batch_size} normal", *(f"{batch_size} {kind}" for kind in kinds)]
@@ -168,8 +171,9 @@ def machine_sentence(provenance: dict) -> str:
     """Where the numbers were made, and what carries to another machine (the intervals, not the seeds)."""
     m = provenance.get("machine") or {}
     where = (
-        f"Made on {m.get('cpu', 'an unrecorded CPU')}, {m.get('cpus', '?')} CPUs, {m.get('torch_threads', '?')} "
-        f"torch threads{', GPU ' + m['gpu'] if m.get('gpu') else ''} ({m.get('platform', 'platform unrecorded')})."
+        f"Made on {m.get('cpu', 'an unrecorded CPU')}, {m.get('cpus', '?')} CPUs, "
+        f"{m.get('torch_threads', '?')} torch threads{', GPU ' + m['gpu'] if m.get('gpu') else ''} "
+        f"({m.get('platform', 'platform unrecorded')})."
     )
     return (
         f"{where} Per-seed numbers are not reproducible on another machine: training is chaotic in float "

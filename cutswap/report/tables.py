@@ -58,7 +58,8 @@ class Reference:
     note: str
 
 
-#: Dataset name -> the published table for it (``cutswap/report/reference/README.md`` says where each comes from).
+#: Dataset name -> the published table for it (``cutswap/report/reference/README.md`` says where each
+#: comes from).
 REFERENCES: dict[str, Reference] = {
     "mvtec": Reference(
         "cutpaste_mvtec_image_auroc.csv",
@@ -85,7 +86,8 @@ def metrics_of(results: pd.DataFrame) -> list[str]:
     return [m for m in METRICS if m in results.columns and results[m].notna().any()]
 
 
-#: Operating-point columns of ``results.csv`` (``cutswap.pipeline.stages.report``), in the order tables show them.
+#: Operating-point columns of ``results.csv`` (``cutswap.pipeline.stages.report``),
+#: in the order tables show them.
 OPERATING_POINT = ("threshold_precision", "threshold_recall", "threshold_fpr")
 
 

@@ -46,8 +46,8 @@ class GaussianDensity:
         more anomalous.
 
         One (N, D) x (D, D) matrix product and a row-wise dot product, never an (N, D, D) temporary: the
-        patch localization scores tens of thousands of crops with it (``cutswap.score.localization``). Rounding
-        can make a distance of a point at the mean a tiny negative square, hence the clamp at 0.
+        patch localization scores tens of thousands of crops with it (``cutswap.score.localization``).
+        Rounding can make a distance of a point at the mean a tiny negative square, hence the clamp at 0.
         """
         x = np.asarray(embeddings, dtype=np.float64)
         d = (unit_rows(x) if self.l2_normalize else x) - self.mean

@@ -1,9 +1,10 @@
-"""A detector as one object: classifier, densities (or PatchCore's memory bank), threshold, and what made them.
+"""A detector as one object: classifier, densities (or PatchCore's memory bank), threshold,
+and what made them.
 
 The evaluate stage builds a ``Detector`` from what it fits and scores the test images with it; ``cutswap
-predict`` and ``cutswap export`` load the same object back from the stores (``cutswap.pipeline.readers.load_detector``). So
-the scores of new images come from the very code that produced the benchmark's numbers, not from a copy of
-it that could drift.
+predict`` and ``cutswap export`` load the same object back from the stores
+(``cutswap.pipeline.readers.load_detector``). So the scores of new images come from the very code that
+produced the benchmark's numbers, not from a copy of it that could drift.
 
 Threshold, chosen on normal data only (``calibration_split``, ``choose_threshold``)
     The calibration images are the category's normal *validation* images (split ``val``: the built-in
@@ -196,8 +197,9 @@ class Detector:
         model: the classifier (eval mode); only its trunk's embedding is used for scores and patch maps.
         density: the image-level Gaussian density (fitted on the non-held-out normal training images);
             None for PatchCore.
-        route: the localization settings that made the maps (``cutswap.pipeline.stages.evaluate.localization_key``);
-            ``localization`` is ``patchcore`` for a PatchCore detector with maps.
+        route: the localization settings that made the maps
+            (``cutswap.pipeline.stages.evaluate.localization_key``); ``localization`` is ``patchcore`` for a
+            PatchCore detector with maps.
         patch_density: the crop-level density of the ``patch`` route (None for the other routes).
         patchcore: the PatchCore scorer (``cutswap.score.patchcore``), which replaces both densities.
         image_size: the working size S; ``score`` takes (N, S, S, 3) images.
@@ -236,8 +238,8 @@ class Detector:
         if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (*[self.image_size] * 2, 3):
             raise ValueError(
                 f"images must be uint8 (N, {self.image_size}, {self.image_size}, 3), the detector's working "
-                f"size; got {images.dtype} {images.shape} (read files with cutswap.data.images.load_rgb(path, "
-                f"{self.image_size}))"
+                f"size; got {images.dtype} {images.shape} "
+                f"(read files with cutswap.data.images.load_rgb(path, {self.image_size}))"
             )
         return images
 

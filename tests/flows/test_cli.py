@@ -180,7 +180,8 @@ def test_python_m_flows_benchmark_answers_before_importing_prefect(tmp_path, pre
     start = time.perf_counter()
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
     print(
-        f"python -m flows.benchmark {' '.join(args)}: exit {done.returncode} in {time.perf_counter() - start:.2f} s"
+        f"python -m flows.benchmark {' '.join(args)}: exit {done.returncode} "
+        f"in {time.perf_counter() - start:.2f} s"
     )
     assert done.returncode == code, done.stderr[-2000:]
     imported = _imported(done.stderr)

@@ -144,7 +144,8 @@ def test_a_signal_to_the_run_group_stops_everything_within_15_s(tmp_path, preset
     gone = _gone_within(tree, 15 - exited)
     name = signal.Signals(signum).name
     print(
-        f"{name} to the process group: exit {code} after {exited:.1f} s, every process gone after {exited + gone:.1f} s"
+        f"{name} to the process group: exit {code} after {exited:.1f} s, "
+        f"every process gone after {exited + gone:.1f} s"
     )
     assert code == 128 + signum, run.text[-3000:]
     assert exited + gone < 15

@@ -56,8 +56,9 @@ class Topology:
             "scheduler", [*dask, "--host", "127.0.0.1", "--port", str(self.port), "--no-dashboard"], False
         )
         for name in workers:
-            self._start(name, [sys.executable, "-m", "distributed.cli.dask_worker", self.address, "--name", name,
-                               "--nthreads", "1", "--no-nanny", "--no-dashboard", "--host", "127.0.0.1"], True)  # fmt: skip
+            self._start(name, [sys.executable, "-m", "distributed.cli.dask_worker", self.address,
+                               "--name", name, "--nthreads", "1", "--no-nanny", "--no-dashboard",
+                               "--host", "127.0.0.1"], True)  # fmt: skip
         from distributed import Client
 
         with Client(self.address, timeout=60) as client:

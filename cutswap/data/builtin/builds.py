@@ -6,9 +6,9 @@ A build lies in one folder with a JSON marker naming its generator, version and 
       <marker>          # written last, inside the temporary folder: a root whose marker exists is whole
       ...               # the dataset's files
 
-It is written into a hidden temporary sibling and swapped into place (``cutswap.atomic``), and reused when the marker names
-the same parameters. A folder that is neither empty nor an earlier build of the same dataset is refused,
-so a wrong path never deletes user data.
+It is written into a hidden temporary sibling and swapped into place (``cutswap.atomic``), and reused when the
+marker names the same parameters. A folder that is neither empty nor an earlier build of the same dataset is
+refused, so a wrong path never deletes user data.
 """
 
 from __future__ import annotations
@@ -43,8 +43,8 @@ def _check_replaceable(root: Path, marker: str, what: str) -> None:
     if (root / marker).is_file() or not any(root.iterdir()):
         return
     raise DatasetError(
-        f"{root}: folder exists, is not empty and is not an earlier {what} build (no {marker}); refusing to replace "
-        "it. Choose another path, or empty the folder yourself."
+        f"{root}: folder exists, is not empty and is not an earlier {what} build (no {marker}); "
+        "refusing to replace it. Choose another path, or empty the folder yourself."
     )
 
 

@@ -168,7 +168,8 @@ def _held_out(
     if count >= len(normal):
         problems.add(
             f"{dirs['normal_dir']}: {len(normal)} normal image(s) cannot be split into training and "
-            f"normal test images (normal_split={normal_split}); add images or set dataset.folder.normal_test_dir."
+            f"normal test images (normal_split={normal_split}); add images or set "
+            "dataset.folder.normal_test_dir."
         )
     order = sorted(normal, key=lambda e: hashlib.sha256(_rel(root, e.path).encode()).hexdigest())
     if count == 0:

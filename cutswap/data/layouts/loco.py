@@ -208,7 +208,7 @@ def _mask_folders(
     for name, entry in folders.items():
         if name not in stems:
             problems.add(
-                f"{entry.path}: mask folder matches no image in test/{kind} (expected test/{kind}/{name}.png); "
-                "rename or remove it."
+                f"{entry.path}: mask folder matches no image in test/{kind} "
+                f"(expected test/{kind}/{name}.png); rename or remove it."
             )
     return paired

@@ -11,8 +11,8 @@ dataset use)::
         test/<defect>/*.png            # anomalous test images, one folder per defect type
         ground_truth/<defect>/<stem>_mask.png   # one mask per anomalous test image
 
-BTAD (``cutswap.data.layouts.btad``) is the same tree with ``ok`` for ``good`` and masks named like their image;
-``scan_mvtec_like`` serves both.
+BTAD (``cutswap.data.layouts.btad``) is the same tree with ``ok`` for ``good`` and masks named like their
+image; ``scan_mvtec_like`` serves both.
 
 Image and mask extensions: ``.png``, ``.jpg`` and ``.bmp`` in any letter case. Files with other extensions
 are ignored, except other image formats (``.jpeg``, ``.tif``, ``.webp``, ...), which are reported so that
@@ -240,7 +240,8 @@ def _validation_rows(cat: _Category) -> list[Row]:
     for entry in cat.scandir(folder):
         if (entry.is_dir and entry.name != normal) or is_stray_image(entry):
             cat.problems.add(
-                f"{entry.path}: unexpected here; validation images must all be normal, in validation/{normal}."
+                f"{entry.path}: unexpected here; validation images must all be normal, "
+                f"in validation/{normal}."
             )
     if not (folder / normal).is_dir():
         return []

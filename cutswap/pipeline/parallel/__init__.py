@@ -39,10 +39,11 @@ Every socket stays on 127.0.0.1 for a local pool (scheduler, workers and dashboa
 Faults end a run; they never hang it (``JobError`` names the job, the reason and what to do):
 
 * A worker that dies running a job (killed, out of memory) is restarted by its nanny and the scheduler
-  reruns the job elsewhere; a training job resumes from its last checkpoint (``cutswap.pipeline.stages.train``).
-  A job whose workers die more than ``allowed_failures`` times fails (Dask's ``KilledWorker``). Each such
-  death is one console line naming the worker, the job (or shard) and what happens to it, and the job's
-  new start another (``DaskPool.watching``), whether the pool is local or reached by address.
+  reruns the job elsewhere; a training job resumes from its last checkpoint
+  (``cutswap.pipeline.stages.train``). A job whose workers die more than ``allowed_failures`` times fails
+  (Dask's ``KilledWorker``). Each such death is one console line naming the worker, the job (or shard) and
+  what happens to it, and the job's new start another (``DaskPool.watching``), whether the pool is local or
+  reached by address.
 * Jobs and shards travel to the workers as pickled bytes and unpickle inside the task: a job whose code a
   worker cannot import fails at once. (Dask unpickles a task in the worker's scheduler stream, where a
   failure stops the worker taking work and the job waits forever.)

@@ -372,7 +372,8 @@ def _check_workers_run_this_code(client: Any, where: str) -> None:
         raise CutswapError(
             f"{len(wrong)} Dask worker(s) of {where} run other code than this process, so their stores "
             f"would carry keys naming code that did not run: {', '.join(wrong)}. Install the same cutswap "
-            "checkout, torch and zarr on every worker (pip install -e . from the same commit) and restart them"
+            "checkout, torch and zarr on every worker (pip install -e . from the same commit) and restart "
+            "them"
         )
 
 

@@ -7,7 +7,8 @@ Store layout (``storage/evaluate/<category>-<method>-s<seed>-<key>/``)::
     index   int64   (T,)       row of the image in the ingest store
     holdout_scores  float64 (H,)   scores of the calibration images: the normal validation images, or the
                                    normal training images held out of every density fit
-    holdout_index   int64   (H,)   their rows in the ingest store (``cutswap.score.detector.calibration_split``)
+    holdout_index   int64   (H,)   their rows in the ingest store
+                                   (``cutswap.score.detector.calibration_split``)
     density_mean, density_precision              float64 (D,), (D, D)  the image-level density
     patch_density_mean, patch_density_precision  float64 (D,), (D, D)  the crop density (``patch`` only)
     memory_bank   float32 (K, D)   PatchCore's coreset of normal patch features, instead of the densities
@@ -29,8 +30,9 @@ The threshold is chosen on normal calibration images only, the category's valida
 any, else training images held out of the fits (``cutswap.score.detector``: an order statistic of their
 scores at the target false-positive rate ``evaluate.threshold_fpr``); the test labels only measure what it
 gives (``threshold.test``) and whether that is within what the calibration sample allows
-(``threshold.check``, ``cutswap.score.detector.operating_point_check``). The densities are stored so that ``cutswap predict`` and
-``cutswap export`` score new images with exactly the detector evaluated here (``cutswap.pipeline.readers.load_detector``).
+(``threshold.check``, ``cutswap.score.detector.operating_point_check``). The densities are stored so that
+``cutswap predict`` and ``cutswap export`` score new images with exactly the detector evaluated here
+(``cutswap.pipeline.readers.load_detector``).
 
 The pixel metrics are computed from the float32 maps before they are stored; recomputing them from the
 float16 maps gives the same numbers up to the ties float16 rounding creates (about 1e-3 relative).
@@ -38,8 +40,8 @@ float16 maps gives the same numbers up to the ties float16 rounding creates (abo
 The key covers the localization settings that change the maps or the metrics (for the chosen route
 only, so changing ``gradcam_layer`` does not recompute ``patch`` runs), the scorer's own settings
 (``l2_normalize`` for the densities, resolved per classifier and keyed only when on, so stores made
-before it existed are reused; ``coreset_fraction`` for PatchCore) and the threshold settings (``threshold_holdout``,
-``threshold_fpr``), not batch sizes or the device.
+before it existed are reused; ``coreset_fraction`` for PatchCore) and the threshold settings
+(``threshold_holdout``, ``threshold_fpr``), not batch sizes or the device.
 
 PatchCore (``method.scorer == "patchcore"``) replaces both densities by one memory bank: its image score
 is the largest patch distance, its maps the patch distances upsampled (``cutswap.score.patchcore``); the

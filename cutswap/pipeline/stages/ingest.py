@@ -15,8 +15,8 @@ Store layout (``storage/ingest/<category>-<key>/``)::
 The key covers the dataset settings that change the store (layout, working size, ``lenient``) and a
 fingerprint of the source: the sample table itself (so a changed split or label re-ingests) and, for
 every image and mask file, its path with its size and modification time (``dataset.fingerprint: stat``)
-or a hash of its bytes (``content``; the default for the embedded datasets). An edited dataset is therefore re-ingested and every stage after it
-recomputes, while an untouched one is reused.
+or a hash of its bytes (``content``; the default for the embedded datasets). An edited dataset is therefore
+re-ingested and every stage after it recomputes, while an untouched one is reused.
 
 Every image and mask is decoded before anything is written, and every problem of the category is
 collected (unreadable, empty, truncated or non-image file, decompression bomb, a mask whose size differs

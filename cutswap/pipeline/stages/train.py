@@ -2,7 +2,8 @@
 
 Store layout (``storage/train/<category>-<method>-s<seed>-<key>/``)::
 
-    checkpoint.pt   the model (``cutswap.learn.checkpoint``); ``cutswap.pipeline.readers.load_model`` reads it safely
+    checkpoint.pt   the model (``cutswap.learn.checkpoint``); ``cutswap.pipeline.readers.load_model``
+                    reads it safely
     log             float64 (T, 6)  step, loss, acc_negative, acc_normal, lr, images_per_s
     attrs           method, seed, category, num_classes, trunk: {name, pretrained, sha256}, device,
                     worker (Dask worker or in-process), amp, channels_last, nproc, parts, oom_retries,
@@ -23,10 +24,11 @@ prefix of objects under a URL root, so a job rerun on another host resumes)::
 A killed run leaves its work folder, and the next run with the same key resumes from ``resume.pt``; it
 is deleted once the store is published. The key holds everything that changes the weights: the train
 settings except execution knobs (``EXECUTION_KNOBS``) and the fine-tuning settings at their neutral
-values (``FINE_TUNING_NEUTRAL``: the training they describe is the one made before they existed), the precision ``train.amp`` resolves to (on the
-job's worker: ``execution_of``, once per job), ``nproc``, the method and seed, the pairs store (swap methods: the saliency bank, or the
-patch sizes the random-swap control copies) or the pairs settings CutPaste draws from, and the ingest
-store. Device, memory format, log and checkpoint intervals are recorded in the attrs only.
+values (``FINE_TUNING_NEUTRAL``: the training they describe is the one made before they existed), the
+precision ``train.amp`` resolves to (on the job's worker: ``execution_of``, once per job), ``nproc``, the
+method and seed, the pairs store (swap methods: the saliency bank, or the patch sizes the random-swap control
+copies) or the pairs settings CutPaste draws from, and the ingest store. Device, memory format, log and
+checkpoint intervals are recorded in the attrs only.
 """
 
 from __future__ import annotations

@@ -32,8 +32,10 @@ CODE_VERSIONS = {
     # 4: the threshold chosen on normal validation images when there are any; its test check; no precision
     #    without anomalies
     "evaluate": "4",
-    # 3: comparisons.csv and the Comparisons section (cutswap.report.compare); 4: the figures of cutswap.report.figures
-    # 5: t intervals with the test set's noise (cutswap.score.resample), the detectable difference, the machine
+    # 3: comparisons.csv and the Comparisons section (cutswap.report.compare)
+    # 4: the figures of cutswap.report.figures
+    # 5: t intervals with the test set's noise (cutswap.score.resample), the detectable difference, the
+    #    machine
     # 6: operating points checked against their calibration bound and marked; no measured figures in prose
     # 7: a ROC figure without curves says why instead of an empty legend
     "report": "7",

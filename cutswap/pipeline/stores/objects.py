@@ -46,7 +46,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -347,35 +347,77 @@ def collect_garbage(folder: str, stale: float | None = None) -> list[str]:
     prefixes, objects = _listing(folder)
     marker = latest_commit(folder, objects)
     latest = marker["attempt"] if marker else None
-    heartbeats = {
-        m["path"][: -len(_ALIVE)]: m["last_modified"] for m in objects if m["path"].endswith(_ALIVE)
-    }
-    # A generation superseded by the latest commit stays readable for ``stale`` after that commit.
-    committed_at = max((m["last_modified"] for m in objects if m["path"].startswith(_COMMIT)), default=None)
+    current = f"{_ATTEMPT}{latest}"  # the latest generation's attempt, which readers use
+    heartbeats = _heartbeats(objects)
     now = datetime.now(UTC)
 
     def recent(seen: datetime | None) -> bool:
         return seen is not None and (now - seen).total_seconds() < stale
 
+    removed = _collect_attempts(folder, prefixes, current, heartbeats, objects, recent)
+    attempts = {p.rsplit("/", 1)[-1] for p in prefixes}
+    _collect_heartbeats(folder, heartbeats, attempts, current, recent)
+    # Markers of older generations point at deleted attempts now; the latest one is all readers use.
+    return removed
+
+
+def _heartbeats(objects: list[dict[str, Any]]) -> dict[str, datetime]:
+    """Attempt name -> when its heartbeat was last written, from the store prefix's listing.
+
+    Why from that listing: a heartbeat (``<attempt>.alive``) lies beside its attempt's prefix, not under
+    it, so the one listing that found the attempts holds every heartbeat; no request per attempt.
+    """
+    return {m["path"][: -len(_ALIVE)]: m["last_modified"] for m in objects if m["path"].endswith(_ALIVE)}
+
+
+def _collect_attempts(
+    folder: str,
+    prefixes: list[str],
+    current: str,
+    heartbeats: dict[str, datetime],
+    objects: list[dict[str, Any]],
+    recent: Callable[[datetime | None], bool],
+) -> list[str]:
+    """Delete the attempts under ``prefixes`` but ``current`` (the latest generation's) that are not in use;
+    return their names.
+
+    Why in this order: the heartbeats and the time of the latest commit come from the listing at hand,
+    while an attempt's newest object takes a listing of its own, so it is looked up only when they leave
+    the attempt unclaimed.
+    """
+    # A generation superseded by the latest commit stays readable for ``stale`` after that commit.
+    committed_at = max((m["last_modified"] for m in objects if m["path"].startswith(_COMMIT)), default=None)
     removed = []
     for prefix in prefixes:
         name = prefix.rsplit("/", 1)[-1]
-        if not name.startswith(_ATTEMPT) or name == f"{_ATTEMPT}{latest}":
+        if not name.startswith(_ATTEMPT) or name == current:
             continue
         # The newest object too: a writer's workers may write on while its own heartbeat is late.
         if recent(heartbeats.get(name)) or recent(committed_at) or recent(_newest(roots.join(folder, name))):
             continue
         _discard(roots.join(folder, name), roots.join(folder, name + _ALIVE))
         removed.append(name)
-    attempts = {p.rsplit("/", 1)[-1] for p in prefixes}
-    # Heartbeats no writer keeps: one killed before its first object, or the latest attempt's after its
-    # commit's answer was lost.
+    return removed
+
+
+def _collect_heartbeats(
+    folder: str,
+    heartbeats: dict[str, datetime],
+    attempts: set[str],
+    current: str,
+    recent: Callable[[datetime | None], bool],
+) -> None:
+    """Delete the heartbeats that no writer keeps (best effort): one killed before its first object, or the
+    latest attempt's (``current``) after its commit's answer was lost.
+
+    Why here: ``_collect_attempts`` deletes a heartbeat only with its attempt, and these belong to no
+    attempt it deletes, so without this they would stay beside the store for good. One written within
+    ``stale`` is kept: its writer may still be at work.
+    """
     for name, seen in heartbeats.items():
-        if (name not in attempts or name == f"{_ATTEMPT}{latest}") and not recent(seen):
+        if (name not in attempts or name == current) and not recent(seen):
             with contextlib.suppress(Exception):
                 roots.delete(roots.join(folder, name + _ALIVE))
-    # Markers of older generations point at deleted attempts now; the latest one is all readers use.
-    return removed
 
 
 def _newest(url: str) -> datetime | None:

@@ -69,7 +69,8 @@ _VERIFIED: set[tuple[str, int]] = set()
 
 
 def verify(path: Path) -> str | None:
-    """What is wrong with a complete store's files (``cutswap.pipeline.stores.checksums.damage``); None when they are intact."""
+    """What is wrong with a complete store's files (``cutswap.pipeline.stores.checksums.damage``); None
+    when they are intact."""
     path = Path(path)
     try:
         seen = (str(path.resolve()), (path / "zarr.json").stat().st_mtime_ns)

@@ -70,6 +70,10 @@ def test_head_1_prints_the_first_line_and_nothing_else(reports, command, first):
 
 def test_a_broken_pipe_of_something_else_is_still_an_error():
     """Only stdout's reader leaving is quiet: stdout still read, a BrokenPipeError is a failure."""
-    code = "from cutswap.app import console\nwith console.quiet_when_stdout_closes():\n    raise BrokenPipeError(32, 'a socket')"
+    code = (
+        "from cutswap.app import console\n"
+        "with console.quiet_when_stdout_closes():\n"
+        "    raise BrokenPipeError(32, 'a socket')"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 1 and "BrokenPipeError: [Errno 32] a socket" in result.stderr

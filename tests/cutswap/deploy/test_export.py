@@ -120,7 +120,8 @@ def test_onnx_file_matches_the_checkpoint_on_the_runs_test_images(tiny_run, expo
     score_err = float(np.max(np.abs(got_scores - scores) / np.abs(scores)))
     map_err = float(np.max(np.abs(got_maps - maps)) / detector.map_scale)
     print(
-        f"ONNX parity on {len(images)} test images: scores {score_err:.2e} relative, maps {map_err:.2e} of scale"
+        f"ONNX parity on {len(images)} test images: scores {score_err:.2e} relative, "
+        f"maps {map_err:.2e} of scale"
     )
     assert score_err <= SCORE_RTOL and map_err <= MAP_TOL
     # The batch axis is dynamic: one image alone gives its score in the batch.

@@ -28,7 +28,8 @@ def test_the_command_is_torchrun_on_this_module(tmp_path):
 
 @pytest.mark.slow
 def test_a_failing_job_reports_its_output(tmp_path, stripes):
-    """A rank that dies (here: an unknown method) fails the stage with the ranks' last lines in the message."""
+    """A rank that dies (here: an unknown method) fails the stage with the ranks' last lines in
+    the message."""
     job = {
         "images": stripes,
         "method": "cutmix",

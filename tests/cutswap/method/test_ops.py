@@ -12,7 +12,8 @@ def _images(b=4, h=32, w=40):
 
 
 def _random_pairs(n, h=32, w=40, seed=0):
-    """(n, 6) non-overlapping pairs at random places: a bank of empty top clusters falls back on every draw."""
+    """(n, 6) non-overlapping pairs at random places: a bank of empty top clusters falls back on
+    every draw."""
     return sample_pair_bank(np.zeros((n, h, w), bool), 1, seed=seed).boxes[:, 0]
 
 

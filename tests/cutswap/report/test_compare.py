@@ -115,7 +115,8 @@ def test_verdicts_for_a_clear_win_a_clear_loss_and_noise():
     win = compare(_shifted(0.05, (0.002, -0.002, 0.001, -0.001)), metrics=["image_AUROC"]).iloc[0]
     assert win["ci_low"] > 0
     assert win["verdict"] == (
-        f"cutswap better by {win['mean_diff'] * 100:.1f} [{win['ci_low'] * 100:.1f}, {win['ci_high'] * 100:.1f}]"
+        f"cutswap better by {win['mean_diff'] * 100:.1f} "
+        f"[{win['ci_low'] * 100:.1f}, {win['ci_high'] * 100:.1f}]"
     )
     assert win["verdict"].startswith("cutswap better by 5.0 [")
     loss = compare(_shifted(-0.05, (0.002, -0.002, 0.001, -0.001)), metrics=["image_AUROC"]).iloc[0]

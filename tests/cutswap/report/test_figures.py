@@ -1,5 +1,5 @@
-"""The report's pictures (``cutswap.report.figures``): the right images are chosen, every file is a small PNG, and
-the report stage draws them from real stores (ingest, train, evaluate) of a hand-made category."""
+"""The report's pictures (``cutswap.report.figures``): the right images are chosen, every file is a small PNG,
+and the report stage draws them from real stores (ingest, train, evaluate) of a hand-made category."""
 
 from __future__ import annotations
 
@@ -115,14 +115,14 @@ def test_distribution_roc_training_and_difference_figures_are_small_pngs(tmp_pat
             tmp_path / "t.png", {"cutswap": [log, log * 0.9], "x": [np.empty((0, 6))]}, columns, "bottle"
         )
     )
+    rows = [
+        ("cutswap", "random-swap", "image_AUROC", 6, 0.02, 0.01, 0.03, 5, 0, 1, "cutswap better"),
+        ("cutswap", "cutpaste", "image_AUROC", 6, -0.01, -0.04, 0.02, 2, 1, 3, "no detectable difference"),
+        ("cutswap", "cutpaste", "pixel_AUROC", 1, 0.01, np.nan, np.nan, 1, 0, 0, "no detectable difference"),
+    ]  # fmt: skip
     comparisons = pd.DataFrame(
-        [
-            ("cutswap", "random-swap", "image_AUROC", 6, 0.02, 0.01, 0.03, 5, 0, 1, "cutswap better"),
-            ("cutswap", "cutpaste", "image_AUROC", 6, -0.01, -0.04, 0.02, 2, 1, 3, "no detectable difference"),
-            ("cutswap", "cutpaste", "pixel_AUROC", 1, 0.01, np.nan, np.nan, 1, 0, 0, "no detectable difference"),
-        ],
-        columns=[c for c in COLUMNS if c not in ("se", "df", "detectable", "test_noise")],
-    )  # fmt: skip
+        rows, columns=[c for c in COLUMNS if c not in ("se", "df", "detectable", "test_noise")]
+    )
     diffs = {("cutswap", "random-swap", "image_AUROC"): np.array([0.01, 0.02, 0.03, 0.02, 0.025, -0.01])}
     _png(figures.differences_figure(tmp_path / "d.png", comparisons, diffs))
 
@@ -144,7 +144,8 @@ def test_figures_html_groups_sections_and_rows():
     refs = [
         FigureRef("figures/differences.png", "Paired differences"),
         FigureRef("figures/b-examples-cutswap.png", "Test images: cutswap", "x", "b", row="examples"),
-        FigureRef("figures/b-examples-imagenet-gde.png", "Test images: imagenet-gde", "y", "b", row="examples"),
+        FigureRef("figures/b-examples-imagenet-gde.png", "Test images: imagenet-gde", "y", "b",
+                  row="examples"),
         FigureRef("figures/b-roc.png", "ROC curves", "", "b"),
         "figures/a.png",
     ]  # fmt: skip
@@ -180,7 +181,8 @@ def category(tmp_path):
         for i in range(n_train)
     ]
     rows += [{"split": "test", "label": int(y), "defect_type": "crack" if y else "good",
-              "image_path": f"s{i}.png", "mask_path": f"m{i}.png" if y else None} for i, y in enumerate(labels)]  # fmt: skip
+              "image_path": f"s{i}.png", "mask_path": f"m{i}.png" if y else None}
+             for i, y in enumerate(labels)]  # fmt: skip
 
     def ingest_write(group):
         write_array(group, "images", images)

@@ -52,11 +52,12 @@ def _chromium(tmp_path, *args: str) -> str:
 def reports(tmp_path):
     results = pd.DataFrame(
         [
-            {"dataset": "mvtec", "category": "bottle", "method": m, "seed": s, "image_AUROC": v, "pretrained": False,
-             "head_dims": "512-128", "steps": 10, "batch_size": 4, "image_size": 64, "lr": 0.03, "levels": "level1",
-             "cluster_method": "fcm", "cluster_k": 3, "draws": 8, "pair_fallback_rate": 0.0,
-             "momentum": 0.9, "weight_decay": 3e-5, "trunk": "resnet18"}
-            for m, s, v in (("cutswap", 0, 0.97), ("cutswap", 1, 0.99), ("cutpaste", 0, 0.91), ("cutpaste", 1, 0.93))
+            {"dataset": "mvtec", "category": "bottle", "method": m, "seed": s, "image_AUROC": v,
+             "pretrained": False, "head_dims": "512-128", "steps": 10, "batch_size": 4, "image_size": 64,
+             "lr": 0.03, "levels": "level1", "cluster_method": "fcm", "cluster_k": 3, "draws": 8,
+             "pair_fallback_rate": 0.0, "momentum": 0.9, "weight_decay": 3e-5, "trunk": "resnet18"}
+            for m, s, v in (("cutswap", 0, 0.97), ("cutswap", 1, 0.99),
+                            ("cutpaste", 0, 0.91), ("cutpaste", 1, 0.93))
         ]
     )  # fmt: skip
     run = tmp_path / "reports" / "r1"
@@ -109,20 +110,24 @@ def _figures(run: Path) -> list[FigureRef]:
     plots.training_figure(out / "bottle-training.png", logs, columns, "bottle: training")
     comparisons = pd.DataFrame(
         [("cutswap", "cutpaste", "image_AUROC", 2, 0.06, 0.05, 0.07, 2, 0, 0, "cutswap better"),
-         ("cutswap", "imagenet-gde", "image_AUROC", 2, -0.01, -0.03, 0.01, 1, 0, 1, "no detectable difference")],
-        columns=["a", "b", "metric", "n_pairs", "mean_diff", "ci_low", "ci_high", "wins", "ties", "losses", "verdict"],
+         ("cutswap", "imagenet-gde", "image_AUROC", 2, -0.01, -0.03, 0.01, 1, 0, 1,
+          "no detectable difference")],
+        columns=["a", "b", "metric", "n_pairs", "mean_diff", "ci_low", "ci_high", "wins", "ties", "losses",
+                 "verdict"],
     )  # fmt: skip
     plots.differences_figure(
         out / "differences.png", comparisons, {("cutswap", "cutpaste", "image_AUROC"): [0.05, 0.07]}
     )
     return [
         FigureRef("figures/differences.png", "Paired differences", "Mean a − b with its interval."),
-        FigureRef("figures/bottle-examples-cutswap.png", "Test images: cutswap", "Best method.", "bottle", "examples"),
-        FigureRef("figures/bottle-examples-imagenet-gde.png", "Test images: imagenet-gde", "Baseline.", "bottle",
+        FigureRef("figures/bottle-examples-cutswap.png", "Test images: cutswap", "Best method.", "bottle",
                   "examples"),
+        FigureRef("figures/bottle-examples-imagenet-gde.png", "Test images: imagenet-gde", "Baseline.",
+                  "bottle", "examples"),
         FigureRef("figures/bottle-scores.png", "Score distributions", "Normal against anomalous.", "bottle"),
         FigureRef("figures/bottle-roc.png", "ROC curves", "One line per seed.", "bottle"),
-        FigureRef("figures/bottle-training.png", "Training curves", "Loss and accuracy on negatives.", "bottle"),
+        FigureRef("figures/bottle-training.png", "Training curves", "Loss and accuracy on negatives.",
+                  "bottle"),
     ]  # fmt: skip
 
 

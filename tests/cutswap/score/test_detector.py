@@ -1,6 +1,7 @@
-"""The loaded detector (``cutswap.score.detector``): it scores what the evaluate stage scored, and its threshold
-comes from normal calibration images only (validation images, else held-out training images), with the
-false-positive rate its order statistic claims, and a test-set check whose law is checked by simulation."""
+"""The loaded detector (``cutswap.score.detector``): it scores what the evaluate stage scored, and its
+threshold comes from normal calibration images only (validation images, else held-out training images), with
+the false-positive rate its order statistic claims, and a test-set check whose law is
+checked by simulation."""
 
 from __future__ import annotations
 

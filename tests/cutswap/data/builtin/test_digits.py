@@ -1,5 +1,5 @@
-"""Tests of cutswap.data.builtin.digits: the one-class ``mnist`` dataset is real, deterministic, leak-free, atomic and
-readable by the benchmark, and its preset and published reference figures are wired in."""
+"""Tests of cutswap.data.builtin.digits: the one-class ``mnist`` dataset is real, deterministic, leak-free,
+atomic and readable by the benchmark, and its preset and published reference figures are wired in."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Tests of cutswap.data.builtin.textures: the embedded dataset is deterministic, atomic, reusable and readable."""
+"""Tests of cutswap.data.builtin.textures: the embedded dataset is deterministic, atomic,
+reusable and readable."""
 
 import json
 from pathlib import Path

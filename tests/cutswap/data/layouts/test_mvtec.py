@@ -31,7 +31,8 @@ def touch(root: Path, *relative: str) -> None:
 
 
 def make_category(root: Path, name: str = "bottle") -> None:
-    """A complete category: 3 train, 2 test/good, 2 test/broken (``_mask`` masks), 1 test/crack (bare masks)."""
+    """A complete category: 3 train, 2 test/good, 2 test/broken (``_mask`` masks),
+    1 test/crack (bare masks)."""
     touch(
         root,
         *(f"{name}/train/good/{i:03d}.png" for i in range(3)),

@@ -1,4 +1,5 @@
-"""Faults of the Dask workers end the run with a ``JobError`` naming the job and the reason; they never hang it.
+"""Faults of the Dask workers end the run with a ``JobError`` naming the job and the reason;
+they never hang it.
 
 Each test runs a real Dask cluster on 127.0.0.1 and calls the job through ``_within``, so that a
 regression to hanging fails the test instead of stalling the suite.

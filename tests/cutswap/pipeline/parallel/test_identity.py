@@ -44,8 +44,9 @@ def test_a_worker_running_other_code_is_refused_by_name(tmp_path):
     try:
         same.start(["same"])
         same.env = {"PYTHONPATH": str(other)}
-        same._start("stale", [sys.executable, "-m", "distributed.cli.dask_worker", same.address, "--name", "stale",
-                              "--nthreads", "1", "--no-nanny", "--no-dashboard", "--host", "127.0.0.1"], False)  # fmt: skip
+        same._start("stale", [sys.executable, "-m", "distributed.cli.dask_worker", same.address,
+                              "--name", "stale", "--nthreads", "1", "--no-nanny", "--no-dashboard",
+                              "--host", "127.0.0.1"], False)  # fmt: skip
         from distributed import Client
 
         with Client(same.address, timeout=60) as client:

@@ -1,5 +1,6 @@
 """The guard on store keys: a stage whose code changed without a ``CODE_VERSIONS`` bump (or a recorded
-"results unchanged") fails the suite, with a message saying what to do; comments and docstrings do not count."""
+"results unchanged") fails the suite, with a message saying what to do; comments and docstrings
+do not count."""
 
 from __future__ import annotations
 

@@ -269,7 +269,8 @@ def test_other_errors_of_the_body_pass_through_unchanged(tmp_path):
 
 
 def test_a_real_write_failure_from_the_os(tmp_path):
-    """A file-size limit (``ulimit -f``) makes the kernel refuse a write deep inside Zarr, like a full disk."""
+    """A file-size limit (``ulimit -f``) makes the kernel refuse a write deep inside Zarr,
+    like a full disk."""
     import subprocess
     import sys
     import textwrap
