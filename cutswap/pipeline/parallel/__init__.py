@@ -6,12 +6,11 @@ A *pool* is the Dask scheduler and workers a run sends work to (what Dask calls 
 Two kinds of work go to the pool:
 
 * **Shards** (``run_sharded``), for the precompute stages.
-
-Precompute stages split their items (images, maps) into ranges aligned with the store's shards
-(``SHARD`` items, ``cutswap.pipeline.stores.arrays``) and let each task compute one range and write
-it straight into the stage's temporary store. Writers therefore own whole shards (Zarr 3 loses data when
-two writers share one), and since every range is computed the same way whatever the number of workers,
-the store is identical with 1 or N workers.
+  Precompute stages split their items (images, maps) into ranges aligned with the store's shards
+  (``SHARD`` items, ``cutswap.pipeline.stores.arrays``) and let each task compute one range and write it
+  straight into the stage's temporary store. Writers therefore own whole shards (Zarr 3 loses data when
+  two writers share one), and since every range is computed the same way whatever the number of
+  workers, the store is identical with 1 or N workers.
 
 * **Jobs** (``run_job``): one training or evaluation (category x method x seed) each. When the workers
   advertise a ``GPU`` resource (a local pool on a CUDA machine starts one worker per GPU with
@@ -21,18 +20,19 @@ the store is identical with 1 or N workers.
   training asks one worker for ``nproc`` GPUs.
 
 Every worker, of a local pool or one reached by address, must run this process's code: on connecting,
-their ``identity.fingerprint`` (cutswap version, a hash of its sources, stage code versions, torch, zarr)
-is compared with ours and the run is refused, naming the workers that differ; every shard and job
+their ``identity.code_fingerprint`` (cutswap version, a hash of its sources, stage code versions, torch,
+zarr) is compared with ours and the run is refused, naming the workers that differ; every shard and job
 carries our fingerprint too, so a worker restarted on other code mid-run answers it with a ``JobError``
-naming the worker instead of running it. Shards and jobs receive
-store references and URLs, never a path of this host (``cutswap.roots``). Without GPUs, ``cpu_jobs`` jobs run
-  at once (default: one per worker), each with its share of the cores (``benchmarks/bench_jobs.py``
-  compares the choices on a machine). Log records of the ``cutswap`` loggers a job emits on its worker
-  come back to the caller as they happen (Dask events), with the structured ``progress`` entry a record
-  carries (``extra={"progress": {...}}``), and only there: a worker prints none of them itself. Records of
-  the ``cutswap`` loggers outside a job (a shard's warning) come back too and are logged here, once.
-  A local pool's workers log Dask's own chatter at WARNING only; the scheduler and nannies run in this
-  process and log at INFO, to whatever handlers this process has (a run's log file).
+naming the worker instead of running it. Shards and jobs receive store references and URLs, never a path
+of this host (``cutswap.roots``).
+
+Without GPUs, ``cpu_jobs`` jobs run at once (default: one per worker), each with its share of the cores
+(``benchmarks/bench_jobs.py`` compares the choices on a machine). Log records of the ``cutswap`` loggers a
+job emits on its worker come back to the caller as they happen (Dask events), with the structured
+``progress`` entry a record carries (``extra={"progress": {...}}``), and only there: a worker prints none
+of them itself. Records of the ``cutswap`` loggers outside a job (a shard's warning) come back too and are
+logged here, once. A local pool's workers log Dask's own chatter at WARNING only; the scheduler and
+nannies run in this process and log at INFO, to whatever handlers this process has (a run's log file).
 
 Every socket stays on 127.0.0.1 for a local pool (scheduler, workers and dashboard).
 
