@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import math
 import os
 import threading
 import time
@@ -42,9 +43,10 @@ _WATCHED = ("s3", "gs", "az")
 def stall_seconds() -> float:
     """How long a call to object storage may wait before the stall is said (default 30 s)."""
     try:
-        return max(float(os.environ.get(STALL_ENV, 30.0)), 0.1)
+        seconds = float(os.environ.get(STALL_ENV, 30.0))
     except ValueError:
         return 30.0
+    return max(seconds, 0.1) if math.isfinite(seconds) else 30.0
 
 
 def storage_of(url: str) -> str | None:
@@ -148,7 +150,8 @@ def waiting(url: str) -> Iterator[None]:
     if storage is None:
         yield
         return
-    token = _WATCH.begin(storage)
+    watch = _WATCH  # one watch for the whole call, even if the module's is replaced meanwhile
+    token = watch.begin(storage)
     answered = False
     try:
         yield
@@ -157,7 +160,7 @@ def waiting(url: str) -> Iterator[None]:
         answered = _answered(exc)
         raise
     finally:
-        _WATCH.end(token, answered)
+        watch.end(token, answered)
 
 
 class WatchedStore(WrapperStore):

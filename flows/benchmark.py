@@ -8,9 +8,9 @@ Recipe:
     ingest (every category) -> per category: saliency -> cluster -> pairs
                                              -> train (method x seed) -> evaluate -> report
 
-The precompute stages (saliency, cluster, pairs) shard their images over a Dask cluster: local worker
+The precompute stages (saliency, cluster, pairs) shard their images over a pool of Dask workers: local worker
 processes by default (``parallel.workers``, or one per GPU), an existing scheduler with
-``parallel.address``. Every training and evaluation is a job on the same cluster, submitted as soon as its
+``parallel.address``. Every training and evaluation is a job on the same pool, submitted as soon as its
 inputs exist: one job per GPU at a time, or one per CPU worker, so a category's jobs train while the
 next category's saliency is computed.
 
@@ -104,7 +104,7 @@ class Job:
 def _method_seeds(settings: Settings) -> list[tuple[str, int]]:
     """Every method over every seed, except the no-training baseline, which is the same for any seed.
 
-    The baseline goes first: its evaluation is long and its training instant, so the cluster's last minutes
+    The baseline goes first: its evaluation is long and its training instant, so the pool's last minutes
     are short evaluations spread over every worker, not one long one with the others idle.
     """
     methods = sorted(settings.train.methods, key=lambda m: get_method(m).trains)
@@ -134,7 +134,7 @@ def _plan_category(
     dask: DaskPool | None,
 ) -> CategoryPlan:
     """One category's saliency -> cluster -> pairs, one after the other (each shards its images over the
-    cluster), then its training and evaluation jobs submitted: they run while the next category's saliency
+    pool), then its training and evaluation jobs submitted: they run while the next category's saliency
     is computed."""
     maps = saliency(settings, images, mode["saliency"], dask)
     clusters = cluster(settings, maps, mode["cluster"], dask)
@@ -157,7 +157,7 @@ def _incomplete(failed: list[dict[str, Any]], n_jobs: int, folder: Path) -> str:
     )
 
 
-# Threads only wait on cluster jobs (in-process jobs take turns), so allow many.
+# Threads only wait on the pool's jobs (in-process jobs take turns), so allow many.
 @flow(name="cutswap", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=64))
 def cutswap(
     preset: str = "configs/demo.yaml",

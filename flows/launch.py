@@ -87,7 +87,7 @@ def fail(exc: BaseException, debug: bool, log: Path | None = None, code: int = 2
     return code
 
 
-#: Seconds a run has, after SIGINT or SIGTERM, to mark its flow run, close its cluster and exit cleanly
+#: Seconds a run has, after SIGINT or SIGTERM, to mark its flow run, close its pool and exit cleanly
 #: before it and its child processes are ended at once.
 STOP_GRACE = 10.0
 
@@ -97,7 +97,7 @@ class _Stop:
 
     The first signal interrupts the main thread (``KeyboardInterrupt``; during the flow Prefect's own
     SIGTERM handler raises ``TerminationSignal`` instead), so the flow run is marked crashed and the
-    cluster closes on the way out, and it starts a deadline: after ``STOP_GRACE`` seconds the process and
+    pool closes on the way out, and it starts a deadline: after ``STOP_GRACE`` seconds the process and
     its children (Dask workers, a training's torchrun) are killed. The deadline is armed from the signal's
     wake-up byte, which Python writes for every signal it handles, so it holds while Prefect's handler
     stands in for ours. A second SIGINT (Ctrl-C twice) ends the run at once.

@@ -62,7 +62,7 @@ cmdline() {  # cmdline PID: its arguments, each followed by a space; nothing whe
 ours() {  # ours PID server|worker: whether PID is that process as `start` starts it, with this PREFECT_HOME
   local pid=$1 cmd env
   [[ $pid =~ ^[0-9]+$ ]] && alive "$pid" || return 1
-  cmd=$(cmdline "$pid")
+  cmd=" $(cmdline "$pid")"  # a leading space: PREFECT may be argv[0] (a binary) or argv[1] (a script)
   case $2 in
     server) [[ $cmd == *" $PREFECT server start "* ]] || return 1 ;;
     worker) [[ $cmd == *" $PREFECT worker start --pool $CUTSWAP_POOL "* ]] || return 1 ;;

@@ -40,7 +40,7 @@ def run_logged(stage: str, label: str, call: Callable[[], tuple[Any, bool]], ite
     """
     logger = get_run_logger()
     shown = console.display()
-    job = stage in PER_JOB  # a cluster job: the progress display shows it, the console does not
+    job = stage in PER_JOB  # a job of the pool: the progress display shows it, the console does not
     key = f"{stage} {label}"
     if job:
         shown.job_started(key)
@@ -59,7 +59,7 @@ def run_logged(stage: str, label: str, call: Callable[[], tuple[Any, bool]], ite
         raise
     seconds = time.perf_counter() - start
     if computed and isinstance(ref, StoreRef):
-        # The store's own compute time: the wall time above also counts the wait for a cluster slot.
+        # The store's own compute time: the wall time above also counts the wait for a slot in the pool.
         seconds = float(open_store(ref).attrs["provenance"]["seconds"])
     where = ref.path if isinstance(ref, StoreRef) else ref
     extra = {"console": not job}

@@ -16,5 +16,5 @@ from tasks._logging import run_logged
 def cluster(
     settings: Settings, saliency: StoreRef, mode: str = "run", dask: DaskPool | None = None
 ) -> StoreRef:
-    """``dask``: the cluster to shard the work over (None: in-process)."""
+    """``dask``: the pool of Dask workers to shard the work over (None: in-process)."""
     return run_logged("cluster", saliency.name, lambda: cluster_category(settings, saliency, mode, dask))

@@ -14,5 +14,5 @@ from tasks._logging import run_logged
 
 @task(name="pairs", cache_policy=NONE, task_run_name="pairs-{cluster.name}")
 def pairs(settings: Settings, cluster: StoreRef, mode: str = "run", dask: DaskPool | None = None) -> StoreRef:
-    """``dask``: the cluster to shard the work over (None: in-process)."""
+    """``dask``: the pool of Dask workers to shard the work over (None: in-process)."""
     return run_logged("pairs", cluster.name, lambda: pairs_category(settings, cluster, mode, dask))

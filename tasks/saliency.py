@@ -16,5 +16,5 @@ from tasks._logging import run_logged
 def saliency(
     settings: Settings, ingest: StoreRef, mode: str = "run", dask: DaskPool | None = None
 ) -> StoreRef:
-    """``dask``: the cluster to shard the work over (None: in-process)."""
+    """``dask``: the pool of Dask workers to shard the work over (None: in-process)."""
     return run_logged("saliency", ingest.name, lambda: saliency_category(settings, ingest, mode, dask))

@@ -19,7 +19,7 @@
                                               metadata
 
 Defaults: the run's only category, the method with the best mean image AUROC on it, its first seed, and
-the decision threshold the evaluate stage chose on held-out normal training images
+the decision threshold the evaluate stage chose on the run's normal calibration images
 (``cutswap.score.detector``). Errors a user can act on (unknown run or method, bad image files with
 ``--strict``) exit with status 2 and a message, without a traceback.
 
@@ -357,21 +357,22 @@ def _threshold_line(info: dict, source: str) -> str:
             "; too few calibration images for that target: the largest of their scores is used, "
             f"expected FPR {info['expected_fpr']:.3g}"
         )
-    return line + _check_line(info, source)
+    return line
 
 
-def _check_line(info: dict, source: str) -> str:
-    """A warning when the stored threshold did not hold on the run's own test set (its ``check``)."""
+def _warn_if_not_holding(info: dict, source: str) -> None:
+    """On stderr, when the stored threshold did not hold on the run's own test set (its ``check``)."""
     check, test = info.get("check") or {}, info.get("test") or {}
     if source != "stored" or check.get("holds") is not False:
-        return ""
+        return
     normals = test["fp"] + test["tn"]
-    return (
-        "\nwarning: this threshold does not hold: on the run's test set it flagged "
+    print(
+        "warning: this threshold does not hold: on the run's test set it flagged "
         f"{test['fp']} of {normals} normal images ({test['fp'] / normals:.0%}), more than the "
         f"{check['allowed_fp']} its calibration images allow; its false-positive rate on new normal images "
         "will be higher than targeted. Choose one on normal images like yours (--threshold), or give the "
-        "dataset a validation/good folder and rerun."
+        "dataset a validation/good folder and rerun.",
+        file=sys.stderr,
     )
 
 
@@ -389,6 +390,7 @@ def _predict(args: argparse.Namespace) -> int:
         raise CutswapError(f"no readable image among {args.images}; nothing was written")
     info, source = _prediction_threshold(args, detector)
     print(_threshold_line(info, source))
+    _warn_if_not_holding(info, source)
     threshold = float(info["value"])
     out = args.out or _check_out(
         Path("predictions") / f"{sel.run}-{sel.category}-{sel.method}-s{sel.seed}", "--out"
@@ -428,13 +430,14 @@ def _report_unusable(problems: list[tuple[str, str]], strict: bool) -> None:
 
 def _prediction_threshold(args: argparse.Namespace, detector: Detector) -> tuple[dict, str]:
     """The decision threshold and where it comes from (``_threshold_line``'s source): ``--threshold`` as
-    given, ``--fpr`` chosen anew on the run's held-out normal scores, else the one the run stored."""
+    given, ``--fpr`` chosen anew on the run's calibration scores, else the one the run stored."""
     from cutswap.score.detector import choose_threshold
 
     if args.threshold is not None:
         return {"value": args.threshold}, "given"
     if args.fpr is not None:
-        return choose_threshold(detector.holdout_scores, args.fpr), "fpr"
+        chosen = choose_threshold(detector.holdout_scores, args.fpr)
+        return {**chosen, "source": detector.threshold.get("source")}, "fpr"
     return detector.threshold, "stored"
 
 
@@ -494,6 +497,7 @@ def _export(args: argparse.Namespace) -> int:
     if not args.onnx_only:
         print(f"wrote {out / 'detector.pt2'} (torch.export program)")
     print(_threshold_line(detector.threshold, "stored") + " (metadata cutswap.threshold)")
+    _warn_if_not_holding(detector.threshold, "stored")
     return 0
 
 

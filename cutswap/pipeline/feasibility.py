@@ -72,15 +72,20 @@ def _check_fit(settings: Settings, counts: pd.DataFrame) -> None:
     fraction = settings.evaluate.threshold_holdout
     short = []
     for category, row in counts.iterrows():
-        held = 0 if row["validation"] else _held_out(row["train"], fraction)
+        if row["validation"]:  # the threshold is chosen on them: every training image is fitted
+            if row["train"] < MIN_FIT_IMAGES:
+                short.append(f"{category} ({row['train']} training image(s); the threshold uses validation)")
+            continue
+        held = _held_out(row["train"], fraction)
         if row["train"] - held < MIN_FIT_IMAGES:
             short.append(f"{category} ({row['train']} training images, {held} held out)")
     if short:
         raise DatasetError(
-            f"too few normal training images to fit the detector (at least {MIN_FIT_IMAGES} after the "
-            f"threshold hold-out, evaluate.threshold_holdout={fraction}): {', '.join(short)}; add training "
-            "images, give the category a validation/good folder to choose the threshold on, or lower "
-            "evaluate.threshold_holdout"
+            f"too few normal training images to fit the detector (at least {MIN_FIT_IMAGES}, after the "
+            f"threshold hold-out evaluate.threshold_holdout={fraction} where there are no validation "
+            f"images): {', '.join(short)}; add training images, or, for a category without validation "
+            "images, lower evaluate.threshold_holdout or give it normal images to choose the threshold on "
+            "(validation/good in the MVTec AD-style layouts)"
         )
 
 
@@ -126,6 +131,8 @@ def _check_duration(settings: Settings, counts: pd.DataFrame) -> None:
 
 def _undefined(category: str, row: pd.Series) -> list[str]:
     """What the category's test set cannot measure."""
+    if row["test_anomalous"] == 0 and row["test_normal"] == 0:
+        return [f"category {category!r}: its test set is empty, so no metric is measured (n/a)"]
     if row["test_anomalous"] == 0:
         return [
             f"category {category!r}: its test set has no anomalous image, so image and pixel AUROC, "

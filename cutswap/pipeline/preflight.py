@@ -72,7 +72,7 @@ def _check_scheduler(address: str) -> None:
     except OSError as exc:
         raise SettingsError(
             f"parallel.address {address}: no scheduler answers ({exc.strerror or exc}); start one "
-            "(`dask scheduler --host HOST`) or unset parallel.address to run a local cluster"
+            "(`dask scheduler --host HOST`) or unset parallel.address to run a local pool of workers"
         ) from exc
 
 

@@ -4,8 +4,9 @@ Stages share these instead of importing each other (``cutswap.pipeline.stages.*`
 
 Ingest store attrs::
 
-    samples     list of rows (SAMPLE_COLUMNS): split ("train" | "test"), label (0 normal, 1 anomalous),
-                defect_type, image_path, mask_path (None for normal images); row i describes images[i]
+    samples     list of rows (SAMPLE_COLUMNS): split ("train" | "val" | "test"), label (0 normal,
+                1 anomalous), defect_type, image_path, mask_path (None for normal images); row i describes
+                images[i]
 
 Train store: ``checkpoint.pt`` (``cutswap.learn.checkpoint``).
 """

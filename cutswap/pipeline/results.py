@@ -126,6 +126,7 @@ def _threshold_columns(ev_attrs: dict[str, Any]) -> dict[str, Any]:
         "threshold_fp": test.get("fp", nan),
         "threshold_fp_allowed": nan if allowed is None else allowed,
         "threshold_holds": check.get("holds"),
+        "threshold_check_level": check.get("level", nan),
     }
 
 

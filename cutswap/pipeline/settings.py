@@ -293,10 +293,11 @@ class EvaluateSettings(_Section):
     ``patchcore`` only, whose maps use ``sigma`` and whose route is its own (``evaluate.localization``
     only says whether it makes maps: ``none`` or not).
 
-    ``threshold_holdout``: the fraction of the normal training images held out of the density fits to
-    choose the decision threshold on (0: no threshold); ``threshold_fpr``: the false-positive rate it
-    targets on normal images (``cutswap.score.detector`` says how few held-out images bound it). Both are
-    keyed: the held-out images change the densities, and so every score.
+    ``threshold_holdout``: for a category without normal validation images (on which the threshold is
+    otherwise chosen), the fraction of the normal training images held out of the density fits to choose
+    the decision threshold on (0: no threshold); ``threshold_fpr``: the false-positive rate it targets on
+    normal images (``cutswap.score.detector`` says how few calibration images bound it). Both are keyed:
+    the held-out images change the densities, and so every score.
     """
 
     batch_size: int = Field(64, ge=1)
@@ -318,15 +319,15 @@ class ParallelSettings(_Section):
     """Where precompute shards and training/evaluation jobs run; never part of a key.
 
     ``address`` names an existing Dask scheduler (``tcp://host:8786``; give GPU workers
-    ``--resources GPU=1``); otherwise a local cluster is started for the run, on 127.0.0.1 only: one worker
-    per GPU when there are ``gpus`` (None: every visible CUDA device; each runs one job at a time), else
+    ``--resources GPU=1``); otherwise a local pool of workers is started for the run, on 127.0.0.1 only:
+    one worker per GPU when there are ``gpus`` (None: every visible CUDA device; each runs one job at a time), else
     ``workers`` CPU workers that run ``cpu_jobs`` jobs at once (None: one per worker), each job with its
     share of the cores; ``benchmarks/bench_jobs.py`` times the choices on a machine. ``workers: 0``
     computes everything in-process, one job at a time. With ``address``, ``gpus`` says whether jobs ask
     for a GPU (None: when any worker advertises one).
 
     Faults end the run (``cutswap.pipeline.parallel``): a job whose worker dies is rerun (a training job from
-    its last checkpoint) at most ``allowed_failures`` times (a local cluster's; a remote scheduler keeps its
+    its last checkpoint) at most ``allowed_failures`` times (a local pool's; a remote scheduler keeps its
     own ``distributed.scheduler.allowed-failures``), and a job no connected worker can run fails after
     ``worker_timeout`` seconds (at once when the workers lack the GPU resource it asks for).
     """

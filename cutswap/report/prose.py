@@ -67,9 +67,11 @@ def _not_holding(results: pd.DataFrame) -> str:
     failed = checked[checked["threshold_holds"] == False]  # noqa: E712
     if checked.empty:
         return ""
+    level = results.get("threshold_check_level", pd.Series([0.01])).dropna()
+    percentile = f"{100 * (1 - level.max()):g}th percentile" if len(level) else "upper percentile"
     text = (
         f" {NOT_HOLDING} k/n marks cells where k of n evaluations flagged more normal test images than their "
-        "calibration sample allows (above the 99th percentile of the beta-binomial count that exchangeable "
+        f"calibration sample allows (above the {percentile} of the beta-binomial count that exchangeable "
         "calibration and test images give, `cutswap.score.detector`): there the threshold does not keep its "
         f"false-positive rate on new normal images. {len(failed)} of {len(checked)} operating points "
         "do not hold"

@@ -112,13 +112,17 @@ def reference_table(dataset: str = "mvtec") -> pd.DataFrame:
 NOT_HOLDING = "✗"
 
 
+def _by_category(rows: pd.DataFrame, categories: list[str]) -> list[tuple[str, pd.DataFrame]]:
+    return [(c, rows[rows["category"] == c]) for c in categories]
+
+
 def pivot(results: pd.DataFrame, metric: str = "image_AUROC") -> pd.DataFrame:
     """Category x method table of 'mean +/- std' strings (in %), with a mean row over categories.
 
     The mean row averages each seed's category mean first, so its std is over seeds, like the cells.
     An operating-point cell (``OPERATING_POINT``) some of whose evaluations' thresholds did not hold on the
     test set ends in ``✗ k/n`` (k of its n evaluations), so a false-positive rate that its calibration
-    sample rules out is never printed plainly.
+    sample rules out is never printed plainly (the mean row counts every category's).
     """
     methods = list(dict.fromkeys(results["method"]))
     cats = sorted(results["category"].unique())
@@ -132,8 +136,7 @@ def pivot(results: pd.DataFrame, metric: str = "image_AUROC") -> pd.DataFrame:
             return f"{values[0]:.1f}"
         return f"{values.mean():.1f} ± {values.std(ddof=1):.1f}"
 
-    def marked(rows: pd.DataFrame) -> str:
-        text = cell(rows[metric].to_numpy(float))
+    def marked(rows: pd.DataFrame, text: str) -> str:
         if metric not in OPERATING_POINT or "threshold_holds" not in rows.columns:
             return text
         failed = int((rows["threshold_holds"] == False).sum())  # noqa: E712 (None: unchecked)
@@ -141,9 +144,9 @@ def pivot(results: pd.DataFrame, metric: str = "image_AUROC") -> pd.DataFrame:
 
     for method in methods:
         sub = results[results["method"] == method]
-        col = {c: marked(sub[sub["category"] == c]) for c in cats}
+        col = {c: marked(rows, cell(rows[metric].to_numpy(float))) for c, rows in _by_category(sub, cats)}
         per_seed = sub.groupby("seed")[metric].mean().to_numpy(float)
-        col["mean"] = cell(per_seed)
+        col["mean"] = marked(sub, cell(per_seed))
         table[method] = col
     return pd.DataFrame(table).reindex([*cats, "mean"])
 

@@ -11,10 +11,12 @@ Threshold, chosen on normal data only (``calibration_split``, ``choose_threshold
     ``textures``, MVTec LOCO, an MVTec AD-style ``validation/good``) when it has any; otherwise a fraction
     ``evaluate.threshold_holdout`` of its normal *training* images (a fixed permutation, seed
     ``HOLDOUT_SEED``), held out of every density fit. The guarantee below needs their scores to be
-    exchangeable with those of new normal images. Held-out training images are, when training and test
-    images come from one process (MVTec AD, VisA); they are not when the training images differ
-    systematically from the test ones (another part of a photograph, another shift or lot), and the
-    threshold then sits too low: ``operating_point_check`` measures that on the test set. Given
+    exchangeable with those of new normal images. Held-out training images are so only for the rows that
+    train nothing (imagenet-gde, patchcore), and only when training and test images come from one process
+    (MVTec AD, VisA). A trained classifier saw them in training (only the densities leave them out), and
+    training images may differ systematically from the test ones (another part of a photograph, another
+    shift or lot): either way they score lower than new normal images and the threshold sits too low.
+    ``operating_point_check`` measures that on the test set; validation images avoid it. Given
     exchangeable scores, the threshold is an order statistic of them: with ``n`` held-out scores and a
     target false-positive rate ``a``, the ``k``-th smallest, ``k = ceil((1 - a) (n + 1))``, is exceeded by
     a new normal image with probability at most ``a`` (the split-conformal bound). Few held-out images

@@ -198,7 +198,7 @@ class DaskPool:
                 if allowed is not None and deaths > allowed:
                     then = f"the {kind} fails: its workers died {deaths} times (allowed_failures: {allowed})"
                 else:
-                    then = f"the {kind} resumes on another worker"
+                    then = f"the {kind} runs again when a worker can take it"
                     self._resuming[key] = worker
                 lines.append(f"worker {worker} died during {name}; {then}")
         for line in lines:

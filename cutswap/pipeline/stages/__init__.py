@@ -37,7 +37,7 @@ def stage_modes(stages: list[str] | None, force: list[str] | None) -> dict[str, 
 
 
 def stage_tasks(categories: int, jobs: int) -> tuple[int, int]:
-    """(stage tasks, cluster jobs) of a run of ``categories`` categories and ``jobs`` (method, seed) pairs:
-    what its progress display counts down. Each pair is a cluster job per ``PER_JOB`` stage."""
+    """(stage tasks, jobs of the pool) of a run of ``categories`` categories and ``jobs`` (method, seed)
+    pairs: what its progress display counts down. Each pair is a job of the pool per ``PER_JOB`` stage."""
     per_category = len(PER_CATEGORY) + len(PER_JOB) * jobs
     return categories * per_category + len(PER_RUN), categories * jobs * len(PER_JOB)

@@ -302,6 +302,7 @@ def test_operating_points_that_do_not_hold_are_marked_never_printed_plainly():
     results = _with_operating_points(results, holds)
     table = pivot(results, "threshold_fpr")
     assert table.loc["bottle", "cutswap"] == "30.0 ± 0.0 ✗ 2/2"
+    assert table.loc["mean", "cutswap"].endswith("✗ 2/4") and "✗" not in table.loc["mean", "cutpaste"]
     assert table.loc["bottle", "cutpaste"] == "30.0 ± 0.0" and "✗" not in table.loc["screw", "cutswap"]
     assert "✗" not in pivot(results, "image_AUROC").loc["bottle", "cutswap"]
     md = summary_markdown(results, PROV)

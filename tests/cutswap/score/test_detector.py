@@ -150,8 +150,8 @@ def test_operating_point_is_nan_where_undefined():
 
 
 def test_calibration_split_prefers_normal_validation_images():
-    splits = np.array(["train"] * 30 + ["val"] * 4 + ["test"] * 6)
-    labels = np.array([0] * 34 + [0, 1, 1, 0, 1, 0])
+    splits = np.array(["train"] * 30 + ["val"] * 5 + ["test"] * 6)
+    labels = np.array([0] * 34 + [1] + [0, 1, 1, 0, 1, 0])  # an anomalous validation image is not calibration
     fit, held, source = calibration_split(splits, labels, 0.1)
     assert source == "validation" and held.tolist() == [30, 31, 32, 33] and fit.tolist() == list(range(30))
     no_val = np.where(splits == "val", "test", splits)

@@ -117,7 +117,7 @@ def test_a_job_whose_worker_keeps_dying_fails_after_allowed_failures_reruns(tmp_
     assert len(marker.read_text().split()) == 2, "the job should run once and be rerun once"
     # One line per death, naming the worker and the job, and one when the job runs again.
     assert _said(caplog) == [
-        "worker W died during train brick/cutswap/seed 0; the job resumes on another worker",
+        "worker W died during train brick/cutswap/seed 0; the job runs again when a worker can take it",
         "train brick/cutswap/seed 0 resumed on worker W (worker W died running it)",
         "worker W died during train brick/cutswap/seed 0; the job fails: its workers died 2 times "
         "(allowed_failures: 1)",
@@ -190,7 +190,7 @@ def test_a_gpu_job_whose_gpu_workers_are_gone_fails_after_worker_timeout(tmp_pat
     assert message.startswith("job gpu job waited 2 s with no worker able to run it: no worker of the Dask")
     assert "advertises the resource GPU=1" in message and "parallel.worker_timeout" in message
     # The remote worker's death is said too (its scheduler's allowed_failures, 3 by default, not reached).
-    assert _said(caplog) == ["worker W died during gpu job; the job resumes on another worker"]
+    assert _said(caplog) == ["worker W died during gpu job; the job runs again when a worker can take it"]
 
 
 @pytest.mark.slow
@@ -213,7 +213,7 @@ def test_a_training_job_whose_worker_is_killed_reruns_and_resumes_from_its_check
         ref, computed = _within(90, call)
     assert len(marker.read_text().split()) == 1, "the worker should have been killed once"
     assert _said(caplog) == [
-        "worker W died during train brick/cutpaste/seed 0; the job resumes on another worker",
+        "worker W died during train brick/cutpaste/seed 0; the job runs again when a worker can take it",
         "train brick/cutpaste/seed 0 resumed on worker W (worker W died running it)",
     ]
     attrs = open_store(ref).attrs
@@ -245,7 +245,7 @@ def test_a_shard_whose_worker_dies_is_said_and_rerun(tmp_path, caplog):
         sizes = _within(60, lambda: run_sharded(_shard_killer(tmp_path / "deaths"), 4, dask, shard=2))
     assert sizes == [2, 2]
     assert _said(caplog) == [
-        "worker W died during shard() items 0-2; the shard resumes on another worker",
+        "worker W died during shard() items 0-2; the shard runs again when a worker can take it",
         "shard() items 0-2 resumed on worker W (worker W died running it)",
     ]
     # The subscription to the scheduler's events ends before the client closes (else the scheduler logs a

@@ -42,13 +42,13 @@ def _edit(path: Path, pattern: str, replacement: str) -> None:
     [("method/pairs.py", {"pairs", "train", "report"}), ("learn/loop.py", {"train"})],
 )
 def test_a_body_edit_fails_the_stages_that_run_it_and_says_what_to_do(copy, module, stages):
-    # The first statement of the first function body, repeated: a real (if harmless) code change.
+    # A statement added before the first statement of the first function's body: a real (if harmless) change.
     source = (copy / module).read_text()
     body = re.search(
-        r"^def \w+\(.*?\).*?:\n(?:    \"\"\"(?:.|\n)*?\"\"\"\n)?(    \S.*)$", source, re.M | re.S
+        r"^def \w+\(.*?\).*?:\n(?:    \"\"\"(?:.|\n)*?\"\"\"\n)?(    \S[^\n]*)$", source, re.M | re.S
     )
     assert body is not None
-    _edit(copy / module, re.escape(body.group(1)) + "$", body.group(1) + "\n" + body.group(1))
+    _edit(copy / module, re.escape(body.group(1)) + "$", "    _unused = 0\n" + body.group(1))
     failing = {stage for stage in CODE_VERSIONS if check(stage) is not None}
     assert failing == stages
     message = check(sorted(stages)[0])
