@@ -320,9 +320,9 @@ class ParallelSettings(_Section):
 
     ``address`` names an existing Dask scheduler (``tcp://host:8786``; give GPU workers
     ``--resources GPU=1``); otherwise a local pool of workers is started for the run, on 127.0.0.1 only:
-    one worker per GPU when there are ``gpus`` (None: every visible CUDA device; each runs one job at a time), else
-    ``workers`` CPU workers that run ``cpu_jobs`` jobs at once (None: one per worker), each job with its
-    share of the cores; ``benchmarks/bench_jobs.py`` times the choices on a machine. ``workers: 0``
+    one worker per GPU when there are ``gpus`` (None: every visible CUDA device; each runs one job at a
+    time), else ``workers`` CPU workers that run ``cpu_jobs`` jobs at once (None: one per worker), each job
+    with its share of the cores; ``benchmarks/bench_jobs.py`` times the choices on a machine. ``workers: 0``
     computes everything in-process, one job at a time. With ``address``, ``gpus`` says whether jobs ask
     for a GPU (None: when any worker advertises one).
 
