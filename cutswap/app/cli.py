@@ -47,7 +47,7 @@ from cutswap.app import console
 from cutswap.errors import CutswapError
 from cutswap.report.agreement import ONE_SIDED, OPPOSITE, agreement
 from cutswap.report.compare import comparisons_markdown
-from cutswap.report.prose import comparison_settings
+from cutswap.report.prose import CALIBRATION_IMAGES, comparison_settings
 from cutswap.report.tables import list_runs, markdown_table, metrics_of, pivot, read_results, run_folder
 
 if TYPE_CHECKING:  # imported where used: the commands that need no model start without torch
@@ -343,11 +343,7 @@ def _threshold_line(info: dict, source: str) -> str:
         return (
             "no threshold: the run held out no normal images (evaluate.threshold_holdout=0); pass --threshold"
         )
-    images = (
-        "normal validation images"
-        if info.get("source") == "validation"
-        else "held-out normal training images"
-    )
+    images = CALIBRATION_IMAGES[info.get("source") or "train holdout"]
     line = (
         f"threshold {info['value']:.6g}: {images} (n={info['n_holdout']}), target "
         f"FPR {info['fpr_target']:g}{' (--fpr)' if source == 'fpr' else ''}"

@@ -23,7 +23,8 @@ from cutswap.report.tables import (
     trunk_label,
 )
 
-_CALIBRATION = {
+#: What the threshold was chosen on, by ``threshold.source`` (the report and ``cutswap predict`` say it).
+CALIBRATION_IMAGES = {
     "validation": "the category's normal validation images",
     "train holdout": "normal training images held out of the density fit",
 }
@@ -36,7 +37,7 @@ def operating_point_note(results: pd.DataFrame) -> str:
     expected = results["threshold_expected_fpr"].dropna()
     held = results["n_holdout"]
     sources = results.get("threshold_source", pd.Series(["train holdout"])).dropna().unique()
-    where = " or ".join(_CALIBRATION.get(s, str(s)) for s in sorted(sources))
+    where = " or ".join(CALIBRATION_IMAGES.get(s, str(s)) for s in sorted(sources))
     text = (
         "Precision, recall and false-positive rate on the test set at the decision threshold chosen on "
         f"{where} ({_span(held)} per category), targeting a false-positive rate of "

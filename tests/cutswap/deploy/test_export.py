@@ -208,14 +208,19 @@ def _row_run(request: pytest.FixtureRequest, method: str, trunk: str) -> TinyRun
     return run
 
 
+def _row_detector(request, method: str, trunk: str):
+    """The row's run, its loaded detector, its test images and the detector's (scores, maps) of them."""
+    run = _row_run(request, method, trunk)
+    detector = load_detector(run.evaluations[method])
+    images = _test_images(run, method)
+    return run, detector, images, detector.score(images)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("trunk", TRUNKS)
 @pytest.mark.parametrize("method", ROWS)
 def test_onnx_parity_of_every_row_on_both_trunks(request, tmp_path, method, trunk):
-    run = _row_run(request, method, trunk)
-    detector = load_detector(run.evaluations[method])
-    images = _test_images(run, method)
-    scores, maps = detector.score(images)
+    run, detector, images, (scores, maps) = _row_detector(request, method, trunk)
     path = export_onnx(detector, tmp_path / "detector.onnx", run=run.run)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got_scores, got_maps = session.run(None, {"images": images})
@@ -234,10 +239,7 @@ def test_onnx_parity_of_every_row_on_both_trunks(request, tmp_path, method, trun
 @pytest.mark.parametrize("trunk", TRUNKS)
 @pytest.mark.parametrize("method", ROWS)
 def test_program_parity_of_every_row_on_both_trunks(request, tmp_path, method, trunk):
-    run = _row_run(request, method, trunk)
-    detector = load_detector(run.evaluations[method])
-    images = _test_images(run, method)
-    scores, maps = detector.score(images)
+    run, detector, images, (scores, maps) = _row_detector(request, method, trunk)
     extra = {"cutswap.json": ""}
     path = export_program(detector, tmp_path / "detector.pt2", run=run.run)
     program = torch.export.load(str(path), extra_files=extra)

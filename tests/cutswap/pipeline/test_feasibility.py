@@ -7,13 +7,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
 from cutswap.errors import DatasetError, SettingsError
-from cutswap.pipeline.feasibility import check_feasible, training_days_lower_bound
+from cutswap.pipeline.feasibility import _held_out, check_feasible, training_days_lower_bound
 from cutswap.pipeline.settings import load_settings
+from cutswap.score.detector import threshold_split
 
 REPO = Path(__file__).parents[3]
 DEMO = REPO / "configs" / "demo.yaml"
@@ -127,3 +129,15 @@ def test_the_command_line_refuses_before_any_stage(tmp_path):
     )
     assert "Traceback" not in done.stderr
     assert not any((tmp_path / "storage").rglob("*.json"))  # no store begun
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.05, 0.1, 0.25, 0.5])
+def test_the_hold_out_counted_here_is_the_one_evaluate_holds_out(fraction):
+    """Preflight counts the hold-out without torch; it must agree with ``threshold_split`` (its twin)."""
+    for n in range(1, 60):
+        try:
+            held = len(threshold_split(np.arange(n), fraction)[1])
+        except SettingsError:  # evaluate refuses it: so must preflight
+            assert n - _held_out(n, fraction) < 2, (n, fraction)
+        else:
+            assert held == _held_out(n, fraction), (n, fraction)
