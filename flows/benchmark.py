@@ -54,10 +54,11 @@ from cutswap.errors import RunFailed, StageFailed, one_line
 from cutswap.method.registry import get_method, method_seeds
 from cutswap.pipeline.parallel import DaskPool, dask_pool
 from cutswap.pipeline.preflight import check_environment
-from cutswap.pipeline.results import CategoryRefs
+from cutswap.pipeline.results import CategoryRefs, Evaluated
 from cutswap.pipeline.settings import Settings, load_settings
 from cutswap.pipeline.stages import stage_modes, stage_tasks
 from cutswap.pipeline.stores import StoreRef
+from cutswap.pipeline.variants import Row, precomputed_chains, run_rows
 from flows import launch
 from tasks.cluster import cluster
 from tasks.evaluate import evaluate
@@ -70,13 +71,14 @@ from tasks.train import train
 
 @dataclass(eq=False)
 class Job:
-    """One training and its evaluation, as Prefect futures."""
+    """One training and its evaluation, as Prefect futures, for one row (a method or a variant)."""
 
     category: str
-    method: str
+    row: Row
     seed: int
     trained: PrefectFuture
     evaluated: PrefectFuture
+    chain: tuple[StoreRef, StoreRef, StoreRef]  # the saliency, cluster and pairs stores of its row
 
     def failure(self) -> dict[str, Any] | None:
         """None once the job finished; else the stage that failed, and why. (An evaluation whose training
@@ -92,28 +94,28 @@ class Job:
                 cause = one_line(error) if isinstance(error, BaseException) else f"ended {future.state.name}"
             return {
                 "category": self.category,
-                "method": self.method,
+                "method": self.row.name,
                 "seed": self.seed,
                 "stage": stage,
                 "cause": cause,
-                "summary": f"{stage} {self.category}/{self.method}/seed {self.seed} failed: {cause}",
+                "summary": f"{stage} {self.category}/{self.row.name}/seed {self.seed} failed: {cause}",
             }
         return None
 
 
-def _method_seeds(settings: Settings) -> list[tuple[str, int]]:
-    """Every method over every seed, except the no-training baseline, which is the same for any seed.
+def _row_seeds(rows: list[Row], seeds: list[int]) -> list[tuple[Row, int]]:
+    """Every row over every seed, except the no-training baselines, which are the same for any seed.
 
-    The baseline goes first: its evaluation is long and its training instant, so the pool's last minutes
-    are short evaluations spread over every worker, not one long one with the others idle.
+    The baselines go first: their evaluation is long and their training instant, so the pool's last
+    minutes are short evaluations spread over every worker, not one long one with the others idle.
     """
-    methods = sorted(settings.train.methods, key=lambda m: get_method(m).trains)
-    return [(m, s) for m in methods for s in method_seeds(m, settings.train.seeds)]
+    ordered = sorted(rows, key=lambda row: get_method(row.method).trains)
+    return [(row, s) for row in ordered for s in method_seeds(row.method, seeds)]
 
 
 @dataclass(eq=False)
 class CategoryPlan:
-    """One category's precomputed stores and its submitted jobs."""
+    """One category's precomputed stores (the run's own, then every row's) and its submitted jobs."""
 
     category: str
     upstream: tuple[StoreRef, StoreRef, StoreRef, StoreRef]  # ingest, saliency, cluster, pairs
@@ -121,31 +123,58 @@ class CategoryPlan:
 
     def finished(self, failures: dict[Job, dict[str, Any] | None]) -> CategoryRefs | None:
         """The stores behind the category's report rows; None when every one of its jobs failed."""
-        evaluated = [job.evaluated.result() for job in self.jobs if not failures[job]]
+        evaluated = [
+            Evaluated(job.row.name, job.evaluated.result(), *job.chain)
+            for job in self.jobs
+            if not failures[job]
+        ]
         return CategoryRefs(*self.upstream, evaluated) if evaluated else None
+
+
+class _Precomputed:
+    """A category's saliency, cluster and pairs stores, each computed once per distinct settings of its
+    stage and input, however many rows share it (a variant's stores are keyed by its own settings)."""
+
+    def __init__(self, images: StoreRef, mode: dict[str, str], dask: DaskPool | None) -> None:
+        self.images, self.mode, self.dask = images, mode, dask
+        self.made: dict[tuple[str, str, str], StoreRef] = {}
+
+    def _once(self, stage: Any, section: str, settings: Settings, source: StoreRef) -> StoreRef:
+        wanted = (section, source.key, getattr(settings, section).model_dump_json())
+        if wanted not in self.made:
+            self.made[wanted] = stage(settings, source, self.mode[section], self.dask)
+        return self.made[wanted]
+
+    def chain(self, settings: Settings) -> tuple[StoreRef, StoreRef, StoreRef]:
+        """saliency -> cluster -> pairs under ``settings``, one after the other (each shards its images
+        over the pool)."""
+        maps = self._once(saliency, "saliency", settings, self.images)
+        clusters = self._once(cluster, "cluster", settings, maps)
+        return maps, clusters, self._once(pairs, "pairs", settings, clusters)
 
 
 def _plan_category(
     settings: Settings,
     category: str,
     images: StoreRef,
-    jobs: list[tuple[str, int]],
+    jobs: list[tuple[Row, int]],
     mode: dict[str, str],
     dask: DaskPool | None,
 ) -> CategoryPlan:
-    """One category's saliency -> cluster -> pairs, one after the other (each shards its images over the
-    pool), then its training and evaluation jobs submitted: they run while the next category's saliency
-    is computed."""
-    maps = saliency(settings, images, mode["saliency"], dask)
-    clusters = cluster(settings, maps, mode["cluster"], dask)
-    bank = pairs(settings, clusters, mode["pairs"], dask)
+    """One category's precomputed stores, then its training and evaluation jobs submitted: they run while
+    the next category's saliency is computed. A row whose method reads no pair bank trains on the run's
+    own precomputed stores (they stand in its report row; its training reads none of them)."""
+    precomputed = _Precomputed(images, mode, dask)
+    own = precomputed.chain(settings)
     submitted = []
-    for method, seed in jobs:
-        bank_in = bank if get_method(method).needs_pairs else None  # random-swap copies its sizes
-        model = train.submit(settings, images, method, seed, bank_in, mode["train"], dask)
-        scored = evaluate.submit(settings, images, model, mode["evaluate"], dask)
-        submitted.append(Job(category, method, seed, model, scored))
-    return CategoryPlan(category, (images, maps, clusters, bank), submitted)
+    for row, seed in jobs:
+        needs = get_method(row.method).needs_pairs
+        chain = precomputed.chain(row.settings) if needs else own
+        bank_in = chain[2] if needs else None  # random-swap copies its sizes
+        model = train.submit(row.settings, images, row.method, seed, bank_in, mode["train"], dask, row.name)
+        scored = evaluate.submit(row.settings, images, model, mode["evaluate"], dask, row.name)
+        submitted.append(Job(category, row, seed, model, scored, chain))
+    return CategoryPlan(category, (images, *own), submitted)
 
 
 def _incomplete(failed: list[dict[str, Any]], n_jobs: int, folder: Path) -> str:
@@ -173,8 +202,8 @@ def cutswap(
         root, table = resolve(settings)
         # Every category is read and checked before any heavy work, so a bad file fails the run in seconds.
         names = sorted(table["category"].unique())
-        jobs = _method_seeds(settings)
-        shown.start(*stage_tasks(len(names), len(jobs)))
+        jobs = _row_seeds(run_rows(settings), settings.train.seeds)
+        shown.start(*stage_tasks(len(names), len(jobs), precomputed_chains(settings)))
         images = {c: ingest(settings, root, c, table, mode["ingest"]) for c in names}
         with dask_pool(**settings.parallel.model_dump()) as dask:
             plans = [_plan_category(settings, c, images[c], jobs, mode, dask) for c in names]

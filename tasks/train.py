@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
+from prefect.runtime import task_run
 
 from cutswap.app import console
 from cutswap.pipeline.parallel import DaskPool, run_job
@@ -13,7 +14,13 @@ from cutswap.pipeline.stores import StoreRef
 from tasks._logging import relay_to, run_logged
 
 
-@task(name="train", cache_policy=NONE, task_run_name="train-{ingest.name}-{method}-s{seed}")
+def _run_name() -> str:
+    """The task run's name: ``train-<category>-<row>-s<seed>``."""
+    p = task_run.parameters
+    return f"train-{p['ingest'].name}-{p.get('row') or p['method']}-s{p['seed']}"
+
+
+@task(name="train", cache_policy=NONE, task_run_name=_run_name)
 def train(
     settings: Settings,
     ingest: StoreRef,
@@ -22,8 +29,10 @@ def train(
     pairs: StoreRef | None,
     mode: str = "run",
     dask: DaskPool | None = None,
+    row: str | None = None,
 ) -> StoreRef:
     """``dask``: the pool that runs the job (None: in-process). Its progress lines come to this log.
+    ``row``: the row it trains for (a variant's name; default the method's).
 
     A data-parallel job (``train.nproc > 1``) on a pool by address is a job asking one worker for
     ``nproc`` GPUs (start such workers with ``--resources GPU=<n>`` and n visible devices); on a local
@@ -32,7 +41,7 @@ def train(
     logger = get_run_logger()
     nproc = settings.train.nproc
     pool = dask if nproc == 1 or (dask is not None and dask.address is not None) else None
-    label = f"{ingest.name}/{method}/seed {seed}"
+    label = f"{ingest.name}/{row or method}/seed {seed}"
     total = settings.train.steps
 
     def step(entry: dict) -> None:

@@ -483,9 +483,9 @@ def _export(args: argparse.Namespace) -> int:
         Path("exports") / f"{sel.run}-{sel.category}-{sel.method}-s{sel.seed}", "--out"
     )
     with atomic.atomic_dir(out) as tmp:  # a new export replaces the folder: no stale .pt2 beside a new .onnx
-        export_onnx(detector, tmp / "detector.onnx", run=sel.run)
+        export_onnx(detector, tmp / "detector.onnx", run=sel.run, row=sel.method)
         if not args.onnx_only:
-            export_program(detector, tmp / "detector.pt2", run=sel.run)
+            export_program(detector, tmp / "detector.pt2", run=sel.run, row=sel.method)
     print(
         f"wrote {out / 'detector.onnx'} (input uint8 (N, {detector.image_size}, {detector.image_size}, 3); "
         "outputs score, anomaly_map)"

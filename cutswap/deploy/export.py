@@ -22,7 +22,8 @@ detectors are exported: the file's contract is both outputs.
 The ONNX file's ``metadata_props`` hold ``cutswap.threshold`` (the decision threshold: anomalous when the
 score is above it), ``cutswap.threshold_info`` (how it was chosen, JSON), ``cutswap.image_size``,
 ``cutswap.map_scale``, ``cutswap.normal_map_max`` (largest map value on held-out normal images) and
-``cutswap.provenance`` (run, category, method, seed, store keys, versions, JSON).
+``cutswap.provenance`` (run, row, category, method, seed, store keys, versions, JSON; ``row`` is the run's
+row the detector is: a variant's name, or its method's).
 """
 
 from __future__ import annotations
@@ -210,9 +211,11 @@ def _score_words(detector: Detector) -> str:
     return "Mahalanobis distance"
 
 
-def metadata(detector: Detector, run: str | None = None) -> dict[str, str]:
-    """The ONNX ``metadata_props`` of an exported detector (module docstring)."""
+def metadata(detector: Detector, run: str | None = None, row: str | None = None) -> dict[str, str]:
+    """The ONNX ``metadata_props`` of an exported detector (module docstring). ``row``: the run's row it
+    is (a variant's name; default its method)."""
     provenance = {"run": run, **detector.provenance}
+    provenance["row"] = row or provenance.get("method")
     return {
         "cutswap.threshold": repr(float(detector.threshold.get("value", math.nan))),
         "cutswap.threshold_info": json.dumps(detector.threshold, default=float, sort_keys=True),
@@ -228,7 +231,9 @@ def metadata(detector: Detector, run: str | None = None) -> dict[str, str]:
     }
 
 
-def export_onnx(detector: Detector, path: Path, run: str | None = None, opset: int = 18) -> Path:
+def export_onnx(
+    detector: Detector, path: Path, run: str | None = None, opset: int = 18, row: str | None = None
+) -> Path:
     """Write the detector as one ONNX file with a dynamic batch axis and its metadata.
 
     Raises:
@@ -254,14 +259,14 @@ def export_onnx(detector: Detector, path: Path, run: str | None = None, opset: i
             verbose=False,
         )
     model = program.model_proto
-    for key, value in metadata(detector, run).items():
+    for key, value in metadata(detector, run, row).items():
         model.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))
-    model.doc_string = "cutswap anomaly detector: " + metadata(detector, run)["cutswap.contract"]
+    model.doc_string = "cutswap anomaly detector: " + metadata(detector, run, row)["cutswap.contract"]
     onnx.save_model(model, str(path))
     return path
 
 
-def export_program(detector: Detector, path: Path, run: str | None = None) -> Path:
+def export_program(detector: Detector, path: Path, run: str | None = None, row: str | None = None) -> Path:
     """Write the same module as a ``torch.export`` program (``.pt2``), its metadata in ``extra_files``.
 
     This stands in for TorchScript, which torch 2.14 deprecates (``torch.jit.trace`` warns); load it with
@@ -276,7 +281,7 @@ def export_program(detector: Detector, path: Path, run: str | None = None) -> Pa
         )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    extra = {"cutswap.json": json.dumps(metadata(detector, run), sort_keys=True)}
+    extra = {"cutswap.json": json.dumps(metadata(detector, run, row), sort_keys=True)}
     torch.export.save(program, str(path), extra_files=extra)
     return path
 

@@ -122,7 +122,9 @@ def select_detector(
         prov = Path(reports_root) / run / "provenance.json"
         recorded = json.loads(prov.read_text()).get("settings", {}) if prov.is_file() else {}
         storage_root = recorded.get("storage_root") or "storage"
-    name = f"{category}-{method}" if method in UNTRAINED_METHODS else f"{category}-{method}-s{seed}"
+    # A variant's stores carry the name of the method it runs (results.csv's base_method).
+    base = str(row["base_method"]) if "base_method" in row.index else method
+    name = f"{category}-{base}" if base in UNTRAINED_METHODS else f"{category}-{base}-s{seed}"
     ref = StoreRef("evaluate", name, str(row["evaluate_key"]), roots.normalize(storage_root))
     if not is_complete(ref):
         raise CutswapError(

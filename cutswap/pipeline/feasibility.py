@@ -19,6 +19,7 @@ import pandas as pd
 from cutswap.errors import DatasetError, SettingsError
 from cutswap.method.registry import get_method
 from cutswap.pipeline.settings import Settings
+from cutswap.pipeline.variants import run_rows
 
 __all__ = ["TRAINING_CEILING", "check_feasible", "training_days_lower_bound"]
 
@@ -90,29 +91,28 @@ def _check_fit(settings: Settings, counts: pd.DataFrame) -> None:
 
 
 def _check_batch(settings: Settings, counts: pd.DataFrame) -> None:
-    cfg = settings.train
-    if not any(get_method(m).trains for m in cfg.methods):
-        return
     smallest = counts["train"].idxmin()
     n = int(counts.loc[smallest, "train"])
-    if cfg.batch_size > n:
-        raise SettingsError(
-            f"train.batch_size {cfg.batch_size} is larger than the {n} training images of category "
-            f"{smallest!r}: each step would repeat images within its batch; "
-            f"set train.batch_size to at most {n}"
-        )
+    for row in run_rows(settings):
+        batch = row.settings.train.batch_size
+        if get_method(row.method).trains and batch > n:
+            variant = row.control_of or row.name
+            where = f"variants.{variant}: train.batch_size" if row.overrides else "train.batch_size"
+            raise SettingsError(
+                f"{where} {batch} is larger than the {n} training images of category {smallest!r}: each "
+                f"step would repeat images within its batch; set it to at most {n}"
+            )
 
 
 def training_days_lower_bound(settings: Settings, n_categories: int) -> float:
     """Days the run's trainings take at least on one device: images processed over ``TRAINING_CEILING``
     (scaled to the working size). A step processes ``batch_size`` normal images and ``batch_size`` per
-    negative kind (``TrainSettings``)."""
-    cfg = settings.train
+    negative kind (``TrainSettings``); every row counts, variants included."""
     images = 0
-    for method in cfg.methods:
-        spec = get_method(method)
+    for row in run_rows(settings):  # a variant may train longer than its method
+        cfg, spec = row.settings.train, get_method(row.method)
         if spec.trains:
-            images += cfg.steps * cfg.batch_size * spec.num_classes * len(cfg.seeds)
+            images += cfg.steps * cfg.batch_size * spec.num_classes * len(settings.train.seeds)
     rate = TRAINING_CEILING * (224 / settings.dataset.image_size) ** 2
     return images * n_categories / rate / 86_400
 

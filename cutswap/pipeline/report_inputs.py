@@ -3,12 +3,12 @@
 
 Per category (:class:`cutswap.pipeline.results.CategoryRefs`):
 
-    evaluate stores   attrs ``method``, ``seed``, ``metrics``, ``map_scale``, ``threshold.value``,
-                      ``holdout_map_max`` where present and ``inputs.train``; arrays ``scores`` and
-                      ``labels`` (whole), ``index`` (the shown seeds', and every one's for the redraws),
-                      ``maps``: for the figures only the few shown, plus the normal images' maps for the
-                      display scale when the store records no ``holdout_map_max``; whole for the redraws
-                      where the stored pixel metrics are defined
+    evaluate stores   (each as its row, ``Evaluated.row``) attrs ``seed``, ``metrics``, ``map_scale``,
+                      ``threshold.value``, ``holdout_map_max`` where present and ``inputs.train``;
+                      arrays ``scores`` and ``labels`` (whole), ``index`` (the shown seeds', and every
+                      one's for the redraws), ``maps``: for the figures only the few shown, plus the
+                      normal images' maps for the display scale when the store records no
+                      ``holdout_map_max``; whole for the redraws where the stored pixel metrics are defined
     ingest store      ``images`` and ``masks`` at the picked rows, ``masks`` at the test rows (redraws),
                       the first normal training images, the sample table (defect type, mask file)
     train stores      ``log`` with its ``log_columns``
@@ -37,15 +37,16 @@ from cutswap.report.picking import Evaluation, by_method, representative
 from cutswap.report.redraws import ScoredTestSet
 
 
-def _evaluation(ref: StoreRef, group: zarr.Group) -> Evaluation:
-    """An evaluate store's scores, labels and recorded thresholds; a threshold that is not finite is none."""
+def _evaluation(row: str, ref: StoreRef, group: zarr.Group) -> Evaluation:
+    """An evaluate store's scores, labels and recorded thresholds, as row ``row`` of the tables; a threshold
+    that is not finite is none."""
     attrs = group.attrs
     has_maps = "maps" in group
     scale = float(attrs.get("map_scale") or 1.0)
     holdout = attrs.get("holdout_map_max")
     value = (attrs.get("threshold") or {}).get("value")
     return Evaluation(
-        attrs["method"],
+        row,
         int(attrs["seed"]),
         float(attrs["metrics"].get("image_AUROC", float("nan"))),
         group["scores"][:],
@@ -117,8 +118,10 @@ def _training_logs(
 def read_category_figures(refs: CategoryRefs, shown: list[str]) -> CategoryFigures:
     """What one category's figures are drawn from (``cutswap.report.gallery``): every evaluation, the picked
     images of the ``shown`` methods' representative seeds, and the training logs."""
-    groups = {ref.key: open_store(ref) for ref in refs.evaluations}
-    evaluations = by_method([_evaluation(ref, groups[ref.key]) for ref in refs.evaluations])
+    groups = {e.evaluation.key: open_store(e.evaluation) for e in refs.evaluations}
+    evaluations = by_method(
+        [_evaluation(e.row, e.evaluation, groups[e.evaluation.key]) for e in refs.evaluations]
+    )
     if not evaluations:
         return CategoryFigures({})
     representatives = [representative(evaluations[m]) for m in shown if m in evaluations]
@@ -146,14 +149,14 @@ def scored_test_sets(categories: dict[str, CategoryRefs]) -> Iterator[ScoredTest
     """Every evaluation's stored test-set outputs (``cutswap.report.redraws``), category by category, read
     one at a time; its maps only where its stored pixel metrics are defined."""
     for category, refs in categories.items():
-        for ref in refs.evaluations:
+        for evaluated in refs.evaluations:
+            ref = evaluated.evaluation
             group = open_store(ref)
             attrs = group.attrs
             pixel_defined = np.isfinite(attrs["metrics"].get("pixel_AUROC", float("nan")))
             maps = group["maps"][:] if "maps" in group and pixel_defined else None
-            method, seed = attrs["method"], int(attrs["seed"])
             arrays = (group["index"][:], group["labels"][:], group["scores"][:])
-            yield ScoredTestSet(ref.name, category, method, seed, *arrays, maps)
+            yield ScoredTestSet(ref.name, category, evaluated.row, int(attrs["seed"]), *arrays, maps)
 
 
 def ingest_masks(categories: dict[str, CategoryRefs], category: str, index: np.ndarray) -> np.ndarray:

@@ -1,12 +1,13 @@
 """The results table of a run (``results.csv``): one row per evaluation, every cell read from the attrs of
 the stores that made it (``cutswap.report.tables`` lists the columns).
 
-Per category, the stores behind its rows (:class:`CategoryRefs`), and the attrs read from each::
+Per category, the stores behind its rows (:class:`CategoryRefs`; each evaluation with the saliency,
+cluster and pairs stores of its own row, :class:`Evaluated`), and the attrs read from each::
 
     ingest      settings.dataset, settings.image_size
     saliency    backbone {name, sha256, fallback_reason}, levels, input_size, settings.target_class,
-                settings.shallow_tanh
-    cluster     settings {method, k, m, bins}
+                settings.shallow_tanh, settings.cam
+    cluster     settings {method, k, m, bins, anchor}
     pairs       settings {draws, area, aspect, seed}, fallback_rate, step_rates
     evaluate    method, seed, metrics, threshold {value, fpr_target, expected_fpr, n_holdout, source, test,
                 check}, n_train, n_test, localization, scorer, l2_normalize, coreset.fraction,
@@ -29,14 +30,27 @@ from cutswap.pipeline.stores import StoreRef, open_store
 
 
 @dataclass(frozen=True)
+class Evaluated:
+    """One evaluation of a row (``cutswap.pipeline.variants.Row``) and the precomputed stores its model's
+    training read (the run's own for a method's row; a variant's own where it changes them)."""
+
+    row: str
+    evaluation: StoreRef
+    saliency: StoreRef
+    cluster: StoreRef
+    pairs: StoreRef
+
+
+@dataclass(frozen=True)
 class CategoryRefs:
-    """The stores behind one category's rows."""
+    """The stores behind one category's rows: the run's own precomputed stores (those of every method's
+    row, which the figures of saliency and negatives show) and each evaluation."""
 
     ingest: StoreRef
     saliency: StoreRef
     cluster: StoreRef
     pairs: StoreRef
-    evaluations: list[StoreRef]
+    evaluations: list[Evaluated]
 
 
 def results_table(categories: dict[str, CategoryRefs]) -> pd.DataFrame:
@@ -48,19 +62,22 @@ def results_table(categories: dict[str, CategoryRefs]) -> pd.DataFrame:
     rows = []
     for category, refs in categories.items():
         ing = open_store(refs.ingest).attrs["settings"]
-        sal = open_store(refs.saliency).attrs
-        clu = open_store(refs.cluster).attrs["settings"]
-        pairs = open_store(refs.pairs).attrs
-        drawn = pairs["settings"]
-        for ev_ref in refs.evaluations:
+        for evaluated in refs.evaluations:
+            ev_ref = evaluated.evaluation
             ev = open_store(ev_ref).attrs
             train_ref = StoreRef.recorded(ev["inputs"]["train"], ev_ref.root)
             tr = open_store(train_ref).attrs
+            sal = open_store(evaluated.saliency).attrs
+            clu = open_store(evaluated.cluster).attrs["settings"]
+            pairs = open_store(evaluated.pairs).attrs
+            # CutPaste draws its rectangles from the pairs settings its train store is keyed by.
+            drawn = {**pairs["settings"], **tr.get("settings", {}).get("pairs", {})}
             rows.append(
                 {
                     "dataset": ing["dataset"],
                     "category": category,
-                    "method": ev["method"],
+                    "method": evaluated.row,
+                    "base_method": ev["method"],
                     "seed": ev["seed"],
                     **ev["metrics"],
                     **_threshold_columns(ev),
@@ -75,14 +92,16 @@ def results_table(categories: dict[str, CategoryRefs]) -> pd.DataFrame:
                     "backbone_sha256": sal["backbone"]["sha256"],
                     "backbone_fallback": bool(sal["backbone"].get("fallback_reason")),
                     "levels": "+".join(sal["levels"]),
+                    "saliency_cam": sal["settings"].get("cam", "layercam"),  # keyed only when not LayerCAM
                     # What made the maps, from the saliency store (whose key covers these settings).
                     "target_class": sal["settings"].get("target_class"),
                     "saliency_input_size": sal.get("input_size"),
                     "shallow_tanh": bool(sal["settings"].get("shallow_tanh", False)),
-                    "cluster_method": clu["method"],
-                    "cluster_k": clu["k"],
-                    "cluster_m": clu["m"],
-                    "cluster_bins": clu["bins"],
+                    "cluster_method": clu.get("method"),
+                    "cluster_k": clu.get("k"),
+                    "cluster_m": clu.get("m"),
+                    "cluster_bins": clu.get("bins"),
+                    "cluster_anchor": clu.get("anchor", "top"),  # keyed only when not the top cluster
                     "draws": drawn["draws"],
                     "pair_area": "-".join(map(str, drawn["area"])),
                     "pair_aspect": "-".join(map(str, drawn["aspect"])),
@@ -98,7 +117,8 @@ def results_table(categories: dict[str, CategoryRefs]) -> pd.DataFrame:
                     "train_images_per_s": tr["images_per_s"],
                     "train_key": train_ref.key,
                     "evaluate_key": ev_ref.key,
-                    "saliency_key": refs.saliency.key,
+                    "saliency_key": evaluated.saliency.key,
+                    "pairs_key": evaluated.pairs.key,
                 }
             )
     return (
@@ -156,5 +176,5 @@ def metric_contract(refs: CategoryRefs) -> dict[str, Any]:
     """How the metrics of a run are defined and at which resolution, from its first evaluation store."""
     if not refs.evaluations:
         return {}
-    attrs = open_store(refs.evaluations[0]).attrs
+    attrs = open_store(refs.evaluations[0].evaluation).attrs
     return {k: attrs[k] for k in ("metric_definitions", "metric_resolution", "localization") if k in attrs}

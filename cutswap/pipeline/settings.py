@@ -112,11 +112,17 @@ class SaliencySettings(_Section):
     ``dataset.image_size``. At the working size itself (``null``) a stride-32 deep level is only
     ``image_size / 32`` cells wide (2 x 2 at 64 px, one cell at 32 px), a degenerate map to cluster; at 224
     it keeps 7 x 7. The price is compute: 224 px costs about ``(224 / image_size) ** 2`` times more per image.
+
+    ``cam`` is the saliency method: ``layercam`` (CutSwap's: each activation weighted by its own positive
+    gradient) or ``gradcam`` (Grad-CAM, one spatially averaged gradient per channel), the ablation of the
+    saliency source: channel-wide weights give coarser maps at the shallow levels. It is keyed only when it
+    is not ``layercam``, so the stores of earlier runs keep their keys.
     """
 
     backbone: Literal["auto", "resnet18", "efficientnet_lite0"] = "auto"
     weights: Path | None = Field(None, strict=False)
     allow_download: bool = False
+    cam: Literal["layercam", "gradcam"] = "layercam"
     levels: list[str] = Field(default_factory=lambda: list(LEVELS))
     target_class: int | None = Field(None, ge=0, lt=1000)  # an ImageNet class
     shallow_tanh: bool = False
@@ -133,7 +139,16 @@ class SaliencySettings(_Section):
 
 
 class ClusterSettings(_Section):
-    """Clustering of each map's pixel values; the top cluster anchors the patch pairs."""
+    """Clustering of each map's pixel values; by default the top cluster anchors the patch pairs.
+
+    ``anchor`` is the rule for the pixels that anchor the pairs (``cutswap.method.clustering``): ``top``
+    (CutSwap: the cluster with the highest centroid); ``random``, an ablation asking whether the top-centroid
+    cluster matters (one of the map's distinct clusters drawn uniformly per map, from ``seed`` and the map's
+    index in the store); ``threshold``, an ablation asking whether clustering matters (no clustering: the
+    pixels whose normalised saliency is ``>= threshold``, as Grad-CAM-based augmentations pick them).
+    ``threshold`` is read by the ``threshold`` rule only and ``seed`` by ``random`` only; neither, nor
+    ``anchor``, is keyed under ``top``, so the stores of earlier runs keep their keys.
+    """
 
     method: Literal["fcm", "kmeans"] = "fcm"
     k: int = Field(3, ge=2, le=16)
@@ -141,6 +156,9 @@ class ClusterSettings(_Section):
     bins: int | None = Field(1024, ge=16)
     max_iter: int = Field(100, ge=1)
     tol: float = Field(1e-5, gt=0)
+    anchor: Literal["top", "random", "threshold"] = "top"
+    threshold: float = Field(0.5, gt=0, lt=1)
+    seed: int = Field(0, ge=0)
 
 
 class PairSettings(_Section):
@@ -351,8 +369,35 @@ class ParallelSettings(_Section):
     worker_timeout: float = Field(300.0, gt=0)
 
 
+class VariantSettings(_Section):
+    """A named row: a registered method under other settings of the stages that feed it
+    (``cutswap.pipeline.variants``). ``set`` holds dotted settings (``{saliency.levels: [level4]}``);
+    ``control``: add the random-swap control under the same settings (default: when the variant changes
+    where a saliency-guided method's swaps come from)."""
+
+    method: str
+    set: dict[str, Any] = Field(default_factory=dict, strict=False)
+    control: bool | None = None
+
+    @field_validator("set", mode="before")
+    @classmethod
+    def _dotted(cls, values: Any) -> Any:
+        # ``{cluster: {method: kmeans}}`` (what ``--set variants.V.set.cluster.method=kmeans`` builds) is
+        # ``{cluster.method: kmeans}``.
+        if not isinstance(values, dict):
+            return values
+        flat: dict[str, Any] = {}
+        for key, value in values.items():
+            if isinstance(value, dict) and "." not in str(key):
+                flat.update({f"{key}.{k}": v for k, v in value.items()})
+            else:
+                flat[str(key)] = value
+        return flat
+
+
 class Settings(_Section):
-    """Everything a benchmark run depends on."""
+    """Everything a benchmark run depends on. ``variants``: named rows beside ``train.methods``
+    (:class:`VariantSettings`), each compared with its method's row in the report's ablation block."""
 
     run: str = "default"
     storage_root: str = Field("storage", strict=False)
@@ -364,6 +409,14 @@ class Settings(_Section):
     train: TrainSettings = TrainSettings()
     evaluate: EvaluateSettings = EvaluateSettings()
     parallel: ParallelSettings = ParallelSettings()
+    variants: dict[str, VariantSettings] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _variants_run(self) -> Settings:
+        from cutswap.pipeline.variants import check_variants
+
+        check_variants(self)
+        return self
 
     @field_validator("storage_root", "reports_root", mode="before")
     @classmethod
@@ -435,7 +488,7 @@ def _yaml(text: str) -> Any:
     return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
 
 
-def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
     node = data
     *parents, leaf = dotted.split(".")
     for part in parents:
@@ -478,12 +531,16 @@ def load_settings(preset: str | Path | None = None, overrides: dict[str, Any] | 
         if isinstance(value, str):
             with contextlib.suppress(yaml.YAMLError):
                 value = _yaml(value)
-        _set_dotted(data, key, value)
+        set_dotted(data, key, value)
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(_problem(err) for err in exc.errors(include_url=False))
-        raise SettingsError(f"invalid settings from {source}: {problems}") from exc
+        raise SettingsError(f"invalid settings from {source}: {validation_problems(exc)}") from exc
+
+
+def validation_problems(exc: ValidationError) -> str:
+    """A validation error's problems on one line, each naming its setting (``_problem``)."""
+    return "; ".join(_problem(err) for err in exc.errors(include_url=False))
 
 
 def _problem(err: Any) -> str:

@@ -10,7 +10,11 @@ Metrics are fractions in [0, 1]; NaN means undefined (e.g. pixel metrics without
 :func:`compare` (``reports/<run>/comparisons.csv``), one row per question x metric, differences a - b as
 fractions::
 
-    a b metric n_pairs mean_diff ci_low ci_high se df detectable test_noise wins ties losses verdict
+    block question a b metric n_pairs mean_diff ci_low ci_high se df detectable test_noise wins ties losses
+    verdict
+
+``block`` is ``main`` for the benchmark's own questions and ``ablation`` for a variant against its method
+or its control (``cutswap.report.ablations``); ``question`` is the row's question in words.
 
 ``se`` the standard error of ``mean_diff``, ``df`` its degrees of freedom, ``detectable`` the difference
 the design detects with 80 % power, ``test_noise`` whether the test set's noise is in ``se``.
@@ -70,6 +74,8 @@ PATCHCORE = "patchcore"
 METRICS = ("image_AUROC", "image_F1Max", "pixel_AUROC", "pixel_AUPRO", "pixel_F1Max")
 #: Columns of :func:`compare`'s table and of ``comparisons.csv``.
 COLUMNS = (
+    "block",
+    "question",
     "a",
     "b",
     "metric",
@@ -98,6 +104,8 @@ QUESTIONS: dict[tuple[str, str], str] = {
     ("cutswap-3way", "cutpaste-3way"): "Do saliency-guided swaps beat CutPaste in the 3-way setting?",
 }
 _REQUIRED = ("category", "method", "seed")
+#: The blocks of questions, in the report's order: the benchmark's own, then the variants' (``ablations``).
+BLOCKS = {"main": "Comparisons", "ablation": "Ablations"}
 
 
 def question(a: str, b: str) -> str:
@@ -323,6 +331,7 @@ def compare(
     confidence: float = 0.95,
     power: float = POWER,
     tie: float = TIE,
+    asked: dict[tuple[str, str], tuple[str, str]] | None = None,
 ) -> pd.DataFrame:
     """Every comparison x metric: paired mean difference a - b, its interval and power, verdict.
 
@@ -335,6 +344,8 @@ def compare(
         confidence: coverage of the interval, in (0, 1).
         power: the power at which ``detectable`` is stated, in (0, 1).
         tie: a pair with ``|diff| <= tie`` (a fraction) is a tie; default 0.001 = 0.1 points.
+        asked: (a, b) -> (block, question) for pairs that are not the benchmark's own questions (the
+            ablations, ``cutswap.report.ablations``); other pairs are block ``main`` with :func:`question`.
 
     Returns:
         One row per pair x metric with exactly :data:`COLUMNS`, differences as fractions.
@@ -367,9 +378,11 @@ def compare(
             if metric in lookups:
                 test_variance, n_redraws = _test_variances(diffs, lookups[metric], a, b)
             iv = paired_interval(diffs, test_variance, n_redraws, confidence, power)
+            block, text = (asked or {}).get((a, b), ("main", question(a, b)))
             rows.append(
                 {
-                    "a": a, "b": b, "metric": metric, "n_pairs": len(d), "mean_diff": iv.mean,
+                    "block": block, "question": text, "a": a, "b": b, "metric": metric,
+                    "n_pairs": len(d), "mean_diff": iv.mean,
                     "ci_low": iv.low, "ci_high": iv.high, "se": iv.se, "df": iv.df,
                     "detectable": iv.detectable, "test_noise": test_variance is not None,
                     "wins": int((d > tie).sum()), "ties": int((np.abs(d) <= tie).sum()),
@@ -399,7 +412,7 @@ def display_table(comparisons: pd.DataFrame, confidence: float = 0.95, power: fl
     detect = f"detectable ({power * 100:g}% power)"
     rows = [
         {
-            "question": question(r.a, r.b),
+            "question": getattr(r, "question", None) or question(r.a, r.b),
             "a − b": f"{r.a} − {r.b}",
             "metric": r.metric,
             "pairs": int(r.n_pairs),
@@ -469,11 +482,39 @@ def comparisons_markdown(
     n_boot: int | None = None,
     seed: int | None = None,
 ) -> str:
-    """The comparison table as GitHub Markdown (one row per question x metric) with the interval note."""
-    table = display_table(comparisons, confidence, power).reset_index()
+    """The comparison table as GitHub Markdown (one row per question x metric) with the interval note; the
+    ablation block, where there is one, as a table of its own after the note, under ``### Ablations``."""
+    blocks = split_blocks(comparisons)
+    lines = (
+        _markdown_rows(display_table(blocks["main"], confidence, power)) + [""] if "main" in blocks else []
+    )
+    lines.append(interval_note(confidence, tie, power, redraws, n_boot, seed))
+    if "ablation" in blocks:
+        lines += ["", f"### {BLOCKS['ablation']}", "", ABLATION_NOTE, ""]
+        lines += _markdown_rows(display_table(blocks["ablation"], confidence, power))
+    return "\n".join(lines)
+
+
+#: What the ablation block answers, under its title.
+ABLATION_NOTE = (
+    "Each variant of a method (the same method with one choice of the paper changed) against that method, "
+    "a − b with a the method as the run's settings make it; where the variant changes where swaps come "
+    "from, also against a control: random-swap under the variant's own settings (its patch sizes). The "
+    "same paired intervals as above."
+)
+
+
+def split_blocks(comparisons: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The comparisons by block (``BLOCKS`` order); a table without a block column is all ``main``."""
+    if "block" not in comparisons.columns:
+        return {"main": comparisons}
+    return {b: comparisons[comparisons["block"] == b] for b in BLOCKS if (comparisons["block"] == b).any()}
+
+
+def _markdown_rows(table: pd.DataFrame) -> list[str]:
+    table = table.reset_index()
     lines = [
         "| " + " | ".join(table.columns) + " |",
         "|" + "|".join(["---"] * 3 + ["---:"] * 5 + ["---"]) + "|",
     ]
-    lines += ["| " + " | ".join(map(str, row)) + " |" for row in table.itertuples(index=False)]
-    return "\n".join([*lines, "", interval_note(confidence, tie, power, redraws, n_boot, seed)])
+    return lines + ["| " + " | ".join(map(str, row)) + " |" for row in table.itertuples(index=False)]

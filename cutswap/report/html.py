@@ -13,7 +13,14 @@ from pathlib import Path
 import pandas as pd
 
 from cutswap import atomic
-from cutswap.report.compare import POWER, display_table, interval_note
+from cutswap.report.compare import (
+    ABLATION_NOTE,
+    BLOCKS,
+    POWER,
+    display_table,
+    interval_note,
+    split_blocks,
+)
 from cutswap.report.prose import (
     comparison_settings,
     how_obtained,
@@ -167,12 +174,18 @@ def run_page(
     )
     if comparisons is not None and not comparisons.empty:
         how = comparison_settings(provenance)
-        table = display_table(comparisons, how.get("confidence", 0.95), how.get("power", POWER))
-        parts += [
-            "<h2>Comparisons</h2>",
-            html_table(table, index_name="question", table_id="comparisons"),
-            f"<p>{_inline_md(interval_note(**how))}</p>",
-        ]
+        level = (how.get("confidence", 0.95), how.get("power", POWER))
+        blocks = split_blocks(comparisons)
+        parts.append("<h2>Comparisons</h2>")
+        if "main" in blocks:
+            parts.append(html_table(display_table(blocks["main"], *level), "question", "comparisons"))
+        parts.append(f"<p>{_inline_md(interval_note(**how))}</p>")
+        if "ablation" in blocks:
+            parts += [
+                f"<h3>{BLOCKS['ablation']}</h3>",
+                f"<p>{html.escape(ABLATION_NOTE)}</p>",
+                html_table(display_table(blocks["ablation"], *level), "question", "ablations"),
+            ]
     for metric in metrics_of(results):
         parts += [
             f"<h2>{metric}</h2>",

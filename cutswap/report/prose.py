@@ -126,6 +126,22 @@ def _present(value: Any) -> bool:
     return value is not None and not (isinstance(value, float) and np.isnan(value))
 
 
+def base_methods(results: pd.DataFrame) -> dict[str, str]:
+    """Each row's registered method (``results.csv``'s ``base_method``; a variant runs its method); a
+    table from before variants has none, and each row is its own method."""
+    if "base_method" not in results.columns:
+        return {str(m): str(m) for m in results["method"].unique()}
+    pairs = results[["method", "base_method"]].drop_duplicates()
+    return dict(zip(pairs["method"].astype(str), pairs["base_method"].astype(str), strict=True))
+
+
+def own_rows(results: pd.DataFrame) -> pd.DataFrame:
+    """The methods' own rows (no variant, no control): what the run's settings made."""
+    if "base_method" not in results.columns:
+        return results
+    return results[results["method"] == results["base_method"]]
+
+
 def batch_layout(method: str, batch_size: int) -> str:
     """One step's batch of ``method``, class by class: ``32 normal + 32 swap + 32 scar (96 images)``.
 
@@ -145,6 +161,7 @@ def training_sentences(results: pd.DataFrame, image_size: Any) -> list[str]:
     run with a non-default momentum, weight decay, batch or swap setting says so, and two methods whose
     stores disagree are not summarised by whichever row comes first.
     """
+    base = base_methods(results)
     trained = results[~results["method"].isin(UNTRAINED_METHODS)]
     if "steps" in trained.columns:
         trained = trained[trained["steps"].notna()]
@@ -157,13 +174,13 @@ def training_sentences(results: pd.DataFrame, image_size: Any) -> list[str]:
         t = group.iloc[0]
         methods = sorted(group["method"].unique())
         batch = int(t["batch_size"])
-        layouts = "; ".join(f"{m}: {batch_layout(m, batch)}" for m in methods)
+        layouts = "; ".join(f"{m}: {batch_layout(base[m], batch)}" for m in methods)
         line = (
             f"Classifiers ({', '.join(methods)}): {trunk_label(t)} + MLP head {t['head_dims']}, "
             f"{int(t['steps'])} steps of SGD with lr {t['lr']} (cosine decay), momentum {t['momentum']}, "
             f"weight decay {t['weight_decay']}, at {image_size} px; a step's batch, by class: {layouts}"
         )
-        swapping = [m for m in methods if "swap" in method_kinds(m)]
+        swapping = [m for m in methods if "swap" in method_kinds(base[m])]
         if swapping and _present(t.get("swaps")):
             line += f"; swaps ({', '.join(swapping)}): {SWAPS_WORDS.get(t['swaps'], t['swaps'])}"
         lines.append(line + "; seeds " + ", ".join(map(str, sorted(group["seed"].unique()))) + ".")
@@ -259,9 +276,25 @@ def _controls_sentences(results: pd.DataFrame) -> list[str]:
             "random-swap = the same swaps with the same patch sizes at uniformly random non-overlapping "
             "locations"
         )
-    if any("cutpaste" in method_kinds(m) for m in methods):
+    if any("cutpaste" in method_kinds(m) for m in set(base_methods(results).values())):
         controls.append("cutpaste = CutPaste (normal variant) with the same patch-size distribution")
     return ["Controls: " + "; ".join(controls) + "."] if controls else []
+
+
+def _variant_sentences(provenance: dict) -> list[str]:
+    """What each variant row changes, as the run's settings declared it (the ablation block's rows)."""
+    variants = (provenance.get("settings") or {}).get("variants") or {}
+    if not variants:
+        return []
+    said = []
+    for name, variant in variants.items():
+        changes = ", ".join(f"{k}={v}" for k, v in variant["set"].items())
+        said.append(f"{name} = {variant['method']} with {changes}")
+    return [
+        "Variants (rows of the ablation block; each trained and evaluated under the run's protocol, its "
+        "stores keyed by its own settings; a `-random-swap` row is its control, random-swap under the "
+        "same settings): " + "; ".join(said) + "."
+    ]
 
 
 def _metric_sentences(results: pd.DataFrame, provenance: dict) -> list[str]:
@@ -299,7 +332,7 @@ def _caveats(first: pd.Series, backbone: dict) -> list[str]:
 
 def how_obtained(results: pd.DataFrame, provenance: dict) -> list[str]:
     """Sentences saying exactly how the numbers were made, shared by the Markdown and HTML pages."""
-    first = results.iloc[0]
+    first = own_rows(results).iloc[0] if len(own_rows(results)) else results.iloc[0]
     backbone = provenance["backbone"]
     return [
         *training_sentences(results, first["image_size"]),
@@ -308,6 +341,7 @@ def how_obtained(results: pd.DataFrame, provenance: dict) -> list[str]:
         _saliency_sentence(first, backbone),
         _pairs_sentence(first, results),
         *_controls_sentences(results),
+        *_variant_sentences(provenance),
         *_metric_sentences(results, provenance),
         machine_sentence(provenance),
         *_caveats(first, backbone),

@@ -36,8 +36,10 @@ def stage_modes(stages: list[str] | None, force: list[str] | None) -> dict[str, 
     return {s: "force" if s in (force or []) else "run" if s in stages else "reuse" for s in STAGES}
 
 
-def stage_tasks(categories: int, jobs: int) -> tuple[int, int]:
-    """(stage tasks, jobs of the pool) of a run of ``categories`` categories and ``jobs`` (method, seed)
-    pairs: what its progress display counts down. Each pair is a job of the pool per ``PER_JOB`` stage."""
-    per_category = len(PER_CATEGORY) + len(PER_JOB) * jobs
+def stage_tasks(categories: int, jobs: int, precomputed: int = len(PER_CATEGORY) - 1) -> tuple[int, int]:
+    """(stage tasks, jobs of the pool) of a run of ``categories`` categories and ``jobs`` (row, seed)
+    pairs: what its progress display counts down. Each pair is a job of the pool per ``PER_JOB`` stage;
+    ``precomputed``: the saliency, cluster and pairs stores of a category (3 without variants,
+    ``cutswap.pipeline.variants.precomputed_chains``)."""
+    per_category = 1 + precomputed + len(PER_JOB) * jobs
     return categories * per_category + len(PER_RUN), categories * jobs * len(PER_JOB)

@@ -27,6 +27,7 @@ import pandas as pd
 from cutswap import roots
 from cutswap.atomic import atomic_dir
 from cutswap.errors import StoreError
+from cutswap.method.registry import REGISTRY
 from cutswap.pipeline.report_inputs import (
     ingest_masks,
     read_category_figures,
@@ -36,6 +37,8 @@ from cutswap.pipeline.report_inputs import (
 from cutswap.pipeline.results import CategoryRefs, metric_contract, results_table
 from cutswap.pipeline.settings import Settings
 from cutswap.pipeline.stores import CODE_VERSIONS, library_versions, open_store, stage_key
+from cutswap.pipeline.variants import variant_specs
+from cutswap.report.ablations import ablation_questions
 from cutswap.report.captions import negatives_ref
 from cutswap.report.compare import COLUMNS, POWER, compare, comparison_pairs
 from cutswap.report.gallery import category_figures, differences_figures
@@ -57,24 +60,40 @@ _FAILURE_FIELDS = ("category", "method", "seed", "stage", "cause")
 
 
 def _comparisons(
-    results: pd.DataFrame, categories: dict[str, CategoryRefs]
+    settings: Settings, results: pd.DataFrame, categories: dict[str, CategoryRefs]
 ) -> tuple[pd.DataFrame | None, dict[str, Any]]:
-    """The run's comparisons (``cutswap.report.compare``) and how they were computed, or None and ``{}``
-    when no question's two methods both ran."""
-    pairs = comparison_pairs(list(results["method"]))
+    """The run's comparisons (``cutswap.report.compare``): the benchmark's questions among the methods'
+    own rows, then the ablations of its variants (``cutswap.report.ablations``); and how they were
+    computed. None and ``{}`` when no question's two rows both ran."""
+    present = set(results["method"])
+    asked = {
+        pair: how for pair, how in ablation_questions(variant_specs(settings)).items() if set(pair) <= present
+    }
+    pairs = comparison_pairs([m for m in results["method"] if m in REGISTRY]) + list(asked)
     metrics = metrics_of(results)
     if not pairs or not metrics:
         return None, {}
     how = dict(COMPARISON_SETTINGS)
     again = redraw_test_sets(scored_test_sets(categories), partial(ingest_masks, categories), how["redraws"])
-    comparisons = compare(results, pairs, metrics, again, how["confidence"], how["power"], how["tie"])
-    return comparisons, how
+    conf, power, tie = how["confidence"], how["power"], how["tie"]
+    return compare(results, pairs, metrics, again, conf, power, tie, asked), how
 
 
 def _inputs(categories: dict[str, CategoryRefs]) -> dict[str, str]:
-    """Every store the report reads, by ``<category>/<stage>`` or ``<category>/eval/<name>``: its key."""
+    """Every store the report reads, by ``<category>/<stage>``, ``<category>/eval/<row>/<name>`` or, for a
+    row's own precomputed store, ``<category>/<row>/<stage>``: its key."""
     inputs = {f"{c}/{k}": getattr(r, k).key for c, r in categories.items() for k in _UPSTREAM}
-    inputs.update({f"{c}/eval/{e.name}": e.key for c, r in categories.items() for e in r.evaluations})
+    for c, r in categories.items():
+        for e in r.evaluations:
+            # The row's name is part of the report (a renamed variant is another table).
+            inputs[f"{c}/eval/{e.row}/{e.evaluation.name}"] = e.evaluation.key
+            inputs.update(
+                {
+                    f"{c}/{e.row}/{k}": getattr(e, k).key
+                    for k in _UPSTREAM[1:]
+                    if getattr(e, k) != getattr(r, k)
+                }
+            )
     return inputs
 
 
@@ -183,7 +202,7 @@ def write_report(
         return final, False
 
     results = results_table(categories)
-    comparisons, how = _comparisons(results, categories)
+    comparisons, how = _comparisons(settings, results, categories)
     provenance = _provenance(settings, categories, preset, key, inputs, failed, how)
     with atomic_dir(final) as tmp:
         (tmp / "figures").mkdir()
