@@ -3,6 +3,21 @@
 CutSwap clusters every saliency map on its pixel *values* and keeps the pixels of the cluster whose centroid
 is highest (the "top cluster"); pairs of patch centres are later drawn from it (see ``cutswap.method.pairs``).
 
+Anchor rules (``cluster.anchor``, ``ANCHOR_RULES``): which pixels anchor the pairs, as a mask plus the ranks
+the pair sampler's ladder widens the anchor with (rank 0 is always exactly the mask):
+
+- ``top`` (CutSwap): the top cluster (``top_cluster_mask``) and ``cluster_ranks``.
+- ``random`` (ablation: does the top-centroid cluster matter?): one of the map's distinct clusters drawn
+  uniformly per map (``random_cluster_choice``, seeded by the seed and the map's index only), its pixels
+  (``random_cluster_mask``), and ranks ``|rank - chosen|`` (``random_cluster_ranks``).
+- ``threshold`` (ablation: does clustering matter?): no clustering; the pixels whose normalised saliency is
+  ``>= threshold`` (``threshold_mask``), as Grad-CAM-guided augmentations pick salient regions, and ranks
+  0 / 1 / 2 for ``>= threshold`` / ``>= threshold / 2`` / the rest (``threshold_ranks``).
+
+Under every rule a constant map (one distinct centroid; after normalisation all zero) has an empty mask
+and ``UNRANKED`` ranks, so the pair sampler falls back to random locations rather than pretending that a
+flat map has a salient region.
+
 Data layout:
 
 - ``maps``: ``(B, H, W)`` float (float16 as stored, float32 or float64), a torch tensor on any device or a
@@ -15,6 +30,8 @@ Data layout:
   nearest centroid) is the highest centroid.
 - ``ranks``: ``(B, H, W)`` uint8, each pixel's cluster counted from the top by centroid (0 = the top cluster,
   1 = the next distinct lower centroid, ...; ``UNRANKED`` on constant maps), from ``cluster_ranks``.
+- ``chosen``: ``(B,)`` int64, the rank of the cluster the ``random`` rule picked per map (0 = top).
+- ``threshold``: a float in ``(0, 1)`` on the per-map min-max normalised values.
 
 Why a histogram: the values are 1-D, so replacing a map's ``P = H * W`` pixels by ``bins`` weighted points
 (weight = pixel count of the bin, position = mean value of the pixels in the bin) costs ``bins * K`` instead
@@ -35,12 +52,19 @@ import numpy as np
 import torch
 
 __all__ = [
+    "ANCHOR_RULES",
     "CLUSTERING_METHODS",
     "UNRANKED",
     "cluster_maps",
     "cluster_ranks",
+    "distinct_clusters",
     "fuzzy_cmeans",
     "kmeans",
+    "random_cluster_choice",
+    "random_cluster_mask",
+    "random_cluster_ranks",
+    "threshold_mask",
+    "threshold_ranks",
     "top_cluster_mask",
 ]
 
@@ -413,6 +437,48 @@ def top_cluster_mask(maps: torch.Tensor, centroids: torch.Tensor) -> torch.Tenso
 #: cluster, so neither may anchor a pair.
 UNRANKED = 255
 
+#: The rules choosing the pixels that anchor a map's patch pairs (``cluster.anchor``; module docstring).
+ANCHOR_RULES = ("top", "random", "threshold")
+
+# Third word of the ``random`` rule's per-map seed sequences: apart from the pair sampler's ``[seed, i]``.
+_RANDOM_ANCHOR_STREAM = 0x616E63686F72  # "anchor"
+
+
+def _rank_bounds(c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Boundaries between consecutive ranks and the lowest rank of each map, from sorted centroids.
+
+    Walking down from the top, a centroid starts a new rank when it lies more than the tolerance (1e-6 of
+    the centroid spread) below the highest centroid of the current rank, whose midpoint with it is the
+    boundary.
+
+    Args:
+        c: ``(B, K)`` float64 centroids, sorted ascending.
+
+    Returns:
+        ``(bounds, last)``: ``(B, K - 1)`` float64, ``bounds[:, r]`` separating rank ``r`` from ``r + 1``
+        (decreasing in ``r``; ``-inf`` past the last rank), and ``(B,)`` int64, the lowest rank (the number
+        of distinct centroids minus one; 0 on a constant map).
+    """
+    b, k = c.shape
+    tol = 1e-6 * (c[:, -1] - c[:, 0])
+    bounds = torch.full((b, k - 1), -torch.inf, dtype=torch.float64, device=c.device)
+    head = c[:, -1].clone()  # the highest centroid of the current rank
+    rank = torch.zeros(b, dtype=torch.int64, device=c.device)
+    for j in range(k - 2, -1, -1):
+        new = head - c[:, j] > tol
+        rows = torch.nonzero(new)[:, 0]
+        bounds[rows, rank[rows]] = 0.5 * (head[rows] + c[rows, j])
+        rank = rank + new
+        head = torch.where(new, c[:, j], head)
+    return bounds, rank
+
+
+def _check_centroids(t: torch.Tensor, c: torch.Tensor) -> None:
+    if t.ndim != 3 or c.ndim != 2 or c.shape[0] != t.shape[0] or not 2 <= c.shape[1] < UNRANKED:
+        raise ValueError(
+            f"maps (B, H, W) and centroids (B, K) expected, got {tuple(t.shape)}, {tuple(c.shape)}"
+        )
+
 
 def cluster_ranks(maps: torch.Tensor | np.ndarray, centroids: torch.Tensor | np.ndarray) -> torch.Tensor:
     """Each pixel's cluster rank by centroid: 0 for the top cluster, 1 for the next lower one, and so on.
@@ -434,21 +500,9 @@ def cluster_ranks(maps: torch.Tensor | np.ndarray, centroids: torch.Tensor | np.
     """
     t = torch.from_numpy(np.ascontiguousarray(maps)) if isinstance(maps, np.ndarray) else maps
     c = torch.as_tensor(centroids).to(device=t.device, dtype=torch.float64)
-    if t.ndim != 3 or c.ndim != 2 or c.shape[0] != t.shape[0] or not 2 <= c.shape[1] < UNRANKED:
-        raise ValueError(
-            f"maps (B, H, W) and centroids (B, K) expected, got {tuple(t.shape)}, {tuple(c.shape)}"
-        )
-    b, k = c.shape
-    tol = 1e-6 * (c[:, -1] - c[:, 0])
-    bounds = torch.full((b, k - 1), -torch.inf, dtype=torch.float64, device=t.device)  # rank r | rank r + 1
-    head = c[:, -1].clone()  # the highest centroid of the current rank
-    rank = torch.zeros(b, dtype=torch.int64, device=t.device)
-    for j in range(k - 2, -1, -1):
-        new = head - c[:, j] > tol
-        rows = torch.nonzero(new)[:, 0]
-        bounds[rows, rank[rows]] = 0.5 * (head[rows] + c[rows, j])
-        rank = rank + new
-        head = torch.where(new, c[:, j], head)
+    _check_centroids(t, c)
+    k = c.shape[1]
+    bounds, rank = _rank_bounds(c)
     n, (h, w) = t.shape[0], t.shape[1:]
     out = torch.empty((n, h, w), dtype=torch.uint8, device=t.device)
     chunk = max(1, _CHUNK_PIXELS // max(h * w, 1))
@@ -459,6 +513,159 @@ def cluster_ranks(maps: torch.Tensor | np.ndarray, centroids: torch.Tensor | np.
             ranks += values <= bounds[s : s + chunk, r, None, None]
         out[s : s + chunk] = torch.where(rank[s : s + chunk, None, None] > 0, ranks, UNRANKED)
     return out
+
+
+def distinct_clusters(centroids: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """Number of distinct clusters of each map (centroids merged as in ``cluster_ranks``): ``(B,)`` int64.
+
+    1 on a constant map, whose centroids all merge; ``cluster_ranks`` then runs from 0 to this minus one.
+    """
+    c = torch.as_tensor(centroids).to(torch.float64)
+    if c.ndim != 2 or not 2 <= c.shape[1] < UNRANKED:
+        raise ValueError(f"centroids (B, K) with 2 <= K < 255 expected, got {tuple(c.shape)}")
+    return _rank_bounds(c)[1] + 1
+
+
+def random_cluster_choice(
+    centroids: torch.Tensor | np.ndarray, seed: int = 0, index_offset: int = 0
+) -> torch.Tensor:
+    """The rank of the cluster that anchors each map under the ``random`` rule: ``(B,)`` int64.
+
+    Uniform among the map's distinct clusters (``distinct_clusters``; 0 = the top one), from map ``i``'s own
+    generator ``np.random.default_rng([seed, index_offset + i, _RANDOM_ANCHOR_STREAM])``, so a map's choice
+    depends only on the seed and its index: shards of a stack (``index_offset`` = the first map's index)
+    give the same choices as one call. The stream constant keeps these numbers apart from the pair
+    sampler's, which seeds map ``i`` with ``[seed, i]``: with the same seed the choice of cluster would
+    otherwise be a function of the first number the sampler draws for that map's patch size.
+
+    Args:
+        centroids: ``(B, K)`` sorted ascending.
+        seed: ``cluster.seed``, >= 0.
+        index_offset: index of map 0 in the whole stack, >= 0.
+
+    Returns:
+        ``(B,)`` int64 on the device of ``centroids``; 0 on constant maps (one cluster, no anchor anyway).
+
+    Raises:
+        ValueError: a negative or non-integer ``seed`` or ``index_offset``.
+    """
+    for name, value in (("seed", seed), ("index_offset", index_offset)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            raise ValueError(f"cluster {name}={value!r} is invalid: use an integer >= 0")
+    counts = distinct_clusters(centroids)
+    chosen = [
+        int(np.random.default_rng([seed, index_offset + i, _RANDOM_ANCHOR_STREAM]).integers(count))
+        for i, count in enumerate(counts.tolist())
+    ]
+    return torch.tensor(chosen, dtype=torch.int64, device=counts.device)
+
+
+def random_cluster_mask(ranks: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
+    """The anchor pixels under the ``random`` rule: those of the chosen cluster, ``(B, H, W)`` bool.
+
+    A distinct centroid nearly always has pixels nearest to it; where one has none (histogram centroids can
+    sit between bins), the mask is empty and the pair sampler's ladder widens to the neighbouring clusters.
+
+    Args:
+        ranks: ``(B, H, W)`` uint8 from ``cluster_ranks`` (``UNRANKED`` on constant maps, which therefore
+            get an empty mask, as ``top_cluster_mask`` gives them).
+        chosen: ``(B,)`` ranks from ``random_cluster_choice``.
+    """
+    _check_chosen(ranks, chosen)
+    return ranks.to(torch.int64) == chosen.to(ranks.device)[:, None, None]
+
+
+def random_cluster_ranks(ranks: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
+    """Nearness to the chosen cluster, the ladder's ranks under the ``random`` rule: ``(B, H, W)`` uint8.
+
+    ``|rank - chosen|``: 0 is the chosen cluster (``random_cluster_mask``), 1 its neighbours by centroid
+    (above and below), and so on, so the pair sampler's ``next-cluster`` rungs widen the anchor to the
+    adjacent clusters as they do from the top cluster. ``UNRANKED`` stays ``UNRANKED``. With ``chosen`` all
+    0 this is ``ranks`` itself.
+    """
+    _check_chosen(ranks, chosen)
+    r = ranks.to(torch.int64)
+    near = (r - chosen.to(ranks.device)[:, None, None]).abs()
+    return torch.where(r == UNRANKED, UNRANKED, near).to(torch.uint8)
+
+
+def _check_chosen(ranks: torch.Tensor, chosen: torch.Tensor) -> None:
+    if ranks.ndim != 3 or chosen.shape != ranks.shape[:1]:
+        raise ValueError(
+            f"ranks (B, H, W) and chosen (B,) expected, got {tuple(ranks.shape)}, {tuple(chosen.shape)}"
+        )
+
+
+def _check_threshold(threshold: float) -> None:
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold < 1:
+        raise ValueError(f"cluster threshold={threshold!r} is invalid: use a number with 0 < threshold < 1")
+
+
+def _normalised(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each map min-max normalised to ``[0, 1]`` in float64, and which maps are constant (``(B,)`` bool).
+
+    The saliency stage stores normalised maps already; on them this is the identity (min 0, max 1 exactly),
+    and it makes the threshold mean the same thing on anyone else's maps.
+    """
+    values = t.to(torch.float64)
+    lo = values.amin(dim=(1, 2), keepdim=True)
+    hi = values.amax(dim=(1, 2), keepdim=True)
+    if not bool(torch.isfinite(lo).all() and torch.isfinite(hi).all()):
+        raise ValueError("saliency maps hold NaN or inf; the saliency stage must produce finite maps")
+    span = hi - lo
+    return (values - lo) / torch.where(span > 0, span, torch.ones_like(span)), span[:, 0, 0] <= 0
+
+
+def _by_threshold(
+    maps: torch.Tensor | np.ndarray,
+    threshold: float,
+    rule: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor],
+) -> torch.Tensor:
+    """``rule(normalised, constant, threshold)`` over the maps, a chunk of maps at a time (the float64
+    copy of a whole shard would not be small)."""
+    _check_threshold(threshold)
+    t = _map_batch(maps)
+    n, h, w = t.shape
+    chunk = max(1, _CHUNK_PIXELS // (h * w))
+    return torch.cat([rule(*_normalised(t[s : s + chunk]), threshold) for s in range(0, n, chunk)])
+
+
+def _threshold_mask_rule(values: torch.Tensor, constant: torch.Tensor, threshold: float) -> torch.Tensor:
+    return (values >= threshold) & ~constant[:, None, None]
+
+
+def _threshold_ranks_rule(values: torch.Tensor, constant: torch.Tensor, threshold: float) -> torch.Tensor:
+    ranks = 2 - (values >= threshold).to(torch.uint8) - (values >= 0.5 * threshold).to(torch.uint8)
+    return torch.where(constant[:, None, None], UNRANKED, ranks).to(torch.uint8)
+
+
+def threshold_mask(maps: torch.Tensor | np.ndarray, threshold: float = 0.5) -> torch.Tensor:
+    """The anchor pixels under the ``threshold`` rule: normalised saliency ``>= threshold``, no clustering.
+
+    A constant map gets an empty mask, as ``top_cluster_mask`` gives it (an all-zero map has no pixel at or
+    above a positive threshold anyway; a constant non-zero one would otherwise be all "salient").
+
+    Args:
+        maps: ``(B, H, W)`` finite values (torch on any device, or numpy), min-max normalised per map here.
+        threshold: in ``(0, 1)``.
+
+    Returns:
+        ``(B, H, W)`` bool on the device of ``maps``.
+
+    Raises:
+        ValueError: ``threshold`` outside ``(0, 1)``; ``maps`` not a non-empty ``(B, H, W)`` or not finite.
+    """
+    return _by_threshold(maps, threshold, _threshold_mask_rule)
+
+
+def threshold_ranks(maps: torch.Tensor | np.ndarray, threshold: float = 0.5) -> torch.Tensor:
+    """The ladder's ranks under the ``threshold`` rule: ``(B, H, W)`` uint8.
+
+    0 where the normalised value is ``>= threshold`` (exactly ``threshold_mask``), 1 where it is
+    ``>= threshold / 2``, 2 elsewhere: the ``next-cluster`` rungs widen the anchor to the pixels at least
+    half as salient. ``UNRANKED`` on constant maps, as ``cluster_ranks`` gives them.
+    """
+    return _by_threshold(maps, threshold, _threshold_ranks_rule)
 
 
 def cluster_maps(

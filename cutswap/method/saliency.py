@@ -1,10 +1,18 @@
-"""Multilevel LayerCAM: one saliency map per backbone level, all from one forward and one backward pass.
+"""Multilevel LayerCAM (or Grad-CAM): one saliency map per backbone level, from one forward and one backward.
 
 LayerCAM (Jiang et al., IEEE TIP 2021) weights each activation by its own positive gradient instead of a
 channel-wide average, so shallow levels give fine-grained maps. For a level with activations ``A`` of shape
 ``(B, C, h, w)`` and ``G = d y_t / d A``, the gradient of each sample's target-class logit ``y_t``::
 
-    M = ReLU( sum_k ReLU(G_k) * A_k )                      # (B, h, w)
+    M = ReLU( sum_k ReLU(G_k) * A_k )                      # (B, h, w), cam="layercam" (the default)
+    M = ReLU( sum_k mean_hw(G_k) * A_k )                   # (B, h, w), cam="gradcam"
+
+Grad-CAM (Selvaraju et al., ICCV 2017) is the second line: one weight per channel, the spatial mean of its
+gradient (signed, before the final ReLU). It is the ablation of the saliency source (``saliency.cam``):
+channel-wide weights cannot single out the locations where a channel matters, which is what makes
+LayerCAM's shallow-level maps fine-grained, so Grad-CAM's maps are coarser there (the LayerCAM paper finds
+the two alike at the last convolutional layer). Everything else is shared: the levels, the target, the
+resampling and normalisation below, and the one backward pass.
 
 Data layout:
 
@@ -80,8 +88,28 @@ def _make_hook(
     return hook
 
 
+#: Saliency methods (``saliency.cam``): how a level's activations are weighted by their gradients.
+CAMS = ("layercam", "gradcam")
+
+
+def _check_options(target_class: int | None, input_size: int | None, cam: str) -> None:
+    """The extractor's scalar options, checked at construction so that a bad one fails before any image is
+    read rather than in the middle of a batch."""
+    if target_class is not None and (isinstance(target_class, bool) or target_class < 0):
+        raise ValueError(
+            f"saliency target_class {target_class!r} (setting target_class) must be a class index >= 0, "
+            "or null for each image's top-1 class."
+        )
+    if input_size is not None and (
+        isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < 1
+    ):
+        raise ValueError(f"input_size must be a positive integer or None, got {input_size!r}")
+    if cam not in CAMS:
+        raise ValueError(f"saliency cam {cam!r} (setting cam) is unknown: use one of {', '.join(CAMS)}.")
+
+
 class SaliencyExtractor:
-    """LayerCAM maps for several levels of a frozen backbone, batched.
+    """LayerCAM (or Grad-CAM) maps for several levels of a frozen backbone, batched.
 
     Hooks are registered once, at construction, and removed by :meth:`close` (or by leaving a ``with``
     block). Not thread-safe: one extractor runs one batch at a time.
@@ -99,9 +127,11 @@ class SaliencyExtractor:
             at the working size. Our default (``saliency.input_size``, ``docs/method.md``) is the backbone's
             native 224, which the saliency stage uses: below about 128 px the deep levels otherwise collapse
             to one or two cells.
+        cam: ``"layercam"`` (the default, CutSwap's) or ``"gradcam"`` (per-channel weights, the spatial mean
+            of the gradient; the ablation of the saliency source, see the module docstring).
 
     Raises:
-        ValueError: ``input_size`` is not a positive integer.
+        ValueError: ``input_size`` is not a positive integer; ``cam`` is not one of ``CAMS``.
     """
 
     def __init__(
@@ -111,6 +141,7 @@ class SaliencyExtractor:
         target_class: int | None = None,
         shallow_tanh: bool = False,
         input_size: int | None = None,
+        cam: str = "layercam",
     ) -> None:
         available = list(backbone.levels)
         chosen = list(available if levels is None else levels)
@@ -120,20 +151,13 @@ class SaliencyExtractor:
                 f"saliency levels {chosen!r} (setting levels) are invalid for backbone {backbone.name}: "
                 f"give a non-empty list without repeats drawn from {available}."
             )
-        if target_class is not None and (isinstance(target_class, bool) or target_class < 0):
-            raise ValueError(
-                f"saliency target_class {target_class!r} (setting target_class) must be a class index >= 0, "
-                "or null for each image's top-1 class."
-            )
-        if input_size is not None and (
-            isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < 1
-        ):
-            raise ValueError(f"input_size must be a positive integer or None, got {input_size!r}")
+        _check_options(target_class, input_size, cam)
         self.backbone = backbone
         self.levels = chosen
         self.input_size = input_size
         self.target_class = target_class
         self.shallow_tanh = shallow_tanh
+        self.cam = cam
         self._root = min(chosen, key=available.index)  # shallowest requested level
         self._capturing = False
         self._activations: dict[str, Tensor] = {}
@@ -225,6 +249,14 @@ class SaliencyExtractor:
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=shrinks)
         return x.contiguous(memory_format=torch.channels_last)
 
+    def _raw_map(self, act: Tensor, grad: Tensor) -> Tensor:
+        """A level's map at its own resolution, float32 ``(B, h, w)``: the module docstring's formulas."""
+        if self.cam == "gradcam":
+            cam = torch.einsum("bc,bchw->bhw", grad.mean(dim=(2, 3)), act)
+        else:
+            cam = torch.einsum("bchw,bchw->bhw", grad.clamp_min(0), act)
+        return cam.clamp_min_(0).float()
+
     @torch.inference_mode(False)
     def __call__(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """Compute the maps for one batch.
@@ -264,7 +296,7 @@ class SaliencyExtractor:
         with torch.no_grad():
             maps = torch.empty((batch, len(self.levels), height, width), dtype=torch.float32, device=x.device)
             for index, (act, grad) in enumerate(zip(activations, grads, strict=True)):
-                cam = torch.einsum("bchw,bchw->bhw", grad.clamp_min(0), act.detach()).clamp_min_(0).float()
+                cam = self._raw_map(act.detach(), grad)
                 if self.shallow_tanh:
                     peak = cam.amax(dim=(1, 2), keepdim=True)
                     cam = torch.where(peak > 0, torch.tanh(2.0 * cam / peak), torch.zeros_like(cam))
@@ -282,7 +314,7 @@ class SaliencyExtractor:
 def saliency_maps(
     extractor: SaliencyExtractor, images: np.ndarray, batch_size: int = 32, device: str = "cpu"
 ) -> tuple[np.ndarray, np.ndarray]:
-    """LayerCAM maps for a whole array of images, batch by batch.
+    """Saliency maps (the extractor's ``cam``) for a whole array of images, batch by batch.
 
     The backbone is moved to ``device`` if it is elsewhere. Results are written into preallocated arrays and
     converted to float16 on the device, which halves what crosses to the host.
@@ -326,7 +358,12 @@ def saliency_maps(
         maps_out[start:stop] = maps.to(torch.float16).cpu().numpy()
         targets_out[start:stop] = targets.cpu().numpy()
     logger.debug(
-        "LayerCAM maps for %d images at %dx%d, %d levels", count, height, width, len(extractor.levels)
+        "%s maps for %d images at %dx%d, %d levels",
+        extractor.cam,
+        count,
+        height,
+        width,
+        len(extractor.levels),
     )
     return maps_out, targets_out
 
@@ -345,7 +382,8 @@ class LayerCAM(SaliencyExtractor):
             mode here (batch norm must use its running statistics so one backward pass serves a batch).
         layers: name -> module whose output is explained, in the order the maps are returned.
         mean, std: the model's input normalisation on [0, 1] RGB (ImageNet's by default).
-        target_class, shallow_tanh, input_size: as for ``SaliencyExtractor``.
+        target_class, shallow_tanh, input_size, cam: as for ``SaliencyExtractor`` (``cam="gradcam"`` gives
+            Grad-CAM maps of the same layers, for comparison).
     """
 
     def __init__(
@@ -357,10 +395,11 @@ class LayerCAM(SaliencyExtractor):
         target_class: int | None = None,
         shallow_tanh: bool = False,
         input_size: int | None = None,
+        cam: str = "layercam",
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if not layers or not all(isinstance(m, nn.Module) for m in layers.values()):
             raise ValueError("layers must map at least one name to a module of the model")
         backbone = Backbone(type(model).__name__, model, dict(layers), tuple(mean), tuple(std), "", "")
-        super().__init__(backbone, list(layers), target_class, shallow_tanh, input_size)
+        super().__init__(backbone, list(layers), target_class, shallow_tanh, input_size, cam)

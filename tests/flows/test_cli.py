@@ -123,6 +123,26 @@ BAD_INPUTS = {
         ["--set", "train.methods=[cutswap, imagenet-gde]"],
         "train.baseline_trunk needs ResNet-18's ImageNet weights",
     ),
+    "variant-unknown-method": (
+        ["--set", "variants.v={method: cutswapp, set: {cluster.method: kmeans}}"],
+        "variants.v: unknown method 'cutswapp'; did you mean cutswap?",
+    ),
+    "variant-unknown-setting": (
+        ["--set", "variants.v={method: cutswap, set: {cluster.methd: kmeans}}"],
+        "variants.v: unknown setting cluster.methd; did you mean cluster.method?",
+    ),
+    "variant-setting-not-feeding": (
+        ["--set", "variants.v={method: cutpaste, set: {saliency.levels: [level4]}}"],
+        "variants.v: saliency.levels does not feed cutpaste",
+    ),
+    "variant-name-collides": (
+        ["--set", "variants.cutpaste={method: cutswap, set: {cluster.method: kmeans}}"],
+        "variants.cutpaste: the name is taken by a method; rename the variant",
+    ),
+    "variant-trains-nothing": (
+        ["--set", "variants.v={method: patchcore, set: {evaluate.sigma: 1.0}}"],
+        "variants.v: patchcore trains nothing, so it has no variants",
+    ),
     "preset-not-utf8": (_latin1_preset, "is not UTF-8 text (byte 6); save it as UTF-8"),
     "built-in-root-mistyped": (
         ["--set", "dataset.name=textures", "--set", "dataset.root=/tmp/cutswap-no-such/textrues"],

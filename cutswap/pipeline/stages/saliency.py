@@ -1,17 +1,22 @@
-"""Saliency: multilevel LayerCAM maps of every training image on a frozen ImageNet backbone.
+"""Saliency: multilevel LayerCAM (or Grad-CAM) maps of every training image on a frozen ImageNet backbone.
 
 Store layout (``storage/saliency/<category>-<key>/``)::
 
     maps     float16 (N, L, S, S)  one map per training image and level, min-max normalised to [0, 1]
     targets  int64   (N,)          ImageNet class whose score was back-propagated
     index    int64   (N,)          row of the image in the ingest store
-    attrs    backbone: {name, sha256, source, fallback_reason}, levels, input_size, device
+    attrs    backbone: {name, sha256, source, fallback_reason}, levels, input_size, cam, device
 
 ``S`` is the working size (``dataset.image_size``) whatever ``saliency.input_size``: the backbone sees each
 image resized to ``input_size`` squared (224 by default, so that a stride-32 deep level keeps 7 x 7 cells
 instead of collapsing to one or two at small working sizes), and each level's map is resampled from its own
 resolution straight to ``S``; ``input_size: null`` runs the backbone at ``S`` (see
 :mod:`cutswap.method.saliency`). ``input_size`` is part of the key and recorded in the attrs.
+
+``saliency.cam`` picks LayerCAM (``layercam``, CutSwap's) or Grad-CAM (``gradcam``, the ablation of the
+saliency source). It is recorded in the attrs always but keyed only when it is ``gradcam``
+(:func:`saliency_key`): the setting came after stores were made, and LayerCAM maps keep the keys they
+had, so existing stores stay reusable.
 
 The key includes the resolved backbone and its weights hash, so ``backbone: auto`` resolving to another
 network on another machine never reuses the wrong maps. The backbone is resolved once, in the process that
@@ -63,7 +68,7 @@ def _shard(
     backbone = _exact_backbone(resolved["name"], resolved["sha256"], resolved["source"], cfg.allow_download)
     dev = worker_device(device)
     with SaliencyExtractor(
-        backbone, cfg.levels, cfg.target_class, cfg.shallow_tanh, input_size=cfg.input_size
+        backbone, cfg.levels, cfg.target_class, cfg.shallow_tanh, input_size=cfg.input_size, cam=cfg.cam
     ) as extractor:
         maps, targets = saliency_maps(extractor, images, batch_size=cfg.batch_size, device=dev)
     group = open_group(out, mode="r+")
@@ -71,16 +76,27 @@ def _shard(
     group["targets"][start:stop] = targets
 
 
+def saliency_key(cfg: SaliencySettings, backbone_provenance: dict) -> dict:
+    """The settings a saliency store is keyed by: what changes the maps, and only that.
+
+    Left out: how the work is batched and where the weights file lies (``batch_size``, ``weights``,
+    ``allow_download``, the provenance's ``source``), and the requested ``backbone`` name, replaced by the
+    resolved backbone and its weights hash. ``cam`` is left out at ``layercam`` so that LayerCAM stores keep
+    the keys they had before the setting existed; ``gradcam`` maps differ and are keyed by it.
+    """
+    exclude = {"batch_size", "weights", "allow_download", "backbone"}
+    if cfg.cam == "layercam":
+        exclude.add("cam")
+    backbone = {k: v for k, v in backbone_provenance.items() if k != "source"}
+    return {**cfg.model_dump(exclude=exclude), "backbone": backbone}
+
+
 def saliency_category(
     settings: Settings, ingest: StoreRef, mode: str = "run", dask: DaskPool | None = None
 ) -> tuple[StoreRef, bool]:
     cfg = settings.saliency
     backbone = _backbone(cfg.backbone, cfg.weights, cfg.allow_download)
-    keyed = {
-        **cfg.model_dump(exclude={"batch_size", "weights", "allow_download", "backbone"}),
-        "backbone": backbone.provenance(),
-    }
-    keyed["backbone"].pop("source", None)  # where the file lies does not change the maps
+    keyed = saliency_key(cfg, backbone.provenance())
 
     def write(group):
         index = train_indices(open_store(ingest))
@@ -103,7 +119,12 @@ def saliency_category(
         group.attrs["workers"] = sorted(set(workers))
         group.attrs["device"] = worker_device(settings.train.device) if dask is None else "dask workers"
 
-    extra = {"backbone": backbone.provenance(), "levels": cfg.levels, "input_size": cfg.input_size}
+    extra = {
+        "backbone": backbone.provenance(),
+        "levels": cfg.levels,
+        "input_size": cfg.input_size,
+        "cam": cfg.cam,
+    }
     return build_store(
         settings.storage_root, "saliency", ingest.name, keyed, {"ingest": ingest}, write, mode, extra
     )
