@@ -6,7 +6,11 @@ where such a file would shadow the ``cutswap`` package.)
 Recipe:
 
     ingest (every category) -> per category: saliency -> cluster -> pairs
-                                             -> train (method x seed) -> evaluate -> report
+                                             -> train (row x seed) -> evaluate -> report
+
+A row is a method of ``train.methods``, or a variant of one (``variants``: the method under other settings
+of its stages, ``cutswap.pipeline.variants``); a variant's saliency, cluster and pairs stores are computed
+only where its settings differ from those of a store already made, so rows share what they can.
 
 The precompute stages (saliency, cluster, pairs) shard their images over a pool of Dask workers: local worker
 processes by default (``parallel.workers``, or one per GPU), an existing scheduler with

@@ -121,7 +121,10 @@ def test_distribution_roc_training_and_difference_figures_are_small_pngs(tmp_pat
         ("cutswap", "cutpaste", "pixel_AUROC", 1, 0.01, np.nan, np.nan, 1, 0, 0, "no detectable difference"),
     ]  # fmt: skip
     comparisons = pd.DataFrame(
-        rows, columns=[c for c in COLUMNS if c not in ("se", "df", "detectable", "test_noise")]
+        rows,
+        columns=[
+            c for c in COLUMNS if c not in ("block", "question", "se", "df", "detectable", "test_noise")
+        ],
     )
     diffs = {("cutswap", "random-swap", "image_AUROC"): np.array([0.01, 0.02, 0.03, 0.02, 0.025, -0.01])}
     _png(figures.differences_figure(tmp_path / "d.png", comparisons, diffs))
@@ -166,7 +169,7 @@ def test_figures_html_groups_sections_and_rows():
 def category(tmp_path):
     """A hand-made category: 6 test images (3 normal, 3 anomalous), two methods' evaluate stores (one
     without maps) and their train stores (one with a log, one untrained with an empty log)."""
-    from cutswap.pipeline.results import CategoryRefs
+    from cutswap.pipeline.results import CategoryRefs, Evaluated
     from cutswap.pipeline.stores import build_store, write_array
 
     root = tmp_path / "storage"
@@ -230,7 +233,8 @@ def category(tmp_path):
                 extra_attrs={"method": method, "seed": seed},
             )[0]  # fmt: skip
         )
-    return CategoryRefs(ingest, ingest, ingest, ingest, evaluations)
+    named = [Evaluated(ref.name.split("-", 1)[1], ref, ingest, ingest, ingest) for ref in evaluations]
+    return CategoryRefs(ingest, ingest, ingest, ingest, named)
 
 
 def test_report_stage_draws_every_category_figure_from_the_stores(category, tmp_path):

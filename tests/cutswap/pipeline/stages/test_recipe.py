@@ -29,3 +29,5 @@ def test_progress_totals_count_every_stage_task_and_every_cluster_job():
     # 3 pairs x 2 job stages x 2 categories cluster jobs.
     assert stage_tasks(2, 3) == (2 * (4 + 3 * 2) + 1, 12)
     assert stage_tasks(1, 0) == (5, 0)
+    # a variant with its own cluster and pairs stores adds two precompute tasks per category
+    assert stage_tasks(2, 3, precomputed=5) == (2 * (1 + 5 + 3 * 2) + 1, 12)
