@@ -118,20 +118,28 @@ def select_detector(
             f"run {run!r} has no seed {seed} for {method} on {category!r}; it has {_choices(seeds)}"
         )
     row = rows[rows["seed"] == seed].iloc[0]
+    ref = _evaluate_store(reports_root, run, category, row, storage_root)
+    if not is_complete(ref):
+        raise CutswapError(
+            f"run {run!r}: the evaluate store of {ref.name} is not at {ref.path}; pass --storage with the "
+            "storage root the run used, or rerun the benchmark to recreate it"
+        )
+    return Selection(run, category, method, seed, ref, float(row["image_AUROC"]), why)
+
+
+def _evaluate_store(
+    reports_root: Path | str, run: str, category: str, row: pd.Series, storage_root: Path | str | None
+) -> StoreRef:
+    """Where a results row's evaluate store is: under ``storage_root``, else the root the run recorded.
+    A variant's stores carry the name of the method it runs (results.csv's ``base_method``)."""
     if storage_root is None:
         prov = Path(reports_root) / run / "provenance.json"
         recorded = json.loads(prov.read_text()).get("settings", {}) if prov.is_file() else {}
         storage_root = recorded.get("storage_root") or "storage"
-    # A variant's stores carry the name of the method it runs (results.csv's base_method).
-    base = str(row["base_method"]) if "base_method" in row.index else method
+    base = str(row["base_method"]) if "base_method" in row.index else str(row["method"])
+    seed = int(row["seed"])
     name = f"{category}-{base}" if base in UNTRAINED_METHODS else f"{category}-{base}-s{seed}"
-    ref = StoreRef("evaluate", name, str(row["evaluate_key"]), roots.normalize(storage_root))
-    if not is_complete(ref):
-        raise CutswapError(
-            f"run {run!r}: the evaluate store of {name} is not at {ref.path}; pass --storage with the "
-            "storage root the run used, or rerun the benchmark to recreate it"
-        )
-    return Selection(run, category, method, seed, ref, float(row["image_AUROC"]), why)
+    return StoreRef("evaluate", name, str(row["evaluate_key"]), roots.normalize(str(storage_root)))
 
 
 def collect_images(specs: list[str]) -> tuple[list[Path], list[tuple[str, str]]]:

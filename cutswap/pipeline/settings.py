@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from cutswap import roots
 from cutswap.errors import CutswapError, SettingsError
 from cutswap.method.registry import METHODS
+from cutswap.pipeline.variants import check_variants, set_dotted
 
 LEVELS = ("level1", "level2", "level3", "level4")
 #: The fine-tuning settings at the values that leave training as it was before they existed.
@@ -413,9 +414,7 @@ class Settings(_Section):
 
     @model_validator(mode="after")
     def _variants_run(self) -> Settings:
-        from cutswap.pipeline.variants import check_variants
-
-        check_variants(self)
+        check_variants(self, validation_problems)
         return self
 
     @field_validator("storage_root", "reports_root", mode="before")
@@ -486,16 +485,6 @@ _Loader.add_implicit_resolver(
 
 def _yaml(text: str) -> Any:
     return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
-
-
-def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
-    node = data
-    *parents, leaf = dotted.split(".")
-    for part in parents:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise SettingsError(f"override {dotted!r}: {part!r} is not a section")
-    node[leaf] = value
 
 
 def load_settings(preset: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:

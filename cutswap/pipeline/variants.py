@@ -24,19 +24,24 @@ evaluation, the device, precision, logs) never change a store and are refused, a
 choice of the *method* changes, and their only settings are the evaluation's.
 
 Settings come in through :class:`cutswap.pipeline.settings.Settings` (which calls :func:`check_variants`);
-the flow and the report read :func:`run_rows`.
+the flow and the report read :func:`run_rows`. Overrides are applied by :func:`set_dotted`, as the command
+line's ``--set`` is.
 """
 
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, TypeAlias
 
+from cutswap.errors import SettingsError
 from cutswap.method.registry import METHODS, RANDOM_BANK_METHODS, REGISTRY, get_method
 
-if TYPE_CHECKING:
-    from cutswap.pipeline.settings import Settings
+#: A ``cutswap.pipeline.settings.Settings``: that module validates variants through this one, so this one
+#: does not import it (``tests/test_layers.py``: no import circles) and builds variants' settings with the
+#: class of the settings it is given.
+Settings: TypeAlias = Any
 
 #: Sections a variant may set; the rest of the settings are the run's (data, roots, pool).
 STAGE_SECTIONS = ("saliency", "cluster", "pairs", "train", "evaluate")
@@ -138,13 +143,26 @@ def variant_settings(settings: Settings, method: str, overrides: dict[str, Any])
     Raises:
         pydantic.ValidationError: an override's value is invalid (the caller names the variant).
     """
-    from cutswap.pipeline.settings import Settings, set_dotted
-
     data = settings.model_dump(mode="json", exclude={"variants"})
     for key, value in overrides.items():
         set_dotted(data, key, value)
     data["train"]["methods"] = [method]
-    return Settings.model_validate(data)
+    return type(settings).model_validate(data)
+
+
+def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``a.b.c`` in nested dicts, making the sections on the way.
+
+    Raises:
+        SettingsError: a part of the path holds a value, not a section.
+    """
+    node = data
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise SettingsError(f"override {dotted!r}: {part!r} is not a section")
+    node[leaf] = value
 
 
 def run_rows(settings: Settings) -> list[Row]:
@@ -176,8 +194,9 @@ def precomputed_chains(settings: Settings) -> int:
     return len({chain[: i + 1] for chain in chains for i in range(len(stages))})
 
 
-def check_variants(settings: Settings) -> None:
+def check_variants(settings: Settings, problems: Callable[[Exception], str]) -> None:
     """Refuse a variant that cannot be run as written; each message names the variant and the fix.
+    ``problems``: a pydantic validation error on one line (the settings module's wording).
 
     Raises:
         ValueError: an unknown method, a method that trains nothing or is not among ``train.methods``,
@@ -196,8 +215,8 @@ def check_variants(settings: Settings) -> None:
                 "set: {cluster.method: kmeans}"
             )
         for key in variant.set:
-            _check_setting(where, variant.method, key)
-        _check_values(where, settings, variant.method, dict(variant.set))
+            _check_setting(where, variant.method, key, type(settings).model_fields)
+        _check_values(where, settings, variant.method, dict(variant.set), problems)
         if variant.control and control_method(variant.method) is None:
             raise ValueError(
                 f"{where}: {variant.method} has no random-places counterpart to control it with; "
@@ -208,16 +227,20 @@ def check_variants(settings: Settings) -> None:
             names.add(name + CONTROL_SUFFIX)
 
 
-def _check_values(where: str, settings: Settings, method: str, overrides: dict[str, Any]) -> None:
+def _check_values(
+    where: str,
+    settings: Settings,
+    method: str,
+    overrides: dict[str, Any],
+    problems: Callable[[Exception], str],
+) -> None:
     """Each override is valid where it lands and differs from the run's own value."""
     from pydantic import ValidationError
-
-    from cutswap.pipeline.settings import validation_problems
 
     try:
         own = variant_settings(settings, method, overrides)
     except ValidationError as exc:
-        raise ValueError(f"{where}: {validation_problems(exc)}") from None
+        raise ValueError(f"{where}: {problems(exc)}") from None
     for key in overrides:
         if _value(own, key) == _value(settings, key):
             raise ValueError(
@@ -250,16 +273,14 @@ def _check_method(where: str, method: str, methods: list[str]) -> None:
         )
 
 
-def _check_setting(where: str, method: str, key: str) -> None:
-    from cutswap.pipeline.settings import Settings
-
+def _check_setting(where: str, method: str, key: str, sections: dict[str, Any]) -> None:
     section, _, name = key.partition(".")
     if section not in STAGE_SECTIONS or not name or "." in name:
         raise ValueError(
             f"{where}: {key!r} is not a stage setting; a variant sets section.name in "
             f"{', '.join(STAGE_SECTIONS)}"
         )
-    fields = Settings.model_fields[section].annotation.model_fields
+    fields = sections[section].annotation.model_fields
     top = name.split(".")[0]
     if top not in fields:
         close = difflib.get_close_matches(top, list(fields), n=1)

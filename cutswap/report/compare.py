@@ -355,13 +355,7 @@ def compare(
             missing an evaluation, or out-of-range ``confidence``, ``power`` or ``tie``.
     """
     _check_settings(confidence, power, tie)
-    _check_columns(results)
-    if metrics is None:
-        metrics = [m for m in METRICS if m in results.columns and results[m].notna().any()]
-    if isinstance(metrics, str):
-        metrics = [metrics]
-    for metric in metrics:
-        _check(results, metric)
+    metrics = _metrics(results, metrics)
     if pairs is None:
         pairs = comparison_pairs(list(results["method"]))
     lookups = {}
@@ -378,18 +372,42 @@ def compare(
             if metric in lookups:
                 test_variance, n_redraws = _test_variances(diffs, lookups[metric], a, b)
             iv = paired_interval(diffs, test_variance, n_redraws, confidence, power)
-            block, text = (asked or {}).get((a, b), ("main", question(a, b)))
-            rows.append(
-                {
-                    "block": block, "question": text, "a": a, "b": b, "metric": metric,
-                    "n_pairs": len(d), "mean_diff": iv.mean,
-                    "ci_low": iv.low, "ci_high": iv.high, "se": iv.se, "df": iv.df,
-                    "detectable": iv.detectable, "test_noise": test_variance is not None,
-                    "wins": int((d > tie).sum()), "ties": int((np.abs(d) <= tie).sum()),
-                    "losses": int((d < -tie).sum()), "verdict": verdict(a, b, iv, len(d)),
-                }
-            )  # fmt: skip
+            asked_as = (asked or {}).get((a, b), ("main", question(a, b)))
+            rows.append(_row(asked_as, a, b, metric, iv, d, test_variance is not None, tie))
     return pd.DataFrame(rows, columns=list(COLUMNS))
+
+
+def _metrics(results: pd.DataFrame, metrics: Sequence[str] | str | None) -> list[str]:
+    """The metrics to compare, checked: those given, else those of :data:`METRICS` with a finite value."""
+    _check_columns(results)
+    if metrics is None:
+        metrics = [m for m in METRICS if m in results.columns and results[m].notna().any()]
+    metrics = [metrics] if isinstance(metrics, str) else list(metrics)
+    for metric in metrics:
+        _check(results, metric)
+    return metrics
+
+
+def _row(
+    asked_as: tuple[str, str],
+    a: str,
+    b: str,
+    metric: str,
+    iv: Interval,
+    d: np.ndarray,
+    test_noise: bool,
+    tie: float,
+) -> dict[str, object]:
+    """One row of :func:`compare`'s table (``asked_as``: its block and question)."""
+    block, text = asked_as
+    return {
+        "block": block, "question": text, "a": a, "b": b, "metric": metric,
+        "n_pairs": len(d), "mean_diff": iv.mean,
+        "ci_low": iv.low, "ci_high": iv.high, "se": iv.se, "df": iv.df,
+        "detectable": iv.detectable, "test_noise": test_noise,
+        "wins": int((d > tie).sum()), "ties": int((np.abs(d) <= tie).sum()),
+        "losses": int((d < -tie).sum()), "verdict": verdict(a, b, iv, len(d)),
+    }  # fmt: skip
 
 
 def points(value: float, signed: bool = True) -> str:
