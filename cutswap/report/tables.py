@@ -17,9 +17,9 @@ Output layout of a run (``reports/``; ``cutswap.pipeline.stages.report`` writes 
     <run>/figures/<category>-roc.png      image-level ROC curves per method and seed
     <run>/figures/<category>-training.png loss and accuracy on negatives per step (trained methods)
     <run>/figures/differences.png         paired differences with their intervals (when comparisons exist)
-    <run>/comparisons.csv     one row per question (cutswap vs random-swap, ...) x metric: paired mean
-                              difference, its interval and detectable difference, wins/ties/losses, verdict
-                              (``cutswap.report.compare``)
+    <run>/comparisons.csv     one row per question (cutswap vs random-swap, ...; a variant vs its method,
+                              block ``ablation``) x metric: paired mean difference, its interval and
+                              detectable difference, wins/ties/losses, verdict (``cutswap.report.compare``)
     <run>/provenance.json     settings, backbone, versions, store keys
 """
 

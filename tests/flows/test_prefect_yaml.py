@@ -42,3 +42,11 @@ def test_make_server_deploys_only_the_same_host_deployments():
     assert "deploy --all" not in script
     local = [n for n, d in _deployments().items() if d["work_pool"]["name"] == "cutswap"]
     assert "full-benchmark" in local and "remote-benchmark" not in local
+
+
+def test_every_same_host_deployment_names_a_preset_that_loads():
+    for name, deployment in _deployments().items():
+        preset = deployment["parameters"].get("preset", "configs/demo.yaml")  # the flow's default
+        if deployment["work_pool"]["name"] == "cutswap":
+            assert load_settings(REPO / preset).run, name
+    assert _deployments()["ablation"]["parameters"]["preset"] == "configs/ablation.yaml"
