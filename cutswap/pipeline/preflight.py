@@ -20,6 +20,7 @@ from cutswap import roots
 from cutswap.errors import CutswapError, SettingsError
 from cutswap.method.registry import UNTRAINED_METHODS
 from cutswap.pipeline.settings import Settings
+from cutswap.pipeline.variants import run_rows
 
 #: torchvision's file name for the ResNet-18 ``IMAGENET1K_V1`` weights (``cutswap.method.backbones``).
 RESNET18_FILENAME = "resnet18-f37072fd.pth"
@@ -77,7 +78,19 @@ def _check_scheduler(address: str) -> None:
 
 
 def _resnet18_needs(settings: Settings) -> list[tuple[str, Path | None, bool]]:
-    """(setting, weights file, download allowed) for each use of ResNet-18's ImageNet weights."""
+    """(setting, weights file, download allowed) for each use of ResNet-18's ImageNet weights, by the run's
+    own rows or by any variant's (its settings named as ``variants.NAME: setting``)."""
+    needs = _row_resnet18_needs(settings)
+    for row in run_rows(settings):
+        if row.overrides:
+            where = f"variants.{row.control_of or row.name}: "
+            needs += [
+                (where + s, w, d) for s, w, d in _row_resnet18_needs(row.settings) if (s, w, d) not in needs
+            ]
+    return needs
+
+
+def _row_resnet18_needs(settings: Settings) -> list[tuple[str, Path | None, bool]]:
     train, needs = settings.train, []
     if settings.saliency.backbone == "resnet18":
         needs.append(("saliency.backbone", settings.saliency.weights, settings.saliency.allow_download))
@@ -110,9 +123,9 @@ def _check_resnet18(setting: str, weights: Path | None, allow_download: bool) ->
         return
     fix = (
         "set train.baseline_trunk=efficientnet_lite0 (its weights ship in a package)"
-        if setting == "train.baseline_trunk"
+        if setting.endswith("train.baseline_trunk")
         else f"set {setting}=efficientnet_lite0"
-        if setting == "saliency.backbone"
+        if setting.endswith("saliency.backbone")
         else "set train.pretrained=false or train.trunk=efficientnet_lite0"
     )
     raise SettingsError(

@@ -1,5 +1,5 @@
 """The results table of a run (``results.csv``): one row per evaluation, every cell read from the attrs of
-the stores that made it (``cutswap.report.tables`` lists the columns).
+the stores that made it (``reports/README.md`` says what the columns hold).
 
 Per category, the stores behind its rows (:class:`CategoryRefs`; each evaluation with the saliency,
 cluster and pairs stores of its own row, :class:`Evaluated`), and the attrs read from each::

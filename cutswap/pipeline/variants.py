@@ -15,7 +15,7 @@ it changes where swaps come from and ``control`` is not false, with a **control*
 under the same settings (``<variant>-random-swap``), whose patch sizes are copied from the variant's own
 pair bank, so "saliency beats random places" is asked again under the variant's settings.
 
-What a variant may set (``FEEDS``): the settings of the stages that feed its method and change what they
+What a variant may set (:func:`feeds`): the settings of the stages that feed its method and change what they
 compute. Swap methods read the pairs store, so every saliency, cluster and pairs setting feeds them;
 CutPaste draws its rectangles from ``pairs.area`` and ``pairs.aspect`` only; every trained method reads
 the train and evaluate sections. Execution knobs (batch sizes of the precompute stages and the
@@ -85,9 +85,12 @@ def feeds(method: str, setting: str) -> bool:
 
 
 def control_method(method: str) -> str | None:
-    """The random-bank method with ``method``'s negative kinds (random-swap for cutswap), or None."""
-    kinds = get_method(method).kinds
-    return next((m for m in RANDOM_BANK_METHODS if get_method(m).kinds == kinds), None)
+    """The random-bank method with the negative kinds of ``method``, a saliency-guided method
+    (random-swap for cutswap); None for any other method, random-swap included (it would control itself)."""
+    spec = get_method(method)
+    if spec.bank != "saliency":
+        return None
+    return next((m for m in RANDOM_BANK_METHODS if get_method(m).kinds == spec.kinds), None)
 
 
 def has_control(method: str, overrides: dict[str, Any], control: bool | None) -> bool:
@@ -112,7 +115,6 @@ class Row:
         settings: the settings its stores are computed under (the run's, with the variant's overrides
             and ``variants`` emptied).
         overrides: the variant's dotted settings (empty for a method's own row).
-        compare_with: rows its ablation questions compare it with (its method's row; its control).
         control_of: for a control row, the variant it controls.
     """
 
@@ -120,7 +122,6 @@ class Row:
     method: str
     settings: Settings
     overrides: dict[str, Any] = field(default_factory=dict)
-    compare_with: tuple[str, ...] = ()
     control_of: str | None = None
 
     @property
@@ -173,10 +174,8 @@ def run_rows(settings: Settings) -> list[Row]:
     for name, variant in settings.variants.items():
         overrides = dict(variant.set)
         own = variant_settings(settings, variant.method, overrides)
-        if not has_control(variant.method, overrides, variant.control):
-            rows.append(Row(name, variant.method, own, overrides, (variant.method,)))
-        else:
-            rows.append(Row(name, variant.method, own, overrides, (variant.method, name + CONTROL_SUFFIX)))
+        rows.append(Row(name, variant.method, own, overrides))
+        if has_control(variant.method, overrides, variant.control):
             control = control_method(variant.method)
             ctrl = variant_settings(settings, control, overrides)
             rows.append(Row(name + CONTROL_SUFFIX, control, ctrl, overrides, control_of=name))
@@ -225,6 +224,23 @@ def check_variants(settings: Settings, problems: Callable[[Exception], str]) -> 
         names.add(name)
         if has_control(variant.method, dict(variant.set), variant.control):
             names.add(name + CONTROL_SUFFIX)
+    _check_distinct(settings)
+
+
+def _check_distinct(settings: Settings) -> None:
+    """No two rows run one method under the same stage settings (they would be one row under two names)."""
+    seen: dict[str, str] = {}
+    for row in run_rows(settings):
+        sections = {s: getattr(row.settings, s).model_dump(mode="json") for s in STAGE_SECTIONS}
+        sections["train"].pop("methods")
+        same = f"{row.method} {sections}"
+        if same in seen:
+            variant = row.control_of or row.name
+            raise ValueError(
+                f"variants.{variant}: row {row.name} runs {row.method} with the same settings as row "
+                f"{seen[same]}; change or remove the variant"
+            )
+        seen[same] = row.name
 
 
 def _check_values(

@@ -17,10 +17,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+CAMS = {"layercam": "LayerCAM", "gradcam": "Grad-CAM"}
 #: Setting -> what comparing a method with its variant asks, given the variant's value.
 CLAIMS = {
     "saliency.levels": lambda v: f"Does multilevel saliency help (the run's levels vs {'+'.join(v)} only)?",
-    "saliency.cam": lambda v: f"Do LayerCAM maps matter (vs {v} maps of the same backbone and levels)?",
+    "saliency.cam": lambda v: (
+        f"Does the saliency method matter (the run's maps vs {CAMS.get(v, v)} maps of the same backbone "
+        "and levels)?"
+    ),
     "cluster.anchor": lambda v: {
         "random": "Does the top-centroid cluster matter (vs a cluster drawn at random)?",
         "threshold": "Does clustering matter (vs the most salient pixels by a threshold)?",

@@ -53,7 +53,8 @@ def agreement(first: pd.DataFrame, second: pd.DataFrame) -> pd.DataFrame:
         missing = [c for c in needed if c not in table.columns]
         if missing:
             raise ValueError(f"the {name} run's comparisons lack the columns {missing}")
-    both = first[needed].merge(second[needed], on=["a", "b", "metric"], suffixes=("_A", "_B"))
+    asked = ["question"] if "question" in first.columns else []  # reports before the ablation block lack it
+    both = first[needed + asked].merge(second[needed], on=["a", "b", "metric"], suffixes=("_A", "_B"))
     if both.empty:
         raise ValueError("the two runs answered no common question (no (a, b, metric) in both)")
     rows = []
@@ -62,7 +63,7 @@ def agreement(first: pd.DataFrame, second: pd.DataFrame) -> pd.DataFrame:
         verdict = OPPOSITE if da * db < 0 else ONE_SIDED if da != db else SAME
         rows.append(
             {
-                "question": question(r["a"], r["b"]),
+                "question": r["question"] if asked else question(r["a"], r["b"]),
                 "a − b": f"{r['a']} − {r['b']}",
                 "metric": r["metric"],
                 "run A": _interval(r, "_A"),

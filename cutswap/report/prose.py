@@ -238,6 +238,15 @@ def _score_sentence(results: pd.DataFrame) -> str:
     )
 
 
+#: How the run's own maps were made (``saliency.cam``), and what anchored its pairs (``cluster.anchor``).
+CAM_WORDS = {"layercam": "LayerCAM", "gradcam": "Grad-CAM"}
+ANCHOR_WORDS = {
+    "top": "the top cluster",
+    "random": "a cluster drawn at random",
+    "threshold": "the pixels above a saliency threshold (no clustering)",
+}
+
+
 def _saliency_sentence(first: pd.Series, backbone: dict) -> str:
     """How cutswap's saliency maps were made, from the saliency store's settings in the first row."""
     target = int(first["target_class"]) if _present(first.get("target_class")) else None
@@ -250,7 +259,8 @@ def _saliency_sentence(first: pd.Series, backbone: dict) -> str:
     classes = "each image's top-1" if target is None else f"ImageNet class {target} for every image"
     tanh = ", raw maps rescaled by tanh(2 M / max M)" if bool(first.get("shallow_tanh", False)) else ""
     return (
-        f"Saliency (cutswap): LayerCAM on {backbone['name']} (ImageNet, weights sha256 "
+        f"Saliency (cutswap): {CAM_WORDS.get(first.get('saliency_cam'), 'LayerCAM')} on {backbone['name']} "
+        "(ImageNet, weights sha256 "
         f"{str(backbone.get('sha256', ''))[:12]}…){at}, levels {first['levels']}, "
         f"target class = {classes}{tanh}."
     )
@@ -259,9 +269,10 @@ def _saliency_sentence(first: pd.Series, backbone: dict) -> str:
 def _pairs_sentence(first: pd.Series, results: pd.DataFrame) -> str:
     """How the maps were clustered and the swap pairs drawn, with how often the draws fell back."""
     fallback = results.drop_duplicates("category")["pair_fallback_rate"].mean() * 100
+    anchor = ANCHOR_WORDS.get(first.get("cluster_anchor"), ANCHOR_WORDS["top"])
     return (
         f"Clustering: {first['cluster_method']} K={first['cluster_k']} on each map's values; pairs: "
-        f"{first['draws']} draws per map from the top cluster, else at a smaller patch, else from the top "
+        f"{first['draws']} draws per map from {anchor}, else at a smaller patch, else from the top "
         f"and next clusters, and only then at random locations: {fallback:.1f}% of draws, mean over "
         "categories (steps per category and level in the pair-bank table)."
     )
@@ -339,7 +350,7 @@ def how_obtained(results: pd.DataFrame, provenance: dict) -> list[str]:
         *_untrained_sentences(results),
         _score_sentence(results),
         _saliency_sentence(first, backbone),
-        _pairs_sentence(first, results),
+        _pairs_sentence(first, own_rows(results)),
         *_controls_sentences(results),
         *_variant_sentences(provenance),
         *_metric_sentences(results, provenance),

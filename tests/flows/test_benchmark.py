@@ -135,8 +135,8 @@ def test_the_report_answers_its_questions_with_the_baseline_and_computed_compari
     assert pd.isna(baseline["steps"]) and set(trained["steps"]) == {2}
     comparisons = pd.read_csv(folder / "comparisons.csv")
     assert list(comparisons.columns) == [
-        "block", "question", "a", "b", "metric", "n_pairs", "mean_diff", "ci_low", "ci_high", "se", "df", "detectable",
-        "test_noise", "wins", "ties", "losses", "verdict",
+        "block", "question", "a", "b", "metric", "n_pairs", "mean_diff", "ci_low", "ci_high", "se", "df",
+        "detectable", "test_noise", "wins", "ties", "losses", "verdict",
     ]  # fmt: skip
     assert set(comparisons["block"]) == {"main"}  # no variants, no ablation block
     # every answer holds the test set's noise, from the evaluate stores' scores (and maps for pixel metrics)

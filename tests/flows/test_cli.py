@@ -143,6 +143,10 @@ BAD_INPUTS = {
         ["--set", "variants.v={method: patchcore, set: {evaluate.sigma: 1.0}}"],
         "variants.v: patchcore trains nothing, so it has no variants",
     ),
+    "variant-weights-not-at-hand": (
+        ["--set", "variants.v={method: cutswap, set: {saliency.backbone: resnet18}}"],
+        "variants.v: saliency.backbone needs ResNet-18's ImageNet weights",
+    ),
     "preset-not-utf8": (_latin1_preset, "is not UTF-8 text (byte 6); save it as UTF-8"),
     "built-in-root-mistyped": (
         ["--set", "dataset.name=textures", "--set", "dataset.root=/tmp/cutswap-no-such/textrues"],

@@ -43,7 +43,6 @@ def test_rows_are_the_methods_then_each_variant_and_its_control():
     ]
     assert rows["c4"].settings.saliency.levels == ["level4"]
     assert rows["c4"].settings.train.methods == ["cutswap"] and not rows["c4"].settings.variants
-    assert rows["c4"].compare_with == ("cutswap", "c4-random-swap")
     control = rows["c4-random-swap"]
     assert (control.method, control.control_of, control.settings.saliency.levels) == (
         "random-swap",
@@ -51,9 +50,9 @@ def test_rows_are_the_methods_then_each_variant_and_its_control():
         ["level4"],
     )
     # the nested form of ``set`` reads as the dotted one
-    assert rows["km"].overrides == {"cluster.method": "kmeans"} and rows["km"].compare_with == ("cutswap",)
+    assert rows["km"].overrides == {"cluster.method": "kmeans"}
     # no control where the swap places are the run's (a schedule) or the method has no random twin
-    assert rows["long"].compare_with == ("cutswap",) and rows["cp-small"].compare_with == ("cutpaste",)
+    assert "long-random-swap" not in rows and "cp-small-random-swap" not in rows
     assert rows["cutswap"].settings.saliency.levels == ["level1", "level2", "level3", "level4"]
     assert variant_specs(settings) == {
         "c4": ("cutswap", {"saliency.levels": ["level4"]}, "c4-random-swap"),
@@ -145,6 +144,24 @@ REFUSED = {
     "unchanged value": (
         {"v": {"method": "cutswap", "set": {"pairs.area": [0.02, 0.15]}}},
         "variants.v: pairs.area is [0.02, 0.15] in this run already",
+    ),
+    "control of random-swap": (
+        {"v": {"method": "random-swap", "set": {"pairs.area": [0.01, 0.05]}, "control": True}},
+        "variants.v: random-swap has no random-places counterpart",
+    ),
+    "two rows alike": (
+        {
+            "a": {"method": "cutswap", "set": {"cluster.k": 4}, "control": False},
+            "b": {"method": "cutswap", "set": {"cluster": {"k": 4}}},
+        },
+        "variants.b: row b runs cutswap with the same settings as row a",
+    ),
+    "a control twice": (
+        {
+            "a": {"method": "cutswap", "set": {"cluster.k": 4}},
+            "b": {"method": "random-swap", "set": {"cluster.k": 4}},
+        },
+        "variants.b: row b runs random-swap with the same settings as row a-random-swap",
     ),
     "control without a twin": (
         {"v": {"method": "cutpaste", "set": {"pairs.area": [0.01, 0.05]}, "control": True}},

@@ -74,3 +74,11 @@ def test_cli_prints_both_runs_and_exits_1_on_opposite_verdicts(tmp_path, capsys)
     assert cli(["--reports", str(tmp_path), "compare", "a", "b", "--metric", "pixel_AUROC"]) == 0
     assert cli(["--reports", str(tmp_path), "compare", "a", "nope"]) == 2
     assert "no run 'nope'" in capsys.readouterr().err
+
+
+def test_agreement_keeps_the_question_a_report_wrote():
+    # an ablation row's question is the report's own words, not "Is cutswap better than cutswap-level4?"
+    asked = "Does multilevel saliency help (the run's levels vs level4 only)?"
+    row = [("cutswap", "cutswap-level4", "image_AUROC", 0.004, -0.003, 0.011)]
+    first = _table(row).assign(question=asked)
+    assert list(agreement(first, _table(row))["question"]) == [asked]
