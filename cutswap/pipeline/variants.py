@@ -200,8 +200,8 @@ def check_variants(settings: Settings, problems: Callable[[Exception], str]) -> 
     Raises:
         ValueError: an unknown method, a method that trains nothing or is not among ``train.methods``,
             a name that collides with a method or another row, an unknown setting, one of another stage
-            than those that feed the method, one that changes no store, an invalid value, a value equal
-            to the run's, or a control the method has none of.
+            than those that feed the method, an execution knob or run-wide setting, an invalid value, a
+            value equal to the run's, a control the method has none of, or two rows alike.
     """
     names = set(METHODS)
     for name, variant in settings.variants.items():
