@@ -123,9 +123,9 @@ class CategoryPlan:
 
     category: str
     upstream: tuple[StoreRef, StoreRef, StoreRef, StoreRef]  # ingest, saliency, cluster, pairs
-    jobs: list[Job]
+    jobs: list[Job | Unstarted]
 
-    def finished(self, failures: dict[Job, dict[str, Any] | None]) -> CategoryRefs | None:
+    def finished(self, failures: dict[Job | Unstarted, dict[str, Any] | None]) -> CategoryRefs | None:
         """The stores behind the category's report rows; None when every one of its jobs failed."""
         evaluated = [
             Evaluated(job.row.name, job.evaluated.result(), *job.chain)
@@ -135,19 +135,59 @@ class CategoryPlan:
         return CategoryRefs(*self.upstream, evaluated) if evaluated else None
 
 
+@dataclass(eq=False)
+class Unstarted:
+    """A job of a variant's row that never started: a precomputed store of its own could not be made or
+    found (``stage`` says which). It fails alone; the run's other rows go on."""
+
+    category: str
+    row: Row
+    seed: int
+    stage: str
+    cause: str
+
+    def failure(self) -> dict[str, Any]:
+        """The failure, as :meth:`Job.failure` says one."""
+        where = f"{self.category}/{self.row.name}/seed {self.seed}"
+        return {
+            "category": self.category,
+            "method": self.row.name,
+            "seed": self.seed,
+            "stage": self.stage,
+            "cause": self.cause,
+            "summary": f"{self.stage} of {where} failed: {self.cause}",
+        }
+
+
+class _StoreFailed(Exception):
+    """A precomputed store that could not be made or found: its stage, why, and the error itself."""
+
+    def __init__(self, stage: str, error: Exception) -> None:
+        super().__init__(stage)
+        self.stage, self.error = stage, error
+        self.cause = error.cause if isinstance(error, StageFailed) else one_line(error)
+
+
 class _Precomputed:
     """A category's saliency, cluster and pairs stores, each computed once per distinct settings of its
-    stage and input, however many rows share it (a variant's stores are keyed by its own settings)."""
+    stage and input, however many rows share it (a variant's stores are keyed by its own settings). A
+    store that fails is tried once: the rows that need it get its failure."""
 
     def __init__(self, images: StoreRef, mode: dict[str, str], dask: DaskPool | None) -> None:
         self.images, self.mode, self.dask = images, mode, dask
-        self.made: dict[tuple[str, str, str], StoreRef] = {}
+        self.made: dict[tuple[str, str, str], StoreRef | _StoreFailed] = {}
 
     def _once(self, stage: Any, section: str, settings: Settings, source: StoreRef) -> StoreRef:
         wanted = (section, source.key, getattr(settings, section).model_dump_json())
         if wanted not in self.made:
-            self.made[wanted] = stage(settings, source, self.mode[section], self.dask)
-        return self.made[wanted]
+            try:
+                self.made[wanted] = stage(settings, source, self.mode[section], self.dask)
+            except Exception as exc:  # noqa: BLE001 (said as the failure of every job that needs the store)
+                self.made[wanted] = _StoreFailed(section, exc)
+        made = self.made[wanted]
+        if isinstance(made, _StoreFailed):
+            raise made
+        return made
 
     def chain(self, settings: Settings) -> tuple[StoreRef, StoreRef, StoreRef]:
         """saliency -> cluster -> pairs under ``settings``, one after the other (each shards its images
@@ -169,11 +209,18 @@ def _plan_category(
     the next category's saliency is computed. A row whose method reads no pair bank trains on the run's
     own precomputed stores (they stand in its report row; its training reads none of them)."""
     precomputed = _Precomputed(images, mode, dask)
-    own = precomputed.chain(settings)
-    submitted = []
+    try:
+        own = precomputed.chain(settings)
+    except _StoreFailed as failed:  # the run's own stores: without them the category has no rows
+        raise failed.error from None
+    submitted: list[Job | Unstarted] = []
     for row, seed in jobs:
         needs = get_method(row.method).needs_pairs
-        chain = precomputed.chain(row.settings) if needs else own
+        try:
+            chain = precomputed.chain(row.settings) if needs else own
+        except _StoreFailed as failed:  # a variant's own store: its jobs fail, the others run on
+            submitted.append(Unstarted(category, row, seed, failed.stage, failed.cause))
+            continue
         bank_in = chain[2] if needs else None  # random-swap copies its sizes
         model = train.submit(row.settings, images, row.method, seed, bank_in, mode["train"], dask, row.name)
         scored = evaluate.submit(row.settings, images, model, mode["evaluate"], dask, row.name)

@@ -136,3 +136,19 @@ def test_a_variant_exports_and_predicts(run, tmp_path, capsys):
 
     provenance = read_metadata(exported / "detector.onnx")["cutswap.provenance"]
     assert (provenance["row"], provenance["method"]) == ("cutswap-kmeans", "cutswap")
+
+
+def test_a_variant_whose_own_stores_are_missing_fails_alone(run):
+    # Rerunning the last stages after adding a variant: its cluster store was never made, so its jobs fail
+    # (named) while the report of every other row is written. (Last: it rewrites the module's report.)
+    from cutswap.errors import RunFailed
+    from flows.benchmark import cutswap
+
+    folder, base = run
+    added = {"variants.cutswap-k4": {"method": "cutswap", "set": {"cluster.k": 4}, "control": False}}
+    with pytest.raises(RunFailed, match="cluster of brick/cutswap-k4/seed 0 failed"):
+        cutswap(str(base / "tiny.yaml"), overrides=added, stages=["train", "evaluate", "report"])
+    rows = set(pd.read_csv(folder / "results.csv")["method"])
+    assert "cutswap-k4" not in rows and {"cutswap", "cutswap-long", "cutswap-kmeans"} <= rows
+    failed = json.loads((folder / "provenance.json").read_text())["failed_jobs"]
+    assert [(f["method"], f["stage"]) for f in failed] == [("cutswap-k4", "cluster")]
