@@ -17,12 +17,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-CAMS = {"layercam": "LayerCAM", "gradcam": "Grad-CAM"}
+from cutswap.report.prose import CAM_WORDS
+
 #: Setting -> what comparing a method with its variant asks, given the variant's value.
 CLAIMS = {
     "saliency.levels": lambda v: f"Does multilevel saliency help (the run's levels vs {'+'.join(v)} only)?",
     "saliency.cam": lambda v: (
-        f"Does the saliency method matter (the run's maps vs {CAMS.get(v, v)} maps of the same backbone "
+        f"Does the saliency method matter (the run's maps vs {CAM_WORDS.get(v, v)} maps of the same backbone "
         "and levels)?"
     ),
     "cluster.anchor": lambda v: {
