@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from cutswap import roots
 from cutswap.errors import CutswapError, SettingsError
 from cutswap.method.registry import METHODS
-from cutswap.pipeline.variants import check_variants, set_dotted
+from cutswap.pipeline.variants import CONTROL_SUFFIX, check_variants, set_dotted
 
 LEVELS = ("level1", "level2", "level3", "level4")
 #: The fine-tuning settings at the values that leave training as it was before they existed.
@@ -370,6 +370,39 @@ class ParallelSettings(_Section):
     worker_timeout: float = Field(300.0, gt=0)
 
 
+#: The metrics a confirmatory question may name (``cutswap.report.compare.METRICS``; a test keeps them equal).
+REPORT_METRICS = ("image_AUROC", "image_F1Max", "pixel_AUROC", "pixel_AUPRO", "pixel_F1Max")
+
+
+class ConfirmatoryQuestion(_Section):
+    """A question the run sets out to answer: ``a - b`` on ``metric`` (``a``, ``b``: methods or variants)."""
+
+    a: str
+    b: str
+    metric: Literal[REPORT_METRICS] = "image_AUROC"  # type: ignore[valid-type]
+
+
+class ReportSettings(_Section):
+    """How the report answers its questions (``cutswap.report.compare``); keyed by the report stage only.
+
+    ``equivalence_margin``: in percentage points, the difference below which two methods are practically
+    equivalent: an interval inside ``±margin`` answers "practically equivalent" rather than "inconclusive"
+    (1 point: a tenth of the spread between the paper's methods on MVTec AD, and ten times the tables'
+    precision). ``confirmatory``: the questions the run was designed to answer, each tested at the report's
+    level with Holm's adjustment among them only; every other row is exploratory, adjusted among its
+    block's exploratory rows. The default names the paper's two claims; a question whose methods the run
+    lacks is not asked.
+    """
+
+    equivalence_margin: float = Field(1.0, gt=0, le=50)
+    confirmatory: list[ConfirmatoryQuestion] = Field(
+        default_factory=lambda: [
+            ConfirmatoryQuestion(a="cutswap", b="random-swap"),
+            ConfirmatoryQuestion(a="cutswap", b="cutpaste"),
+        ]
+    )
+
+
 class VariantSettings(_Section):
     """A named row: a registered method under other settings of the stages that feed it
     (``cutswap.pipeline.variants``). ``set`` holds dotted settings (``{saliency.levels: [level4]}``);
@@ -410,11 +443,27 @@ class Settings(_Section):
     train: TrainSettings = TrainSettings()
     evaluate: EvaluateSettings = EvaluateSettings()
     parallel: ParallelSettings = ParallelSettings()
+    report: ReportSettings = ReportSettings()
     variants: dict[str, VariantSettings] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _variants_run(self) -> Settings:
         check_variants(self, validation_problems)
+        return self
+
+    @model_validator(mode="after")
+    def _confirmatory_rows(self) -> Settings:
+        # A misspelt row would leave the run without its confirmatory question, and without a word.
+        known = [*METHODS, *self.variants, *(f"{v}{CONTROL_SUFFIX}" for v in self.variants)]
+        for i, q in enumerate(self.report.confirmatory):
+            for name in (q.a, q.b):
+                if name not in known:
+                    raise ValueError(
+                        f"report.confirmatory[{i}] names {name!r}, which is neither a method nor a variant "
+                        f"of this run: choose among {known}"
+                    )
+            if q.a == q.b:
+                raise ValueError(f"report.confirmatory[{i}] compares {q.a!r} with itself")
         return self
 
     @field_validator("storage_root", "reports_root", mode="before")

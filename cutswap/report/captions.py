@@ -104,3 +104,18 @@ def differences_ref(name: str) -> FigureRef:
         "table), one panel per metric; grey dots are the single (category, seed) differences, the grey "
         "band the tie zone. An interval clear of zero is coloured (green: a better, red: b better).",
     )
+
+
+def profile_ref(name: str, metric: str) -> FigureRef:
+    """The run-level score profile on ``metric`` (``profile.png``)."""
+    return FigureRef(
+        f"figures/{name}",
+        "Score profile",
+        f"For each method, the fraction of its runs whose {metric} is above τ, against τ in points "
+        "(a performance profile, Agarwal et al. 2021); a run is one (category, seed) evaluation, and "
+        "every run of the method's own rows (no variants) is pooled with the categories not weighted, so "
+        "a category with more seeds counts more. The legend gives each method's number of runs; the "
+        "strip below marks every run at its score. A curve that drops early on the left means some runs "
+        "scored far below the method's others (collapsed or poor trainings). The picture is descriptive: "
+        "the verdicts rest on the comparisons' paired intervals.",
+    )

@@ -1,4 +1,4 @@
-"""Paired comparisons between methods: the benchmark's questions, answered with an interval and a verdict.
+"""Paired comparisons between methods: the benchmark's questions, answered with intervals and a verdict.
 
 Input: the per-seed results table (``reports/<run>/results.csv``), one row per category x method x seed::
 
@@ -7,49 +7,45 @@ Input: the per-seed results table (``reports/<run>/results.csv``), one row per c
     bottle    random-swap  0     0.941        0.930        NaN          NaN          NaN
 
 Metrics are fractions in [0, 1]; NaN means undefined (e.g. pixel metrics without masks). Output of
-:func:`compare` (``reports/<run>/comparisons.csv``), one row per question x metric, differences a - b as
-fractions::
+:func:`compare` (``reports/<run>/comparisons.csv``), one row per question x metric (:data:`COLUMNS`),
+differences a - b as fractions; a positive difference favours a.
 
-    block question a b metric n_pairs mean_diff ci_low ci_high se df detectable test_noise wins ties losses
-    verdict
+* ``block`` (``main``: the benchmark's questions; ``ablation``: a variant against its method or its
+  control, ``cutswap.report.ablations``), ``question`` in words, ``role``: ``confirmatory`` (a question the
+  run's settings name, ``report.confirmatory``) or ``exploratory``.
+* ``pairing``: ``by seed`` (a's seed s with b's seed s on the same category and test images), one
+  evaluation of a method that trains nothing against every seed, or ``unpaired: ...`` with the reason (two
+  trained methods whose seeds differ: each category's means, Welch). ``n_pairs``: the pairs compared.
+* **On these categories** (the benchmark's categories, fixed): ``mean_diff`` (mean over categories of each
+  category's mean difference, so every category weighs the same, as in the published tables), ``ci_low``,
+  ``ci_high``, ``se``, ``df`` (:func:`cutswap.report.intervals.skew_t`: Hall's skewness-corrected t, whose
+  variance holds the seeds' spread within each category and, ``test_noise``, the test set's own noise),
+  ``detectable`` (the difference found with 80 % power: an estimate, as noisy as ``se``), ``flag`` (why
+  its coverage is not promised, :func:`cutswap.report.intervals.flag`; empty when it is), ``p_value`` (the
+  same interval inverted), ``p_adjusted`` (Holm, within the row's family: the confirmatory rows, or its
+  block's exploratory rows), ``answer``: ``a better``, ``b better``, ``practically equivalent`` (the
+  interval within ``±margin``, 1 point by default), ``inconclusive`` or ``not answered``.
+* **On categories like these** (categories as the unit, :func:`like_these`, at least
+  :data:`MIN_CATEGORIES`): ``like_these_low``, ``like_these_high``, ``like_these_answer`` (``n/a`` below);
+  ``categories`` and how many favour each side (``categories_a``, ``categories_b``: category means beyond
+  the tie).
+* ``p_improve`` [``p_improve_low``, ``p_improve_high``]: :func:`probability_of_improvement`; ``wins``,
+  ``ties``, ``losses`` over the compared differences; ``verdict``: the answer in words with its scope.
 
-``block`` is ``main`` for the benchmark's own questions and ``ablation`` for a variant against its method
-or its control (``cutswap.report.ablations``); ``question`` is the row's question in words.
-
-``se`` the standard error of ``mean_diff``, ``df`` its degrees of freedom, ``detectable`` the difference
-the design detects with 80 % power, ``test_noise`` whether the test set's noise is in ``se``.
 Optional input, the redraws (:func:`cutswap.report.redraws.redraw_test_sets`, on the redraws of
 ``cutswap.score.resample``): one row per evaluation x redraw, ``category  method  seed  redraw  <metrics>``.
 
-A pair is a (category, seed) where both methods have a finite value; a method trained with seed s on
-category c is compared with the other method trained with the same seed on the same category (same test
-images). ``mean_diff`` is the mean over categories of each category's mean difference over seeds, so
-every category weighs the same, as in the report's "mean" row and the published tables.
+The interval's variance, per category:
 
-The interval (:func:`paired_interval`): a t interval on that mean, with a variance of two parts and
-Satterthwaite's degrees of freedom.
-
-* **Seed noise**, per category: the variance of its per-seed differences over its number of seeds,
-  ``s_c^2 / n_c`` (a category with one seed borrows the mean ``s^2`` of the others). Categories are
-  fixed, not resampled: they are the benchmark, not a sample of one, and resampling them would add the
-  spread between easy and hard categories, which is not uncertainty about this benchmark's answer.
-* **Test-set noise**, per category, when the redraws of ``cutswap.score.resample`` are given: every
-  evaluation of the category re-scored on the same bootstrap redraws of its test images; the per-seed
-  differences of each redraw give their covariance matrix ``C`` across redraws. The noise every seed shares
-  (the luck of this one test set, which no number of seeds averages away) is the mean off-diagonal entry
-  of ``C``; what differs between seeds is already in ``s_c^2``. With one seed, ``C``'s one entry.
-* ``Var = sum_c (s_c^2 / n_c + tau_c^2) / C^2``; degrees of freedom by Welch-Satterthwaite, ``n_c - 1``
-  per seed term and ``B - 1`` per test term.
-
-Why not the percentile bootstrap over seeds used before: with 3 seeds per category its spread is about
-sqrt(2/3) of the standard error and it leaves the test set's noise out; in the simulation of
-``tests/cutswap/report/test_coverage.py`` (the demo's measured variances) its 95 % interval covered the
-truth in about 76 % of replications, this one in 94-95 % at 3 seeds x 3 categories and at 5 x 15.
-
-The power: ``detectable`` is the difference this design finds with probability ``power`` (two-sided, at
-the interval's level): ``(t_{1-alpha/2} + t_{power}) * se`` with the row's degrees of freedom. Where the
-verdict is "no detectable difference", it says this number, so "no difference" and "too little data"
-read apart.
+* **Seed noise**: the variance of its per-seed differences over its number of seeds, ``s_c^2 / n_c`` (a
+  category with one seed borrows the mean ``s^2`` of the others). Categories are fixed in this scope:
+  the answer is about this benchmark, not about categories one has not measured (the other scope).
+* **Test-set noise**, when the redraws are given: every evaluation of the category re-scored on the same
+  bootstrap redraws of its test images; the differences of each redraw give their covariance matrix ``C``
+  across redraws. The noise every seed shares (the luck of this one test set, which no number of seeds
+  averages away) is the mean off-diagonal entry of ``C``; what differs between seeds is already in
+  ``s_c^2``. With one seed, ``C``'s one entry.
+* Not in it: the luck of the one training set, shared by every seed and method (docs/method.md).
 
 Ties: ``|diff| <= tie`` with ``tie = 0.001`` by default, i.e. 0.1 AUROC points, the precision the report
 prints, so a "win" is a difference a reader of the tables could see.
@@ -58,13 +54,13 @@ prints, so a "win" is a difference a reader of the tables could see.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
 from cutswap.method.registry import METHODS, UNTRAINED_METHODS
+from cutswap.report.intervals import MAX_SHARE, MIN_SEEDS, POWER, Interval, Parts, flag, skew_interval
 
 #: The no-training baseline: frozen ImageNet trunk + the same Gaussian density, nothing trained.
 BASELINE = "imagenet-gde"
@@ -72,37 +68,34 @@ BASELINE = "imagenet-gde"
 PATCHCORE = "patchcore"
 #: Metrics compared by default (those of them a run has), in the report's order.
 METRICS = ("image_AUROC", "image_F1Max", "pixel_AUROC", "pixel_AUPRO", "pixel_F1Max")
-#: Columns of :func:`compare`'s table and of ``comparisons.csv``.
+#: Columns of :func:`compare`'s table and of ``comparisons.csv`` (module docstring).
 COLUMNS = (
-    "block",
-    "question",
-    "a",
-    "b",
-    "metric",
-    "n_pairs",
-    "mean_diff",
-    "ci_low",
-    "ci_high",
-    "se",
-    "df",
-    "detectable",
-    "test_noise",
-    "wins",
-    "ties",
-    "losses",
-    "verdict",
-)
+    "block", "question", "role", "a", "b", "metric", "pairing", "n_pairs",
+    "mean_diff", "ci_low", "ci_high", "se", "df", "detectable", "test_noise", "flag",
+    "p_value", "p_adjusted", "answer",
+    "categories", "categories_a", "categories_b", "like_these_low", "like_these_high", "like_these_answer",
+    "p_improve", "p_improve_low", "p_improve_high", "wins", "ties", "losses", "verdict",
+)  # fmt: skip
 #: Differences within this (a fraction: 0.1 points) count as ties: the report prints one decimal in %.
 TIE = 0.001
-NO_DIFFERENCE = "no detectable difference"
-#: The power at which ``detectable`` is stated.
-POWER = 0.8
+#: The default margin of practical equivalence, a fraction (1 point).
+MARGIN = 0.01
+#: The fewest categories for an answer on categories like these.
+MIN_CATEGORIES = 5
+#: Bootstrap resamples of the probability of improvement's interval.
+N_BOOT_IMPROVE = 2000
+#: The answers (``answer``, ``like_these_answer``) and roles.
+A_BETTER, B_BETTER = "a better", "b better"
+EQUIVALENT, INCONCLUSIVE, NOT_ANSWERED = "practically equivalent", "inconclusive", "not answered"
+CONFIRMATORY, EXPLORATORY = "confirmatory", "exploratory"
 #: The fixed questions: (method under test, reference) -> what the comparison answers.
 QUESTIONS: dict[tuple[str, str], str] = {
     ("cutswap", "random-swap"): "Does saliency guidance help (the same swaps at random locations)?",
     ("cutswap", "cutpaste"): "Do saliency-guided swaps beat CutPaste?",
     ("cutswap-3way", "cutpaste-3way"): "Do saliency-guided swaps beat CutPaste in the 3-way setting?",
 }
+#: The confirmatory questions of the shipped presets (``report.confirmatory``'s default).
+CONFIRMATORY_DEFAULT = (("cutswap", "random-swap", "image_AUROC"), ("cutswap", "cutpaste", "image_AUROC"))
 _REQUIRED = ("category", "method", "seed")
 #: The blocks of questions, in the report's order: the benchmark's own, then the variants' (``ablations``).
 BLOCKS = {"main": "Comparisons", "ablation": "Ablations"}
@@ -198,18 +191,6 @@ def paired_differences(results: pd.DataFrame, a: str, b: str, metric: str) -> pd
     return joined.sort_values(["category", "seed"], kind="stable").reset_index(drop=True)
 
 
-@dataclass(frozen=True)
-class Interval:
-    """A paired mean difference with its t interval, standard error, degrees of freedom and power."""
-
-    mean: float
-    low: float
-    high: float
-    se: float
-    df: float
-    detectable: float
-
-
 def _redraw_lookup(redraws: pd.DataFrame, metric: str) -> dict[tuple[str, str, int], np.ndarray]:
     """``(category, method, seed) -> metric over the redraws, in redraw order`` (one pass over the table)."""
     ordered = redraws.sort_values("redraw", kind="stable")
@@ -220,28 +201,33 @@ def _redraw_lookup(redraws: pd.DataFrame, metric: str) -> dict[tuple[str, str, i
 
 
 def _test_variances(
-    diffs: pd.DataFrame, lookup: dict[tuple[str, str, int], np.ndarray], a: str, b: str
+    columns: dict[str, list[tuple[int, int]]], lookup: dict[tuple[str, str, int], np.ndarray], a: str, b: str
 ) -> tuple[dict[str, float], int]:
-    """Per category, the test-set variance every seed's difference shares (module docstring), and B."""
+    """Per category, the test-set variance every compared difference shares (module docstring), and B.
+
+    ``columns``: per category the (seed of a, seed of b) of each difference: ``(s, s)`` paired, every
+    combination unpaired (pairs that share a seed share its own test noise too, so the shared part is
+    overstated a little: the interval errs wide).
+    """
     # a method that trains nothing has one evaluation per category, paired with every seed of the other
     both_untrained = a in UNTRAINED_METHODS and b in UNTRAINED_METHODS
     untrained = {m: m in UNTRAINED_METHODS and not both_untrained for m in (a, b)}
-    by_method = {}
+    by_method: dict[tuple[str, str], list[int]] = {}
     for category, method, seed in lookup:
         by_method.setdefault((category, method), []).append(seed)
     out, n_redraws = {}, 0
-    for category, group in diffs.groupby("category", sort=True):
-        columns = []
-        for seed in group["seed"]:
+    for category, seeds in columns.items():
+        series = []
+        for pair in seeds:
             side = []
-            for method in (a, b):
-                found = by_method.get((str(category), method), [])
+            for method, seed in zip((a, b), pair, strict=True):
+                found = by_method.get((category, method), [])
                 key = found[0] if untrained[method] and len(found) == 1 else int(seed)
                 if key not in found:
                     raise ValueError(f"no test redraws for {category}/{method}/seed {seed}")
-                side.append(lookup[(str(category), method, key)])
-            columns.append(side[0] - side[1])
-        d = np.column_stack(columns)
+                side.append(lookup[(category, method, key)])
+            series.append(side[0] - side[1])
+        d = np.column_stack(series)
         d = d[np.isfinite(d).all(axis=1)]
         if len(d) < 2:
             raise ValueError(f"fewer than 2 usable test redraws for {category}")
@@ -253,74 +239,188 @@ def _test_variances(
     return out, n_redraws
 
 
-def paired_interval(
-    diffs: pd.DataFrame,
-    test_variance: dict[str, float] | None = None,
-    n_redraws: int = 0,
+def _by_category(results: pd.DataFrame, method: str, metric: str) -> dict[str, pd.Series]:
+    """Per category, ``method``'s finite values of ``metric`` indexed by seed."""
+    sub = results.loc[results["method"] == method, ["category", "seed", metric]]
+    sub = sub[np.isfinite(sub[metric].astype(float))]
+    return {str(c): g.set_index("seed")[metric].astype(float) for c, g in sub.groupby("category", sort=True)}
+
+
+def _seed_list(values: dict[str, pd.Series]) -> str:
+    seeds = sorted({int(s) for v in values.values() for s in v.index})
+    return ", ".join(map(str, seeds)) or "none"
+
+
+def unpaired_reason(a: str, b: str, va: dict[str, pd.Series], vb: dict[str, pd.Series]) -> str | None:
+    """Why ``a`` and ``b`` are compared unpaired, or None when every category's seeds match.
+
+    Two trained methods whose finite results do not share their seeds in some category (a seed not run, or
+    failed, on one side) are compared through each category's means rather than by dropping the unmatched
+    seeds: nothing is shared between two methods' trainings with the same seed number but the test set,
+    which every evaluation of a category shares anyway, so no pairing is lost.
+    """
+    if a in UNTRAINED_METHODS or b in UNTRAINED_METHODS:
+        return None
+    common = sorted(set(va) & set(vb))
+    differ = [c for c in common if set(va[c].index) != set(vb[c].index)]
+    if not differ:
+        return None
+    return (
+        f"unpaired: the seeds differ in {len(differ)} of {len(common)} categories ({a}: {_seed_list(va)}; "
+        f"{b}: {_seed_list(vb)}), so each category's means are compared (Welch)"
+    )
+
+
+def _cross(va: dict[str, pd.Series], vb: dict[str, pd.Series]) -> dict[str, np.ndarray]:
+    """Per common category, every ``a - b`` over a's values x b's values (seeds not matched)."""
+    common = sorted(set(va) & set(vb))
+    return {c: np.subtract.outer(va[c].to_numpy(), vb[c].to_numpy()).ravel() for c in common}
+
+
+def probability_of_improvement(
+    va: dict[str, pd.Series],
+    vb: dict[str, pd.Series],
+    tie: float = TIE,
     confidence: float = 0.95,
-    power: float = POWER,
-) -> Interval:
-    """The mean of category means of ``diffs["diff"]``, its t interval and the detectable difference.
+    n_boot: int = N_BOOT_IMPROVE,
+) -> tuple[float, float, float]:
+    """P(a > b): the chance that a run of a beats a run of b on the same category, averaged over categories
+    (rliable's unpaired form, Agarwal et al. 2021), a tie (``|a - b| <= tie``) counting one half; with a
+    percentile interval from a bootstrap of each method's runs within each category (seeded, so a report
+    rebuilds the same). NaNs without a common category.
 
-    Args:
-        diffs: ``category, seed, diff`` (:func:`paired_differences`).
-        test_variance: per category, the test-set variance shared by its seeds; None: seed noise only.
-        n_redraws: redraws behind ``test_variance`` (its degrees of freedom are ``n_redraws - 1``).
-
-    Returns NaN bounds when no category has two seeds (seed noise cannot be measured) or no pairs.
+    Unpaired on purpose: two methods' trainings with the same seed number share nothing but the test set,
+    so all ``n_a x n_b`` runs of a category are comparable and the estimate uses them all.
     """
-    groups = {c: g.to_numpy(float) for c, g in diffs.groupby("category", sort=True)["diff"]}
-    nan = float("nan")
-    if not groups:
-        return Interval(nan, nan, nan, nan, nan, nan)
-    mean = float(np.mean([g.mean() for g in groups.values()]))
-    measured = {c: g.var(ddof=1) for c, g in groups.items() if len(g) > 1}
-    if not measured:
-        return Interval(mean, nan, nan, nan, nan, nan)
-    borrowed = float(np.mean(list(measured.values())))
-    borrowed_df = sum(len(groups[c]) - 1 for c in measured)
-    k = len(groups)
-    variance, df_terms = 0.0, 0.0
-    for c, g in groups.items():
-        seed_term = measured.get(c, borrowed) / len(g) / k**2
-        seed_df = len(g) - 1 if c in measured else borrowed_df
-        variance += seed_term
-        df_terms += seed_term**2 / seed_df
-        if test_variance is not None:
-            test_term = test_variance[c] / k**2
-            variance += test_term
-            df_terms += test_term**2 / max(n_redraws - 1, 1)
-    se = float(np.sqrt(variance))
-    df = float(variance**2 / df_terms) if df_terms > 0 else float("inf")
-    half = stats.t.ppf(0.5 + confidence / 2, df) * se
-    detectable = (stats.t.ppf(0.5 + confidence / 2, df) + stats.t.ppf(power, df)) * se
-    return Interval(mean, mean - half, mean + half, se, df, float(detectable))
+    common = sorted(set(va) & set(vb))
+    if not common:
+        return (float("nan"),) * 3
+    rng = np.random.default_rng(0)
+    point, boot = [], []
+    for c in common:
+        x, y = va[c].to_numpy(), vb[c].to_numpy()
+        point.append(_beats(x[None, :], y[None, :], tie)[0])
+        xs = x[rng.integers(0, len(x), (n_boot, len(x)))]
+        ys = y[rng.integers(0, len(y), (n_boot, len(y)))]
+        boot.append(_beats(xs, ys, tie))
+    alpha = 1 - confidence
+    low, high = np.quantile(np.mean(boot, axis=0), [alpha / 2, 1 - alpha / 2])
+    return float(np.mean(point)), float(low), float(high)
 
 
-def verdict(a: str, b: str, interval: Interval, n_pairs: int) -> str:
-    """The row's conclusion in words, differences in percentage points with one decimal.
+def _beats(x: np.ndarray, y: np.ndarray, tie: float) -> np.ndarray:
+    """Per row of ``x`` (R, n) and ``y`` (R, m): the share of the n x m pairs where x wins, ties half."""
+    d = x[:, :, None] - y[:, None, :]
+    return ((d > tie) + 0.5 * (np.abs(d) <= tie)).mean(axis=(1, 2))
 
-    "no detectable difference" when the interval contains 0, is undefined, or there are fewer than 2
-    pairs, with the difference this design would have detected; otherwise the better method, by how much
-    and its interval, as positive numbers.
-    """
-    low, high = interval.low, interval.high
-    if n_pairs < 2 or not (np.isfinite(low) and np.isfinite(high)) or low <= 0 <= high:
-        if np.isfinite(interval.detectable):
-            return f"{NO_DIFFERENCE} (would detect ±{interval.detectable * 100:.1f})"
-        return f"{NO_DIFFERENCE} (too few seeds to tell)"
+
+def like_these(parts: Parts, confidence: float = 0.95) -> tuple[float, float]:
+    """The interval on categories like these: categories as the unit, a t interval over the category mean
+    differences with ``C - 1`` degrees of freedom (docs/method.md says why this one); NaNs with fewer than
+    :data:`MIN_CATEGORIES` categories, or when every category's mean is the same."""
+    m = parts.category_means
+    if len(m) < MIN_CATEGORIES or not np.all(np.isfinite(m)) or np.std(m) == 0:
+        return float("nan"), float("nan")
+    half = stats.t.ppf(0.5 + confidence / 2, len(m) - 1) * m.std(ddof=1) / np.sqrt(len(m))
+    return float(m.mean() - half), float(m.mean() + half)
+
+
+def answer(low: float, high: float, margin: float) -> str:
+    """The row's answer from its interval: ``a better`` or ``b better`` (the interval excludes 0),
+    ``practically equivalent`` (it lies within ``±margin``), ``inconclusive`` (neither), or ``not
+    answered`` (no interval)."""
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return NOT_ANSWERED
     if low > 0:
-        return f"{a} better by {interval.mean * 100:.1f} [{low * 100:.1f}, {high * 100:.1f}]"
-    return f"{b} better by {-interval.mean * 100:.1f} [{-high * 100:.1f}, {-low * 100:.1f}]"
+        return A_BETTER
+    if high < 0:
+        return B_BETTER
+    if -margin <= low and high <= margin:
+        return EQUIVALENT
+    return INCONCLUSIVE
 
 
-def _check_settings(confidence: float, power: float, tie: float) -> None:
+def _span(mean: float, low: float, high: float, sign: int = 1) -> str:
+    """``5.0 [4.0, 6.0]`` in points, signed by ``sign`` (-1 reads a b-better difference as positive)."""
+    if sign < 0:
+        mean, low, high = -mean, -high, -low
+    return f"{mean * 100:.1f} [{low * 100:.1f}, {high * 100:.1f}]"
+
+
+def why_not_answered(iv: Interval, n_pairs: int) -> str:
+    """Why a row has no interval, in words (for the verdict)."""
+    if n_pairs == 0 or not np.isfinite(iv.mean):
+        return "no pairs to compare"
+    if not np.isfinite(iv.se):
+        return "no category has two seeds, so the seeds' noise cannot be measured"
+    return (
+        "every seed gives the same difference in each category and the test set's noise was not measured, "
+        "so any interval would be made up; rerun with more seeds or with the test-set redraws"
+    )
+
+
+def verdict(
+    a: str, b: str, iv: Interval, n_pairs: int, categories: int, margin: float = MARGIN, flag: str = ""
+) -> str:
+    """The row's conclusion on these categories, in words, differences in percentage points: the better
+    method, by how much and its interval (as positive numbers); practically equivalent; or inconclusive
+    with the difference this design would have detected (an estimate). A flag says why its coverage is not
+    promised; a row without an interval says why."""
+    said = answer(iv.low, iv.high, margin)
+    if said == NOT_ANSWERED:
+        return f"{NOT_ANSWERED}: {why_not_answered(iv, n_pairs)}"
+    scope = f"on these {categories} categories"
+    width = f"±{margin * 100:.1f}"
+    if said in (A_BETTER, B_BETTER):
+        winner, sign = (a, 1) if said == A_BETTER else (b, -1)
+        text = f"{winner} better by {_span(iv.mean, iv.low, iv.high, sign)} {scope}"
+        if max(abs(iv.low), abs(iv.high)) <= margin:
+            text += f", less than the {width}-point margin"
+    elif said == EQUIVALENT:
+        text = f"practically equivalent {scope}: {_span(iv.mean, iv.low, iv.high)} lies within {width}"
+    else:
+        detect = f"would detect ±{iv.detectable * 100:.1f}, an estimate"
+        text = f"inconclusive {scope}: {_span(iv.mean, iv.low, iv.high)} ({detect})"
+    return text + (f" (coverage not promised: {flag})" if flag else "")
+
+
+def _scope_words(a: str, b: str, row: dict[str, object], margin: float) -> str:
+    """What the row says beyond these categories: on categories like these, or that it cannot."""
+    categories = int(row["categories"])  # type: ignore[arg-type]
+    if categories < MIN_CATEGORIES:
+        return f"does not generalise beyond these {categories} categories (fewer than {MIN_CATEGORIES})"
+    low, high = float(row["like_these_low"]), float(row["like_these_high"])  # type: ignore[arg-type]
+    counts = f"{row['categories_a']} of {categories} favour {a}, {row['categories_b']} favour {b}"
+    if not np.isfinite(low):
+        return f"on categories like these: no interval; {counts}"
+    said = answer(low, high, margin)
+    words = {A_BETTER: f"{a} better", B_BETTER: f"{b} better"}.get(said, said)
+    return f"on categories like these {words}: {_span(float(row['mean_diff']), low, high)}; {counts}"  # type: ignore[arg-type]
+
+
+def _check_settings(confidence: float, power: float, tie: float, margin: float) -> None:
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
     if not 0 < power < 1:
         raise ValueError(f"power must be in (0, 1), got {power!r}")
     if not tie >= 0:
         raise ValueError(f"tie must be >= 0, got {tie!r}")
+    if not margin > 0:
+        raise ValueError(f"margin must be > 0 (a fraction: 0.01 is 1 point), got {margin!r}")
+
+
+def holm(p: Sequence[float]) -> np.ndarray:
+    """Holm's step-down adjusted p-values (family-wise error); NaN stays NaN and does not count."""
+    p = np.asarray(p, float)
+    out = np.full(len(p), np.nan)
+    finite = np.flatnonzero(np.isfinite(p))
+    order = finite[np.argsort(p[finite], kind="stable")]
+    m = len(order)
+    running = 0.0
+    for i, j in enumerate(order):
+        running = max(running, min(1.0, (m - i) * p[j]))
+        out[j] = running
+    return out
 
 
 def compare(
@@ -332,8 +432,11 @@ def compare(
     power: float = POWER,
     tie: float = TIE,
     asked: dict[tuple[str, str], tuple[str, str]] | None = None,
+    margin: float = MARGIN,
+    confirmatory: Sequence[tuple[str, str, str]] = (),
 ) -> pd.DataFrame:
-    """Every comparison x metric: paired mean difference a - b, its interval and power, verdict.
+    """Every comparison x metric: the difference a - b, its interval on these categories and on categories
+    like these, the answer, the p-values, P(a > b) and the verdict.
 
     Args:
         results: the per-seed results (see the module docstring for the columns).
@@ -346,35 +449,146 @@ def compare(
         tie: a pair with ``|diff| <= tie`` (a fraction) is a tie; default 0.001 = 0.1 points.
         asked: (a, b) -> (block, question) for pairs that are not the benchmark's own questions (the
             ablations, ``cutswap.report.ablations``); other pairs are block ``main`` with :func:`question`.
+        margin: the margin of practical equivalence, a fraction (0.01: 1 point).
+        confirmatory: the (a, b, metric) rows the run set out to answer; every other row is exploratory.
 
     Returns:
         One row per pair x metric with exactly :data:`COLUMNS`, differences as fractions.
 
     Raises:
         ValueError: bad results (missing columns, duplicates), an unknown metric or method, redraws
-            missing an evaluation, or out-of-range ``confidence``, ``power`` or ``tie``.
+            missing an evaluation, or out-of-range ``confidence``, ``power``, ``tie`` or ``margin``.
     """
-    _check_settings(confidence, power, tie)
+    _check_settings(confidence, power, tie, margin)
     metrics = _metrics(results, metrics)
     if pairs is None:
         pairs = comparison_pairs(list(results["method"]))
     lookups = {}
     if redraws is not None:
         lookups = {m: _redraw_lookup(redraws, m) for m in metrics if m in redraws.columns}
+    confirmed = {tuple(c) for c in confirmatory}
     rows = []
     for a, b in pairs:
+        asked_as = (asked or {}).get((a, b), ("main", question(a, b)))
         for metric in metrics:
-            diffs = paired_differences(results, a, b, metric)
-            d = diffs["diff"].to_numpy(float)
-            if not len(d):  # nothing to compare (e.g. a method without pixel maps): no row, no verdict
-                continue
-            test_variance, n_redraws = (None, 0)
-            if metric in lookups:
-                test_variance, n_redraws = _test_variances(diffs, lookups[metric], a, b)
-            iv = paired_interval(diffs, test_variance, n_redraws, confidence, power)
-            asked_as = (asked or {}).get((a, b), ("main", question(a, b)))
-            rows.append(_row(asked_as, a, b, metric, iv, d, test_variance is not None, tie))
-    return pd.DataFrame(rows, columns=list(COLUMNS))
+            role = CONFIRMATORY if (a, b, metric) in confirmed else EXPLORATORY
+            row = _answer(results, a, b, metric, lookups.get(metric), confidence, power, tie, margin)
+            if row is not None:  # None: nothing to compare (e.g. a method without pixel maps), no row
+                rows.append({"block": asked_as[0], "question": asked_as[1], "role": role, **row})
+    table = pd.DataFrame(rows, columns=list(COLUMNS))
+    return _adjusted(table, confidence)
+
+
+def _answer(
+    results: pd.DataFrame,
+    a: str,
+    b: str,
+    metric: str,
+    lookup: dict[tuple[str, str, int], np.ndarray] | None,
+    confidence: float,
+    power: float,
+    tie: float,
+    margin: float,
+) -> dict[str, object] | None:
+    """One row of :func:`compare` before its p-values are adjusted; None when a and b share no category."""
+    diffs = paired_differences(results, a, b, metric)
+    va, vb = _by_category(results, a, metric), _by_category(results, b, metric)
+    reason = unpaired_reason(a, b, va, vb)
+    if reason is None:
+        if diffs.empty:
+            return None
+        groups = diffs.groupby(diffs["category"].astype(str), sort=True)["seed"]
+        columns = {c: [(int(s), int(s)) for s in g] for c, g in groups}
+        d = diffs["diff"].to_numpy(float)
+        n_pairs = len(d)
+        untrained = b in UNTRAINED_METHODS and a not in UNTRAINED_METHODS
+        pairing = f"{b}'s one evaluation per category against every seed" if untrained else "by seed"
+    else:
+        cross = _cross(va, vb)
+        if not cross:
+            return None
+        columns = {c: [(int(s), int(t)) for s in va[c].index for t in vb[c].index] for c in cross}
+        d = np.concatenate(list(cross.values()))
+        n_pairs = int(sum(min(len(va[c]), len(vb[c])) for c in cross))
+        pairing = reason
+    test_variance, n_redraws = _test_variances(columns, lookup, a, b) if lookup else (None, 0)
+    if reason is None:
+        parts = Parts.paired(diffs.assign(category=diffs["category"].astype(str)), test_variance, n_redraws)
+    else:
+        common = list(columns)
+        values = ({c: va[c].to_numpy() for c in common}, {c: vb[c].to_numpy() for c in common})
+        parts = Parts.unpaired(*values, test_variance, n_redraws)
+    iv = skew_interval(parts, confidence, power)
+    concern = flag(parts)
+    like_low, like_high = like_these(parts, confidence)
+    p_improve = probability_of_improvement(va, vb, tie, confidence)
+    row = {
+        "a": a, "b": b, "metric": metric, "pairing": pairing, "n_pairs": n_pairs,
+        "mean_diff": iv.mean, "ci_low": iv.low, "ci_high": iv.high, "se": iv.se, "df": iv.df,
+        "detectable": iv.detectable, "test_noise": test_variance is not None, "flag": concern,
+        "p_value": iv.p, "answer": answer(iv.low, iv.high, margin),
+        "categories": len(parts.names),
+        "categories_a": int((parts.category_means > tie).sum()),
+        "categories_b": int((parts.category_means < -tie).sum()),
+        "like_these_low": like_low, "like_these_high": like_high,
+        "like_these_answer": answer(like_low, like_high, margin) if len(parts.names) >= MIN_CATEGORIES
+        else "n/a",
+        "p_improve": p_improve[0], "p_improve_low": p_improve[1], "p_improve_high": p_improve[2],
+        "wins": int((d > tie).sum()), "ties": int((np.abs(d) <= tie).sum()), "losses": int((d < -tie).sum()),
+        "verdict": verdict(a, b, iv, n_pairs, len(parts.names), margin, concern),
+    }  # fmt: skip
+    row["verdict"] = f"{row['verdict']}; {_scope_words(a, b, row, margin)}"
+    return row
+
+
+def _adjusted(table: pd.DataFrame, confidence: float) -> pd.DataFrame:
+    """Holm-adjusted p-values per family (the confirmatory rows; each block's exploratory rows), and the
+    verdict of an exploratory difference that does not survive its family's adjustment says so."""
+    table["p_adjusted"] = np.nan
+    alpha = 1 - confidence
+    for _, family in table.groupby(["role", "block"], sort=False):
+        if family.empty:
+            continue
+        adjusted = holm(family["p_value"].to_numpy(float))
+        table.loc[family.index, "p_adjusted"] = adjusted
+        size = int(np.isfinite(family["p_value"].to_numpy(float)).sum())
+        for i, p_adj in zip(family.index, adjusted, strict=True):
+            decided = table.at[i, "answer"] in (A_BETTER, B_BETTER)
+            if decided and np.isfinite(p_adj) and p_adj >= alpha:
+                role = table.at[i, "role"]
+                table.at[i, "verdict"] += (
+                    f"; not significant after Holm's adjustment over the {size} {role} rows "
+                    f"(adjusted p = {p_adj:.2g})"
+                )
+    return table
+
+
+def multiplicity_note(comparisons: pd.DataFrame, confidence: float = 0.95) -> str:
+    """How many "better" answers chance alone would give among the exploratory rows, and how many the run
+    gives before and after Holm's adjustment; "" for a table of an earlier report version."""
+    if "role" not in comparisons.columns or comparisons.empty:
+        return ""
+    alpha = 1 - confidence
+    sentences = []
+    confirmed = comparisons[comparisons["role"] == CONFIRMATORY]
+    if len(confirmed):
+        sentences.append(
+            f"{len(confirmed)} confirmatory question{'' if len(confirmed) == 1 else 's'}, named by the run's "
+            "settings (`report.confirmatory`), Holm-adjusted among themselves."
+        )
+    for block, rows in split_blocks(comparisons[comparisons["role"] == EXPLORATORY]).items():
+        tested = rows[np.isfinite(rows["p_value"].astype(float))]
+        if tested.empty:
+            continue
+        decided = tested["answer"].isin((A_BETTER, B_BETTER))
+        survive = decided & (tested["p_adjusted"].astype(float) < alpha)
+        sentences.append(
+            f"{len(tested)} exploratory rows ({BLOCKS[block].lower()}): if no method differed from another, "
+            f'chance alone would give about {alpha * len(tested):.1f} "better" answers ({alpha:.0%} each); '
+            f"this run gives {int(decided.sum())}, of which {int(survive.sum())} survive Holm's adjustment "
+            "over these rows."
+        )
+    return " ".join(sentences)
 
 
 def _metrics(results: pd.DataFrame, metrics: Sequence[str] | str | None) -> list[str]:
@@ -388,28 +602,6 @@ def _metrics(results: pd.DataFrame, metrics: Sequence[str] | str | None) -> list
     return metrics
 
 
-def _row(
-    asked_as: tuple[str, str],
-    a: str,
-    b: str,
-    metric: str,
-    iv: Interval,
-    d: np.ndarray,
-    test_noise: bool,
-    tie: float,
-) -> dict[str, object]:
-    """One row of :func:`compare`'s table (``asked_as``: its block and question)."""
-    block, text = asked_as
-    return {
-        "block": block, "question": text, "a": a, "b": b, "metric": metric,
-        "n_pairs": len(d), "mean_diff": iv.mean,
-        "ci_low": iv.low, "ci_high": iv.high, "se": iv.se, "df": iv.df,
-        "detectable": iv.detectable, "test_noise": test_noise,
-        "wins": int((d > tie).sum()), "ties": int((np.abs(d) <= tie).sum()),
-        "losses": int((d < -tie).sum()), "verdict": verdict(a, b, iv, len(d)),
-    }  # fmt: skip
-
-
 def points(value: float, signed: bool = True) -> str:
     """A fraction as percentage points with one decimal (``0.0123 -> '+1.2'``); 'n/a' for NaN."""
     if value is None or not np.isfinite(value):
@@ -417,42 +609,47 @@ def points(value: float, signed: bool = True) -> str:
     return f"{value * 100:+.1f}" if signed else f"{value * 100:.1f}"
 
 
-#: Columns a comparisons table needs to be shown (reports of earlier versions lack the power columns).
-_SHOWN = tuple(c for c in COLUMNS if c not in ("se", "df", "detectable", "test_noise"))
+#: Columns a comparisons table needs to be shown.
+_SHOWN = ("a", "b", "metric", "n_pairs", "mean_diff", "ci_low", "ci_high", "verdict")
 
 
-def display_table(comparisons: pd.DataFrame, confidence: float = 0.95, power: float = POWER) -> pd.DataFrame:
+def _role(r: tuple) -> str:
+    """The row's role, and for an exploratory row its Holm-adjusted p-value; n/a before issue 31."""
+    role = getattr(r, "role", None)
+    if not isinstance(role, str):
+        return "n/a"
+    p_adj = getattr(r, "p_adjusted", float("nan"))
+    return f"{role} (adj. p {p_adj:.2g})" if role == EXPLORATORY and np.isfinite(p_adj) else role
+
+
+def _improvement(r: tuple) -> str:
+    p = getattr(r, "p_improve", float("nan"))
+    if not np.isfinite(p):
+        return "n/a"
+    return f"{p:.2f} [{r.p_improve_low:.2f}, {r.p_improve_high:.2f}]"
+
+
+def display_table(comparisons: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
     """The comparison table for people: indexed by the question, differences in points, the verdict."""
     missing = [c for c in _SHOWN if c not in comparisons.columns]
     if missing:
         raise ValueError(f"comparisons lack the columns {missing}")
     level = f"{confidence * 100:g}% interval"
-    detect = f"detectable ({power * 100:g}% power)"
     rows = [
         {
             "question": getattr(r, "question", None) or question(r.a, r.b),
             "a − b": f"{r.a} − {r.b}",
             "metric": r.metric,
+            "role": _role(r),
             "pairs": int(r.n_pairs),
             "mean diff": points(r.mean_diff),
             level: f"[{points(r.ci_low)}, {points(r.ci_high)}]" if np.isfinite(r.ci_low) else "n/a",
-            detect: "±" + points(r.detectable, signed=False) if "detectable" in r._fields else "n/a",
-            "wins/ties/losses": f"{int(r.wins)}/{int(r.ties)}/{int(r.losses)}",
+            "P(a > b)": _improvement(r),
             "verdict": r.verdict,
         }
         for r in comparisons.itertuples(index=False)
     ]
-    columns = [
-        "question",
-        "a − b",
-        "metric",
-        "pairs",
-        "mean diff",
-        level,
-        detect,
-        "wins/ties/losses",
-        "verdict",
-    ]
+    columns = ["question", "a − b", "metric", "role", "pairs", "mean diff", level, "P(a > b)", "verdict"]
     return pd.DataFrame(rows, columns=columns).set_index("question")
 
 
@@ -463,10 +660,12 @@ def interval_note(
     redraws: int = 0,
     n_boot: int | None = None,
     seed: int | None = None,
+    margin: float | None = None,
 ) -> str:
-    """One sentence saying how the intervals and wins were computed, for under the table.
+    """Sentences saying how the intervals, answers and P(a > b) were computed, for under the table.
 
-    ``n_boot`` and ``seed`` describe reports of earlier versions (a percentile bootstrap over seeds).
+    ``n_boot`` and ``seed`` describe reports of earlier versions (a percentile bootstrap over seeds), and
+    no ``margin`` those before issue 31 (a symmetric t interval, verdicts without a scope).
     """
     ties = f"Ties: |diff| ≤ {tie * 100:g} points."
     if n_boot is not None:
@@ -481,13 +680,30 @@ def interval_note(
         if redraws
         else "not the test set's own noise (no redraws)"
     )
+    if margin is None:
+        return (
+            f"Differences a − b in percentage points over (category, seed) pairs; mean = mean over "
+            f"categories. {confidence * 100:g}% t interval (Welch-Satterthwaite degrees of freedom) whose "
+            f"variance holds the seed-to-seed spread within each category and {test}; categories are fixed "
+            f"(an earlier report version). Detectable: the difference this design finds with "
+            f"{power * 100:g}% power. {ties}"
+        )
     return (
-        f"Differences a − b in percentage points over (category, seed) pairs; mean = mean over categories. "
-        f"{confidence * 100:g}% t interval (Welch-Satterthwaite degrees of freedom) whose variance holds the "
-        f"seed-to-seed spread within each category and {test}; categories are fixed. Detectable: the "
-        f"difference this design finds with {power * 100:g}% power. Per-seed numbers are not reproducible "
-        "across machines (training is chaotic in float rounding); the intervals are what carries over. "
-        f"{ties}"
+        f"Differences a − b in percentage points; mean = mean over categories of each category's mean over "
+        f"seeds. **On these categories**: a {confidence * 100:g}% t interval corrected for the seeds' "
+        f"skewness (Hall's transformation: longer on the side where trainings now and then collapse), "
+        f"whose variance holds the seed-to-seed spread within each category and {test}; the categories are "
+        f"fixed, so the answer is about them. **On categories like these** (at least {MIN_CATEGORIES} "
+        "categories): a t interval over the category means, categories as the unit, with how many favour "
+        f"each side. Answers: better (the interval excludes 0), practically equivalent (it lies within "
+        f"±{margin * 100:g} points, the run's margin, `report.equivalence_margin`), inconclusive (neither; "
+        f"the difference it would detect with {power * 100:g}% power is an estimate from the same noisy "
+        f"variance). A row is flagged, its coverage not promised, with fewer than {MIN_SEEDS} seeds per "
+        f"category or when one category holds more than {MAX_SHARE:.0%} of the variance (no interval then "
+        "holds 95 % when seeds misbehave: docs/method.md#coverage). Not in any interval: the luck of the one "
+        "training set every seed and method shares. P(a > b): the chance a run of a beats a run of b on the "
+        "same category, averaged over categories, ties half, with a bootstrap interval of the runs. "
+        f"Per-seed numbers are not reproducible across machines; the intervals are what carries over. {ties}"
     )
 
 
@@ -499,17 +715,20 @@ def comparisons_markdown(
     redraws: int = 0,
     n_boot: int | None = None,
     seed: int | None = None,
+    margin: float | None = None,
 ) -> str:
-    """The comparison table as GitHub Markdown (one row per question x metric) with the interval note; the
-    ablation block, where there is one, as a table of its own after the note, under ``### Ablations``."""
+    """The comparison table as GitHub Markdown (one row per question x metric) with the interval and
+    multiplicity notes; the ablation block, where there is one, as a table of its own after the notes,
+    under ``### Ablations``."""
     blocks = split_blocks(comparisons)
-    lines = (
-        _markdown_rows(display_table(blocks["main"], confidence, power)) + [""] if "main" in blocks else []
-    )
-    lines.append(interval_note(confidence, tie, power, redraws, n_boot, seed))
+    lines = _markdown_rows(display_table(blocks["main"], confidence)) + [""] if "main" in blocks else []
+    lines.append(interval_note(confidence, tie, power, redraws, n_boot, seed, margin))
+    multiplicity = multiplicity_note(comparisons, confidence)
+    if multiplicity:
+        lines += ["", multiplicity]
     if "ablation" in blocks:
         lines += ["", f"### {BLOCKS['ablation']}", "", ABLATION_NOTE, ""]
-        lines += _markdown_rows(display_table(blocks["ablation"], confidence, power))
+        lines += _markdown_rows(display_table(blocks["ablation"], confidence))
     return "\n".join(lines)
 
 
@@ -533,6 +752,6 @@ def _markdown_rows(table: pd.DataFrame) -> list[str]:
     table = table.reset_index()
     lines = [
         "| " + " | ".join(table.columns) + " |",
-        "|" + "|".join(["---"] * 3 + ["---:"] * 5 + ["---"]) + "|",
+        "|" + "|".join(["---"] * 4 + ["---:"] * 4 + ["---"]) + "|",
     ]
     return lines + ["| " + " | ".join(map(str, row)) + " |" for row in table.itertuples(index=False)]

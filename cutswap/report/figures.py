@@ -30,6 +30,9 @@ Figures (``reports/<run>/figures/``):
 * :func:`training_figure` (``<category>-training.png``): loss and accuracy on negatives against the step.
 * :func:`differences_figure` (``differences.png``): every question's paired mean difference with its
   interval and the individual (category, seed) differences, one panel per metric.
+* :func:`score_profile` (``profile.png``): each method's score profile (:func:`profile_curve`), the
+  fraction of its (category, seed) runs scoring above a threshold against the threshold, with every run
+  marked in a strip below.
 """
 
 from __future__ import annotations
@@ -440,6 +443,99 @@ def differences_figure(
     axes[0].set_ylim(-0.6, len(questions) - 0.4)
     fig.suptitle(f"Paired differences a − b: mean and {confidence * 100:g}% interval", fontsize=9)
     return _save(fig, path)
+
+
+def profile_curve(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A score profile (rliable's performance profile, Agarwal et al. 2021): the fraction of runs scoring
+    strictly above each threshold tau, as a step function of tau.
+
+    Why a step function at the runs' own scores: the fraction only changes there, so these points are the
+    whole curve, exact for any number of runs (one run included) and with no binning to choose. Tied runs
+    drop the curve together, by their share. NaN and infinite scores are dropped (a run without a score
+    is not a run that scored low).
+
+    Returns:
+        ``(taus, fractions)``: the distinct finite scores ascending, and the fraction of the finite runs
+        scoring above each, the value of the curve from that tau up to the next (so ``fractions[-1]`` is
+        0); the curve is 1 below ``taus[0]``. Empty arrays without a finite score.
+    """
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    scores = np.sort(scores[np.isfinite(scores)])
+    if not len(scores):
+        return np.empty(0), np.empty(0)
+    taus = np.unique(scores)
+    above = len(scores) - np.searchsorted(scores, taus, side="right")
+    return taus, above / len(scores)
+
+
+def score_profile(path: Path, runs: Mapping[str, np.ndarray], metric: str, title: str) -> Path:
+    """Each method's score profile (:func:`profile_curve`) in points, over a strip with every run marked.
+
+    Why beside the tables: a mean hides how the runs spread, and one collapsed training (a run near
+    AUROC 0.5 while the method's other seeds are at 0.95) pulls it down as much as many slightly worse
+    ones do. Here the whole distribution of runs is seen: a collapsed run is an early drop of its
+    method's curve on the left, and the strip shows it as a lone tick far from the others.
+
+    Args:
+        path: the PNG to write.
+        runs: method -> its runs' scores on ``metric`` (fractions; one per (category, seed) evaluation),
+            methods in the order they are coloured (:func:`_colours`: the same order as the other
+            figures keeps a method's colour). NaN scores are dropped; a method left without a score is
+            left out, and with none left at all the figure is a blank panel saying so.
+        metric: the results column the scores are of (the x-axis label).
+        title: the figure's heading.
+    """
+    colours = _colours(list(runs))
+    kept = {m: _finite_points(s) for m, s in runs.items()}
+    kept = {m: s for m, s in kept.items() if len(s)}
+    if not kept:
+        fig = _figure(5.0, 2.6)
+        ax = fig.subplots()
+        _blank(ax, f"no finite {metric} scores")
+        ax.set_title(title, fontsize=9)
+        return _save(fig, path)
+    fig = _figure(5.6, 3.3 + 0.2 * len(kept))
+    curve_ax, strip_ax = fig.subplots(
+        2, 1, sharex=True, gridspec_kw={"height_ratios": [3.0, 0.5 + 0.3 * len(kept)]}
+    )
+    lo = min(float(s.min()) for s in kept.values())
+    hi = max(float(s.max()) for s in kept.values())
+    pad = max(1.0, 0.04 * (hi - lo))
+    left, right = lo - pad, hi + pad
+    rng = np.random.default_rng(0)  # the strip's jitter only: the same inputs draw the same picture
+    for row, (method, points) in enumerate(kept.items()):
+        taus, fractions = profile_curve(points)
+        curve_ax.step(
+            np.r_[left, taus, right],
+            np.r_[1.0, fractions, 0.0],
+            where="post",
+            color=colours[method],
+            linewidth=1.5,
+            alpha=0.85,
+            label=f"{method} ({len(points)} run{'s' if len(points) != 1 else ''})",
+        )
+        # Jittered up and down a little, and see-through, so that tied runs do not hide each other.
+        jitter = rng.uniform(-0.2, 0.2, len(points))
+        strip_ax.plot(points, jitter - row, "|", color=colours[method], markersize=7, mew=1.3, alpha=0.7)
+    curve_ax.set_xlim(left, right)
+    curve_ax.set_ylim(-0.02, 1.04)
+    curve_ax.set_ylabel("fraction of runs scoring > τ", fontsize=8)
+    curve_ax.grid(alpha=0.3)
+    curve_ax.legend(fontsize=7, loc="lower left", frameon=False)
+    curve_ax.set_title(title, fontsize=9)
+    strip_ax.set_yticks([-r for r in range(len(kept))], list(kept), fontsize=7)
+    strip_ax.set_ylim(-len(kept) + 0.5, 0.5)
+    strip_ax.set_xlabel(f"τ: {metric} (points)", fontsize=8)
+    strip_ax.grid(axis="x", alpha=0.3)
+    for ax in (curve_ax, strip_ax):
+        ax.tick_params(labelsize=7)
+    return _save(fig, path)
+
+
+def _finite_points(scores: np.ndarray) -> np.ndarray:
+    """The finite scores in points (the metric times 100), in their given order."""
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    return 100 * scores[np.isfinite(scores)]
 
 
 def overlay_figure(path, images, maps, tops, negatives: dict[str, np.ndarray], levels: list[str]) -> None:

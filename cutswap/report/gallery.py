@@ -14,8 +14,13 @@ Per category (``figures/<stem>-<kind>.png``, ``<stem>`` the category with anythi
     <stem>-roc.png                 image-level ROC, every seed
     <stem>-training.png            training curves, when a log has the columns they need
 
-Per run: ``differences.png``, the comparisons' paired differences. The figures themselves are
-``cutswap.report.figures``; their captions ``cutswap.report.captions``.
+Per run (``figures/<name>.png``), from ``results.csv`` (and the comparisons)::
+
+    differences.png   the comparisons' paired differences with their intervals
+    profile.png       the score profile of the methods' own rows: every (category, seed) run's image
+                      AUROC (or the first metric with a finite score), variants left out
+
+The figures themselves are ``cutswap.report.figures``; their captions ``cutswap.report.captions``.
 """
 
 from __future__ import annotations
@@ -28,12 +33,19 @@ import numpy as np
 import pandas as pd
 
 from cutswap.report import figures as plots
-from cutswap.report.captions import differences_ref, evaluation_label, roc_ref, scores_ref, training_ref
+from cutswap.report.captions import (
+    differences_ref,
+    evaluation_label,
+    profile_ref,
+    roc_ref,
+    scores_ref,
+    training_ref,
+)
 from cutswap.report.compare import paired_differences
 from cutswap.report.examples import ExampleSet, draw_examples
 from cutswap.report.html import FigureRef
 from cutswap.report.picking import Evaluation, representative
-from cutswap.report.prose import comparison_settings
+from cutswap.report.prose import comparison_settings, own_rows
 from cutswap.report.tables import metrics_of
 
 #: The log columns a training figure needs.
@@ -98,3 +110,32 @@ def differences_figures(
         path, comparisons, diffs, settings.get("confidence", 0.95), settings.get("tie", 0.001)
     )
     return [differences_ref("differences.png")]
+
+
+#: The metric the score profile is drawn on when the run has it: the one every method reports.
+PROFILE_METRIC = "image_AUROC"
+
+
+def profile_metric(rows: pd.DataFrame) -> str | None:
+    """The metric the score profile shows: image AUROC, or where ``rows`` have no finite one the first
+    metric (``cutswap.report.tables.metrics_of``) that has one; None without any finite score."""
+    for metric in dict.fromkeys([PROFILE_METRIC, *metrics_of(rows)]):
+        if metric in rows.columns and np.isfinite(pd.to_numeric(rows[metric], errors="coerce")).any():
+            return metric
+    return None
+
+
+def profile_figures(folder: Path, results: pd.DataFrame) -> list[FigureRef]:
+    """The run-level score profile (``figures/profile.png``): every (category, seed) run of each method's
+    own rows (``prose.own_rows``: variants and their controls answer the ablation questions, not "how do
+    the methods' runs spread"), methods in their order of appearance; none without a finite score."""
+    rows = own_rows(results)
+    metric = profile_metric(rows)
+    if metric is None:
+        return []
+    scores = pd.to_numeric(rows[metric], errors="coerce")
+    methods = rows["method"].astype(str)
+    runs = {m: scores[methods == m].to_numpy(float) for m in dict.fromkeys(methods)}
+    title = f"Score profile: {metric}, every (category, seed) run"
+    plots.score_profile(folder / "figures" / "profile.png", runs, metric, title)
+    return [profile_ref("profile.png", metric)]

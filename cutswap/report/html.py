@@ -16,9 +16,9 @@ from cutswap import atomic
 from cutswap.report.compare import (
     ABLATION_NOTE,
     BLOCKS,
-    POWER,
     display_table,
     interval_note,
+    multiplicity_note,
     split_blocks,
 )
 from cutswap.report.prose import (
@@ -174,12 +174,15 @@ def run_page(
     )
     if comparisons is not None and not comparisons.empty:
         how = comparison_settings(provenance)
-        level = (how.get("confidence", 0.95), how.get("power", POWER))
+        level = (how.get("confidence", 0.95),)
         blocks = split_blocks(comparisons)
         parts.append("<h2>Comparisons</h2>")
         if "main" in blocks:
             parts.append(html_table(display_table(blocks["main"], *level), "question", "comparisons"))
         parts.append(f"<p>{_inline_md(interval_note(**how))}</p>")
+        multiplicity = multiplicity_note(comparisons, *level)
+        if multiplicity:
+            parts.append(f"<p>{_inline_md(multiplicity)}</p>")
         if "ablation" in blocks:
             parts += [
                 f"<h3>{BLOCKS['ablation']}</h3>",

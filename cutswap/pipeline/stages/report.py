@@ -40,8 +40,8 @@ from cutswap.pipeline.stores import CODE_VERSIONS, library_versions, open_store,
 from cutswap.pipeline.variants import variant_specs
 from cutswap.report.ablations import ablation_questions
 from cutswap.report.captions import negatives_ref
-from cutswap.report.compare import COLUMNS, POWER, compare, comparison_pairs
-from cutswap.report.gallery import category_figures, differences_figures
+from cutswap.report.compare import COLUMNS, POWER, TIE, compare, comparison_pairs
+from cutswap.report.gallery import category_figures, differences_figures, profile_figures
 from cutswap.report.html import FigureRef, run_page, write_index
 from cutswap.report.machine import machine
 from cutswap.report.negatives import draw_negatives, make_negatives
@@ -52,7 +52,8 @@ from cutswap.report.tables import metrics_of
 from cutswap.score.resample import N_REDRAWS
 
 #: How the report's comparisons are computed; recorded in ``provenance.json`` under ``comparisons``.
-COMPARISON_SETTINGS = {"confidence": 0.95, "power": POWER, "tie": 0.001, "redraws": N_REDRAWS}
+#: (With the run's ``report`` settings: ``margin``, a fraction, and the ``confirmatory`` questions.)
+COMPARISON_SETTINGS = {"confidence": 0.95, "power": POWER, "tie": TIE, "redraws": N_REDRAWS}
 #: The per-category stores a report reads besides the evaluations.
 _UPSTREAM = ("ingest", "saliency", "cluster", "pairs")
 #: What the report records of a failed job (the flow's failures carry a summary line too).
@@ -73,10 +74,13 @@ def _comparisons(
     metrics = metrics_of(results)
     if not pairs or not metrics:
         return None, {}
-    how = dict(COMPARISON_SETTINGS)
+    how = {**COMPARISON_SETTINGS, "margin": settings.report.equivalence_margin / 100}
+    confirmatory = [(q.a, q.b, q.metric) for q in settings.report.confirmatory]
+    how["confirmatory"] = [list(q) for q in confirmatory]
     again = redraw_test_sets(scored_test_sets(categories), partial(ingest_masks, categories), how["redraws"])
-    conf, power, tie = how["confidence"], how["power"], how["tie"]
-    return compare(results, pairs, metrics, again, conf, power, tie, asked), how
+    conf, power, tie, margin = how["confidence"], how["power"], how["tie"], how["margin"]
+    table = compare(results, pairs, metrics, again, conf, power, tie, asked, margin, confirmatory)
+    return table, how
 
 
 def _inputs(categories: dict[str, CategoryRefs]) -> dict[str, str]:
@@ -161,7 +165,7 @@ def _figures(
 ) -> list[FigureRef]:
     """Every picture of the run page, drawn into ``folder / "figures"``: the run's differences, then per
     category what its detectors found and what its methods train on."""
-    figures = differences_figures(folder, results, comparisons, how)
+    figures = differences_figures(folder, results, comparisons, how) + profile_figures(folder, results)
     shown = shown_methods(results)
     for category, refs in categories.items():
         figures += category_figures(folder, category, read_category_figures(refs, shown))
@@ -194,7 +198,8 @@ def write_report(
     inputs = _inputs(categories)
     failed = [{k: f[k] for k in _FAILURE_FIELDS} for f in failed or []]
     # (an incomplete report is keyed by its failures, so a rerun that completes it writes it anew)
-    key = stage_key("report", {"run": settings.run, **({"failed_jobs": failed} if failed else {})}, inputs)
+    params = {"run": settings.run, "report": settings.report.model_dump(mode="json")}
+    key = stage_key("report", {**params, **({"failed_jobs": failed} if failed else {})}, inputs)
     root = roots.normalize(settings.reports_root)
     final = roots.local_folder(root) / settings.run
     where = roots.join(root, settings.run)

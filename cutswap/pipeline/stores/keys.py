@@ -41,7 +41,10 @@ CODE_VERSIONS = {
     # 8: the mean row marks operating points that do not hold; the check level is a results column
     # 9: variants' rows (base_method, pairs_key, saliency_cam, cluster_anchor) and the ablation block;
     #    comparisons.csv's block and question columns
-    "report": "9",
+    # 10: verdicts with their scope (these categories; categories like these), skewness-corrected t
+    #     intervals and their flag, confirmatory and Holm-adjusted exploratory rows, practical equivalence,
+    #     P(a > b), unpaired comparisons; the score profile figure; the report settings in its key
+    "report": "10",
 }
 
 

@@ -7,15 +7,18 @@ from scipy import stats
 
 from cutswap.report.compare import (
     COLUMNS,
-    NO_DIFFERENCE,
     Interval,
+    answer,
     compare,
     comparison_pairs,
     comparisons_markdown,
+    holm,
     paired_differences,
+    probability_of_improvement,
     question,
     verdict,
 )
+from cutswap.report.intervals import satterthwaite
 
 # 2 categories x 3 seeds, cutswap (a) against random-swap (b); a - b per (category, seed):
 #   bottle: 0.02, 0.0005 (a tie: within 0.001), 0.03      -> category mean 0.0505 / 3 = 0.016833...
@@ -39,31 +42,54 @@ def _hand() -> pd.DataFrame:
     return _frame({"cutswap": A, "random-swap": B})
 
 
-def test_hand_computed_mean_counts_and_satterthwaite_t_interval():
+def _hall_by_hand(category_diffs: list[tuple[float, ...]]) -> tuple[float, float, float, float, float]:
+    """Mean, se, df and Hall's interval written out from the formulas of cutswap.report.intervals."""
+    k_cat = len(category_diffs)
+    means = [np.mean(d) for d in category_diffs]
+    terms = [np.var(d, ddof=1) / len(d) / k_cat**2 for d in category_diffs]
+    se = np.sqrt(sum(terms))
+    df = sum(terms) ** 2 / sum(t**2 / (len(d) - 1) for t, d in zip(terms, category_diffs, strict=True))
+    k3 = [
+        len(d) / ((len(d) - 1) * (len(d) - 2)) * np.sum((np.array(d) - np.mean(d)) ** 3)
+        for d in category_diffs
+    ]
+    skew = sum(k / len(d) ** 2 for k, d in zip(k3, category_diffs, strict=True)) / k_cat**3 / se**3
+    q = stats.t.ppf([0.025, 0.975], df)
+    inverse = 3 / skew * (np.cbrt(1 + skew * (q - skew / 6)) - 1)  # t with g(t) = q
+    mean = np.mean(means)
+    return mean, se, df, mean - se * inverse[1], mean - se * inverse[0]
+
+
+def test_hand_computed_mean_counts_and_skewness_corrected_t_interval():
     row = compare(_hand(), metrics=["image_AUROC"]).iloc[0]
     assert (row["a"], row["b"], row["metric"], row["n_pairs"]) == ("cutswap", "random-swap", "image_AUROC", 6)
     assert row["mean_diff"] == pytest.approx((0.0505 / 3 + 0.04 / 3) / 2)  # 0.0150833
     assert (row["wins"], row["ties"], row["losses"]) == (4, 1, 1)
-    # By hand: each category's variance of the mean (s^2 / 3), averaged over 2 categories (/ 2^2);
-    # Welch-Satterthwaite degrees of freedom, 2 per category.
-    terms = [np.var(DIFFS[c], ddof=1) / 3 / 4 for c in ("bottle", "screw")]
-    se = np.sqrt(sum(terms))
-    df = sum(terms) ** 2 / sum(t**2 / 2 for t in terms)
-    half = stats.t.ppf(0.975, df) * se
+    mean, se, df, low, high = _hall_by_hand([DIFFS["bottle"], DIFFS["screw"]])
     assert (row["se"], row["df"]) == (pytest.approx(se), pytest.approx(df))
-    assert row["ci_low"] == pytest.approx(row["mean_diff"] - half)
-    assert row["ci_high"] == pytest.approx(row["mean_diff"] + half)
+    assert (row["ci_low"], row["ci_high"]) == (pytest.approx(low), pytest.approx(high))
+    # screw's seeds skew right (-0.01, 0.01, 0.04): the interval is longer above the mean than below
+    assert row["ci_high"] - row["mean_diff"] > row["mean_diff"] - row["ci_low"]
     assert row["detectable"] == pytest.approx((stats.t.ppf(0.975, df) + stats.t.ppf(0.8, df)) * se)
-    assert not row["test_noise"]
+    assert not row["test_noise"] and row["pairing"] == "by seed"
+    # the p-value inverts the same interval: it contains 0 here, so p >= 0.05
+    assert (row["ci_low"] <= 0) and row["p_value"] >= 0.05
+    # the symmetric candidate is the hand-computed Satterthwaite t interval
+    sym = satterthwaite(paired_differences(_hand(), "cutswap", "random-swap", "image_AUROC"))
+    half = stats.t.ppf(0.975, df) * se
+    assert (sym.low, sym.high) == (pytest.approx(mean - half), pytest.approx(mean + half))
 
 
-def test_one_category_is_scipys_one_sample_t_interval():
-    """An independent reference: with one category the interval is the textbook one-sample t interval."""
-    bottle = _hand()[lambda f: f["category"] == "bottle"]
-    row = compare(bottle, metrics=["image_AUROC"]).iloc[0]
-    reference = stats.ttest_1samp(DIFFS["bottle"], 0.0).confidence_interval(0.95)
-    assert (row["ci_low"], row["ci_high"]) == (pytest.approx(reference.low), pytest.approx(reference.high))
-    assert row["df"] == pytest.approx(2)
+def test_one_category_of_symmetric_seeds_is_scipys_one_sample_t_interval():
+    """An independent reference: seeds without skewness leave Hall's correction at 0, and one category's
+    interval is then the textbook one-sample t interval, its p-value scipy's."""
+    diffs = (0.01, 0.025, 0.04)  # third cumulant 0
+    frame = _frame({"cutswap": {"bottle": (0.91, 0.925, 0.94)}, "random-swap": {"bottle": (0.90,) * 3}})
+    row = compare(frame, metrics=["image_AUROC"]).iloc[0]
+    reference = stats.ttest_1samp(diffs, 0.0)
+    interval = reference.confidence_interval(0.95)
+    assert (row["ci_low"], row["ci_high"]) == (pytest.approx(interval.low), pytest.approx(interval.high))
+    assert row["df"] == pytest.approx(2) and row["p_value"] == pytest.approx(reference.pvalue)
 
 
 def test_test_noise_shared_by_the_seeds_widens_the_interval():
@@ -99,10 +125,28 @@ def test_paired_differences_align_on_category_and_seed_and_drop_missing_partners
         ("bottle", 0), ("bottle", 1), ("screw", 1)
     ]  # fmt: skip
     assert diffs["diff"].to_numpy() == pytest.approx([0.02, 0.0005, 0.04])
+    # unmatched seeds are not dropped: the comparison turns unpaired and says why, on every finite value
     row = compare(results, metrics=["image_AUROC"]).iloc[0]
-    assert row["n_pairs"] == 3
-    # every category weighs the same: bottle's two pairs average first, screw's one pair is a constant
-    assert row["mean_diff"] == pytest.approx(((0.02 + 0.0005) / 2 + 0.04) / 2)
+    assert row["pairing"].startswith("unpaired: the seeds differ in 2 of 2 categories")
+    assert "cutswap: 0, 1, 2; random-swap: 0, 1" in row["pairing"]
+    # every category weighs the same: each category's mean of a minus its mean of b
+    bottle = np.mean(A["bottle"]) - np.mean(B["bottle"][:2])
+    screw = np.mean(A["screw"][1:]) - np.mean(B["screw"][:2])
+    assert row["mean_diff"] == pytest.approx((bottle + screw) / 2)
+    assert row["n_pairs"] == 2 + 2  # per category the fewer of the two methods' values
+    # Welch: each category's variance of the difference of means
+    terms = [np.var(A["bottle"], ddof=1) / 3 + np.var(B["bottle"][:2], ddof=1) / 2,
+             np.var(A["screw"][1:], ddof=1) / 2 + np.var(B["screw"][:2], ddof=1) / 2]  # fmt: skip
+    assert row["se"] == pytest.approx(np.sqrt(sum(terms) / 4))
+
+
+def test_fully_disjoint_seeds_are_still_compared_unpaired():
+    frame = _hand()
+    frame.loc[frame["method"] == "random-swap", "seed"] += 10
+    row = compare(frame, metrics=["image_AUROC"]).iloc[0]
+    assert row["pairing"].startswith("unpaired") and "random-swap: 10, 11, 12" in row["pairing"]
+    assert row["mean_diff"] == pytest.approx(np.mean([np.mean(DIFFS[c]) for c in DIFFS]))
+    assert (row["wins"] + row["ties"] + row["losses"]) == 2 * 9  # every run of a against every run of b
 
 
 def _shifted(shift: float, noise: tuple[float, ...]) -> pd.DataFrame:
@@ -111,31 +155,50 @@ def _shifted(shift: float, noise: tuple[float, ...]) -> pd.DataFrame:
     return _frame({"cutswap": other, "cutpaste": base})
 
 
-def test_verdicts_for_a_clear_win_a_clear_loss_and_noise():
+def test_verdicts_for_a_clear_win_a_clear_loss_equivalence_and_noise():
     win = compare(_shifted(0.05, (0.002, -0.002, 0.001, -0.001)), metrics=["image_AUROC"]).iloc[0]
-    assert win["ci_low"] > 0
-    assert win["verdict"] == (
+    assert win["ci_low"] > 0 and win["answer"] == "a better"
+    assert win["verdict"].startswith(
         f"cutswap better by {win['mean_diff'] * 100:.1f} "
-        f"[{win['ci_low'] * 100:.1f}, {win['ci_high'] * 100:.1f}]"
+        f"[{win['ci_low'] * 100:.1f}, {win['ci_high'] * 100:.1f}] on these 2 categories "
+        "(coverage not promised: fewer than 5 seeds per category"
     )
-    assert win["verdict"].startswith("cutswap better by 5.0 [")
+    assert "does not generalise beyond these 2 categories" in win["verdict"]
     loss = compare(_shifted(-0.05, (0.002, -0.002, 0.001, -0.001)), metrics=["image_AUROC"]).iloc[0]
-    assert loss["ci_high"] < 0 and loss["losses"] == 8
+    assert loss["ci_high"] < 0 and loss["losses"] == 8 and loss["answer"] == "b better"
     # b better: the difference b - a and its interval, as positive numbers
-    assert loss["verdict"] == (
+    assert loss["verdict"].startswith(
         f"cutpaste better by {-loss['mean_diff'] * 100:.1f} "
-        f"[{-loss['ci_high'] * 100:.1f}, {-loss['ci_low'] * 100:.1f}]"
+        f"[{-loss['ci_high'] * 100:.1f}, {-loss['ci_low'] * 100:.1f}] on these 2 categories"
     )
-    assert loss["verdict"].startswith("cutpaste better by 5.0 [")
     noise = compare(_shifted(0.0, (0.02, -0.02, 0.01, -0.01)), metrics=["image_AUROC"]).iloc[0]
-    assert noise["ci_low"] < 0 < noise["ci_high"]
-    assert noise["verdict"] == f"{NO_DIFFERENCE} (would detect ±{noise['detectable'] * 100:.1f})"
+    assert noise["ci_low"] < -0.01 and noise["ci_high"] > 0.01 and noise["answer"] == "inconclusive"
+    assert noise["verdict"].startswith("inconclusive on these 2 categories: ")
+    assert f"(would detect ±{noise['detectable'] * 100:.1f}, an estimate)" in noise["verdict"]
+    same = compare(_shifted(0.0, (0.001, -0.001, 0.0005, -0.0005)), metrics=["image_AUROC"]).iloc[0]
     assert (
-        verdict("a", "b", Interval(-0.05, -0.06, -0.04, 0.005, 6, 0.014), 8) == "b better by 5.0 [4.0, 6.0]"
+        -0.01 <= same["ci_low"] < 0 < same["ci_high"] <= 0.01 and same["answer"] == "practically equivalent"
     )
-    assert verdict("a", "b", Interval(0.05, 0.04, 0.06, 0.005, 6, 0.014), 8) == "a better by 5.0 [4.0, 6.0]"
-    # fewer than 2 pairs
-    assert verdict("a", "b", Interval(0.05, 0.04, 0.06, 0.005, 6, 0.014), 1).startswith(NO_DIFFERENCE)
+    assert same["verdict"].startswith("practically equivalent on these 2 categories: ")
+    assert "lies within ±1.0" in same["verdict"]
+    # a wider margin turns the noisy row equivalent too; a margin must be positive
+    wide = compare(_shifted(0.0, (0.02, -0.02, 0.01, -0.01)), metrics=["image_AUROC"], margin=0.2).iloc[0]
+    assert wide["answer"] == "practically equivalent"
+    with pytest.raises(ValueError, match="margin"):
+        compare(_hand(), margin=0)
+    iv = Interval(-0.05, -0.06, -0.04, 0.005, 6, 0.014)
+    assert verdict("a", "b", iv, 8, 3) == "b better by 5.0 [4.0, 6.0] on these 3 categories"
+    small = Interval(0.005, 0.002, 0.008, 0.001, 6, 0.003)
+    assert verdict("a", "b", small, 8, 3).endswith(", less than the ±1.0-point margin")
+    assert verdict("a", "b", iv, 8, 3, flag="x").endswith(" (coverage not promised: x)")
+
+
+def test_answers_from_the_interval_and_the_margin():
+    assert answer(0.001, 0.02, 0.01) == "a better"
+    assert answer(-0.02, -0.001, 0.01) == "b better"
+    assert answer(-0.01, 0.01, 0.01) == "practically equivalent"
+    assert answer(-0.011, 0.005, 0.01) == "inconclusive"
+    assert answer(float("nan"), float("nan"), 0.01) == "not answered"
 
 
 def test_single_seed_categories_are_constants_and_alone_give_no_interval():
@@ -147,8 +210,81 @@ def test_single_seed_categories_are_constants_and_alone_give_no_interval():
     assert both["mean_diff"] == pytest.approx((np.mean(DIFFS["bottle"]) - 0.01) / 2)
     assert both["se"] == pytest.approx(np.sqrt((s2 / 3 + s2 / 1) / 4))
     one_seed = compare(_hand()[lambda f: f["seed"] == 0], metrics=["image_AUROC"]).iloc[0]
-    assert one_seed["n_pairs"] == 2 and np.isnan(one_seed["ci_low"])
-    assert one_seed["verdict"] == f"{NO_DIFFERENCE} (too few seeds to tell)"
+    assert one_seed["n_pairs"] == 2 and np.isnan(one_seed["ci_low"]) and one_seed["answer"] == "not answered"
+    assert one_seed["verdict"].startswith("not answered: no category has two seeds")
+
+
+def test_equal_seed_differences_without_test_noise_give_no_zero_width_interval():
+    frame = _frame({"cutswap": {"bottle": (0.91, 0.92, 0.93)}, "random-swap": {"bottle": (0.90, 0.91, 0.92)}})
+    row = compare(frame, metrics=["image_AUROC"]).iloc[0]
+    assert row["mean_diff"] == pytest.approx(0.01)
+    assert np.isnan(row["ci_low"]) and np.isnan(row["ci_high"]) and np.isnan(row["p_value"])
+    assert row["answer"] == "not answered"
+    assert row["verdict"].startswith("not answered: every seed gives the same difference")
+
+
+def _categories(n: int, shift: float = 0.02, seeds: int = 3) -> pd.DataFrame:
+    rng = np.random.default_rng(n)
+    a, b = {}, {}
+    for c in range(n):
+        level = rng.uniform(0.7, 0.95)
+        b[f"c{c}"] = tuple(level + rng.normal(0, 0.01, seeds))
+        a[f"c{c}"] = tuple(level + shift * (1 if c % 3 else -1) + rng.normal(0, 0.01, seeds))
+    return _frame({"cutswap": a, "random-swap": b})
+
+
+def test_categories_like_these_are_scipys_t_interval_over_category_means_from_five_categories():
+    frame = _categories(6)
+    row = compare(frame, metrics=["image_AUROC"]).iloc[0]
+    diffs = paired_differences(frame, "cutswap", "random-swap", "image_AUROC")
+    means = diffs.groupby("category")["diff"].mean().to_numpy()
+    reference = stats.ttest_1samp(means, 0.0).confidence_interval(0.95)  # an independent reference
+    assert (row["like_these_low"], row["like_these_high"]) == (
+        pytest.approx(reference.low),
+        pytest.approx(reference.high),
+    )
+    assert (row["categories"], row["categories_a"], row["categories_b"]) == (6, 4, 2)
+    assert "4 of 6 favour cutswap, 2 favour random-swap" in row["verdict"]
+    assert "on categories like these" in row["verdict"]
+    few = compare(_categories(4), metrics=["image_AUROC"]).iloc[0]
+    assert np.isnan(few["like_these_low"]) and few["like_these_answer"] == "n/a"
+    assert "does not generalise beyond these 4 categories (fewer than 5)" in few["verdict"]
+
+
+def test_holm_by_hand():
+    # sorted 0.005, 0.01, 0.03, 0.04 -> 4 x 0.005 = 0.02, 3 x 0.01 = 0.03, 2 x 0.03 = 0.06, max(0.06, 0.04)
+    np.testing.assert_allclose(holm([0.01, 0.04, 0.03, 0.005]), [0.03, 0.06, 0.06, 0.02])
+    out = holm([0.2, float("nan"), 0.6])
+    assert np.isnan(out[1]) and out[0] == pytest.approx(0.4) and out[2] == pytest.approx(0.6)
+
+
+def test_confirmatory_rows_and_exploratory_rows_adjusted_within_their_family():
+    frame = _frame(
+        {"cutswap": A, "random-swap": B, "cutpaste": B, "imagenet-gde": {"bottle": (0.8,), "screw": (0.5,)}}
+    )
+    confirmatory = [("cutswap", "random-swap", "image_AUROC")]
+    table = compare(frame, metrics=["image_AUROC"], confirmatory=confirmatory)
+    roles = dict(zip(zip(table["a"], table["b"], strict=True), table["role"], strict=True))
+    assert roles[("cutswap", "random-swap")] == "confirmatory"
+    assert roles[("cutswap", "cutpaste")] == "exploratory"
+    explore = table[table["role"] == "exploratory"]
+    np.testing.assert_allclose(explore["p_adjusted"], holm(explore["p_value"].to_numpy()))
+    alone = table[table["role"] == "confirmatory"].iloc[0]
+    assert alone["p_adjusted"] == pytest.approx(alone["p_value"])  # a family of one
+    md = comparisons_markdown(table, margin=0.01)
+    assert "1 confirmatory question" in md and f"{len(explore)} exploratory rows" in md
+    assert f'about {0.05 * len(explore):.1f} "better" answers' in md
+
+
+def test_probability_of_improvement_is_mann_whitneys_u_averaged_over_categories():
+    a = {"c0": pd.Series([0.9, 0.8, 0.7]), "c1": pd.Series([0.5, 0.6])}
+    b = {"c0": pd.Series([0.85, 0.75]), "c1": pd.Series([0.6, 0.4, 0.3])}
+    p, low, high = probability_of_improvement(a, b, tie=0.0)
+    expected = np.mean([stats.mannwhitneyu(a[c], b[c]).statistic / (len(a[c]) * len(b[c])) for c in a])
+    assert p == pytest.approx(expected)  # c0: 3 wins / 6; c1: (4 wins + a tie's half) / 6
+    assert p == pytest.approx((3 / 6 + 4.5 / 6) / 2)
+    assert 0 <= low <= p <= high <= 1
+    assert probability_of_improvement(a, b, tie=0.0) == (p, low, high)  # seeded: the same every time
 
 
 def test_columns_exact():
@@ -204,16 +340,40 @@ def test_pairs_answer_the_questions_among_the_methods_present():
 def test_markdown_table_is_in_points_with_questions_and_how_the_interval_was_made():
     results = _shifted(0.05, (0.002, -0.002, 0.001, -0.001))
     table = compare(results, metrics=["image_AUROC"])
-    md = comparisons_markdown(table, redraws=500)
+    md = comparisons_markdown(table, redraws=500, margin=0.01)
     row = table.iloc[0]
-    assert "| Do saliency-guided swaps beat CutPaste? | cutswap − cutpaste | image_AUROC | 8 | +5.0 |" in md
-    assert f"| ±{row['detectable'] * 100:.1f} | 8/0/0 | {row['verdict']} |" in md
-    assert "95% t interval" in md and "500 redraws of its test images" in md
-    # a report of an earlier version (no power columns, a bootstrap over seeds) still shows
-    old = comparisons_markdown(
-        table.drop(columns=["se", "df", "detectable", "test_noise"]), n_boot=10000, seed=0
+    head = (
+        "| Do saliency-guided swaps beat CutPaste? | cutswap − cutpaste | image_AUROC | exploratory (adj. p "
     )
-    assert "| n/a | 8/0/0 |" in old and "10000 bootstrap resamples of seeds" in old
+    assert head in md
+    assert (
+        f"| 8 | +5.0 | [{row['ci_low'] * 100:+.1f}, {row['ci_high'] * 100:+.1f}] | {row['p_improve']:.2f} ["
+        in md
+    )
+    assert f"| {row['verdict']} |" in md
+    assert "skewness" in md and "500 redraws of its test images" in md and "±1 points" in md
+    assert "luck of the one training set" in md
+    # a report of an earlier version (no role or P(a > b), a bootstrap over seeds) still shows
+    old = comparisons_markdown(
+        table[
+            [
+                "a",
+                "b",
+                "metric",
+                "n_pairs",
+                "mean_diff",
+                "ci_low",
+                "ci_high",
+                "wins",
+                "ties",
+                "losses",
+                "verdict",
+            ]
+        ],
+        n_boot=10000,
+        seed=0,
+    )
+    assert "| n/a | 8 | +5.0 |" in old and "10000 bootstrap resamples of seeds" in old
 
 
 def test_the_no_training_baseline_pairs_its_one_value_with_every_seed():

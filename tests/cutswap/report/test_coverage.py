@@ -19,7 +19,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from cutswap.report.compare import compare, paired_interval
+from cutswap.report.compare import compare
+from cutswap.report.intervals import skew_t as paired_interval
 from cutswap.score.resample import N_REDRAWS, image_metric_redraws, redraws
 
 SIGMA = np.array([0.140, 0.042, 0.056])

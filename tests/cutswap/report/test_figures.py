@@ -117,15 +117,12 @@ def test_distribution_roc_training_and_difference_figures_are_small_pngs(tmp_pat
     )
     rows = [
         ("cutswap", "random-swap", "image_AUROC", 6, 0.02, 0.01, 0.03, 5, 0, 1, "cutswap better"),
-        ("cutswap", "cutpaste", "image_AUROC", 6, -0.01, -0.04, 0.02, 2, 1, 3, "no detectable difference"),
-        ("cutswap", "cutpaste", "pixel_AUROC", 1, 0.01, np.nan, np.nan, 1, 0, 0, "no detectable difference"),
+        ("cutswap", "cutpaste", "image_AUROC", 6, -0.01, -0.04, 0.02, 2, 1, 3, "inconclusive"),
+        ("cutswap", "cutpaste", "pixel_AUROC", 1, 0.01, np.nan, np.nan, 1, 0, 0, "not answered"),
     ]  # fmt: skip
-    comparisons = pd.DataFrame(
-        rows,
-        columns=[
-            c for c in COLUMNS if c not in ("block", "question", "se", "df", "detectable", "test_noise")
-        ],
-    )
+    columns = ["a", "b", "metric", "n_pairs", "mean_diff", "ci_low", "ci_high", "wins", "ties", "losses"]
+    comparisons = pd.DataFrame(rows, columns=[*columns, "verdict"])
+    assert set(comparisons.columns) <= set(COLUMNS)
     diffs = {("cutswap", "random-swap", "image_AUROC"): np.array([0.01, 0.02, 0.03, 0.02, 0.025, -0.01])}
     _png(figures.differences_figure(tmp_path / "d.png", comparisons, diffs))
 

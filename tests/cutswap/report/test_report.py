@@ -167,19 +167,27 @@ def test_report_writes_comparisons_and_show_prints_them(tmp_path, monkeypatch, c
     assert row["mean_diff"] == pytest.approx(0.052)  # fractions: 0.05, and 0.054 for seed 1
     assert row["verdict"].startswith("cutswap better by 5.2 [")
     prov = json.loads((folder / "provenance.json").read_text())
-    assert prov["comparisons"] == {"confidence": 0.95, "power": 0.8, "tie": 0.001, "redraws": 500}
+    confirmatory = [["cutswap", "random-swap", "image_AUROC"], ["cutswap", "cutpaste", "image_AUROC"]]
+    assert prov["comparisons"] == {
+        "confidence": 0.95, "power": 0.8, "tie": 0.001, "redraws": 500, "margin": 0.01,
+        "confirmatory": confirmatory,
+    }  # fmt: skip
+    assert row["role"] == "confirmatory" and row["answer"] == "a better"
     assert prov["machine"]["cpus"] >= 1 and prov["machine"]["cpu"]
     md = (folder / "summary.md").read_text()
     assert "## Comparisons" in md and row["verdict"] in md
-    assert "| Do saliency-guided swaps beat CutPaste? | cutswap − cutpaste | image_AUROC | 4 | +5.2 |" in md
-    assert "95% t interval" in md and "detectable (80% power)" in md
+    head = "| Do saliency-guided swaps beat CutPaste? | cutswap − cutpaste | image_AUROC | confirmatory | 4 |"
+    assert f"{head} +5.2 |" in md
+    assert "skewness" in md and "±1 points" in md
+    assert "1 confirmatory question," in md  # only cutswap - cutpaste of the two was asked in this run
     page = (folder / "index.html").read_text()
     assert "<h2>Comparisons</h2>" in page and 'id="comparisons"' in page and row["verdict"] in page
-    assert "detectable (80% power)" in page and "Per-seed numbers are not reproducible" in page
+    assert "P(a &gt; b)" in page and "Per-seed numbers are not reproducible" in page
+    assert "figures/profile.png" in page
     assert cli(["--reports", str(tmp_path), "show", "r1"]) == 0
     out = capsys.readouterr().out
     assert out.index("| bottle |") < out.index("Comparisons") and row["verdict"] in out
-    assert "t interval" in out and f"±{row['detectable'] * 100:.1f}" in out
+    assert "t interval" in out and "P(a > b)" in out
 
 
 def test_report_without_a_question_writes_no_comparisons(tmp_path, monkeypatch, capsys):
