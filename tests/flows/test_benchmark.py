@@ -135,9 +135,15 @@ def test_the_report_answers_its_questions_with_the_baseline_and_computed_compari
     assert pd.isna(baseline["steps"]) and set(trained["steps"]) == {2}
     comparisons = pd.read_csv(folder / "comparisons.csv")
     assert list(comparisons.columns) == [
-        "block", "question", "a", "b", "metric", "n_pairs", "mean_diff", "ci_low", "ci_high", "se", "df",
-        "detectable", "test_noise", "wins", "ties", "losses", "verdict",
+        "block", "question", "role", "a", "b", "metric", "pairing", "n_pairs", "mean_diff", "ci_low",
+        "ci_high", "se", "df", "detectable", "test_noise", "flag", "p_value", "p_adjusted", "answer",
+        "categories", "categories_a", "categories_b", "like_these_low", "like_these_high",
+        "like_these_answer", "p_improve", "p_improve_low", "p_improve_high", "wins", "ties", "losses",
+        "verdict",
     ]  # fmt: skip
+    roles = comparisons.set_index(["a", "b", "metric"])["role"]
+    assert roles[("cutswap", "random-swap", "image_AUROC")] == "confirmatory"
+    assert (roles.drop(("cutswap", "random-swap", "image_AUROC")) == "exploratory").all()
     assert set(comparisons["block"]) == {"main"}  # no variants, no ablation block
     # every answer holds the test set's noise, from the evaluate stores' scores (and maps for pixel metrics)
     assert comparisons["test_noise"].all() and (comparisons["detectable"] > 0).all()

@@ -81,7 +81,7 @@ def test_a_preset_for_data_on_disk_asks_for_the_dataset_root(path: Path, tmp_pat
 
 
 #: The sections whose every setting ``docs/method.md`` explains (the rest say where files and workers are).
-METHOD_SECTIONS = ("saliency", "cluster", "pairs", "train", "evaluate")
+METHOD_SECTIONS = ("saliency", "cluster", "pairs", "train", "evaluate", "report")
 #: A knob row of the docs' tables: ``| `section.name` | `default` | meaning |``.
 KNOB_ROW = re.compile(r"^\| `(?P<name>[a-z_]+\.[a-z0-9_]+)` \| `(?P<default>[^`]*)` \|", re.MULTILINE)
 
@@ -177,6 +177,15 @@ def test_an_unknown_key_gets_a_did_you_mean(overrides, message):
         ),
         ({"train.trunk_lr_factor": 0}, "train.trunk_lr_factor: Input should be greater than 0"),
         ({"evaluate.coreset_fraction": 0}, "evaluate.coreset_fraction: Input should be greater than 0"),
+        ({"report.equivalence_margin": 0}, "report.equivalence_margin: Input should be greater than 0"),
+        (
+            {"report.confirmatory": "[{a: cutswap, b: randomswap}]"},
+            "report.confirmatory[0] names 'randomswap', which is neither a method nor a variant of this run",
+        ),
+        (
+            {"report.confirmatory": "[{a: cutswap, b: random-swap, metric: image_auroc}]"},
+            "report.confirmatory.0.metric: Input should be 'image_AUROC'",
+        ),
         ({"storage_root": "ftp://host/cutswap"}, "storage_root: 'ftp://host/cutswap': unknown scheme ftp://"),
         ({"storage_root": "s3://"}, "storage_root: 's3://' names no bucket; give s3://BUCKET/PREFIX"),
         ({"storage_root": "memory://x"}, "storage_root memory://x lives in this process's memory"),
@@ -223,6 +232,14 @@ def test_a_value_that_would_fail_in_a_worker_is_refused_in_one_line(overrides, m
 )
 def test_values_a_user_means_are_read_as_meant(overrides, check):
     assert check(load_settings(CONFIGS / "demo.yaml", overrides))
+
+
+def test_a_confirmatory_metric_is_one_the_report_compares():
+    from cutswap.pipeline.settings import REPORT_METRICS
+    from cutswap.report.compare import CONFIRMATORY_DEFAULT, METRICS
+
+    assert REPORT_METRICS == METRICS
+    assert [(q.a, q.b, q.metric) for q in Settings().report.confirmatory] == list(CONFIRMATORY_DEFAULT)
 
 
 def test_settings_survive_their_json_round_trip():
