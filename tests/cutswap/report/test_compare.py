@@ -42,42 +42,56 @@ def _hand() -> pd.DataFrame:
     return _frame({"cutswap": A, "random-swap": B})
 
 
-def _hall_by_hand(category_diffs: list[tuple[float, ...]]) -> tuple[float, float, float, float, float]:
-    """Mean, se, df and Hall's interval written out from the formulas of cutswap.report.intervals."""
-    k_cat = len(category_diffs)
-    means = [np.mean(d) for d in category_diffs]
-    terms = [np.var(d, ddof=1) / len(d) / k_cat**2 for d in category_diffs]
-    se = np.sqrt(sum(terms))
-    df = sum(terms) ** 2 / sum(t**2 / (len(d) - 1) for t, d in zip(terms, category_diffs, strict=True))
-    k3 = [
-        len(d) / ((len(d) - 1) * (len(d) - 2)) * np.sum((np.array(d) - np.mean(d)) ** 3)
-        for d in category_diffs
-    ]
-    skew = sum(k / len(d) ** 2 for k, d in zip(k3, category_diffs, strict=True)) / k_cat**3 / se**3
-    q = stats.t.ppf([0.025, 0.975], df)
-    inverse = 3 / skew * (np.cbrt(1 + skew * (q - skew / 6)) - 1)  # t with g(t) = q
-    mean = np.mean(means)
-    return mean, se, df, mean - se * inverse[1], mean - se * inverse[0]
-
-
-def test_hand_computed_mean_counts_and_skewness_corrected_t_interval():
+def test_hand_computed_mean_counts_and_satterthwaite_t_interval_below_five_seeds():
     row = compare(_hand(), metrics=["image_AUROC"]).iloc[0]
     assert (row["a"], row["b"], row["metric"], row["n_pairs"]) == ("cutswap", "random-swap", "image_AUROC", 6)
     assert row["mean_diff"] == pytest.approx((0.0505 / 3 + 0.04 / 3) / 2)  # 0.0150833
     assert (row["wins"], row["ties"], row["losses"]) == (4, 1, 1)
-    mean, se, df, low, high = _hall_by_hand([DIFFS["bottle"], DIFFS["screw"]])
+    # By hand: each category's variance of the mean (s^2 / 3), averaged over 2 categories (/ 2^2);
+    # Welch-Satterthwaite degrees of freedom, 2 per category. With 3 seeds the seeds' skewness is not
+    # estimated (3 draws do not measure a third cumulant): the symmetric t interval, flagged.
+    terms = [np.var(DIFFS[c], ddof=1) / 3 / 4 for c in ("bottle", "screw")]
+    se = np.sqrt(sum(terms))
+    df = sum(terms) ** 2 / sum(t**2 / 2 for t in terms)
+    half = stats.t.ppf(0.975, df) * se
     assert (row["se"], row["df"]) == (pytest.approx(se), pytest.approx(df))
-    assert (row["ci_low"], row["ci_high"]) == (pytest.approx(low), pytest.approx(high))
-    # screw's seeds skew right (-0.01, 0.01, 0.04): the interval is longer above the mean than below
-    assert row["ci_high"] - row["mean_diff"] > row["mean_diff"] - row["ci_low"]
+    assert row["ci_low"] == pytest.approx(row["mean_diff"] - half)
+    assert row["ci_high"] == pytest.approx(row["mean_diff"] + half)
     assert row["detectable"] == pytest.approx((stats.t.ppf(0.975, df) + stats.t.ppf(0.8, df)) * se)
     assert not row["test_noise"] and row["pairing"] == "by seed"
+    assert row["flag"] == "fewer than 5 seeds per category"
     # the p-value inverts the same interval: it contains 0 here, so p >= 0.05
-    assert (row["ci_low"] <= 0) and row["p_value"] >= 0.05
-    # the symmetric candidate is the hand-computed Satterthwaite t interval
+    assert row["ci_low"] <= 0 and row["p_value"] == pytest.approx(2 * stats.t.sf(row["mean_diff"] / se, df))
     sym = satterthwaite(paired_differences(_hand(), "cutswap", "random-swap", "image_AUROC"))
-    half = stats.t.ppf(0.975, df) * se
-    assert (sym.low, sym.high) == (pytest.approx(mean - half), pytest.approx(mean + half))
+    assert (sym.low, sym.high, sym.p) == (row["ci_low"], row["ci_high"], row["p_value"])
+
+
+#: 2 categories x 5 seeds; bottle's differences skew right (one large), screw's are symmetric.
+SKEWED = {"bottle": (0.00, 0.01, 0.005, 0.002, 0.06), "screw": (0.01, 0.02, 0.03, 0.04, 0.05)}
+
+
+def test_hand_computed_hall_interval_from_five_seeds():
+    base = {c: (0.8,) * 5 for c in SKEWED}
+    frame = _frame({"cutswap": {c: tuple(0.8 + d for d in v) for c, v in SKEWED.items()}, "cutpaste": base})
+    row = compare(frame, metrics=["image_AUROC"]).iloc[0]
+    groups = [np.array(SKEWED[c]) for c in ("bottle", "screw")]
+    terms = [g.var(ddof=1) / 5 / 4 for g in groups]
+    se = np.sqrt(sum(terms))
+    df = sum(terms) ** 2 / sum(t**2 / 4 for t in terms)
+    k3 = [5 / (4 * 3) * np.sum((g - g.mean()) ** 3) for g in groups]  # unbiased third k-statistic
+    skew = sum(k / 25 for k in k3) / 2**3 / se**3  # of the mean of category means
+    q = stats.t.ppf([0.025, 0.975], df)
+    t_of_q = 3 / skew * (np.cbrt(1 + skew * (q - skew / 6)) - 1)  # Hall's g(t) = q solved for t
+    mean = np.mean([g.mean() for g in groups])
+    assert (row["se"], row["df"]) == (pytest.approx(se), pytest.approx(df))
+    assert row["ci_low"] == pytest.approx(mean - se * t_of_q[1])
+    assert row["ci_high"] == pytest.approx(mean - se * t_of_q[0])
+    # a long right tail in the seeds: the interval reaches further above the mean than below it
+    assert row["ci_high"] - mean > mean - row["ci_low"] and row["flag"] == ""
+    # the p-value inverts the same interval: g(mean / se) against the t distribution
+    g = mean / se + skew * (mean / se) ** 2 / 3 + skew**2 * (mean / se) ** 3 / 27 + skew / 6
+    assert row["p_value"] == pytest.approx(2 * stats.t.sf(abs(g), df))
+    assert (row["p_value"] < 0.05) == (row["ci_low"] > 0)
 
 
 def test_one_category_of_symmetric_seeds_is_scipys_one_sample_t_interval():
