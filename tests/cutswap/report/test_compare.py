@@ -59,7 +59,7 @@ def test_hand_computed_mean_counts_and_satterthwaite_t_interval_below_five_seeds
     assert row["ci_high"] == pytest.approx(row["mean_diff"] + half)
     assert row["detectable"] == pytest.approx((stats.t.ppf(0.975, df) + stats.t.ppf(0.8, df)) * se)
     assert not row["test_noise"] and row["pairing"] == "by seed"
-    assert row["flag"] == "fewer than 5 seeds per category"
+    assert row["flag"].startswith("fewer than 5 seeds per category; screw holds 74% of the variance")
     # the p-value inverts the same interval: it contains 0 here, so p >= 0.05
     assert row["ci_low"] <= 0 and row["p_value"] == pytest.approx(2 * stats.t.sf(row["mean_diff"] / se, df))
     sym = satterthwaite(paired_differences(_hand(), "cutswap", "random-swap", "image_AUROC"))
@@ -87,7 +87,8 @@ def test_hand_computed_hall_interval_from_five_seeds():
     assert row["ci_low"] == pytest.approx(mean - se * t_of_q[1])
     assert row["ci_high"] == pytest.approx(mean - se * t_of_q[0])
     # a long right tail in the seeds: the interval reaches further above the mean than below it
-    assert row["ci_high"] - mean > mean - row["ci_low"] and row["flag"] == ""
+    assert row["ci_high"] - mean > mean - row["ci_low"]
+    assert row["flag"] == "bottle holds 72% of the variance"  # 5 seeds: only the share rule fires
     # the p-value inverts the same interval: g(mean / se) against the t distribution
     g = mean / se + skew * (mean / se) ** 2 / 3 + skew**2 * (mean / se) ** 3 / 27 + skew / 6
     assert row["p_value"] == pytest.approx(2 * stats.t.sf(abs(g), df))
