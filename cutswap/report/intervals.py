@@ -21,8 +21,9 @@ differ in the quantiles they take:
   over ``n_c^2``; the test-set term is normal and adds none). The interval is ``mean - se * g^-1(t_df
   quantiles)``: asymmetric, longer on the side of the seeds' long tail, which is where a t interval misses
   when trainings now and then collapse. Below :data:`MIN_SEEDS` seeds in a category ``k`` is 0: the
-  symmetric interval (:func:`skew_interval` says why). Its p-value inverts the same interval: ``2 min(F(g(T)), 1 -
-  F(g(T)))`` with ``T = mean / se``, so ``p < 0.05`` exactly when the interval excludes 0.
+  symmetric interval (:func:`skew_interval` says why). Its p-value inverts the same interval:
+  ``2 min(F(g(T)), 1 - F(g(T)))`` with ``T = mean / se``, so ``p < 0.05`` exactly when the interval
+  excludes 0.
 * ``satterthwaite``: the report's interval before issue 31, ``mean -+ t_df * se``.
 * ``skew-t-pooled``: ``skew-t`` with every category's third cumulant ``g1 * s_c^3``, ``g1`` the mean over
   categories of ``k3_c / s_c^3`` (one noise shape shared by the categories).
