@@ -24,7 +24,7 @@ SAME = "same"
 
 
 def direction(ci_low: float, ci_high: float) -> int:
-    """+1: a better (interval above zero), -1: b better, 0: no detectable difference or no interval."""
+    """+1: a better (interval above zero), -1: b better, 0: the interval holds zero, or no interval."""
     if np.isfinite(ci_low) and ci_low > 0:
         return 1
     if np.isfinite(ci_high) and ci_high < 0:

@@ -60,7 +60,16 @@ import pandas as pd
 from scipy import stats
 
 from cutswap.method.registry import METHODS, UNTRAINED_METHODS
-from cutswap.report.intervals import MAX_SHARE, MIN_SEEDS, POWER, Interval, Parts, flag, skew_interval
+from cutswap.report.intervals import (
+    MAX_SHARE,
+    MIN_SEEDS,
+    POWER,
+    ROUND_OFF,
+    Interval,
+    Parts,
+    flag,
+    skew_interval,
+)
 
 #: The no-training baseline: frozen ImageNet trunk + the same Gaussian density, nothing trained.
 BASELINE = "imagenet-gde"
@@ -94,7 +103,8 @@ QUESTIONS: dict[tuple[str, str], str] = {
     ("cutswap", "cutpaste"): "Do saliency-guided swaps beat CutPaste?",
     ("cutswap-3way", "cutpaste-3way"): "Do saliency-guided swaps beat CutPaste in the 3-way setting?",
 }
-#: The confirmatory questions of the shipped presets (``report.confirmatory``'s default).
+#: The confirmatory questions of the shipped presets: ``report.confirmatory``'s default in the settings, which
+#: do not import this module (a test keeps the two equal).
 CONFIRMATORY_DEFAULT = (("cutswap", "random-swap", "image_AUROC"), ("cutswap", "cutpaste", "image_AUROC"))
 _REQUIRED = ("category", "method", "seed")
 #: The blocks of questions, in the report's order: the benchmark's own, then the variants' (``ablations``).
@@ -206,8 +216,9 @@ def _test_variances(
     """Per category, the test-set variance every compared difference shares (module docstring), and B.
 
     ``columns``: per category the (seed of a, seed of b) of each difference: ``(s, s)`` paired, every
-    combination unpaired (pairs that share a seed share its own test noise too, so the shared part is
-    overstated a little: the interval errs wide).
+    combination unpaired. The shared part is the mean covariance of two differences that share neither
+    a's nor b's evaluation (two that share one also share its own test noise); paired, that is every two
+    seeds.
     """
     # a method that trains nothing has one evaluation per category, paired with every seed of the other
     both_untrained = a in UNTRAINED_METHODS and b in UNTRAINED_METHODS
@@ -233,8 +244,11 @@ def _test_variances(
             raise ValueError(f"fewer than 2 usable test redraws for {category}")
         n_redraws = len(d)
         cov = np.atleast_2d(np.cov(d, rowvar=False))
-        k = len(cov)
-        shared = (cov.sum() - np.trace(cov)) / (k * (k - 1)) if k > 1 else cov[0, 0]
+        sa, sb = (np.array([pair[i] for pair in seeds]) for i in (0, 1))
+        apart = (sa[:, None] != sa[None, :]) & (sb[:, None] != sb[None, :])
+        if not apart.any():  # one seed on a side: every two differences share it; all but the diagonal
+            apart = ~np.eye(len(cov), dtype=bool)
+        shared = cov[apart].mean() if apart.any() else cov[0, 0]
         out[category] = max(float(shared), 0.0)
     return out, n_redraws
 
@@ -256,8 +270,8 @@ def unpaired_reason(a: str, b: str, va: dict[str, pd.Series], vb: dict[str, pd.S
 
     Two trained methods whose finite results do not share their seeds in some category (a seed not run, or
     failed, on one side) are compared through each category's means rather than by dropping the unmatched
-    seeds: nothing is shared between two methods' trainings with the same seed number but the test set,
-    which every evaluation of a category shares anyway, so no pairing is lost.
+    seeds, which would change the design without a word. The pairing by seed number (the same initial
+    weights and random stream) is then given up, so the interval errs wide.
     """
     if a in UNTRAINED_METHODS or b in UNTRAINED_METHODS:
         return None
@@ -269,6 +283,17 @@ def unpaired_reason(a: str, b: str, va: dict[str, pd.Series], vb: dict[str, pd.S
         f"unpaired: the seeds differ in {len(differ)} of {len(common)} categories ({a}: {_seed_list(va)}; "
         f"{b}: {_seed_list(vb)}), so each category's means are compared (Welch)"
     )
+
+
+def row_differences(results: pd.DataFrame, a: str, b: str, metric: str) -> np.ndarray:
+    """The differences a row of :func:`compare` counts its wins, ties and losses over, and the report
+    draws: per (category, seed) pair, or every run of a against every run of b within each category when
+    the row is unpaired (:func:`unpaired_reason`)."""
+    va, vb = _by_category(results, a, metric), _by_category(results, b, metric)
+    if unpaired_reason(a, b, va, vb) is None:
+        return paired_differences(results, a, b, metric)["diff"].to_numpy(float)
+    cross = _cross(va, vb)
+    return np.concatenate(list(cross.values())) if cross else np.empty(0)
 
 
 def _cross(va: dict[str, pd.Series], vb: dict[str, pd.Series]) -> dict[str, np.ndarray]:
@@ -287,10 +312,12 @@ def probability_of_improvement(
     """P(a > b): the chance that a run of a beats a run of b on the same category, averaged over categories
     (rliable's unpaired form, Agarwal et al. 2021), a tie (``|a - b| <= tie``) counting one half; with a
     percentile interval from a bootstrap of each method's runs within each category (seeded, so a report
-    rebuilds the same). NaNs without a common category.
+    rebuilds the same). NaNs without a common category; NaN bounds where the resamples do not vary (one
+    run a side, or every run of a beating every run of b), where a zero-width interval would claim
+    certainty that a few runs cannot give.
 
-    Unpaired on purpose: two methods' trainings with the same seed number share nothing but the test set,
-    so all ``n_a x n_b`` runs of a category are comparable and the estimate uses them all.
+    Unpaired, as rliable's: it asks how often one training of a beats one of b, over all ``n_a x n_b``
+    comparisons of a category, not only the seed-matched ones.
     """
     common = sorted(set(va) & set(vb))
     if not common:
@@ -305,6 +332,8 @@ def probability_of_improvement(
         boot.append(_beats(xs, ys, tie))
     alpha = 1 - confidence
     low, high = np.quantile(np.mean(boot, axis=0), [alpha / 2, 1 - alpha / 2])
+    if high - low < 1e-12:
+        return float(np.mean(point)), float("nan"), float("nan")
     return float(np.mean(point)), float(low), float(high)
 
 
@@ -319,7 +348,7 @@ def like_these(parts: Parts, confidence: float = 0.95) -> tuple[float, float]:
     differences with ``C - 1`` degrees of freedom (docs/method.md says why this one); NaNs with fewer than
     :data:`MIN_CATEGORIES` categories, or when every category's mean is the same."""
     m = parts.category_means
-    if len(m) < MIN_CATEGORIES or not np.all(np.isfinite(m)) or np.std(m) == 0:
+    if len(m) < MIN_CATEGORIES or not np.all(np.isfinite(m)) or np.std(m) <= ROUND_OFF:
         return float("nan"), float("nan")
     half = stats.t.ppf(0.5 + confidence / 2, len(m) - 1) * m.std(ddof=1) / np.sqrt(len(m))
     return float(m.mean() - half), float(m.mean() + half)
@@ -347,20 +376,38 @@ def _span(mean: float, low: float, high: float, sign: int = 1) -> str:
     return f"{mean * 100:.1f} [{low * 100:.1f}, {high * 100:.1f}]"
 
 
-def why_not_answered(iv: Interval, n_pairs: int) -> str:
+def why_not_answered(iv: Interval, n_pairs: int, unpaired: bool = False) -> str:
     """Why a row has no interval, in words (for the verdict)."""
     if n_pairs == 0 or not np.isfinite(iv.mean):
         return "no pairs to compare"
     if not np.isfinite(iv.se):
+        if unpaired:
+            return "a method has no category with two seeds, so its seeds' noise cannot be measured"
         return "no category has two seeds, so the seeds' noise cannot be measured"
+    same = (
+        "every run of each method gives the same value"
+        if unpaired
+        else "every seed gives the same difference"
+    )
     return (
-        "every seed gives the same difference in each category and the test set's noise was not measured, "
-        "so any interval would be made up; rerun with more seeds or with the test-set redraws"
+        f"{same} in each category and the test set's noise was not measured, so any interval would be "
+        "made up; rerun with more seeds or with the test-set redraws"
     )
 
 
+def _categories_words(n: int) -> str:
+    return "this 1 category" if n == 1 else f"these {n} categories"
+
+
 def verdict(
-    a: str, b: str, iv: Interval, n_pairs: int, categories: int, margin: float = MARGIN, flag: str = ""
+    a: str,
+    b: str,
+    iv: Interval,
+    n_pairs: int,
+    categories: int,
+    margin: float = MARGIN,
+    flag: str = "",
+    unpaired: bool = False,
 ) -> str:
     """The row's conclusion on these categories, in words, differences in percentage points: the better
     method, by how much and its interval (as positive numbers); practically equivalent; or inconclusive
@@ -368,8 +415,8 @@ def verdict(
     promised; a row without an interval says why."""
     said = answer(iv.low, iv.high, margin)
     if said == NOT_ANSWERED:
-        return f"{NOT_ANSWERED}: {why_not_answered(iv, n_pairs)}"
-    scope = f"on these {categories} categories"
+        return f"{NOT_ANSWERED}: {why_not_answered(iv, n_pairs, unpaired)}"
+    scope = f"on {_categories_words(categories)}"
     width = f"±{margin * 100:.1f}"
     if said in (A_BETTER, B_BETTER):
         winner, sign = (a, 1) if said == A_BETTER else (b, -1)
@@ -388,7 +435,7 @@ def _scope_words(a: str, b: str, row: dict[str, object], margin: float) -> str:
     """What the row says beyond these categories: on categories like these, or that it cannot."""
     categories = int(row["categories"])  # type: ignore[arg-type]
     if categories < MIN_CATEGORIES:
-        return f"does not generalise beyond these {categories} categories (fewer than {MIN_CATEGORIES})"
+        return f"does not generalise beyond {_categories_words(categories)} (fewer than {MIN_CATEGORIES})"
     low, high = float(row["like_these_low"]), float(row["like_these_high"])  # type: ignore[arg-type]
     counts = f"{row['categories_a']} of {categories} favour {a}, {row['categories_b']} favour {b}"
     if not np.isfinite(low):
@@ -475,8 +522,9 @@ def compare(
             row = _answer(results, a, b, metric, lookups.get(metric), confidence, power, tie, margin)
             if row is not None:  # None: nothing to compare (e.g. a method without pixel maps), no row
                 rows.append({"block": asked_as[0], "question": asked_as[1], "role": role, **row})
-    table = pd.DataFrame(rows, columns=list(COLUMNS))
-    return _adjusted(table, confidence)
+    table = _adjusted(pd.DataFrame(rows, columns=[*COLUMNS, "_beyond"]), confidence)
+    table["verdict"] = table["verdict"] + "; " + table["_beyond"]
+    return table.drop(columns="_beyond")
 
 
 def _answer(
@@ -509,7 +557,7 @@ def _answer(
             return None
         columns = {c: [(int(s), int(t)) for s in va[c].index for t in vb[c].index] for c in cross}
         d = np.concatenate(list(cross.values()))
-        n_pairs = int(sum(min(len(va[c]), len(vb[c])) for c in cross))
+        n_pairs = len(d)
         pairing = reason
     test_variance, n_redraws = _test_variances(columns, lookup, a, b) if lookup else (None, 0)
     if reason is None:
@@ -535,20 +583,19 @@ def _answer(
         else "n/a",
         "p_improve": p_improve[0], "p_improve_low": p_improve[1], "p_improve_high": p_improve[2],
         "wins": int((d > tie).sum()), "ties": int((np.abs(d) <= tie).sum()), "losses": int((d < -tie).sum()),
-        "verdict": verdict(a, b, iv, n_pairs, len(parts.names), margin, concern),
+        "verdict": verdict(a, b, iv, n_pairs, len(parts.names), margin, concern, reason is not None),
     }  # fmt: skip
-    row["verdict"] = f"{row['verdict']}; {_scope_words(a, b, row, margin)}"
+    row["_beyond"] = _scope_words(a, b, row, margin)  # after the multiplicity clause, in compare
     return row
 
 
 def _adjusted(table: pd.DataFrame, confidence: float) -> pd.DataFrame:
     """Holm-adjusted p-values per family (the confirmatory rows; each block's exploratory rows), and the
-    verdict of an exploratory difference that does not survive its family's adjustment says so."""
+    verdict of a difference that does not survive its family's adjustment says so."""
     table["p_adjusted"] = np.nan
     alpha = 1 - confidence
-    for _, family in table.groupby(["role", "block"], sort=False):
-        if family.empty:
-            continue
+    family_of = table["role"].where(table["role"] == CONFIRMATORY, table["role"] + "/" + table["block"])
+    for _, family in table.groupby(family_of, sort=False):
         adjusted = holm(family["p_value"].to_numpy(float))
         table.loc[family.index, "p_adjusted"] = adjusted
         size = int(np.isfinite(family["p_value"].to_numpy(float)).sum())
@@ -563,9 +610,14 @@ def _adjusted(table: pd.DataFrame, confidence: float) -> pd.DataFrame:
     return table
 
 
-def multiplicity_note(comparisons: pd.DataFrame, confidence: float = 0.95) -> str:
+def multiplicity_note(
+    comparisons: pd.DataFrame,
+    confidence: float = 0.95,
+    confirmatory: Sequence[Sequence[str]] = (),
+) -> str:
     """How many "better" answers chance alone would give among the exploratory rows, and how many the run
-    gives before and after Holm's adjustment; "" for a table of an earlier report version."""
+    gives before and after Holm's adjustment; which ``confirmatory`` questions (a, b, metric) the run
+    could not ask. "" for a table of an earlier report version."""
     if "role" not in comparisons.columns or comparisons.empty:
         return ""
     alpha = 1 - confidence
@@ -575,6 +627,14 @@ def multiplicity_note(comparisons: pd.DataFrame, confidence: float = 0.95) -> st
         sentences.append(
             f"{len(confirmed)} confirmatory question{'' if len(confirmed) == 1 else 's'}, named by the run's "
             "settings (`report.confirmatory`), Holm-adjusted among themselves."
+        )
+    asked = set(zip(confirmed["a"], confirmed["b"], confirmed["metric"], strict=True))
+    missing = [f"{a} − {b} on {m}" for a, b, m in map(tuple, confirmatory) if (a, b, m) not in asked]
+    if missing:
+        sentences.append(
+            f"Not asked, so not answered: the confirmatory question{'s' if len(missing) > 1 else ''} "
+            f"{'; '.join(missing)} (the run lacks a row or the metric, or the pair is not one of its "
+            "questions)."
         )
     for block, rows in split_blocks(comparisons[comparisons["role"] == EXPLORATORY]).items():
         tested = rows[np.isfinite(rows["p_value"].astype(float))]
@@ -690,12 +750,14 @@ def interval_note(
         )
     return (
         f"Differences a − b in percentage points; mean = mean over categories of each category's mean over "
-        f"seeds. **On these categories**: a {confidence * 100:g}% t interval corrected for the seeds' "
-        f"skewness (Hall's transformation: longer on the side where trainings now and then collapse), "
-        f"whose variance holds the seed-to-seed spread within each category and {test}; the categories are "
-        f"fixed, so the answer is about them. **On categories like these** (at least {MIN_CATEGORIES} "
-        "categories): a t interval over the category means, categories as the unit, with how many favour "
-        f"each side. Answers: better (the interval excludes 0), practically equivalent (it lies within "
+        f"seeds. **On these categories**: a {confidence * 100:g}% t interval whose variance holds the "
+        f"seed-to-seed spread within each category and {test}, corrected for the seeds' skewness where "
+        f"every category has {MIN_SEEDS} seeds or more (Hall's transformation: longer on the side where "
+        "trainings now and then collapse; below, the symmetric t interval); the categories are fixed, so "
+        f"the answer is about them. **On categories like these** (at least {MIN_CATEGORIES} categories): a t "
+        "interval over the category means, categories as the unit, with how many favour each side (not "
+        "adjusted for the number of rows). Answers: better (the interval excludes 0), practically "
+        "equivalent (it lies within "
         f"±{margin * 100:g} points, the run's margin, `report.equivalence_margin`), inconclusive (neither; "
         f"the difference it would detect with {power * 100:g}% power is an estimate from the same noisy "
         f"variance). A row is flagged, its coverage not promised, with fewer than {MIN_SEEDS} seeds per "
@@ -716,6 +778,7 @@ def comparisons_markdown(
     n_boot: int | None = None,
     seed: int | None = None,
     margin: float | None = None,
+    confirmatory: Sequence[Sequence[str]] = (),
 ) -> str:
     """The comparison table as GitHub Markdown (one row per question x metric) with the interval and
     multiplicity notes; the ablation block, where there is one, as a table of its own after the notes,
@@ -723,7 +786,7 @@ def comparisons_markdown(
     blocks = split_blocks(comparisons)
     lines = _markdown_rows(display_table(blocks["main"], confidence)) + [""] if "main" in blocks else []
     lines.append(interval_note(confidence, tie, power, redraws, n_boot, seed, margin))
-    multiplicity = multiplicity_note(comparisons, confidence)
+    multiplicity = multiplicity_note(comparisons, confidence, confirmatory)
     if multiplicity:
         lines += ["", multiplicity]
     if "ablation" in blocks:

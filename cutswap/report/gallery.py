@@ -41,7 +41,7 @@ from cutswap.report.captions import (
     scores_ref,
     training_ref,
 )
-from cutswap.report.compare import paired_differences
+from cutswap.report.compare import row_differences
 from cutswap.report.examples import ExampleSet, draw_examples
 from cutswap.report.html import FigureRef
 from cutswap.report.picking import Evaluation, representative
@@ -103,7 +103,7 @@ def differences_figures(
     diffs = {}
     for r in comparisons.itertuples(index=False):
         pair = slim[slim["method"].isin((r.a, r.b))]
-        diffs[(r.a, r.b, r.metric)] = paired_differences(pair, r.a, r.b, r.metric)["diff"].to_numpy(float)
+        diffs[(r.a, r.b, r.metric)] = row_differences(pair, r.a, r.b, r.metric)
     settings = comparison_settings({"comparisons": how})
     path = folder / "figures" / "differences.png"
     plots.differences_figure(

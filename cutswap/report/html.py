@@ -179,8 +179,9 @@ def run_page(
         parts.append("<h2>Comparisons</h2>")
         if "main" in blocks:
             parts.append(html_table(display_table(blocks["main"], *level), "question", "comparisons"))
+        confirmatory = how.pop("confirmatory", ())
         parts.append(f"<p>{_inline_md(interval_note(**how))}</p>")
-        multiplicity = multiplicity_note(comparisons, *level)
+        multiplicity = multiplicity_note(comparisons, *level, confirmatory)
         if multiplicity:
             parts.append(f"<p>{_inline_md(multiplicity)}</p>")
         if "ablation" in blocks:

@@ -362,7 +362,7 @@ def how_obtained(results: pd.DataFrame, provenance: dict) -> list[str]:
 def comparison_settings(provenance: dict) -> dict:
     """How the run's comparisons were computed (``provenance["comparisons"]``), as the keyword arguments of
     ``cutswap.report.compare.interval_note``; reports of earlier versions recorded ``n_boot`` and ``seed``."""
-    known = ("confidence", "tie", "power", "redraws", "n_boot", "seed", "margin")
+    known = ("confidence", "tie", "power", "redraws", "n_boot", "seed", "margin", "confirmatory")
     return {k: v for k, v in (provenance.get("comparisons") or {}).items() if k in known}
 
 

@@ -8,6 +8,7 @@ from scipy import stats
 from cutswap.report.compare import (
     COLUMNS,
     Interval,
+    _adjusted,
     answer,
     compare,
     comparison_pairs,
@@ -18,7 +19,8 @@ from cutswap.report.compare import (
     question,
     verdict,
 )
-from cutswap.report.intervals import satterthwaite
+from cutswap.report.intervals import Parts, satterthwaite
+from cutswap.report.intervals import skew_t as compare_interval
 
 # 2 categories x 3 seeds, cutswap (a) against random-swap (b); a - b per (category, seed):
 #   bottle: 0.02, 0.0005 (a tie: within 0.001), 0.03      -> category mean 0.0505 / 3 = 0.016833...
@@ -98,13 +100,30 @@ def test_hand_computed_hall_interval_from_five_seeds():
 def test_one_category_of_symmetric_seeds_is_scipys_one_sample_t_interval():
     """An independent reference: seeds without skewness leave Hall's correction at 0, and one category's
     interval is then the textbook one-sample t interval, its p-value scipy's."""
-    diffs = (0.01, 0.025, 0.04)  # third cumulant 0
-    frame = _frame({"cutswap": {"bottle": (0.91, 0.925, 0.94)}, "random-swap": {"bottle": (0.90,) * 3}})
+    diffs = (0.01, 0.02, 0.03, 0.04, 0.05)  # five seeds (the correction is on), third cumulant 0
+    frame = _frame(
+        {"cutswap": {"bottle": tuple(0.9 + d for d in diffs)}, "random-swap": {"bottle": (0.9,) * 5}}
+    )
     row = compare(frame, metrics=["image_AUROC"]).iloc[0]
     reference = stats.ttest_1samp(diffs, 0.0)
     interval = reference.confidence_interval(0.95)
     assert (row["ci_low"], row["ci_high"]) == (pytest.approx(interval.low), pytest.approx(interval.high))
-    assert row["df"] == pytest.approx(2) and row["p_value"] == pytest.approx(reference.pvalue)
+    assert row["df"] == pytest.approx(4) and row["p_value"] == pytest.approx(reference.pvalue)
+
+
+def test_halls_interval_covers_skewed_seeds_where_the_symmetric_one_misses_on_one_side():
+    """An independent check of the direction and size of the correction: exponential seed noise (skewness
+    2), one category of 10 seeds, 2,000 replications; the symmetric t interval misses on one side."""
+    rng = np.random.default_rng(7)
+    frame = pd.DataFrame({"category": "c", "seed": range(10)})
+    hall = sym = 0
+    for _ in range(2000):
+        d = frame.assign(diff=rng.exponential(size=10) - 1.0)  # true mean 0
+        iv = compare_interval(d)
+        hall += iv.low <= 0 <= iv.high
+        s = satterthwaite(d)
+        sym += s.low <= 0 <= s.high
+    assert hall / 2000 >= 0.93 and hall / 2000 - sym / 2000 >= 0.02, (hall, sym)
 
 
 def test_test_noise_shared_by_the_seeds_widens_the_interval():
@@ -148,7 +167,7 @@ def test_paired_differences_align_on_category_and_seed_and_drop_missing_partners
     bottle = np.mean(A["bottle"]) - np.mean(B["bottle"][:2])
     screw = np.mean(A["screw"][1:]) - np.mean(B["screw"][:2])
     assert row["mean_diff"] == pytest.approx((bottle + screw) / 2)
-    assert row["n_pairs"] == 2 + 2  # per category the fewer of the two methods' values
+    assert row["n_pairs"] == 3 * 2 + 2 * 2  # every run of a against every run of b, per category
     # Welch: each category's variance of the difference of means
     terms = [np.var(A["bottle"], ddof=1) / 3 + np.var(B["bottle"][:2], ddof=1) / 2,
              np.var(A["screw"][1:], ddof=1) / 2 + np.var(B["screw"][:2], ddof=1) / 2]  # fmt: skip
@@ -229,6 +248,13 @@ def test_single_seed_categories_are_constants_and_alone_give_no_interval():
     assert one_seed["verdict"].startswith("not answered: no category has two seeds")
 
 
+def test_round_off_is_not_noise():
+    # 0.7 - 0.6, 0.8 - 0.7 and 0.9 - 0.8 differ in the last bits: still no interval, not [10.0, 10.0]
+    frame = _frame({"cutswap": {"bottle": (0.7, 0.8, 0.9)}, "random-swap": {"bottle": (0.6, 0.7, 0.8)}})
+    row = compare(frame, metrics=["image_AUROC"]).iloc[0]
+    assert row["answer"] == "not answered" and np.isnan(row["ci_low"])
+
+
 def test_equal_seed_differences_without_test_noise_give_no_zero_width_interval():
     frame = _frame({"cutswap": {"bottle": (0.91, 0.92, 0.93)}, "random-swap": {"bottle": (0.90, 0.91, 0.92)}})
     row = compare(frame, metrics=["image_AUROC"]).iloc[0]
@@ -266,6 +292,23 @@ def test_categories_like_these_are_scipys_t_interval_over_category_means_from_fi
     assert "does not generalise beyond these 4 categories (fewer than 5)" in few["verdict"]
 
 
+def test_the_skewness_of_an_unpaired_difference_is_a_minus_b():
+    skewed, flat = np.array([0.0, 0.0, 0.0, 0.0, 0.1]), np.array([0.01, 0.02, 0.03, 0.04, 0.05])
+    ab = Parts.unpaired({"c": skewed}, {"c": flat})
+    ba = Parts.unpaired({"c": flat}, {"c": skewed})
+    assert ab.skewness > 0 and ba.skewness == pytest.approx(-ab.skewness)
+    # Welch's degrees of freedom, by hand
+    ta, tb = skewed.var(ddof=1) / 5, flat.var(ddof=1) / 5
+    assert ab.df == pytest.approx((ta + tb) ** 2 / (ta**2 / 4 + tb**2 / 4))
+
+
+def test_a_p_of_improvement_without_spread_has_no_interval():
+    a = {"c0": pd.Series([0.9, 0.95, 0.93])}
+    b = {"c0": pd.Series([0.5, 0.6])}
+    p, low, high = probability_of_improvement(a, b)
+    assert p == 1.0 and np.isnan(low) and np.isnan(high)
+
+
 def test_holm_by_hand():
     # sorted 0.005, 0.01, 0.03, 0.04 -> 4 x 0.005 = 0.02, 3 x 0.01 = 0.03, 2 x 0.03 = 0.06, max(0.06, 0.04)
     np.testing.assert_allclose(holm([0.01, 0.04, 0.03, 0.005]), [0.03, 0.06, 0.06, 0.02])
@@ -286,7 +329,11 @@ def test_confirmatory_rows_and_exploratory_rows_adjusted_within_their_family():
     np.testing.assert_allclose(explore["p_adjusted"], holm(explore["p_value"].to_numpy()))
     alone = table[table["role"] == "confirmatory"].iloc[0]
     assert alone["p_adjusted"] == pytest.approx(alone["p_value"])  # a family of one
-    md = comparisons_markdown(table, margin=0.01)
+    missing = [*confirmatory, ("cutswap", "cutpaste-3way", "image_AUROC")]
+    md = comparisons_markdown(table, margin=0.01, confirmatory=missing)
+    assert (
+        "Not asked, so not answered: the confirmatory question cutswap − cutpaste-3way on image_AUROC" in md
+    )
     assert "1 confirmatory question" in md and f"{len(explore)} exploratory rows" in md
     assert f'about {0.05 * len(explore):.1f} "better" answers' in md
 
@@ -410,3 +457,20 @@ def test_the_no_training_baseline_pairs_its_one_value_with_every_seed():
     twice = pd.concat([frame, frame.assign(seed=5)[frame["method"] == "imagenet-gde"]])
     with pytest.raises(ValueError, match="trains nothing but has several seeds"):
         paired_differences(twice, "cutswap", "imagenet-gde", "image_AUROC")
+
+
+def test_a_difference_that_does_not_survive_holm_says_so_before_its_scope():
+    # four exploratory rows: p 0.01, 0.04, 0.03, 0.005 -> Holm 0.03, 0.06, 0.06, 0.02
+    table = pd.concat([compare(_hand(), metrics=["image_AUROC"])] * 4, ignore_index=True)
+    table = table.assign(p_value=[0.01, 0.04, 0.03, 0.005], answer="a better", verdict="cutswap better")
+    out = _adjusted(table, 0.95)
+    np.testing.assert_allclose(out["p_adjusted"], [0.03, 0.06, 0.06, 0.02])
+    holm_words = "; not significant after Holm's adjustment over the 4 exploratory rows (adjusted p = 0.06)"
+    assert out["verdict"].tolist() == [
+        "cutswap better",
+        *["cutswap better" + holm_words] * 2,
+        "cutswap better",
+    ]
+    # in compare's verdicts the scope beyond these categories comes after it
+    row = compare(_hand(), metrics=["image_AUROC"]).iloc[0]
+    assert row["verdict"].endswith("; does not generalise beyond these 2 categories (fewer than 5)")

@@ -20,7 +20,7 @@ import pytest
 from scipy import stats
 
 from cutswap.report.compare import compare
-from cutswap.report.intervals import skew_t as paired_interval
+from cutswap.report.intervals import skew_t
 from cutswap.score.resample import N_REDRAWS, image_metric_redraws, redraws
 
 SIGMA = np.array([0.140, 0.042, 0.056])
@@ -54,7 +54,7 @@ def _coverage(categories: int, seeds: int, seed: int) -> tuple[float, float]:
             + rng.normal(0, 1, (categories, seeds)) * sigma[:, None]
         )
         tau2 = tau**2 * rng.chisquare(N_REDRAWS - 1, categories) / (N_REDRAWS - 1)
-        iv = paired_interval(frame.assign(diff=d.ravel()), dict(zip(names, tau2, strict=True)), N_REDRAWS)
+        iv = skew_t(frame.assign(diff=d.ravel()), dict(zip(names, tau2, strict=True)), N_REDRAWS)
         new += iv.low <= truth <= iv.high
         low, high = _old_percentile_bootstrap(d, rng)
         old += low <= truth <= high
