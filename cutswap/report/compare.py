@@ -674,18 +674,21 @@ _SHOWN = ("a", "b", "metric", "n_pairs", "mean_diff", "ci_low", "ci_high", "verd
 
 
 def _role(r: tuple) -> str:
-    """The row's role, and for an exploratory row its Holm-adjusted p-value; n/a before issue 31."""
+    """The row's role and its Holm-adjusted p-value (within its family); n/a before issue 31."""
     role = getattr(r, "role", None)
     if not isinstance(role, str):
         return "n/a"
     p_adj = getattr(r, "p_adjusted", float("nan"))
-    return f"{role} (adj. p {p_adj:.2g})" if role == EXPLORATORY and np.isfinite(p_adj) else role
+    return f"{role} (adj. p {p_adj:.2g})" if np.isfinite(p_adj) else role
 
 
 def _improvement(r: tuple) -> str:
+    """P(a > b) with its interval, or "(no interval)" where the resamples did not vary."""
     p = getattr(r, "p_improve", float("nan"))
     if not np.isfinite(p):
         return "n/a"
+    if not np.isfinite(r.p_improve_low):
+        return f"{p:.2f} (no interval)"
     return f"{p:.2f} [{r.p_improve_low:.2f}, {r.p_improve_high:.2f}]"
 
 

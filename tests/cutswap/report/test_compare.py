@@ -307,6 +307,9 @@ def test_a_p_of_improvement_without_spread_has_no_interval():
     b = {"c0": pd.Series([0.5, 0.6])}
     p, low, high = probability_of_improvement(a, b)
     assert p == 1.0 and np.isnan(low) and np.isnan(high)
+    frame = _frame({"cutswap": {"c0": (0.9, 0.95, 0.93)}, "cutpaste": {"c0": (0.5, 0.6, 0.55)}})
+    md = comparisons_markdown(compare(frame, metrics=["image_AUROC"]), margin=0.01)
+    assert "| 1.00 (no interval) |" in md
 
 
 def test_holm_by_hand():
