@@ -53,7 +53,8 @@ prints, so a "win" is a difference a reader of the tables could see.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -243,14 +244,20 @@ def _test_variances(
         if len(d) < 2:
             raise ValueError(f"fewer than 2 usable test redraws for {category}")
         n_redraws = len(d)
-        cov = np.atleast_2d(np.cov(d, rowvar=False))
-        sa, sb = (np.array([pair[i] for pair in seeds]) for i in (0, 1))
-        apart = (sa[:, None] != sa[None, :]) & (sb[:, None] != sb[None, :])
-        if not apart.any():  # one seed on a side: every two differences share it; all but the diagonal
-            apart = ~np.eye(len(cov), dtype=bool)
-        shared = cov[apart].mean() if apart.any() else cov[0, 0]
-        out[category] = max(float(shared), 0.0)
+        out[category] = _shared_variance(d, seeds)
     return out, n_redraws
+
+
+def _shared_variance(d: np.ndarray, seeds: list[tuple[int, int]]) -> float:
+    """The mean covariance across redraws (rows of ``d``) of two differences (columns) that share neither
+    a's nor b's evaluation; with one seed on a side, of any two; with one difference, its variance."""
+    cov = np.atleast_2d(np.cov(d, rowvar=False))
+    sa, sb = (np.array([pair[i] for pair in seeds]) for i in (0, 1))
+    apart = (sa[:, None] != sa[None, :]) & (sb[:, None] != sb[None, :])
+    if not apart.any():
+        apart = ~np.eye(len(cov), dtype=bool)
+    shared = cov[apart].mean() if apart.any() else cov[0, 0]
+    return max(float(shared), 0.0)
 
 
 def _by_category(results: pd.DataFrame, method: str, metric: str) -> dict[str, pd.Series]:
@@ -539,33 +546,14 @@ def _answer(
     margin: float,
 ) -> dict[str, object] | None:
     """One row of :func:`compare` before its p-values are adjusted; None when a and b share no category."""
-    diffs = paired_differences(results, a, b, metric)
     va, vb = _by_category(results, a, metric), _by_category(results, b, metric)
-    reason = unpaired_reason(a, b, va, vb)
-    if reason is None:
-        if diffs.empty:
-            return None
-        groups = diffs.groupby(diffs["category"].astype(str), sort=True)["seed"]
-        columns = {c: [(int(s), int(s)) for s in g] for c, g in groups}
-        d = diffs["diff"].to_numpy(float)
-        n_pairs = len(d)
-        untrained = b in UNTRAINED_METHODS and a not in UNTRAINED_METHODS
-        pairing = f"{b}'s one evaluation per category against every seed" if untrained else "by seed"
-    else:
-        cross = _cross(va, vb)
-        if not cross:
-            return None
-        columns = {c: [(int(s), int(t)) for s in va[c].index for t in vb[c].index] for c in cross}
-        d = np.concatenate(list(cross.values()))
-        n_pairs = len(d)
-        pairing = reason
+    compared = _compared(results, a, b, metric, va, vb)
+    if compared is None:
+        return None
+    columns, d, pairing, build = compared
+    n_pairs, unpaired = len(d), pairing.startswith("unpaired")
     test_variance, n_redraws = _test_variances(columns, lookup, a, b) if lookup else (None, 0)
-    if reason is None:
-        parts = Parts.paired(diffs.assign(category=diffs["category"].astype(str)), test_variance, n_redraws)
-    else:
-        common = list(columns)
-        values = ({c: va[c].to_numpy() for c in common}, {c: vb[c].to_numpy() for c in common})
-        parts = Parts.unpaired(*values, test_variance, n_redraws)
+    parts = build(test_variance, n_redraws)
     iv = skew_interval(parts, confidence, power)
     concern = flag(parts)
     like_low, like_high = like_these(parts, confidence)
@@ -583,10 +571,34 @@ def _answer(
         else "n/a",
         "p_improve": p_improve[0], "p_improve_low": p_improve[1], "p_improve_high": p_improve[2],
         "wins": int((d > tie).sum()), "ties": int((np.abs(d) <= tie).sum()), "losses": int((d < -tie).sum()),
-        "verdict": verdict(a, b, iv, n_pairs, len(parts.names), margin, concern, reason is not None),
+        "verdict": verdict(a, b, iv, n_pairs, len(parts.names), margin, concern, unpaired),
     }  # fmt: skip
     row["_beyond"] = _scope_words(a, b, row, margin)  # after the multiplicity clause, in compare
     return row
+
+
+def _compared(
+    results: pd.DataFrame, a: str, b: str, metric: str, va: dict[str, pd.Series], vb: dict[str, pd.Series]
+) -> tuple[dict[str, list[tuple[int, int]]], np.ndarray, str, Callable[..., Parts]] | None:
+    """What a row compares: per category the (seed of a, seed of b) of each difference, the differences,
+    the pairing in words, and how to build its :class:`Parts` from the test-set variances; None when a and
+    b share no category."""
+    reason = unpaired_reason(a, b, va, vb)
+    if reason is not None:
+        cross = _cross(va, vb)
+        if not cross:
+            return None
+        columns = {c: [(int(s), int(t)) for s in va[c].index for t in vb[c].index] for c in cross}
+        values = ({c: va[c].to_numpy() for c in cross}, {c: vb[c].to_numpy() for c in cross})
+        return columns, np.concatenate(list(cross.values())), reason, partial(Parts.unpaired, *values)
+    diffs = paired_differences(results, a, b, metric)
+    if diffs.empty:
+        return None
+    diffs = diffs.assign(category=diffs["category"].astype(str))
+    columns = {c: [(int(s), int(s)) for s in g] for c, g in diffs.groupby("category", sort=True)["seed"]}
+    untrained = b in UNTRAINED_METHODS and a not in UNTRAINED_METHODS
+    pairing = f"{b}'s one evaluation per category against every seed" if untrained else "by seed"
+    return columns, diffs["diff"].to_numpy(float), pairing, partial(Parts.paired, diffs)
 
 
 def _adjusted(table: pd.DataFrame, confidence: float) -> pd.DataFrame:
