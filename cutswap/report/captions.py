@@ -10,7 +10,7 @@ method, seed, AUROC and the thresholds its store records), and a test can check 
 from __future__ import annotations
 
 from cutswap.method.registry import UNTRAINED_METHODS
-from cutswap.report.html import FigureRef
+from cutswap.report.html import ANSWERS, FigureRef
 from cutswap.report.picking import Evaluation
 
 
@@ -103,6 +103,18 @@ def differences_ref(name: str) -> FigureRef:
         "Each question's mean difference a − b in points with its t interval (the Comparisons "
         "table), one panel per metric; grey dots are the single (category, seed) differences, the grey "
         "band the tie zone. An interval clear of zero is coloured (green: a better, red: b better).",
+    )
+
+
+def answers_ref(name: str, metric: str) -> FigureRef:
+    """The paired differences of the run's questions on their main metric, beside the answers."""
+    return FigureRef(
+        f"figures/{name}",
+        f"The answers on {metric}",
+        "Each question's mean difference a − b in points with its interval on these categories; grey dots "
+        "the single differences, the grey band the tie zone; green: a better, red: b better, grey: the "
+        "interval holds zero. Every metric: the Paired differences figure below.",
+        section=ANSWERS,
     )
 
 

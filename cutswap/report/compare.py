@@ -76,6 +76,8 @@ from cutswap.report.intervals import (
 BASELINE = "imagenet-gde"
 #: The strongest no-training detector in use: frozen mid-level patch features, nearest neighbours.
 PATCHCORE = "patchcore"
+#: The metric a question is answered on in one line (the report's answers): the paper's.
+MAIN_METRIC = "image_AUROC"
 #: Metrics compared by default (those of them a run has), in the report's order.
 METRICS = ("image_AUROC", "image_F1Max", "pixel_AUROC", "pixel_AUPRO", "pixel_F1Max")
 #: Columns of :func:`compare`'s table and of ``comparisons.csv`` (module docstring).
@@ -817,6 +819,17 @@ ABLATION_NOTE = (
     "from, also against a control: random-swap under the variant's own settings (its patch sizes). The "
     "same paired intervals as above."
 )
+
+
+def headline(comparisons: pd.DataFrame) -> pd.DataFrame:
+    """The run's answers in one row per question of the main block: its row on :data:`MAIN_METRIC`, or on
+    the first metric the question has (a run without image-level scores)."""
+    main = split_blocks(comparisons).get("main")
+    if main is None or main.empty:
+        return comparisons.iloc[0:0]
+    ranked = main.assign(_main=main["metric"] != MAIN_METRIC)  # False first: the main metric
+    first = ranked.sort_values("_main", kind="stable").drop_duplicates(["a", "b"])
+    return first.drop(columns="_main").loc[sorted(first.index)]
 
 
 def split_blocks(comparisons: pd.DataFrame) -> dict[str, pd.DataFrame]:

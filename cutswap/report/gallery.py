@@ -16,7 +16,8 @@ Per category (``figures/<stem>-<kind>.png``, ``<stem>`` the category with anythi
 
 Per run (``figures/<name>.png``), from ``results.csv`` (and the comparisons)::
 
-    differences.png   the comparisons' paired differences with their intervals
+    answers.png       the main block's questions on their main metric, shown beside the page's answers
+    differences.png   the comparisons' paired differences with their intervals, every metric
     profile.png       the score profile of the methods' own rows: every (category, seed) run's image
                       AUROC (or the first metric with a finite score), variants left out
 
@@ -34,6 +35,7 @@ import pandas as pd
 
 from cutswap.report import figures as plots
 from cutswap.report.captions import (
+    answers_ref,
     differences_ref,
     evaluation_label,
     profile_ref,
@@ -41,7 +43,7 @@ from cutswap.report.captions import (
     scores_ref,
     training_ref,
 )
-from cutswap.report.compare import row_differences
+from cutswap.report.compare import headline, row_differences
 from cutswap.report.examples import ExampleSet, draw_examples
 from cutswap.report.html import FigureRef
 from cutswap.report.picking import Evaluation, representative
@@ -105,11 +107,14 @@ def differences_figures(
         pair = slim[slim["method"].isin((r.a, r.b))]
         diffs[(r.a, r.b, r.metric)] = row_differences(pair, r.a, r.b, r.metric)
     settings = comparison_settings({"comparisons": how})
-    path = folder / "figures" / "differences.png"
-    plots.differences_figure(
-        path, comparisons, diffs, settings.get("confidence", 0.95), settings.get("tie", 0.001)
-    )
-    return [differences_ref("differences.png")]
+    level, tie = settings.get("confidence", 0.95), settings.get("tie", 0.001)
+    plots.differences_figure(folder / "figures" / "differences.png", comparisons, diffs, level, tie)
+    refs = [differences_ref("differences.png")]
+    answers = headline(comparisons)
+    if not answers.empty:
+        plots.differences_figure(folder / "figures" / "answers.png", answers, diffs, level, tie)
+        refs.insert(0, answers_ref("answers.png", " and ".join(dict.fromkeys(answers["metric"]))))
+    return refs
 
 
 #: The metric the score profile is drawn on when the run has it: the one every method reports.

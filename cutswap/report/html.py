@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from cutswap import atomic
+from cutswap.report.answers import answers_html, grid_html
 from cutswap.report.compare import (
     ABLATION_NOTE,
     BLOCKS,
@@ -37,6 +38,9 @@ from cutswap.report.tables import (
     pair_steps,
     pivot,
 )
+
+#: The section of the run page's answers: a figure of it is shown beside them, not among the figures.
+ANSWERS = "answers"
 
 
 @dataclass(frozen=True)
@@ -63,12 +67,28 @@ class FigureRef:
         return "fig-" + Path(self.path).stem
 
 
-_CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}
-table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}
-th:first-child,td:first-child{text-align:left}tr.mean{font-weight:bold;background:#f4f4f4}
-img{max-width:100%;border:1px solid #ddd}figure{margin:1em 0}figcaption{font-size:13px;color:#555;
-max-width:900px;text-align:left}.figrow{display:flex;flex-wrap:wrap;gap:1.5em;align-items:flex-start}
-.figrow figure{flex:0 1 auto}pre{background:#f7f7f7;padding:1em;overflow:auto;font-size:12px}"""
+#: Width of the figure beside the answers, in CSS pixels (the page's first screen at 1280 x 800 holds both).
+ANSWERS_WIDTH = 480
+_CSS = f"""body{{font-family:system-ui,sans-serif;margin:0;color:#222}}
+#toc{{position:fixed;top:0;left:0;bottom:0;width:150px;overflow:auto;padding:12px;background:#f7f7f7;
+border-right:1px solid #ddd;font-size:13px}}#toc a{{display:block;color:#1a4d8f;text-decoration:none;
+padding:2px 0}}#toc hr{{border:0;border-top:1px solid #ddd}}
+main{{margin-left:175px;padding:0 24px 24px;max-width:1400px}}header h1{{margin:12px 0 2px;font-size:24px}}
+.meta{{margin:0 0 8px;color:#555;font-size:13px}}h2{{font-size:19px}}#answers h2{{margin:8px 0}}
+.answers-row{{display:flex;gap:20px;align-items:flex-start}}.answers{{flex:1 1 0;min-width:0;margin:0;
+padding-left:1.2em;font-size:14px;line-height:1.35}}.answers li{{margin:0 0 8px}}
+.answers .q{{display:block;color:#555;font-size:12px}}.badge{{display:inline-block;padding:0 6px;
+border-radius:3px;font-weight:600;font-size:13px}}.flag{{color:#a05a00;font-size:12px;white-space:nowrap}}
+.a-better{{background:#d6efd6}}.b-better{{background:#f6d6d6}}.equivalent{{background:#d9e6f7}}
+.inconclusive{{background:#eee}}.not-answered{{background:#fff;outline:1px dashed #aaa}}
+#fig-answers{{flex:0 0 {ANSWERS_WIDTH}px;margin:0}}#fig-answers img{{width:{ANSWERS_WIDTH}px}}
+table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:4px 10px;text-align:right}}
+th:first-child,td:first-child{{text-align:left}}tr.mean{{font-weight:bold;background:#f4f4f4}}
+table.grid td{{white-space:nowrap;font-size:13px;padding:3px 8px}}.legend{{font-size:12px;color:#555}}
+details{{margin:8px 0}}summary{{cursor:pointer}}summary h2{{display:inline}}
+img{{max-width:100%;border:1px solid #ddd}}figure{{margin:1em 0}}figcaption{{font-size:13px;color:#555;
+max-width:900px;text-align:left}}.figrow{{display:flex;flex-wrap:wrap;gap:1.5em;align-items:flex-start}}
+.figrow figure{{flex:0 1 auto}}pre{{background:#f7f7f7;padding:1em;overflow:auto;font-size:12px}}"""
 
 
 def html_table(frame: pd.DataFrame, index_name: str = "category", table_id: str | None = None) -> str:
@@ -153,74 +173,135 @@ def _section_html(section: str, members: list[FigureRef]) -> str:
     return "".join(parts)
 
 
+def _answers_figure(figures: Sequence[FigureRef]) -> str:
+    """The figure shown beside the answers (``cutswap.report.captions.ANSWERS``), with its size given so the
+    page lays out before the image loads; "" when the run has none."""
+    for fig in figures:
+        if fig.section == ANSWERS:
+            return (
+                f'<figure id="{html.escape(fig.ident)}"><img src="{html.escape(fig.path)}" '
+                f'alt="{html.escape(fig.title)}" width="{ANSWERS_WIDTH}"><figcaption>'
+                f"{_inline_md(fig.caption)}</figcaption></figure>"
+            )
+    return ""
+
+
+def _toc(entries: Sequence[tuple[str, str]]) -> str:
+    links = "".join(f'<a href="#{html.escape(ident)}">{html.escape(text)}</a>' for ident, text in entries)
+    return f'<nav id="toc"><a href="../index.html"><b>all runs</b></a><hr>{links}</nav>'
+
+
+def _comparisons_html(comparisons: pd.DataFrame, provenance: dict, figures: Sequence[FigureRef]) -> list[str]:
+    """The answers, then each block's questions x metrics grid with the notes and every row folded."""
+    how = comparison_settings(provenance)
+    level = how.get("confidence", 0.95)
+    confirmatory = how.pop("confirmatory", ())
+    blocks = split_blocks(comparisons)
+    parts = [
+        '<section id="answers"><h2>Answers</h2>',
+        answers_html(comparisons, _answers_figure(figures), level),
+    ]
+    multiplicity = multiplicity_note(comparisons, level, confirmatory)
+    parts += [f"<p>{_inline_md(multiplicity)}</p>" if multiplicity else "", "</section>"]
+    if "main" in blocks:
+        parts += [
+            '<section id="questions"><h2>Every question and metric</h2>',
+            grid_html(blocks["main"], "questions-grid", level),
+            f"<details><summary>How the intervals and answers were computed</summary><p>"
+            f"{_inline_md(interval_note(**how))}</p></details>",
+            "<details><summary>Every row with its verdict</summary>",
+            html_table(display_table(blocks["main"], level), "question", "comparisons"),
+            "</details></section>",
+        ]
+    if "ablation" in blocks:
+        parts += [
+            f'<section id="ablations-section"><h2>{BLOCKS["ablation"]}</h2>',
+            f"<p>{html.escape(ABLATION_NOTE)}</p>",
+            grid_html(blocks["ablation"], "ablations-grid", level),
+            "<details><summary>Every row with its verdict</summary>",
+            html_table(display_table(blocks["ablation"], level), "question", "ablations"),
+            "</details></section>",
+        ]
+    return parts
+
+
 def run_page(
     results: pd.DataFrame,
     provenance: dict,
     figures: Sequence[str | FigureRef],
     comparisons: pd.DataFrame | None = None,
 ) -> str:
-    """One run as a self-contained HTML page (figures by relative link, ``figures_html``)."""
-    parts = [
-        f"<h1>cutswap report: {html.escape(provenance['run'])}</h1>",
-        '<p><a href="../index.html">all runs</a></p>',
-    ]
+    """One run as a self-contained HTML page (figures by relative link, ``figures_html``), answers first.
+
+    At the top, within one screen: the run in one line and each question answered in one line beside the
+    figure of those answers (``cutswap.report.answers``); then every question x metric as a grid, the
+    tables, the figures per category, and the method text and provenance folded away. A side navigation
+    links the sections. Nothing is fetched: the page works from ``file://`` and any static server.
+    """
+    refs = [_figure_ref(f) for f in figures]
+    categories = sorted(results["category"].unique())
+    seeds = sorted(results["seed"].dropna().unique())
+    meta = (
+        f"Dataset <b>{html.escape(str(results['dataset'].iloc[0]))}</b>, {len(categories)} categories, "
+        f"{len(seeds)} seeds, methods {html.escape(', '.join(dict.fromkeys(results['method'])))}; "
+        f"{html.escape(str(provenance.get('created', ''))[:16].replace('T', ' '))}. Values in %, mean ± std "
+        "over seeds where there are several."
+    )
+    parts = [f'<header><h1>{html.escape(provenance["run"])}</h1><p class="meta">{meta}</p></header>']
+    toc: list[tuple[str, str]] = []
     incomplete = incomplete_note(provenance)
     if incomplete is not None:
         items = "".join(f"<li>{html.escape(line)}</li>" for line in incomplete[1])
         parts.append(f'<div id="incomplete"><p>{_inline_md(incomplete[0])}</p><ul>{items}</ul></div>')
-    parts.append(
-        f"<p>Dataset <b>{html.escape(str(results['dataset'].iloc[0]))}</b>, {results['category'].nunique()} "
-        "categories; values in %, mean ± std over seeds where there are several.</p>"
-    )
+        toc.append(("incomplete", "Incomplete run"))
     if comparisons is not None and not comparisons.empty:
-        how = comparison_settings(provenance)
-        level = (how.get("confidence", 0.95),)
-        blocks = split_blocks(comparisons)
-        parts.append("<h2>Comparisons</h2>")
-        if "main" in blocks:
-            parts.append(html_table(display_table(blocks["main"], *level), "question", "comparisons"))
-        confirmatory = how.pop("confirmatory", ())
-        parts.append(f"<p>{_inline_md(interval_note(**how))}</p>")
-        multiplicity = multiplicity_note(comparisons, *level, confirmatory)
-        if multiplicity:
-            parts.append(f"<p>{_inline_md(multiplicity)}</p>")
-        if "ablation" in blocks:
-            parts += [
-                f"<h3>{BLOCKS['ablation']}</h3>",
-                f"<p>{html.escape(ABLATION_NOTE)}</p>",
-                html_table(display_table(blocks["ablation"], *level), "question", "ablations"),
-            ]
+        parts += _comparisons_html(comparisons, provenance, refs)
+        toc += [("answers", "Answers"), ("questions", "Every question")]
+        if "ablation" in split_blocks(comparisons):
+            toc.append(("ablations-section", BLOCKS["ablation"]))
     for metric in metrics_of(results):
         parts += [
-            f"<h2>{metric}</h2>",
+            f'<h2 id="{metric}">{metric}</h2>',
             html_table(pivot(results, metric), table_id=f"table-{metric}"),
             f"<p>{html.escape(trunk_note(results))}</p>",
         ]
+        toc.append((metric, metric))
     for column in operating_points(results):
         parts += [f"<h2>{column}</h2>", html_table(pivot(results, column), table_id=f"table-{column}")]
     if operating_points(results):
         parts.append(f"<p>{html.escape(operating_point_note(results))}</p>")
-    ref = comparison(results)
+    ref, dataset = comparison(results), results["dataset"].iloc[0]
     if ref is not None:
         parts += [
-            f"<h2>image_AUROC beside {html.escape(REFERENCES[results['dataset'].iloc[0]].title)}</h2>",
+            f'<h2 id="published">image_AUROC beside {html.escape(REFERENCES[dataset].title)}</h2>',
             html_table(ref, table_id="reference"),
         ]
+        toc.append(("published", "Published figures"))
     steps = pair_steps(results)
     if steps is not None:
         parts += [
-            "<h2>Pair-bank draws by step (% of draws)</h2>",
+            '<h2 id="steps">Pair-bank draws by step (% of draws)</h2>',
             html_table(steps, "category / level", table_id="pair-steps"),
         ]
-    parts += ["<h2>How these numbers were obtained</h2><ul>"]
+        toc.append(("steps", "Pair-bank draws"))
+    shown = [f for f in refs if f.section != ANSWERS]
+    if shown:
+        parts.append(figures_html(shown, categories))
+        toc.append(("figures", "Figures"))
+        toc += [(f"figures-{c}", f"· {c}") for c in categories if any(f.section == c for f in shown)]
+    parts += ['<details id="method"><summary><h2>How these numbers were obtained</h2></summary><ul>']
     parts += [f"<li>{_inline_md(line)}</li>" for line in how_obtained(results, provenance)]
-    parts += ['</ul><p>Per-seed values: <a href="results.csv">results.csv</a>.</p>']
-    parts.append(figures_html(figures, sorted(results["category"].unique())))
+    parts += ['</ul><p>Per-seed values: <a href="results.csv">results.csv</a>.</p></details>']
     prov = {
         k: provenance[k] for k in ("settings", "backbone", "versions", "created", "preset") if k in provenance
     }
-    parts.append(f"<h2>Provenance</h2><pre>{html.escape(json.dumps(prov, indent=2, default=str))}</pre>")
-    return _page(f"cutswap: {provenance['run']}", "".join(parts))
+    parts.append(
+        '<details id="provenance"><summary><h2>Provenance</h2></summary>'
+        f"<pre>{html.escape(json.dumps(prov, indent=2, default=str))}</pre></details>"
+    )
+    toc += [("method", "How obtained"), ("provenance", "Provenance")]
+    body = _toc(toc) + "<main>" + "".join(parts) + "</main>"
+    return _page(f"cutswap: {provenance['run']}", body)
 
 
 def write_index(reports_root: Path) -> Path:
