@@ -1,5 +1,5 @@
-"""The report as HTML: a run's self-contained page (tables, comparisons, figures by relative link,
-provenance) and ``reports/index.html``, the index of every run.
+"""The report as HTML: a run's self-contained page (answers, tables, figures by relative link, provenance);
+the runs index and the comparison pages are ``cutswap.report.runs_page``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from cutswap import atomic
 from cutswap.report.answers import answers_html, grid_html
 from cutswap.report.compare import (
     ABLATION_NOTE,
@@ -32,11 +31,11 @@ from cutswap.report.prose import (
 from cutswap.report.tables import (
     REFERENCES,
     comparison,
-    list_runs,
     metrics_of,
     operating_points,
     pair_steps,
     pivot,
+    trained_seeds,
 )
 
 #: The section of the run page's answers: a figure of it is shown beside them, not among the figures.
@@ -88,7 +87,9 @@ table.grid td{{white-space:nowrap;font-size:13px;padding:3px 8px}}.legend{{font-
 details{{margin:8px 0}}summary{{cursor:pointer}}summary h2{{display:inline}}
 img{{max-width:100%;border:1px solid #ddd}}figure{{margin:1em 0}}figcaption{{font-size:13px;color:#555;
 max-width:900px;text-align:left}}.figrow{{display:flex;flex-wrap:wrap;gap:1.5em;align-items:flex-start}}
-.figrow figure{{flex:0 1 auto}}pre{{background:#f7f7f7;padding:1em;overflow:auto;font-size:12px}}"""
+.figrow figure{{flex:0 1 auto}}.index{{padding:12px 24px}}#runs td{{text-align:left;font-size:13px}}
+#runs th{{cursor:pointer;text-align:left}}
+pre{{background:#f7f7f7;padding:1em;overflow:auto;font-size:12px}}"""
 
 
 def html_table(frame: pd.DataFrame, index_name: str = "category", table_id: str | None = None) -> str:
@@ -102,7 +103,8 @@ def html_table(frame: pd.DataFrame, index_name: str = "category", table_id: str 
     return f"<table{ident}><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 
-def _page(title: str, body: str) -> str:
+def page(title: str, body: str) -> str:
+    """A complete HTML document with the report's style."""
     return (
         f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
         f"<style>{_CSS}</style></head><body>{body}</body></html>"
@@ -240,10 +242,10 @@ def run_page(
     """
     refs = [_figure_ref(f) for f in figures]
     categories = sorted(results["category"].unique())
-    seeds = sorted(results["seed"].dropna().unique())
+    seeds = trained_seeds(results)
     meta = (
         f"Dataset <b>{html.escape(str(results['dataset'].iloc[0]))}</b>, {len(categories)} categories, "
-        f"{len(seeds)} seeds, methods {html.escape(', '.join(dict.fromkeys(results['method'])))}; "
+        f"{seeds} seeds, methods {html.escape(', '.join(dict.fromkeys(results['method'])))}; "
         f"{html.escape(str(provenance.get('created', ''))[:16].replace('T', ' '))}. Values in %, mean ± std "
         "over seeds where there are several."
     )
@@ -301,21 +303,4 @@ def run_page(
     )
     toc += [("method", "How obtained"), ("provenance", "Provenance")]
     body = _toc(toc) + "<main>" + "".join(parts) + "</main>"
-    return _page(f"cutswap: {provenance['run']}", body)
-
-
-def write_index(reports_root: Path) -> Path:
-    """(Re)write ``reports/index.html`` from the runs on disk."""
-    runs = list_runs(reports_root)
-    if runs.empty:
-        body = "<h1>cutswap reports</h1><p>No runs yet.</p>"
-    else:
-        linked = runs.copy()
-        table = html_table(linked.set_index("run"), index_name="run", table_id="runs")
-        for name in runs["run"]:
-            esc = html.escape(name)
-            table = table.replace(f"<td>{esc}</td>", f'<td><a href="{esc}/index.html">{esc}</a></td>', 1)
-        body = f"<h1>cutswap reports</h1>{table}"
-    path = Path(reports_root) / "index.html"
-    atomic.write_text(path, _page("cutswap reports", body))
-    return path
+    return page(f"cutswap: {provenance['run']}", body)

@@ -36,7 +36,9 @@ import numpy as np
 import pandas as pd
 
 from cutswap.errors import CutswapError, one_line
-from cutswap.report.compare import METRICS
+from cutswap.method.registry import UNTRAINED_METHODS
+from cutswap.report.answers import answer_words
+from cutswap.report.compare import CONFIRMATORY, METRICS, headline
 
 #: Metrics in the order tables show them; a run shows those its evaluations produced.
 REFERENCE_COLUMNS = {
@@ -257,8 +259,30 @@ def read_results(reports_root: Path, run: str) -> pd.DataFrame:
     return results
 
 
+def trained_seeds(results: pd.DataFrame) -> int:
+    """How many seeds the run trained with (a method that trains nothing is evaluated once, at seed 0)."""
+    trained = results[~results["method"].isin(UNTRAINED_METHODS)] if "method" in results.columns else results
+    return int((trained if len(trained) else results)["seed"].nunique())
+
+
+def headline_answers(path: Path) -> str:
+    """A run's answers in one line, from its ``comparisons.csv``: the confirmatory questions on their
+    metric, or (reports before version 10, runs without one) each main question on its main metric; ""
+    without comparisons."""
+    if not path.is_file():
+        return ""
+    try:
+        table = pd.read_csv(path)
+        rows = table[table["role"] == CONFIRMATORY] if "role" in table.columns else table.iloc[0:0]
+        rows = rows if len(rows) else headline(table)
+        return "; ".join(f"{r['a']} − {r['b']}: {answer_words(r)}" for _, r in rows.iterrows())
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, KeyError, ValueError):
+        return "comparisons.csv unreadable"
+
+
 def list_runs(reports_root: Path) -> pd.DataFrame:
-    """Every run under ``reports_root`` with when, what and its mean image AUROC per method (in %).
+    """Every run under ``reports_root`` with when, what, its mean image AUROC per method (in %), its
+    answers in one line (:func:`headline_answers`) and its status (ok, incomplete, or broken).
 
     A run whose files cannot be read is listed with ``status`` saying why, not skipped: a user looking for
     it must learn that it is broken, not that it is gone.
@@ -280,6 +304,7 @@ def list_runs(reports_root: Path) -> pd.DataFrame:
             rows.append({"run": run_dir.name, "status": f"broken: {one_line(err)}"})
             continue
         means = results.groupby("method")["image_AUROC"].mean() * 100
+        failed = prov.get("failed_jobs") or []
         rows.append(
             {
                 "run": run_dir.name,
@@ -287,10 +312,11 @@ def list_runs(reports_root: Path) -> pd.DataFrame:
                 "preset": prov.get("preset") or "",
                 "dataset": results["dataset"].iloc[0],
                 "categories": results["category"].nunique(),
-                "seeds": results["seed"].nunique(),
+                "seeds": trained_seeds(results),
                 "methods": ", ".join(means.index),
                 "mean image_AUROC": ", ".join(f"{m} {v:.1f}" for m, v in means.items()),
-                "status": "ok",
+                "answers": headline_answers(run_dir / "comparisons.csv"),
+                "status": f"incomplete: {len(failed)} failed jobs" if failed else "ok",
             }
         )
     frame = pd.DataFrame(rows)

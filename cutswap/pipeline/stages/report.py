@@ -42,12 +42,13 @@ from cutswap.report.ablations import ablation_questions
 from cutswap.report.captions import negatives_ref
 from cutswap.report.compare import COLUMNS, POWER, TIE, compare, comparison_pairs
 from cutswap.report.gallery import category_figures, differences_figures, profile_figures
-from cutswap.report.html import FigureRef, run_page, write_index
+from cutswap.report.html import FigureRef, run_page
 from cutswap.report.machine import machine
 from cutswap.report.negatives import draw_negatives, make_negatives
 from cutswap.report.picking import shown_methods
 from cutswap.report.prose import summary_markdown
 from cutswap.report.redraws import redraw_test_sets
+from cutswap.report.runs_page import write_index
 from cutswap.report.tables import metrics_of
 from cutswap.score.resample import N_REDRAWS
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import html
 import json
 
 import numpy as np
@@ -7,8 +8,9 @@ import pandas as pd
 import pytest
 
 from cutswap.app.cli import main as cli
-from cutswap.report.html import run_page, write_index
+from cutswap.report.html import run_page
 from cutswap.report.prose import summary_markdown
+from cutswap.report.runs_page import write_index
 from cutswap.report.tables import comparison, list_runs, pair_steps, pivot, reference_table, trunk_label
 
 
@@ -183,7 +185,8 @@ def test_report_writes_comparisons_and_show_prints_them(tmp_path, monkeypatch, c
     assert "skewness" in md and "±1 points" in md
     assert "1 confirmatory question," in md  # only cutswap - cutpaste of the two was asked in this run
     page = (folder / "index.html").read_text()
-    assert "<h2>Comparisons</h2>" in page and 'id="comparisons"' in page and row["verdict"] in page
+    assert "<h2>Answers</h2>" in page and 'id="comparisons"' in page and 'id="questions-grid"' in page
+    assert row["verdict"] in html.unescape(page) and "figures/answers.png" in page
     assert "P(a &gt; b)" in page and "Per-seed numbers are not reproducible" in page
     assert "figures/profile.png" in page
     assert cli(["--reports", str(tmp_path), "show", "r1"]) == 0

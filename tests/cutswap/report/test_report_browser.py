@@ -22,7 +22,8 @@ import pytest
 
 from cutswap.report import figures as plots
 from cutswap.report.compare import compare
-from cutswap.report.html import FigureRef, run_page, write_index
+from cutswap.report.html import FigureRef, run_page
+from cutswap.report.runs_page import write_index
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(
@@ -206,3 +207,81 @@ def test_run_page_screenshot(reports, tmp_path):
     if keep := os.environ.get("CUTSWAP_REPORT_SHOT"):
         shutil.copy(shot, keep)
         shutil.copy(figure, Path(keep).with_name(Path(keep).stem + "-figure.png"))
+
+
+#: After the load event: where the answers and their figure end, in CSS pixels from the top.
+_LAYOUT_CHECK = """<script>window.addEventListener("load", () => {
+  const box = e => e.getBoundingClientRect();
+  const img = document.querySelector("#fig-answers img");
+  const out = {answers: [...document.querySelectorAll("#answers .answers li")].map(li => box(li).bottom),
+               figure: img && {top: box(img).top, bottom: box(img).bottom, natural: img.naturalWidth},
+               width: window.innerWidth};
+  const pre = document.createElement("pre"); pre.id = "layout"; pre.textContent = JSON.stringify(out);
+  document.body.appendChild(pre);
+});</script>"""
+
+PUBLISHED_DEMO = Path(__file__).resolve().parents[3] / "reports" / "published" / "demo-cpu"
+
+
+def test_the_demo_page_answers_every_question_beside_its_figure_within_the_first_screen(tmp_path):
+    """The published demo record (8 questions, 5 metrics) rebuilt as a page: at 1280 x 800 every answer
+    line and the figure of the answers end above 800 px."""
+    from cutswap.report.gallery import differences_figures
+
+    run = tmp_path / "reports" / "demo"
+    (run / "figures").mkdir(parents=True)
+    results = pd.read_csv(PUBLISHED_DEMO / "results.csv")
+    comparisons = pd.read_csv(PUBLISHED_DEMO / "comparisons.csv")
+    prov = json.loads((PUBLISHED_DEMO / "provenance.json").read_text())
+    figures = differences_figures(run, results, comparisons, prov["comparisons"])
+    page = run / "index.html"
+    page.write_text(run_page(results, prov, figures, comparisons))
+    probe = run / "layout.html"
+    probe.write_text(page.read_text().replace("</body>", _LAYOUT_CHECK + "</body>"))
+    dom = _chromium(
+        tmp_path, "--window-size=1280,800", "--virtual-time-budget=20000", "--dump-dom", probe.as_uri()
+    )
+    layout = json.loads(html.unescape(re.search(r'<pre id="layout">(.*?)</pre>', dom, re.S).group(1)))
+    assert layout["width"] == 1280
+    assert len(layout["answers"]) == 8 and max(layout["answers"]) <= 800, layout
+    assert layout["figure"]["natural"] > 0 and layout["figure"]["bottom"] <= 800, layout
+    assert '<table id="questions-grid" class="grid">' in dom and '<table id="comparisons">' in dom
+    if keep := os.environ.get("CUTSWAP_REPORT_SHOT"):
+        _chromium(
+            tmp_path, f"--screenshot={keep}", "--window-size=1280,800", "--hide-scrollbars", page.as_uri()
+        )
+
+
+_INDEX_CHECK = """<script>window.addEventListener("load", () => {
+  const rows = () => [...document.querySelectorAll("#runs tbody tr")];
+  const filter = document.getElementById("filter");
+  filter.value = "r2"; filter.dispatchEvent(new Event("input"));
+  const shown = rows().filter(r => !r.hidden).map(r => r.cells[1].textContent);
+  filter.value = ""; filter.dispatchEvent(new Event("input"));
+  const run = document.querySelector("#runs thead th:nth-child(2)");
+  run.click(); run.click();  // by run name, descending
+  const order = rows().map(r => r.cells[1].textContent);
+  const pre = document.createElement("pre"); pre.id = "index-check";
+  pre.textContent = JSON.stringify({shown, order}); document.body.appendChild(pre);
+  if (location.hash === "#open") {
+    rows().forEach(r => { r.querySelector("input").checked = true; });
+    document.getElementById("compare").click();
+  }
+});</script>"""
+
+
+def test_the_index_filters_sorts_and_opens_the_comparison_of_two_runs(reports, tmp_path):
+    first, second = reports / "r1", reports / "r2"
+    results = pd.read_csv(first / "results.csv")
+    compare(results, [("cutswap", "cutpaste")], ["image_AUROC"]).to_csv(first / "comparisons.csv", index=False)
+    shutil.copytree(first, second)
+    prov = json.loads((second / "provenance.json").read_text())
+    (second / "provenance.json").write_text(json.dumps({**prov, "run": "r2"}))
+    write_index(reports)
+    probe = reports / "index-check.html"
+    probe.write_text((reports / "index.html").read_text().replace("</body>", _INDEX_CHECK + "</body>"))
+    dom = _chromium(tmp_path, "--virtual-time-budget=10000", "--dump-dom", probe.as_uri())
+    seen = json.loads(html.unescape(re.search(r'<pre id="index-check">(.*?)</pre>', dom, re.S).group(1)))
+    assert seen == {"shown": ["r2"], "order": ["r2", "r1"]}
+    opened = _chromium(tmp_path, "--virtual-time-budget=10000", "--dump-dom", probe.as_uri() + "#open")
+    assert "<h1>r1 beside r2</h1>" in opened and '<table id="agreement">' in opened, opened[-600:]
