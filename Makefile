@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 export DO_NOT_TRACK := 1
 
-.PHONY: install demo ablation test lint clean-storage server server-stop
+.PHONY: install demo ablation test lint clean-storage server server-stop mlflow-server
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,7 +25,20 @@ demo: install
 ablation: install
 	$(VENV)/bin/cutswap run --preset configs/ablation.yaml
 
-test: install
+# The trackers' client side (the tracking extra) and a real MLflow server's own environment, for the tests.
+MLFLOW_SERVER_VENV ?= .venv-mlflow-server
+
+$(VENV)/.tracking: pyproject.toml $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[test,tracking]'
+	touch $@
+
+$(MLFLOW_SERVER_VENV)/bin/mlflow:
+	$(PYTHON) -m venv $(MLFLOW_SERVER_VENV)
+	$(MLFLOW_SERVER_VENV)/bin/pip install -q "mlflow==3.17.2"
+
+mlflow-server: $(MLFLOW_SERVER_VENV)/bin/mlflow
+
+test: install $(VENV)/.tracking $(MLFLOW_SERVER_VENV)/bin/mlflow
 	scripts/ensure-chromium.sh
 	$(PY) -m pytest
 

@@ -70,6 +70,7 @@ from tasks.ingest import ingest, resolve
 from tasks.pairs import pairs
 from tasks.report import report
 from tasks.saliency import saliency
+from tasks.track import mlflow_run
 from tasks.train import train
 
 
@@ -267,6 +268,8 @@ def cutswap(
             raise RunFailed(f"every job failed, so there is no report; the first: {failed[0]['summary']}")
         folder = report(settings, categories, mode["report"], preset, failed)
         print(f"report: {folder}/summary.md")
+        if settings.tracking.mlflow_uri is not None:  # every row, reused trainings too, from their stores
+            mlflow_run(settings, folder, categories)
         if failed:
             raise RunFailed(_incomplete(failed, len(jobs) * len(names), folder))
     return str(folder)

@@ -11,9 +11,12 @@ second.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import socket
 import tempfile
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 from cutswap import roots
@@ -38,6 +41,41 @@ def check_environment(settings: Settings) -> None:
         _check_scheduler(settings.parallel.address)
     for setting, weights, allow_download in _resnet18_needs(settings):
         _check_resnet18(setting, weights, allow_download)
+    _check_tracking(settings)
+
+
+#: How long a tracking server has to answer at the start.
+TRACKER_TIMEOUT = 5.0
+
+
+def _check_tracking(settings: Settings) -> None:
+    """The trackers the run logs to are installed and answer (``cutswap.track``): a run must not log its
+    trainings into nothing, nor fail after them."""
+    tracking = settings.tracking
+    install = "install the tracking extra: pip install -e '.[tracking]'"
+    if tracking.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise SettingsError(f"tracking.tensorboard needs TensorBoard, which is not installed: {install}")
+    uri = tracking.mlflow_uri
+    if uri is None:
+        return
+    if importlib.util.find_spec("mlflow") is None:
+        raise SettingsError(f"tracking.mlflow_uri needs MLflow, which is not installed: {install}")
+    if uri.startswith("file:"):
+        _check_writable("tracking.mlflow_uri", Path(urllib.parse.urlparse(uri).path))
+        return
+    health = uri.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(health, timeout=TRACKER_TIMEOUT) as answer:  # noqa: S310 (http(s) only)
+            ok = answer.status == 200
+    except (OSError, ValueError) as exc:
+        ok, reason = False, str(getattr(exc, "reason", exc))
+    else:
+        reason = "" if ok else f"HTTP {answer.status}"
+    if not ok:
+        raise SettingsError(
+            f"tracking.mlflow_uri {uri}: no MLflow server answers at {health} ({reason}); start one "
+            "(mlflow server --host 127.0.0.1 --port 5000) or leave tracking.mlflow_uri unset"
+        )
 
 
 def _check_writable(name: str, root: Path) -> None:

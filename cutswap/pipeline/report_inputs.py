@@ -11,7 +11,7 @@ Per category (:class:`cutswap.pipeline.results.CategoryRefs`):
                       ``holdout_map_max``; whole for the redraws where the stored pixel metrics are defined
     ingest store      ``images`` and ``masks`` at the picked rows, ``masks`` at the test rows (redraws),
                       the first normal training images, the sample table (defect type, mask file)
-    train stores      ``log`` with its ``log_columns``
+    train stores      ``log`` with its ``log_columns`` (the figures; every evaluation's for the trackers)
     saliency, cluster, pairs   ``maps`` (and attr ``levels``), ``top``, ``boxes`` of the first normal
                       training images
 
@@ -113,6 +113,28 @@ def _training_logs(
                 logs.setdefault(method, []).append(log)
                 columns = list(train.attrs.get("log_columns") or columns)
     return logs, columns
+
+
+def training_logs(
+    categories: dict[str, CategoryRefs],
+) -> dict[tuple[str, str, int], tuple[list[str], np.ndarray]]:
+    """Per evaluation ``(category, row, seed)``, its training's log and column names, for the trackers
+    (``cutswap.track``); an evaluation of a method that trains nothing has none."""
+    out = {}
+    for category, refs in categories.items():
+        for e in refs.evaluations:
+            group = open_store(e.evaluation)
+            inputs = group.attrs.get("inputs") or {}
+            if "train" not in inputs:
+                continue
+            train = open_store(StoreRef.recorded(inputs["train"], refs.ingest.root))
+            log = train["log"][:] if "log" in train else np.empty((0, 0))
+            if log.ndim == 2 and len(log):
+                out[(category, e.row, int(group.attrs["seed"]))] = (
+                    list(train.attrs.get("log_columns") or []),
+                    log,
+                )
+    return out
 
 
 def read_category_figures(refs: CategoryRefs, shown: list[str]) -> CategoryFigures:

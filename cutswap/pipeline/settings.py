@@ -403,6 +403,32 @@ class ReportSettings(_Section):
     )
 
 
+class TrackingSettings(_Section):
+    """Experiment trackers, off by default (``cutswap.track``; install with ``pip install -e
+    '.[tracking]'``); never part of a store key.
+
+    ``mlflow_uri``: an MLflow tracking server, ``http://HOST:PORT``, or a local ``file:///FOLDER``: one
+    MLflow run per benchmark run in ``mlflow_experiment``, a nested run per evaluation (its settings, its
+    training curves per step, its metrics), the report folder as artifacts. ``tensorboard``: event files
+    per evaluation under ``reports/<run>/tensorboard/`` (``tensorboard --logdir`` that folder), written with
+    the report from the stored training logs. Both log trainings reused from earlier runs too. A tracker that
+    does not answer stops the run at its start, not after its trainings.
+    """
+
+    mlflow_uri: str | None = None
+    mlflow_experiment: str = Field("cutswap", min_length=1)
+    tensorboard: bool = False
+
+    @field_validator("mlflow_uri")
+    @classmethod
+    def _uri(cls, uri: str | None) -> str | None:
+        if uri is not None and not re.match(r"^(https?://[^/\s]+|file:///\S*)", uri):
+            raise ValueError(
+                f"{uri!r} is not a tracking URI: give http://HOST:PORT (an mlflow server) or file:///FOLDER"
+            )
+        return uri
+
+
 class VariantSettings(_Section):
     """A named row: a registered method under other settings of the stages that feed it
     (``cutswap.pipeline.variants``). ``set`` holds dotted settings (``{saliency.levels: [level4]}``);
@@ -444,6 +470,7 @@ class Settings(_Section):
     evaluate: EvaluateSettings = EvaluateSettings()
     parallel: ParallelSettings = ParallelSettings()
     report: ReportSettings = ReportSettings()
+    tracking: TrackingSettings = TrackingSettings()
     variants: dict[str, VariantSettings] = Field(default_factory=dict)
 
     @model_validator(mode="after")

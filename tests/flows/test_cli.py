@@ -152,6 +152,11 @@ BAD_INPUTS = {
         ["--set", "dataset.name=textures", "--set", "dataset.root=/tmp/cutswap-no-such/textrues"],
         "dataset.root /tmp/cutswap-no-such/textrues does not exist",
     ),
+    "tracker-not-answering": (
+        ["--set", "tracking.mlflow_uri=http://127.0.0.1:9"],
+        "tracking.mlflow_uri http://127.0.0.1:9: no MLflow server answers at http://127.0.0.1:9/health",
+    ),
+    "tracker-uri": (["--set", "tracking.mlflow_uri=ftp://host"], "'ftp://host' is not a tracking URI"),
     "symlink-loop": (_symlink_loop, "symlink loop"),
     "file-name-not-utf8": (_undecodable_name, "file name is not UTF-8"),
 }

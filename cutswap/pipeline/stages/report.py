@@ -11,6 +11,7 @@ This module is the recipe; each job it runs lives with what it needs:
                                                           seeds cutswap.report.picking chose, the words
                                                           of cutswap.report.captions
     summary.md, index.html  cutswap.report.prose, cutswap.report.html
+    tensorboard/          cutswap.track.tensorboard_events (with ``tracking.tensorboard``)
     provenance.json       here: keys, settings, stores, failed jobs, and cutswap.report.machine
 """
 
@@ -37,6 +38,7 @@ from cutswap.pipeline.report_inputs import (
 from cutswap.pipeline.results import CategoryRefs, metric_contract, results_table
 from cutswap.pipeline.settings import Settings
 from cutswap.pipeline.stores import CODE_VERSIONS, library_versions, open_store, stage_key
+from cutswap.pipeline.tracking import tracked
 from cutswap.pipeline.variants import variant_specs
 from cutswap.report.ablations import ablation_questions
 from cutswap.report.captions import negatives_ref
@@ -51,6 +53,8 @@ from cutswap.report.redraws import redraw_test_sets
 from cutswap.report.runs_page import write_index
 from cutswap.report.tables import metrics_of
 from cutswap.score.resample import N_REDRAWS
+from cutswap.track.tensorboard_events import FOLDER as TENSORBOARD
+from cutswap.track.tensorboard_events import write_events
 
 #: How the report's comparisons are computed; recorded in ``provenance.json`` under ``comparisons``.
 #: (With the run's ``report`` settings: ``margin``, a fraction, and the ``confirmatory`` questions.)
@@ -200,6 +204,8 @@ def write_report(
     failed = [{k: f[k] for k in _FAILURE_FIELDS} for f in failed or []]
     # (an incomplete report is keyed by its failures, so a rerun that completes it writes it anew)
     params = {"run": settings.run, "report": settings.report.model_dump(mode="json")}
+    if settings.tracking.tensorboard:  # the event files are part of the report folder
+        params["tensorboard"] = True
     key = stage_key("report", {**params, **({"failed_jobs": failed} if failed else {})}, inputs)
     root = roots.normalize(settings.reports_root)
     final = roots.local_folder(root) / settings.run
@@ -218,6 +224,8 @@ def write_report(
         (tmp / "summary.md").write_text(summary_markdown(results, provenance, comparisons))
         figures = _figures(tmp, settings, categories, results, comparisons, how)
         (tmp / "index.html").write_text(run_page(results, provenance, figures, comparisons))
+        if settings.tracking.tensorboard:
+            write_events(tmp / TENSORBOARD, tracked(results, categories))
         (tmp / "provenance.json").write_text(json.dumps(provenance, indent=2, default=str))
     if not roots.is_local(root):  # built here, then uploaded with provenance.json (its marker) last
         roots.upload_tree(final, where, last="provenance.json")

@@ -273,7 +273,9 @@ _INDEX_CHECK = """<script>window.addEventListener("load", () => {
 def test_the_index_filters_sorts_and_opens_the_comparison_of_two_runs(reports, tmp_path):
     first, second = reports / "r1", reports / "r2"
     results = pd.read_csv(first / "results.csv")
-    compare(results, [("cutswap", "cutpaste")], ["image_AUROC"]).to_csv(first / "comparisons.csv", index=False)
+    compare(results, [("cutswap", "cutpaste")], ["image_AUROC"]).to_csv(
+        first / "comparisons.csv", index=False
+    )
     shutil.copytree(first, second)
     prov = json.loads((second / "provenance.json").read_text())
     (second / "provenance.json").write_text(json.dumps({**prov, "run": "r2"}))

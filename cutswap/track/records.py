@@ -1,0 +1,72 @@
+"""What a tracker is given of a run: one record per evaluation (a row's category and seed), plain data.
+
+::
+
+    TrackedEvaluation
+        category, row, seed       the evaluation (row: a method or a variant, cutswap.pipeline.variants)
+        params         {name: value}   the results.csv columns that are settings (method, steps, lr, ...)
+        metrics        {name: float}   the evaluation's metrics (image_AUROC, ...), finite only
+        log_columns    [str]           the training log's columns (step, loss, acc_negative, acc_normal,
+        log            (steps, columns) lr, images_per_s); empty for a method that trains nothing
+
+Built by :func:`evaluations` from ``results.csv`` and the training logs, so a training reused from an
+earlier run is tracked like one computed now.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+#: results.csv columns that are the evaluation's metrics (the rest that are plain values are params).
+METRIC_PREFIXES = ("image_", "pixel_", "score_", "test_fpr", "val_fpr")
+#: results.csv columns that are neither (identifiers, keys, provenance of stores).
+SKIPPED = ("category", "seed", "dataset")
+
+
+@dataclass(frozen=True)
+class TrackedEvaluation:
+    """One evaluation as a tracker logs it (module docstring)."""
+
+    category: str
+    row: str
+    seed: int
+    params: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    log_columns: list[str] = field(default_factory=list)
+    log: np.ndarray = field(default_factory=lambda: np.empty((0, 0)))
+
+    @property
+    def name(self) -> str:
+        """``<category>/<row>/seed<seed>``: one name per evaluation, as a tracker's run name or folder."""
+        return f"{self.category}/{self.row}/seed{self.seed}"
+
+
+def _is_metric(column: str) -> bool:
+    return column.startswith(METRIC_PREFIXES)
+
+
+def evaluations(
+    results: pd.DataFrame, logs: Mapping[tuple[str, str, int], tuple[list[str], np.ndarray]]
+) -> list[TrackedEvaluation]:
+    """One record per row of ``results`` (``results.csv``), with its training log from ``logs``
+    (``(category, row, seed) -> (columns, array)``) where it has one."""
+    out = []
+    for r in results.to_dict(orient="records"):
+        key = (str(r["category"]), str(r["method"]), int(r["seed"]))
+        columns, log = logs.get(key, ([], np.empty((0, 0))))
+        metrics = {
+            c: float(v)
+            for c, v in r.items()
+            if _is_metric(c) and isinstance(v, int | float) and np.isfinite(v)
+        }
+        params = {
+            c: str(v)
+            for c, v in r.items()
+            if not _is_metric(c) and c not in SKIPPED and pd.notna(v) and v != ""
+        }
+        out.append(TrackedEvaluation(key[0], key[1], key[2], params, metrics, list(columns), np.asarray(log)))
+    return out
