@@ -114,12 +114,13 @@ def test_imports_point_down_the_layers_only():
 
 
 #: The library's two floors: the method and what it needs (datasets, training, scoring), plain arguments in
-#: and out; and what makes it a benchmark and a product (settings, stores, the cluster, reports, the
-#: terminal, deployment). ``cutswap``, ``cutswap.errors``, ``cutswap.atomic`` and ``cutswap.roots`` (files
-#: and objects under a folder or a URL: a training checkpoint is one, a store's chunks are others), with
-#: ``cutswap.stalls`` (what roots says when object storage stops answering), serve both.
+#: and out; and what makes it a benchmark and a product (settings, stores, the cluster, reports, experiment
+#: trackers, the terminal, deployment). ``cutswap``, ``cutswap.errors``, ``cutswap.atomic`` and
+#: ``cutswap.roots`` (files and objects under a folder or a URL: a training checkpoint is one, a store's
+#: chunks are others), with ``cutswap.stalls`` (what roots says when object storage stops answering), serve
+#: both.
 CORE = ("cutswap.data", "cutswap.method", "cutswap.learn", "cutswap.score")
-OUTER = ("cutswap.pipeline", "cutswap.report", "cutswap.deploy", "cutswap.app")
+OUTER = ("cutswap.pipeline", "cutswap.report", "cutswap.track", "cutswap.deploy", "cutswap.app")
 
 
 def _in(module: str, packages: tuple[str, ...]) -> bool:

@@ -227,6 +227,84 @@ def _comparisons_html(comparisons: pd.DataFrame, provenance: dict, figures: Sequ
     return parts
 
 
+Section = tuple[list[str], list[tuple[str, str]]]
+"""A part of the run page: its HTML pieces and its entries of the side navigation (id, text)."""
+
+
+def _header(results: pd.DataFrame, provenance: dict) -> Section:
+    """The run in one line, and the failed jobs of an incomplete run."""
+    meta = (
+        f"Dataset <b>{html.escape(str(results['dataset'].iloc[0]))}</b>, {results['category'].nunique()} "
+        f"categories, {trained_seeds(results)} seeds, methods "
+        f"{html.escape(', '.join(dict.fromkeys(results['method'])))}; "
+        f"{html.escape(str(provenance.get('created', ''))[:16].replace('T', ' '))}. Values in %, mean ± std "
+        "over seeds where there are several."
+    )
+    parts = [f'<header><h1>{html.escape(provenance["run"])}</h1><p class="meta">{meta}</p></header>']
+    incomplete = incomplete_note(provenance)
+    if incomplete is None:
+        return parts, []
+    items = "".join(f"<li>{html.escape(line)}</li>" for line in incomplete[1])
+    parts.append(f'<div id="incomplete"><p>{_inline_md(incomplete[0])}</p><ul>{items}</ul></div>')
+    return parts, [("incomplete", "Incomplete run")]
+
+
+def _tables(results: pd.DataFrame) -> Section:
+    """Per metric and operating point its table; the published figures; the pair-bank draws."""
+    parts, toc = [], []
+    for metric in metrics_of(results):
+        parts += [
+            f'<h2 id="{metric}">{metric}</h2>',
+            html_table(pivot(results, metric), table_id=f"table-{metric}"),
+            f"<p>{html.escape(trunk_note(results))}</p>",
+        ]
+        toc.append((metric, metric))
+    for column in operating_points(results):
+        parts += [f"<h2>{column}</h2>", html_table(pivot(results, column), table_id=f"table-{column}")]
+    if operating_points(results):
+        parts.append(f"<p>{html.escape(operating_point_note(results))}</p>")
+    ref, dataset = comparison(results), results["dataset"].iloc[0]
+    if ref is not None:
+        title = html.escape(REFERENCES[dataset].title)
+        parts += [
+            f'<h2 id="published">image_AUROC beside {title}</h2>',
+            html_table(ref, table_id="reference"),
+        ]
+        toc.append(("published", "Published figures"))
+    steps = pair_steps(results)
+    if steps is not None:
+        parts += [
+            '<h2 id="steps">Pair-bank draws by step (% of draws)</h2>',
+            html_table(steps, "category / level", table_id="pair-steps"),
+        ]
+        toc.append(("steps", "Pair-bank draws"))
+    return parts, toc
+
+
+def _figures(refs: list[FigureRef], categories: list[str]) -> Section:
+    shown = [f for f in refs if f.section != ANSWERS]
+    if not shown:
+        return [], []
+    toc = [("figures", "Figures")]
+    toc += [(f"figures-{c}", f"· {c}") for c in categories if any(f.section == c for f in shown)]
+    return [figures_html(shown, categories)], toc
+
+
+def _folded(results: pd.DataFrame, provenance: dict) -> Section:
+    """How the numbers were obtained, and the provenance, folded away."""
+    parts = ['<details id="method"><summary><h2>How these numbers were obtained</h2></summary><ul>']
+    parts += [f"<li>{_inline_md(line)}</li>" for line in how_obtained(results, provenance)]
+    parts += ['</ul><p>Per-seed values: <a href="results.csv">results.csv</a>.</p></details>']
+    prov = {
+        k: provenance[k] for k in ("settings", "backbone", "versions", "created", "preset") if k in provenance
+    }
+    parts.append(
+        '<details id="provenance"><summary><h2>Provenance</h2></summary>'
+        f"<pre>{html.escape(json.dumps(prov, indent=2, default=str))}</pre></details>"
+    )
+    return parts, [("method", "How obtained"), ("provenance", "Provenance")]
+
+
 def run_page(
     results: pd.DataFrame,
     provenance: dict,
@@ -241,66 +319,17 @@ def run_page(
     links the sections. Nothing is fetched: the page works from ``file://`` and any static server.
     """
     refs = [_figure_ref(f) for f in figures]
-    categories = sorted(results["category"].unique())
-    seeds = trained_seeds(results)
-    meta = (
-        f"Dataset <b>{html.escape(str(results['dataset'].iloc[0]))}</b>, {len(categories)} categories, "
-        f"{seeds} seeds, methods {html.escape(', '.join(dict.fromkeys(results['method'])))}; "
-        f"{html.escape(str(provenance.get('created', ''))[:16].replace('T', ' '))}. Values in %, mean ± std "
-        "over seeds where there are several."
-    )
-    parts = [f'<header><h1>{html.escape(provenance["run"])}</h1><p class="meta">{meta}</p></header>']
-    toc: list[tuple[str, str]] = []
-    incomplete = incomplete_note(provenance)
-    if incomplete is not None:
-        items = "".join(f"<li>{html.escape(line)}</li>" for line in incomplete[1])
-        parts.append(f'<div id="incomplete"><p>{_inline_md(incomplete[0])}</p><ul>{items}</ul></div>')
-        toc.append(("incomplete", "Incomplete run"))
+    sections = [_header(results, provenance)]
     if comparisons is not None and not comparisons.empty:
-        parts += _comparisons_html(comparisons, provenance, refs)
-        toc += [("answers", "Answers"), ("questions", "Every question")]
+        toc = [("answers", "Answers"), ("questions", "Every question")]
         if "ablation" in split_blocks(comparisons):
             toc.append(("ablations-section", BLOCKS["ablation"]))
-    for metric in metrics_of(results):
-        parts += [
-            f'<h2 id="{metric}">{metric}</h2>',
-            html_table(pivot(results, metric), table_id=f"table-{metric}"),
-            f"<p>{html.escape(trunk_note(results))}</p>",
-        ]
-        toc.append((metric, metric))
-    for column in operating_points(results):
-        parts += [f"<h2>{column}</h2>", html_table(pivot(results, column), table_id=f"table-{column}")]
-    if operating_points(results):
-        parts.append(f"<p>{html.escape(operating_point_note(results))}</p>")
-    ref, dataset = comparison(results), results["dataset"].iloc[0]
-    if ref is not None:
-        parts += [
-            f'<h2 id="published">image_AUROC beside {html.escape(REFERENCES[dataset].title)}</h2>',
-            html_table(ref, table_id="reference"),
-        ]
-        toc.append(("published", "Published figures"))
-    steps = pair_steps(results)
-    if steps is not None:
-        parts += [
-            '<h2 id="steps">Pair-bank draws by step (% of draws)</h2>',
-            html_table(steps, "category / level", table_id="pair-steps"),
-        ]
-        toc.append(("steps", "Pair-bank draws"))
-    shown = [f for f in refs if f.section != ANSWERS]
-    if shown:
-        parts.append(figures_html(shown, categories))
-        toc.append(("figures", "Figures"))
-        toc += [(f"figures-{c}", f"· {c}") for c in categories if any(f.section == c for f in shown)]
-    parts += ['<details id="method"><summary><h2>How these numbers were obtained</h2></summary><ul>']
-    parts += [f"<li>{_inline_md(line)}</li>" for line in how_obtained(results, provenance)]
-    parts += ['</ul><p>Per-seed values: <a href="results.csv">results.csv</a>.</p></details>']
-    prov = {
-        k: provenance[k] for k in ("settings", "backbone", "versions", "created", "preset") if k in provenance
-    }
-    parts.append(
-        '<details id="provenance"><summary><h2>Provenance</h2></summary>'
-        f"<pre>{html.escape(json.dumps(prov, indent=2, default=str))}</pre></details>"
-    )
-    toc += [("method", "How obtained"), ("provenance", "Provenance")]
-    body = _toc(toc) + "<main>" + "".join(parts) + "</main>"
+        sections.append((_comparisons_html(comparisons, provenance, refs), toc))
+    sections += [
+        _tables(results),
+        _figures(refs, sorted(results["category"].unique())),
+        _folded(results, provenance),
+    ]
+    parts = [piece for section, _ in sections for piece in section]
+    body = _toc([entry for _, toc in sections for entry in toc]) + "<main>" + "".join(parts) + "</main>"
     return page(f"cutswap: {provenance['run']}", body)

@@ -44,7 +44,10 @@ CODE_VERSIONS = {
     # 10: verdicts with their scope (these categories; categories like these), skewness-corrected t
     #     intervals and their flag, confirmatory and Holm-adjusted exploratory rows, practical equivalence,
     #     P(a > b), unpaired comparisons; the score profile figure; the report settings in its key
-    "report": "10",
+    # 11: the page answers first (figures/answers.png beside one line per question), the questions x metrics
+    #     grid, the runs index's answers and comparison pages; TensorBoard's event files with
+    #     tracking.tensorboard
+    "report": "11",
 }
 
 
