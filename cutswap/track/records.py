@@ -45,6 +45,13 @@ class TrackedEvaluation:
         return f"{self.category}/{self.row}/seed{self.seed}"
 
 
+def _text(value: object) -> str:
+    """A setting as text; a whole number read as a float (a column with NaN rows) without its ``.0``."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
 def _is_metric(column: str) -> bool:
     return column.startswith(METRIC_PREFIXES)
 
@@ -64,7 +71,7 @@ def evaluations(
             if _is_metric(c) and isinstance(v, int | float) and np.isfinite(v)
         }
         params = {
-            c: str(v)
+            c: _text(v)
             for c, v in r.items()
             if not _is_metric(c) and c not in SKIPPED and pd.notna(v) and v != ""
         }
