@@ -287,3 +287,41 @@ def test_the_index_filters_sorts_and_opens_the_comparison_of_two_runs(reports, t
     assert seen == {"shown": ["r2"], "order": ["r2", "r1"]}
     opened = _chromium(tmp_path, "--virtual-time-budget=10000", "--dump-dom", probe.as_uri() + "#open")
     assert "<h1>r1 beside r2</h1>" in opened and '<table id="agreement">' in opened, opened[-600:]
+
+
+def test_the_pages_work_from_a_static_web_server(reports, tmp_path):
+    """The same run page and index served over http by a plain static server on 127.0.0.1: every image
+    loads and the index links the run (nothing in them needs ``file://`` or a network)."""
+    import sys
+    import time
+    import urllib.request
+
+    from tests.support.s3 import free_port
+
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(reports)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(base, timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        page = reports / "r1" / "index.html"
+        (page.parent / "image-check.html").write_text(
+            page.read_text().replace("</body>", _IMAGE_CHECK + "</body>")
+        )
+        dom = _chromium(tmp_path, "--virtual-time-budget=20000", "--dump-dom", f"{base}/r1/image-check.html")
+        images = json.loads(
+            html.unescape(re.search(r'<pre id="image-check">(.*?)</pre>', dom, re.S).group(1))
+        )
+        assert images and all(i["width"] > 0 for i in images), images
+        index = _chromium(tmp_path, "--dump-dom", f"{base}/index.html")
+        assert '<a href="r1/index.html">r1</a>' in index
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
