@@ -534,6 +534,10 @@ class Settings(_Section):
     def _safe_run_name(cls, run: str) -> str:
         if not run or not all(c.isalnum() or c in "-_." for c in run) or run.startswith("."):
             raise ValueError(f"run must be a plain folder name (letters, digits, - _ .), got {run!r}")
+        if (
+            run == "compare"
+        ):  # cutswap.report.runs_page: the folder of the pages that set two runs side by side
+            raise ValueError("run 'compare' is the reports' folder of run comparisons; choose another name")
         return run
 
     @model_validator(mode="after")

@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from cutswap.errors import CutswapError, one_line
 from cutswap.pipeline.report_inputs import training_logs
 from cutswap.pipeline.results import CategoryRefs
 from cutswap.pipeline.settings import Settings
@@ -48,5 +49,11 @@ def log_mlflow(settings: Settings, folder: Path, categories: dict[str, CategoryR
     if uri is None:
         raise ValueError("tracking.mlflow_uri is not set")
     records = tracked(results, categories)
-    return log_benchmark(uri, settings.tracking.mlflow_experiment, settings.run, flat_settings(settings),
-                         records, Path(folder))  # fmt: skip
+    try:
+        return log_benchmark(uri, settings.tracking.mlflow_experiment, settings.run, flat_settings(settings),
+                             records, Path(folder))  # fmt: skip
+    except Exception as exc:  # MLflow's own, or the HTTP layer's: said in one line, the report stands
+        raise CutswapError(
+            f"tracking.mlflow_uri {uri}: logging failed after the report was written ({one_line(exc)}); "
+            "rerun the same command to log the run (every store and the report are reused)"
+        ) from exc

@@ -31,6 +31,7 @@ from cutswap.report.compare import (
     INCONCLUSIVE,
     NOT_ANSWERED,
     answer,
+    answer_words,
     headline,
     points,
 )
@@ -53,16 +54,23 @@ def row_answer(r: pd.Series) -> str:
     return answer(float(r["ci_low"]), float(r["ci_high"]), margin=1e-12)
 
 
-def answer_words(r: pd.Series) -> str:
-    """The answer with the better method named: ``cutswap better``, ``inconclusive``, ..."""
-    said = row_answer(r)
-    return {A_BETTER: f"{r['a']} better", B_BETTER: f"{r['b']} better"}.get(said, said)
+def row_words(r: pd.Series) -> str:
+    """The row's answer with the better method named: ``cutswap better``, ``inconclusive``, ..."""
+    return answer_words(row_answer(r), str(r["a"]), str(r["b"]))
 
 
 def _span(r: pd.Series) -> str:
     if not np.isfinite(float(r["ci_low"])):
         return f"{points(float(r['mean_diff']))} (no interval)"
     return f"{points(float(r['mean_diff']))} [{points(float(r['ci_low']))}, {points(float(r['ci_high']))}]"
+
+
+def _power(r: pd.Series) -> str:
+    """For an inconclusive answer, what the design would have detected (an estimate)."""
+    detectable = float(r.get("detectable", float("nan")))
+    if row_answer(r) != INCONCLUSIVE or not np.isfinite(detectable):
+        return ""
+    return f" (would detect ±{detectable * 100:.1f}, an estimate)"
 
 
 def _scope(r: pd.Series) -> str:
@@ -73,8 +81,7 @@ def _scope(r: pd.Series) -> str:
     these = "this category" if int(n) == 1 else f"these {int(n)} categories"
     like = r.get("like_these_answer")
     if isinstance(like, str) and like != "n/a":
-        words = {A_BETTER: f"{r['a']} better", B_BETTER: f"{r['b']} better"}.get(like, like)
-        return f"on {these}; on categories like these: {words}"
+        return f"on {these}; on categories like these: {answer_words(like, str(r['a']), str(r['b']))}"
     return f"on {these} only"
 
 
@@ -114,8 +121,8 @@ def answers_html(comparisons: pd.DataFrame, figure: str = "", confidence: float 
         head = " · ".join(x for x in (html.escape(str(r["question"])), html.escape(_role(r))) if x)
         items.append(
             f'<li title="{html.escape(str(r["verdict"]))}"><span class="q">{head}</span>'
-            f'<span class="badge {ANSWER_CLASS[said]}">{html.escape(answer_words(r))}</span> '
-            f"{html.escape(str(r['a']))} − {html.escape(str(r['b']))} <b>{_span(r)}</b> "
+            f'<span class="badge {ANSWER_CLASS[said]}">{html.escape(row_words(r))}</span> '
+            f"{html.escape(str(r['a']))} − {html.escape(str(r['b']))} <b>{_span(r)}</b>{_power(r)} "
             f"{html.escape(str(r['metric']))}, {html.escape(_scope(r))}{marks}</li>"
         )
     return f'<div class="answers-row"><ol class="answers">{"".join(items)}</ol>{figure}</div>'

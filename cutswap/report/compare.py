@@ -378,6 +378,11 @@ def answer(low: float, high: float, margin: float) -> str:
     return INCONCLUSIVE
 
 
+def answer_words(said: str, a: str, b: str) -> str:
+    """An answer with the better method named: ``cutswap better``; the others as they are."""
+    return {A_BETTER: f"{a} better", B_BETTER: f"{b} better"}.get(said, said)
+
+
 def _span(mean: float, low: float, high: float, sign: int = 1) -> str:
     """``5.0 [4.0, 6.0]`` in points, signed by ``sign`` (-1 reads a b-better difference as positive)."""
     if sign < 0:
@@ -450,7 +455,7 @@ def _scope_words(a: str, b: str, row: dict[str, object], margin: float) -> str:
     if not np.isfinite(low):
         return f"on categories like these: no interval; {counts}"
     said = answer(low, high, margin)
-    words = {A_BETTER: f"{a} better", B_BETTER: f"{b} better"}.get(said, said)
+    words = answer_words(said, a, b)
     return f"on categories like these {words}: {_span(float(row['mean_diff']), low, high)}; {counts}"  # type: ignore[arg-type]
 
 

@@ -75,7 +75,7 @@ padding:2px 0}}#toc hr{{border:0;border-top:1px solid #ddd}}
 main{{margin-left:175px;padding:0 24px 24px;max-width:1400px}}header h1{{margin:12px 0 2px;font-size:24px}}
 .meta{{margin:0 0 8px;color:#555;font-size:13px}}h2{{font-size:19px}}#answers h2{{margin:8px 0}}
 .answers-row{{display:flex;gap:20px;align-items:flex-start}}.answers{{flex:1 1 0;min-width:0;margin:0;
-padding-left:1.2em;font-size:14px;line-height:1.35}}.answers li{{margin:0 0 8px}}
+padding-left:1.2em;font-size:13px;line-height:1.3}}.answers li{{margin:0 0 5px}}
 .answers .q{{display:block;color:#555;font-size:12px}}.badge{{display:inline-block;padding:0 6px;
 border-radius:3px;font-weight:600;font-size:13px}}.flag{{color:#a05a00;font-size:12px;white-space:nowrap}}
 .a-better{{background:#d6efd6}}.b-better{{background:#f6d6d6}}.equivalent{{background:#d9e6f7}}
@@ -175,9 +175,13 @@ def _section_html(section: str, members: list[FigureRef]) -> str:
     return "".join(parts)
 
 
+Section = tuple[list[str], list[tuple[str, str]]]
+"""A part of the run page: its HTML pieces and its entries of the side navigation (id, text)."""
+
+
 def _answers_figure(figures: Sequence[FigureRef]) -> str:
-    """The figure shown beside the answers (``cutswap.report.captions.ANSWERS``), with its size given so the
-    page lays out before the image loads; "" when the run has none."""
+    """The figure shown beside the answers (section :data:`ANSWERS`), with its size given so the page lays
+    out before the image loads; "" when the run has none."""
     for fig in figures:
         if fig.section == ANSWERS:
             return (
@@ -193,7 +197,7 @@ def _toc(entries: Sequence[tuple[str, str]]) -> str:
     return f'<nav id="toc"><a href="../index.html"><b>all runs</b></a><hr>{links}</nav>'
 
 
-def _comparisons_html(comparisons: pd.DataFrame, provenance: dict, figures: Sequence[FigureRef]) -> list[str]:
+def _answers(comparisons: pd.DataFrame, provenance: dict, figures: Sequence[FigureRef]) -> Section:
     """The answers, then each block's questions x metrics grid with the notes and every row folded."""
     how = comparison_settings(provenance)
     level = how.get("confidence", 0.95)
@@ -203,6 +207,7 @@ def _comparisons_html(comparisons: pd.DataFrame, provenance: dict, figures: Sequ
         '<section id="answers"><h2>Answers</h2>',
         answers_html(comparisons, _answers_figure(figures), level),
     ]
+    toc = [("answers", "Answers")]
     multiplicity = multiplicity_note(comparisons, level, confirmatory)
     parts += [f"<p>{_inline_md(multiplicity)}</p>" if multiplicity else "", "</section>"]
     if "main" in blocks:
@@ -215,6 +220,7 @@ def _comparisons_html(comparisons: pd.DataFrame, provenance: dict, figures: Sequ
             html_table(display_table(blocks["main"], level), "question", "comparisons"),
             "</details></section>",
         ]
+        toc.append(("questions", "Every question"))
     if "ablation" in blocks:
         parts += [
             f'<section id="ablations-section"><h2>{BLOCKS["ablation"]}</h2>',
@@ -224,11 +230,8 @@ def _comparisons_html(comparisons: pd.DataFrame, provenance: dict, figures: Sequ
             html_table(display_table(blocks["ablation"], level), "question", "ablations"),
             "</details></section>",
         ]
-    return parts
-
-
-Section = tuple[list[str], list[tuple[str, str]]]
-"""A part of the run page: its HTML pieces and its entries of the side navigation (id, text)."""
+        toc.append(("ablations-section", BLOCKS["ablation"]))
+    return parts, toc
 
 
 def _header(results: pd.DataFrame, provenance: dict) -> Section:
@@ -321,10 +324,7 @@ def run_page(
     refs = [_figure_ref(f) for f in figures]
     sections = [_header(results, provenance)]
     if comparisons is not None and not comparisons.empty:
-        toc = [("answers", "Answers"), ("questions", "Every question")]
-        if "ablation" in split_blocks(comparisons):
-            toc.append(("ablations-section", BLOCKS["ablation"]))
-        sections.append((_comparisons_html(comparisons, provenance, refs), toc))
+        sections.append(_answers(comparisons, provenance, refs))
     sections += [
         _tables(results),
         _figures(refs, sorted(results["category"].unique())),

@@ -4,7 +4,7 @@ Layout under a reports root::
 
     index.html                 every run: date, dataset, methods, seeds, status, answers; sortable and
                                filterable; pick two runs and open their comparison
-    compare/<A>--<B>.html      what ``cutswap compare A B`` prints (cutswap.report.agreement), for every two
+    compare/<A>+<B>.html       what ``cutswap compare A B`` prints (cutswap.report.agreement), for every two
                                runs on one dataset that answered a common question
     <run>/index.html           a run's page (cutswap.report.html)
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import html
 import json
+import urllib.parse
 from itertools import combinations
 from pathlib import Path
 
@@ -44,19 +45,21 @@ document.getElementById("filter").addEventListener("input", e => {
 });
 [...table.tHead.rows[0].cells].forEach((th, i) => th.addEventListener("click", () => {
   const up = th.dataset.order !== "up"; th.dataset.order = up ? "up" : "down";
-  const key = r => r.cells[i].dataset.sort ?? r.cells[i].textContent;
+  const key = r => r.cells[i].textContent.trim();
+  const number = t => (t !== "" && isFinite(t) ? Number(t) : NaN);  // "2026-12-06 10:00" is text
   const rows = [...body.rows].sort((a, b) => {
-    const x = key(a), y = key(b), nx = parseFloat(x), ny = parseFloat(y);
+    const x = key(a), y = key(b), nx = number(x), ny = number(y);
     const c = !isNaN(nx) && !isNaN(ny) ? nx - ny : x.localeCompare(y);
     return up ? c : -c;
   });
   rows.forEach(r => body.appendChild(r));
 }));
 document.getElementById("compare").addEventListener("click", () => {
-  const picked = [...body.querySelectorAll("input:checked")].map(c => c.value).sort();
+  const picked = [...body.rows].filter(r => !r.hidden && r.cells[0].firstChild.checked)
+    .map(r => r.cells[0].firstChild.value);
   const note = document.getElementById("compare-note");
   if (picked.length !== 2) { note.textContent = "Pick exactly two runs."; return; }
-  const href = pages[picked.join("\\n")];
+  const href = pages[picked.join("\\n")] ?? pages[[...picked].reverse().join("\\n")];
   if (href) { window.location.href = href; return; }
   note.textContent = `${picked[0]} and ${picked[1]} answered no common question on one dataset.`;
 });
@@ -64,9 +67,10 @@ document.getElementById("compare").addEventListener("click", () => {
 
 
 def comparison_name(first: str, second: str) -> str:
-    """The comparison page of two runs, relative to the reports root (names in sorted order)."""
+    """The comparison page of two runs, relative to the reports root (names in sorted order, joined by
+    ``+``, which a run name cannot hold)."""
     a, b = sorted((first, second))
-    return f"{COMPARE}/{a}--{b}.html"
+    return f"{COMPARE}/{a}+{b}.html"
 
 
 def _comparisons(root: Path, runs: pd.DataFrame) -> dict[tuple[str, str], pd.DataFrame]:
@@ -74,8 +78,10 @@ def _comparisons(root: Path, runs: pd.DataFrame) -> dict[tuple[str, str], pd.Dat
     tables = {}
     for run in runs[runs["status"].astype(str).str.startswith(("ok", "incomplete"))]["run"]:
         path = root / run / "comparisons.csv"
-        if path.is_file():
+        try:
             tables[run] = pd.read_csv(path)
+        except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
+            continue  # listed in the index (its answers say it is unreadable), set beside nothing
     dataset = dict(zip(runs["run"], runs.get("dataset", pd.Series(dtype=str)), strict=False))
     out = {}
     for a, b in combinations(sorted(tables), 2):
@@ -83,7 +89,7 @@ def _comparisons(root: Path, runs: pd.DataFrame) -> dict[tuple[str, str], pd.Dat
             continue
         try:
             out[(a, b)] = agreement(tables[a], tables[b])
-        except ValueError:  # no common question
+        except (ValueError, TypeError, KeyError):  # no common question, or a table of another shape
             continue
     return out
 
@@ -138,12 +144,13 @@ def _index_body(runs: pd.DataFrame, pairs: dict[str, str]) -> str:
     rows = []
     for _, r in runs.iterrows():
         name = html.escape(str(r["run"]))
+        link = html.escape(urllib.parse.quote(str(r["run"])))
         cells = "".join(f"<td>{html.escape(str(r[c]))}</td>" for c in columns)
         rows.append(
             f'<tr><td><input type="checkbox" value="{name}" aria-label="pick {name}"></td>'
-            f'<td><a href="{name}/index.html">{name}</a></td>{cells}</tr>'
+            f'<td><a href="{link}/index.html">{name}</a></td>{cells}</tr>'
         )
-    data = json.dumps(pairs).replace("</", "<\\/")
+    data = json.dumps(pairs).replace("<", "\\u003c")
     return (
         '<div class="index"><h1>cutswap reports</h1>'
         '<p><input id="filter" type="search" placeholder="filter: words every row shown must contain" '

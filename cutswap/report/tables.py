@@ -3,13 +3,16 @@ figures shown beside ours (``REFERENCES``), the pair-bank step rates, and the li
 
 Output layout of a run (``reports/``; ``cutswap.pipeline.stages.report`` writes it)::
 
-    index.html                every run: date, preset, dataset, methods, mean image AUROC per method
+    index.html                every run (``list_runs``; ``cutswap.report.runs_page`` writes it and
+    compare/<A>+<B>.html      the pages that set two runs side by side)
     <run>/results.csv         one row per (category, method, seed): metrics, the settings that matter, keys
     <run>/summary.md          per metric, a category x method table of mean (+/- std over seeds), a mean
                               row, the published figures for the dataset where there are some
                               (``REFERENCES``: CutPaste on MVTec AD, Deep SVDD on mnist), and how it was
                               obtained
-    <run>/index.html          the same as a page, with the figures and the provenance
+    <run>/index.html          the same as a page, answers first (``cutswap.report.html``), with the
+                              figures (``figures/answers.png`` beside the answers) and the provenance
+    <run>/tensorboard/        event files per evaluation, with ``tracking.tensorboard``
     <run>/figures/<category>.png   saliency per level with its top cluster, and negatives of each method
     <run>/figures/<category>-examples-<method>.png   most/least anomalous test images of each class with
                               heat map and masks, for the best method and the no-training baseline
@@ -37,7 +40,7 @@ import pandas as pd
 
 from cutswap.errors import CutswapError, one_line
 from cutswap.method.registry import UNTRAINED_METHODS
-from cutswap.report.answers import answer_words
+from cutswap.report.answers import row_words
 from cutswap.report.compare import CONFIRMATORY, METRICS, headline
 
 #: Metrics in the order tables show them; a run shows those its evaluations produced.
@@ -275,7 +278,7 @@ def headline_answers(path: Path) -> str:
         table = pd.read_csv(path)
         rows = table[table["role"] == CONFIRMATORY] if "role" in table.columns else table.iloc[0:0]
         rows = rows if len(rows) else headline(table)
-        return "; ".join(f"{r['a']} − {r['b']}: {answer_words(r)}" for _, r in rows.iterrows())
+        return "; ".join(f"{r['a']} − {r['b']}: {row_words(r)}" for _, r in rows.iterrows())
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, KeyError, ValueError):
         return "comparisons.csv unreadable"
 

@@ -23,19 +23,30 @@ from pathlib import Path
 
 from cutswap.track.records import TrackedEvaluation
 
-#: MLflow refuses longer parameter values; a longer one (a JSON of pair-bank rates) is cut to this.
+#: MLflow refuses longer parameter values; a longer one (a JSON of pair-bank rates) is cut to this, ending
+#: in :data:`CUT`.
 MAX_PARAM = 6000
-#: Metrics per ``log_batch`` call (MLflow's limit is 1,000).
-BATCH = 1000
+CUT = " [cut]"
+
+
+#: MLflow's environment settings for a run's logging (a user's own settings of them win).
+QUIET = {
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+}
 
 
 def _quiet() -> None:
-    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    """No URL printed per run, no progress bar; and a server that stops answering fails in about a minute
+    (2 retries of 20 s) rather than after MLflow's default 7 retries with backoff."""
+    for name, value in QUIET.items():
+        os.environ.setdefault(name, value)
 
 
 def _params(values: Mapping[str, str]) -> dict[str, str]:
-    return {k: v[:MAX_PARAM] for k, v in values.items()}
+    return {k: v if len(v) <= MAX_PARAM else v[: MAX_PARAM - len(CUT)] + CUT for k, v in values.items()}
 
 
 def _log_curves(client, run_id: str, record: TrackedEvaluation) -> None:
@@ -52,8 +63,7 @@ def _log_curves(client, run_id: str, record: TrackedEvaluation) -> None:
         for column, value in zip(record.log_columns, line, strict=True)
         if column != "step"
     ]
-    for start in range(0, len(metrics), BATCH):
-        client.log_batch(run_id, metrics=metrics[start : start + BATCH])
+    client.log_batch(run_id, metrics=metrics)  # the client splits it into requests MLflow accepts
 
 
 def log_benchmark(

@@ -5,7 +5,7 @@
     TrackedEvaluation
         category, row, seed       the evaluation (row: a method or a variant, cutswap.pipeline.variants)
         params         {name: value}   the results.csv columns that are settings (method, steps, lr, ...)
-        metrics        {name: float}   the evaluation's metrics (image_AUROC, ...), finite only
+        metrics        {name: float}   the evaluation's outcomes (image_AUROC, ..., :data:`METRICS`), finite
         log_columns    [str]           the training log's columns (step, loss, acc_negative, acc_normal,
         log            (steps, columns) lr, images_per_s); empty for a method that trains nothing
 
@@ -21,8 +21,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-#: results.csv columns that are the evaluation's metrics (the rest that are plain values are params).
-METRIC_PREFIXES = ("image_", "pixel_", "score_", "test_fpr", "val_fpr")
+from cutswap.report.compare import METRICS as REPORT_METRICS
+
+#: results.csv columns that are the evaluation's outcomes, logged as metrics: the metrics the report compares,
+#: the decision threshold's measured precision, recall and false-positive rate, the training's time and speed.
+#: The other plain values are settings, logged as params.
+METRICS = (*REPORT_METRICS, "threshold", "threshold_precision", "threshold_recall", "threshold_fpr",
+           "threshold_fp", "train_seconds", "train_images_per_s", "pair_fallback_rate")  # fmt: skip
 #: results.csv columns that are neither (identifiers, keys, provenance of stores).
 SKIPPED = ("category", "seed", "dataset")
 
@@ -53,7 +58,7 @@ def _text(value: object) -> str:
 
 
 def _is_metric(column: str) -> bool:
-    return column.startswith(METRIC_PREFIXES)
+    return column in METRICS
 
 
 def evaluations(

@@ -178,6 +178,7 @@ def test_an_unknown_key_gets_a_did_you_mean(overrides, message):
         ({"train.trunk_lr_factor": 0}, "train.trunk_lr_factor: Input should be greater than 0"),
         ({"evaluate.coreset_fraction": 0}, "evaluate.coreset_fraction: Input should be greater than 0"),
         ({"report.equivalence_margin": 0}, "report.equivalence_margin: Input should be greater than 0"),
+        ({"run": "compare"}, "run 'compare' is the reports' folder of run comparisons; choose another name"),
         (
             {"report.confirmatory": "[{a: cutswap, b: randomswap}]"},
             "report.confirmatory[0] names 'randomswap', which is neither a method nor a variant of this run",

@@ -261,8 +261,10 @@ _INDEX_CHECK = """<script>window.addEventListener("load", () => {
   const run = document.querySelector("#runs thead th:nth-child(2)");
   run.click(); run.click();  // by run name, descending
   const order = rows().map(r => r.cells[1].textContent);
+  document.querySelector("#runs thead th:nth-child(3)").click();  // by date, oldest first
+  const byDate = rows().map(r => r.cells[1].textContent);
   const pre = document.createElement("pre"); pre.id = "index-check";
-  pre.textContent = JSON.stringify({shown, order}); document.body.appendChild(pre);
+  pre.textContent = JSON.stringify({shown, order, byDate}); document.body.appendChild(pre);
   if (location.hash === "#open") {
     rows().forEach(r => { r.querySelector("input").checked = true; });
     document.getElementById("compare").click();
@@ -278,13 +280,16 @@ def test_the_index_filters_sorts_and_opens_the_comparison_of_two_runs(reports, t
     )
     shutil.copytree(first, second)
     prov = json.loads((second / "provenance.json").read_text())
-    (second / "provenance.json").write_text(json.dumps({**prov, "run": "r2"}))
+    # r2 is older than r1, and its date is not a number ("2025-12-31 ..." must sort as a date)
+    (second / "provenance.json").write_text(
+        json.dumps({**prov, "run": "r2", "created": "2025-12-31T23:00:00"})
+    )
     write_index(reports)
     probe = reports / "index-check.html"
     probe.write_text((reports / "index.html").read_text().replace("</body>", _INDEX_CHECK + "</body>"))
     dom = _chromium(tmp_path, "--virtual-time-budget=10000", "--dump-dom", probe.as_uri())
     seen = json.loads(html.unescape(re.search(r'<pre id="index-check">(.*?)</pre>', dom, re.S).group(1)))
-    assert seen == {"shown": ["r2"], "order": ["r2", "r1"]}
+    assert seen == {"shown": ["r2"], "order": ["r2", "r1"], "byDate": ["r2", "r1"]}
     opened = _chromium(tmp_path, "--virtual-time-budget=10000", "--dump-dom", probe.as_uri() + "#open")
     assert "<h1>r1 beside r2</h1>" in opened and '<table id="agreement">' in opened, opened[-600:]
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cutswap.report.answers import answer_words, answers_html, grid_html
+from cutswap.report.answers import answers_html, grid_html, row_words
 from cutswap.report.compare import compare, headline
 from cutswap.report.runs_page import COMPARE, comparison_name, write_index
 
@@ -42,7 +42,7 @@ def test_the_index_lists_answers_and_status_and_writes_a_comparison_per_two_runs
     assert "cutswap − random-swap: cutswap better" in page  # the confirmatory answer
     assert "incomplete: 2 failed jobs" in page
     pairs = json.loads(re.search(r'<script type="application/json" id="pairs">(.*?)</script>', page).group(1))
-    assert pairs == {"a1\na2": "compare/a1--a2.html"}  # b1 is another dataset: no page
+    assert pairs == {"a1\na2": "compare/a1+a2.html"}  # b1 is another dataset: no page
     compared = (tmp_path / comparison_name("a2", "a1")).read_text()
     assert "a1 beside a2" in compared and 'id="agreement"' in compared and "0 opposite" in compared
     # a run removed: its comparison page goes with it
@@ -53,14 +53,22 @@ def test_the_index_lists_answers_and_status_and_writes_a_comparison_per_two_runs
     assert not list((tmp_path / COMPARE).glob("*.html"))
 
 
+def test_an_unreadable_comparisons_table_is_listed_and_set_beside_nothing(tmp_path):
+    _run(tmp_path, "a1", "mvtec", 0.05)
+    _run(tmp_path, "a2", "mvtec", 0.05)
+    (tmp_path / "a2" / "comparisons.csv").write_bytes(b"\xff\xfe not a table")
+    page = write_index(tmp_path).read_text()
+    assert "comparisons.csv unreadable" in page and not list((tmp_path / COMPARE).glob("*.html"))
+
+
 def test_the_answers_name_the_better_method_and_read_old_tables_from_their_intervals(tmp_path):
     _run(tmp_path, "a1", "mvtec", 0.05)
     table = pd.read_csv(tmp_path / "a1" / "comparisons.csv")
     rows = headline(table)
     assert list(rows["metric"]) == ["image_AUROC"]  # one line per question, on the main metric
-    assert answer_words(rows.iloc[0]) == "cutswap better"
+    assert row_words(rows.iloc[0]) == "cutswap better"
     old = table.drop(columns=["answer", "role", "flag", "categories", "like_these_answer", "p_adjusted"])
-    assert answer_words(headline(old).iloc[0]) == "cutswap better"
+    assert row_words(headline(old).iloc[0]) == "cutswap better"
     top = answers_html(table, "<figure id='x'></figure>")
     assert "Does saliency guidance help" in top and "confirmatory" in top and "<figure id='x'>" in top
     grid = grid_html(table, "g")

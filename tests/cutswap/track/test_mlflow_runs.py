@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cutswap.track.mlflow_runs import MAX_PARAM, log_benchmark
+from cutswap.track.mlflow_runs import CUT, MAX_PARAM, log_benchmark
 from cutswap.track.records import evaluations
 
 pytest.importorskip("mlflow", reason="the tracking extra: pip install -e '.[tracking]'")
@@ -40,7 +40,8 @@ def test_a_parent_run_with_a_nested_run_per_evaluation_its_curves_metrics_and_th
     assert set(by_name) == {"bottle/cutswap/seed0", "bottle/cutswap/seed1"}
     trained = by_name["bottle/cutswap/seed1"]
     assert trained.data.metrics["image_AUROC"] == pytest.approx(0.91)
-    assert len(trained.data.params["pair_step_rates"]) == MAX_PARAM
+    cut = trained.data.params["pair_step_rates"]
+    assert len(cut) == MAX_PARAM and cut.endswith(CUT)  # marked, not silently shortened
     history = client.get_metric_history(trained.info.run_id, "loss")
     assert sorted((m.step, m.value) for m in history) == [(0, 1.0), (10, 0.4)]
     assert client.get_metric_history(by_name["bottle/cutswap/seed0"].info.run_id, "loss") == []

@@ -24,6 +24,7 @@ def _results() -> pd.DataFrame:
                 "image_AUROC": 0.9,
                 "steps": 40,
                 "lr": 0.03,
+                "image_size": 64,
             },
             {"category": "bottle", "method": "patchcore", "seed": 0, "image_AUROC": 0.95, "steps": np.nan},
         ]
@@ -39,6 +40,7 @@ def test_every_curve_and_metric_reads_back(tmp_path):
     records = evaluations(_results(), {("bottle", "cutswap", 0): (COLUMNS, log)})
     assert [r.name for r in records] == ["bottle/cutswap/seed0", "bottle/patchcore/seed0"]
     assert records[0].params["steps"] == "40" and "steps" not in records[1].params  # NaN is no setting
+    assert records[0].params["image_size"] == "64" and set(records[0].metrics) == {"image_AUROC"}
     folders = write_events(tmp_path, records)
     trained = EventAccumulator(str(folders[0]), size_guidance={SCALARS: 0})
     trained.Reload()
