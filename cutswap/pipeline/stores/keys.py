@@ -47,7 +47,8 @@ CODE_VERSIONS = {
     # 11: the page answers first (figures/answers.png beside one line per question), the questions x metrics
     #     grid, the runs index's answers and comparison pages; TensorBoard's event files with
     #     tracking.tensorboard
-    "report": "11",
+    # 12: what an inconclusive answer would have detected on its line; compact answers; compare pages A+B
+    "report": "12",
 }
 
 
