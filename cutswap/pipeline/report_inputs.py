@@ -98,20 +98,28 @@ def _example_sets(
     return sets
 
 
+def _training_log(evaluation: zarr.Group, root: str) -> tuple[list[str], np.ndarray] | None:
+    """The log of the training an evaluation store read, with its column names; None when it has no rows
+    (a method that trains nothing logs nothing)."""
+    train = open_store(StoreRef.recorded(evaluation.attrs["inputs"]["train"], root))
+    log = train["log"][:] if "log" in train else np.empty((0, 0))
+    if log.ndim != 2 or not len(log):
+        return None
+    return list(train.attrs.get("log_columns") or []), log
+
+
 def _training_logs(
     root: str, groups: dict[str, zarr.Group], evaluations: dict[str, list[Evaluation]]
 ) -> tuple[dict[str, list[np.ndarray]], list[str]]:
-    """Every evaluation's training log that has rows, by method, and the logs' column names (a method
-    that trains nothing logs nothing)."""
+    """Every evaluation's training log that has rows, by method, and the logs' column names."""
     logs: dict[str, list[np.ndarray]] = {}
     columns: list[str] = []
     for method, evs in evaluations.items():
         for ev in evs:
-            train = open_store(StoreRef.recorded(groups[ev.key].attrs["inputs"]["train"], root))
-            log = train["log"][:] if "log" in train else np.empty((0, 0))
-            if log.ndim == 2 and len(log):
-                logs.setdefault(method, []).append(log)
-                columns = list(train.attrs.get("log_columns") or columns)
+            found = _training_log(groups[ev.key], root)
+            if found is not None:
+                logs.setdefault(method, []).append(found[1])
+                columns = found[0] or columns
     return logs, columns
 
 
@@ -124,16 +132,9 @@ def training_logs(
     for category, refs in categories.items():
         for e in refs.evaluations:
             group = open_store(e.evaluation)
-            inputs = group.attrs.get("inputs") or {}
-            if "train" not in inputs:
-                continue
-            train = open_store(StoreRef.recorded(inputs["train"], refs.ingest.root))
-            log = train["log"][:] if "log" in train else np.empty((0, 0))
-            if log.ndim == 2 and len(log):
-                out[(category, e.row, int(group.attrs["seed"]))] = (
-                    list(train.attrs.get("log_columns") or []),
-                    log,
-                )
+            found = _training_log(group, refs.ingest.root)
+            if found is not None:
+                out[(category, e.row, int(group.attrs["seed"]))] = found
     return out
 
 
