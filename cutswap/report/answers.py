@@ -34,6 +34,7 @@ from cutswap.report.compare import (
     answer_words,
     headline,
     points,
+    role_words,
 )
 
 #: The CSS class of each answer (the colours are ``cutswap.report.html``'s).
@@ -85,15 +86,6 @@ def _scope(r: pd.Series) -> str:
     return f"on {these} only"
 
 
-def _role(r: pd.Series) -> str:
-    """``confirmatory`` or ``exploratory`` with the Holm-adjusted p-value; "" before report version 10."""
-    role = r.get("role")
-    if not isinstance(role, str):
-        return ""
-    p_adj = float(r.get("p_adjusted", float("nan")))
-    return f"{role}, adjusted p {p_adj:.2g}" if np.isfinite(p_adj) else role
-
-
 def _holm(r: pd.Series, alpha: float) -> str:
     """A mark on a "better" that does not survive its family's Holm adjustment."""
     p_adj = float(r.get("p_adjusted", float("nan")))
@@ -118,7 +110,14 @@ def answers_html(comparisons: pd.DataFrame, figure: str = "", confidence: float 
     items = []
     for _, r in rows.iterrows():
         said, marks = row_answer(r), _holm(r, 1 - confidence) + _flag(r)
-        head = " · ".join(x for x in (html.escape(str(r["question"])), html.escape(_role(r))) if x)
+        head = " · ".join(
+            x
+            for x in (
+                html.escape(str(r["question"])),
+                html.escape(role_words(r.get("role"), float(r.get("p_adjusted", float("nan"))))),
+            )
+            if x
+        )
         items.append(
             f'<li title="{html.escape(str(r["verdict"]))}"><span class="q">{head}</span>'
             f'<span class="badge {ANSWER_CLASS[said]}">{html.escape(row_words(r))}</span> '

@@ -692,13 +692,12 @@ def points(value: float, signed: bool = True) -> str:
 _SHOWN = ("a", "b", "metric", "n_pairs", "mean_diff", "ci_low", "ci_high", "verdict")
 
 
-def _role(r: tuple) -> str:
-    """The row's role and its Holm-adjusted p-value (within its family); n/a before issue 31."""
-    role = getattr(r, "role", None)
+def role_words(role: object, p_adjusted: float) -> str:
+    """A row's role with its Holm-adjusted p-value (within its family): ``exploratory, adjusted p 0.45``;
+    "" for a table of a report version before issue 31 (no role)."""
     if not isinstance(role, str):
-        return "n/a"
-    p_adj = getattr(r, "p_adjusted", float("nan"))
-    return f"{role} (adj. p {p_adj:.2g})" if np.isfinite(p_adj) else role
+        return ""
+    return f"{role}, adjusted p {p_adjusted:.2g}" if np.isfinite(p_adjusted) else role
 
 
 def _improvement(r: tuple) -> str:
@@ -722,7 +721,7 @@ def display_table(comparisons: pd.DataFrame, confidence: float = 0.95) -> pd.Dat
             "question": getattr(r, "question", None) or question(r.a, r.b),
             "a − b": f"{r.a} − {r.b}",
             "metric": r.metric,
-            "role": _role(r),
+            "role": role_words(getattr(r, "role", None), getattr(r, "p_adjusted", float("nan"))) or "n/a",
             "pairs": int(r.n_pairs),
             "mean diff": points(r.mean_diff),
             level: f"[{points(r.ci_low)}, {points(r.ci_high)}]" if np.isfinite(r.ci_low) else "n/a",

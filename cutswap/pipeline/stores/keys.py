@@ -48,7 +48,8 @@ CODE_VERSIONS = {
     #     grid, the runs index's answers and comparison pages; TensorBoard's event files with
     #     tracking.tensorboard
     # 12: what an inconclusive answer would have detected on its line; compact answers; compare pages A+B
-    "report": "12",
+    # 13: one wording of a row's role and adjusted p in every table and on the page
+    "report": "13",
 }
 
 
