@@ -53,6 +53,7 @@ skewness needs 1.8x the width): :func:`flag` marks those rows.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -270,52 +271,46 @@ def skew_interval(
     return _interval(parts, q_low, q_high, confidence, power, p)
 
 
-def skew_t(
-    diffs: pd.DataFrame,
-    test_variance: Mapping[str, float] | None = None,
-    n_redraws: int = 0,
-    confidence: float = 0.95,
-    power: float = POWER,
-) -> Interval:
-    """The report's interval: Hall's skewness-corrected t on per-seed differences (module docstring).
+def _on_paired(compute: Callable[[Parts, float, float], Interval]) -> Callable[..., Interval]:
+    """An interval of per-seed differences, ``(diffs, test_variance=None, n_redraws=0, confidence=0.95,
+    power=POWER)``, from ``compute(parts, confidence, power)``, which sees only rows that have one.
 
-    Args:
-        diffs: ``category, seed, diff`` (``cutswap.report.compare.paired_differences``).
-        test_variance: per category, the test-set variance shared by its seeds; None: seed noise only.
-        n_redraws: redraws behind ``test_variance`` (its degrees of freedom are ``n_redraws - 1``).
-
-    Returns NaN bounds when no category has two seeds, there are no pairs, or nothing varies.
+    ``diffs``: ``category, seed, diff`` (``cutswap.report.compare.paired_differences``); ``test_variance``:
+    per category, the test-set variance shared by its seeds (None: seed noise only); ``n_redraws``: the
+    redraws behind it. NaN bounds when no category has two seeds, there are no pairs, or nothing varies.
     """
-    return skew_interval(Parts.paired(diffs, test_variance, n_redraws), confidence, power)
+
+    @functools.wraps(compute)
+    def interval(
+        diffs: pd.DataFrame,
+        test_variance: Mapping[str, float] | None = None,
+        n_redraws: int = 0,
+        confidence: float = 0.95,
+        power: float = POWER,
+    ) -> Interval:
+        parts = Parts.paired(diffs, test_variance, n_redraws)
+        undefined = _undefined(parts)
+        return undefined if undefined is not None else compute(parts, confidence, power)
+
+    return interval
 
 
-def satterthwaite(
-    diffs: pd.DataFrame,
-    test_variance: Mapping[str, float] | None = None,
-    n_redraws: int = 0,
-    confidence: float = 0.95,
-    power: float = POWER,
-) -> Interval:
+@_on_paired
+def skew_t(parts: Parts, confidence: float, power: float) -> Interval:
+    """The report's interval: Hall's skewness-corrected t on per-seed differences (module docstring)."""
+    return skew_interval(parts, confidence, power)
+
+
+@_on_paired
+def satterthwaite(parts: Parts, confidence: float, power: float) -> Interval:
     """The symmetric t interval with Satterthwaite's degrees of freedom (the report's before issue 31)."""
-    parts = Parts.paired(diffs, test_variance, n_redraws)
-    undefined = _undefined(parts)
-    if undefined is not None:
-        return undefined
     q = stats.t.ppf(0.5 + confidence / 2, parts.df)
     return _interval(parts, -q, q, confidence, power, _two_sided(parts.mean / parts.se, parts.df))
 
 
-def skew_t_pooled(
-    diffs: pd.DataFrame,
-    test_variance: Mapping[str, float] | None = None,
-    n_redraws: int = 0,
-    confidence: float = 0.95,
-    power: float = POWER,
-) -> Interval:
+@_on_paired
+def skew_t_pooled(parts: Parts, confidence: float, power: float) -> Interval:
     """Hall's skewness-corrected t interval, the noise's shape pooled over categories (module docstring)."""
-    parts = Parts.paired(diffs, test_variance, n_redraws)
-    if _undefined(parts) is not None:
-        return skew_interval(parts, confidence, power)
     s = np.sqrt(parts.s2)
     shaped = [_k3(g) / si**3 for g, si in zip(parts.seeds, s, strict=True) if len(g) >= 3 and si > 0]
     g1 = float(np.mean(shaped)) if shaped else 0.0
@@ -345,38 +340,20 @@ def _bootstrap(parts: Parts, draws: list[np.ndarray], rng, confidence: float, po
     return _interval(parts, q_low, q_high, confidence, power, float("nan"))
 
 
-def bootstrap_t(
-    diffs: pd.DataFrame,
-    test_variance: Mapping[str, float] | None = None,
-    n_redraws: int = 0,
-    confidence: float = 0.95,
-    power: float = POWER,
-) -> Interval:
+@_on_paired
+def bootstrap_t(parts: Parts, confidence: float, power: float) -> Interval:
     """Studentized bootstrap, seeds redrawn within categories (module docstring); a category with one seed
     keeps it fixed in every resample (its seed variance enters ``se`` but not the resamples)."""
-    parts = Parts.paired(diffs, test_variance, n_redraws)
-    undefined = _undefined(parts)
-    if undefined is not None:
-        return undefined
     rng = np.random.default_rng(0)
     draws = [g[rng.integers(0, len(g), size=(N_BOOT, len(g)))] if len(g) > 1 else np.tile(g, (N_BOOT, 2))
              for g in parts.seeds]  # fmt: skip
     return _bootstrap(parts, draws, rng, confidence, power)
 
 
-def bootstrap_t_pooled(
-    diffs: pd.DataFrame,
-    test_variance: Mapping[str, float] | None = None,
-    n_redraws: int = 0,
-    confidence: float = 0.95,
-    power: float = POWER,
-) -> Interval:
+@_on_paired
+def bootstrap_t_pooled(parts: Parts, confidence: float, power: float) -> Interval:
     """Studentized bootstrap with one noise shape: every category's seeds are redrawn as its mean plus its
     standard deviation times residuals drawn from all categories' standardized ones (module docstring)."""
-    parts = Parts.paired(diffs, test_variance, n_redraws)
-    undefined = _undefined(parts)
-    if undefined is not None:
-        return undefined
     rng = np.random.default_rng(0)
     pooled = [(g - g.mean()) / np.sqrt(s2) * np.sqrt(len(g) / (len(g) - 1))
               for g, s2 in zip(parts.seeds, parts.s2, strict=True) if len(g) > 1 and s2 > 0]  # fmt: skip
@@ -386,19 +363,10 @@ def bootstrap_t_pooled(
     return _bootstrap(parts, draws, rng, confidence, power)
 
 
-def signflip(
-    diffs: pd.DataFrame,
-    test_variance: Mapping[str, float] | None = None,
-    n_redraws: int = 0,
-    confidence: float = 0.95,
-    power: float = POWER,
-) -> Interval:
+@_on_paired
+def signflip(parts: Parts, confidence: float, power: float) -> Interval:
     """Sign-flip (Rademacher wild) bootstrap of the studentized mean: residuals from the category means keep
     or flip their sign (module docstring)."""
-    parts = Parts.paired(diffs, test_variance, n_redraws)
-    undefined = _undefined(parts)
-    if undefined is not None:
-        return undefined
     rng = np.random.default_rng(0)
     draws = []
     for g in parts.seeds:

@@ -9,23 +9,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
 
 from cutswap.report import figures
 from cutswap.report.compare import COLUMNS
 from cutswap.report.html import FigureRef, figures_html
 from cutswap.score.metrics import image_auroc
-
-PNG = b"\x89PNG\r\n\x1a\n"
-
-
-def _png(path: Path, max_kb: int = 400, min_kb: int = 5) -> tuple[int, int]:
-    """Assert ``path`` is a PNG between ``min_kb`` (not blank) and ``max_kb``; return its (width, height)."""
-    data = path.read_bytes()
-    assert data[:8] == PNG
-    assert min_kb * 1024 < len(data) < max_kb * 1024, len(data)
-    with Image.open(path) as im:
-        return im.size
+from tests.support.images import assert_png as _png
 
 
 def test_extremes_picks_the_most_and_least_anomalous_of_each_class():

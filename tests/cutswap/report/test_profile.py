@@ -4,25 +4,12 @@ PNG, and the gallery draws the run's own rows on image AUROC."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
 
 from cutswap.report import captions, figures, gallery
-
-PNG = b"\x89PNG\r\n\x1a\n"
-
-
-def _png(path: Path, max_kb: int = 400, min_kb: int = 5) -> tuple[int, int]:
-    """Assert ``path`` is a PNG between ``min_kb`` (not blank) and ``max_kb``; return its (width, height)."""
-    data = path.read_bytes()
-    assert data[:8] == PNG
-    assert min_kb * 1024 < len(data) < max_kb * 1024, len(data)
-    with Image.open(path) as im:
-        return im.size
+from tests.support.images import assert_png as _png
 
 
 def _value(taus: np.ndarray, fractions: np.ndarray, tau: float) -> float:
