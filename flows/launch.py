@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cutswap import stopping
 from cutswap.errors import CutswapError
 from cutswap.pipeline.stages import STAGES, stage_modes
 
@@ -122,6 +123,7 @@ class _Stop:
     def _handle(self, signum: int, frame: object) -> None:
         if self.signum is None:
             self.signum = signum
+            stopping.request()
             raise KeyboardInterrupt
         if signum == signal.SIGINT:  # asked twice (Prefect re-sends SIGTERM to itself, so not that one)
             self._end_now("stopping at once, as asked twice")
@@ -136,19 +138,39 @@ class _Stop:
             if received:
                 break
         self.signum = self.signum or received[0]
+        stopping.request()  # before the main thread gets to it: the workers are dying now
         time.sleep(STOP_GRACE)
         self._end_now(f"the run did not stop within {STOP_GRACE:.0f} s of {signal.Signals(self.signum).name}")
 
     def _end_now(self, why: str) -> None:
         import psutil
 
-        print(f"\n{why}: ending it and its child processes now", file=sys.stderr, flush=True)
-        children = psutil.Process().children(recursive=True)
+        _say(f"\n{why}: ending it and its child processes now\n")
+        children = [c for c in psutil.Process().children(recursive=True) if not _is_resource_tracker(c)]
         for child in children:
             with contextlib.suppress(psutil.Error):
                 child.kill()
         psutil.wait_procs(children, timeout=3)
         os._exit(128 + (self.signum or signal.SIGTERM))
+
+
+def _say(text: str) -> None:
+    """Write ``text`` to file descriptor 2 itself: the last words of a process about to ``os._exit``, so
+    nothing buffered in Python stands between them and the terminal."""
+    with contextlib.suppress(OSError):
+        sys.stderr.flush()
+        os.write(2, text.encode())
+
+
+def _is_resource_tracker(process: Any) -> bool:
+    """Python's (or joblib's) multiprocessing resource tracker: left to end by itself. It ignores SIGINT
+    and SIGTERM and exits when the last process that shares it has gone, unlinking the semaphores those
+    left behind (a killed Dask worker's Blosc lock). Killed with them, it leaves those in /dev/shm, and the
+    first of this process's threads to unregister one starts a new tracker that prints a ``KeyError``
+    traceback for each name it never saw."""
+    with contextlib.suppress(Exception):
+        return "resource_tracker" in " ".join(process.cmdline())
+    return False
 
 
 def execute(
@@ -185,10 +207,9 @@ def execute(
         if signum is None and not isinstance(exc, KeyboardInterrupt):
             raise
         name = signal.Signals(signum or signal.SIGINT).name
-        print(
+        _say(
             f"\nstopped by {name}: the flow run is marked crashed; complete stores are kept and the next "
-            f"run reuses them. Full log: {log}",
-            file=sys.stderr,
+            f"run reuses them. Full log: {log}\n"
         )
         return 128 + (signum or signal.SIGINT)
     page = folder / "index.html"

@@ -160,6 +160,29 @@ def test_a_signal_to_the_run_group_stops_everything_within_15_s(tmp_path, preset
     assert published and all(is_complete(p) for p in published if p.parent.name != "datasets")
 
 
+def _semaphores() -> set[str]:
+    return {p.name for p in Path("/dev/shm").glob("sem.*")} if Path("/dev/shm").is_dir() else set()
+
+
+def test_ctrl_c_twice_ends_the_run_at_once_and_leaks_no_semaphore(tmp_path, preset):
+    """The second Ctrl-C ends the run and its children at once, but not the resource tracker: it outlives
+    them, unlinks the Blosc locks of the killed workers and ends by itself (killed with them, it left those
+    locks in /dev/shm and the run's last threads printed its successor's KeyError tracebacks)."""
+    before = _semaphores()
+    run = Run(tmp_path, "--preset", str(preset), "--set", "train.steps=5000")
+    run.wait_for(r"step \d+/5000")
+    tree = run.tree()
+    os.killpg(run.process.pid, signal.SIGINT)
+    time.sleep(0.3)
+    os.killpg(run.process.pid, signal.SIGINT)
+    code = run.wait(30)
+    gone = _gone_within(tree, 15)
+    print(f"Ctrl-C twice: exit {code}, every process gone {gone:.1f} s later")
+    assert code == 130, run.text[-3000:]
+    assert "stopping at once, as asked twice" in run.text and "Traceback" not in run.text, run.text[-3000:]
+    assert _semaphores() - before == set()
+
+
 def test_a_killed_run_leaves_no_process_behind(tmp_path, preset):
     run = Run(tmp_path, "--preset", str(preset), "--set", "train.steps=5000")
     run.wait_for(r"step \d+/5000")

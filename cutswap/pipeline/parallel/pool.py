@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from cutswap import stopping
 from cutswap.errors import CutswapError
 from cutswap.pipeline.parallel.identity import code_fingerprint, differences
 from cutswap.pipeline.parallel.worker_logs import WORKER_LOGS, log_worker_record, route_logs_plugin
@@ -180,7 +181,7 @@ class DaskPool:
         message = event[1]
         if not isinstance(message, dict) or message.get("action") != "remove-worker":
             return
-        if message.get("expected") or self._closing:  # retired, or closed with the pool
+        if message.get("expected") or self._closing or stopping.requested():  # retired, or closed by us
             return
         worker = message.get("worker", "?")
         allowed = self.allowed_failures if self.address is None else self._scheduler_failures

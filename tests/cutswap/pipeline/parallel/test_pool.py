@@ -18,11 +18,13 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
+from cutswap import stopping
 from cutswap.data.builtin.textures import build_textures
 from cutswap.data.layouts.mvtec import scan_mvtec
 from cutswap.errors import CutswapError
 from cutswap.pipeline import parallel
 from cutswap.pipeline.parallel import dask_pool, run_job, run_sharded, shard_ranges
+from cutswap.pipeline.parallel.pool import DaskPool
 from cutswap.pipeline.settings import Settings
 from cutswap.pipeline.stages.cluster import cluster_category
 from cutswap.pipeline.stages.ingest import ingest_category
@@ -187,3 +189,23 @@ def test_a_shadowing_cutswap_module_on_the_workers_path_is_a_clear_error(tmp_pat
     monkeypatch.syspath_prepend(str(tmp_path))  # spawned workers inherit sys.path
     with dask_pool(workers=1, gpus=0) as dask, pytest.raises(CutswapError, match="shadows the package"):
         dask.client  # noqa: B018 - starts the cluster
+
+
+@pytest.mark.parametrize("asked_to_stop", [False, True], ids=["working", "stop asked"])
+def test_a_worker_death_is_said_unless_the_process_was_asked_to_stop(monkeypatch, caplog, asked_to_stop):
+    """A signal to the run's process group kills the workers at once, and Dask's event thread hears of it
+    before the main thread unwinds to ``close``: those deaths are the stop's, not failures to report."""
+    monkeypatch.setattr(stopping, "_REQUESTED", threading.Event())
+    pool = DaskPool(workers=1, address="tcp://127.0.0.1:1", gpus=0)
+    pool._watched["k"] = ("job", "train brick/cutswap/seed 0")
+    pool._started_on["k"] = "tcp://w"
+    if asked_to_stop:
+        stopping.request()
+    event = {"action": "remove-worker", "worker": "tcp://w", "processing-tasks": ["k"], "expected": False}
+    with caplog.at_level(logging.WARNING, logger="cutswap"):
+        pool._worker_removed((0.0, event))
+    said = [r.getMessage() for r in caplog.records if "died during" in r.getMessage()]
+    if asked_to_stop:
+        assert said == []
+    else:
+        assert len(said) == 1 and said[0].startswith("worker tcp://w died during train brick/cutswap/seed 0;")
