@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cutswap import stopping
+from cutswap.app import stopping
 from cutswap.errors import CutswapError
 from cutswap.pipeline.stages import STAGES, stage_modes
 

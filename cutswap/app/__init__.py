@@ -1,1 +1,2 @@
-"""The terminal: the ``cutswap`` commands (``cli``) and what a person sees of a run (``console``)."""
+"""The terminal: the ``cutswap`` commands (``cli``), what a person sees of a run (``console``) and whether
+the person asked the run to stop (``stopping``)."""

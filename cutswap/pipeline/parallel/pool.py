@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from cutswap import stopping
+from cutswap.app import stopping
 from cutswap.errors import CutswapError
 from cutswap.pipeline.parallel.identity import code_fingerprint, differences
 from cutswap.pipeline.parallel.worker_logs import WORKER_LOGS, log_worker_record, route_logs_plugin

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from cutswap import stopping
+from cutswap.app import stopping
 from cutswap.data.builtin.textures import build_textures
 from cutswap.data.layouts.mvtec import scan_mvtec
 from cutswap.errors import CutswapError
