@@ -7,13 +7,15 @@ numbers under a key that names code that did not run. So on connecting to any po
     {"cutswap": "0.1.0", "code": "<sha256 of the cutswap package's .py files, 16 hex>",
      "stages": {"ingest": "1", ...}, "torch": "2.14.1", "zarr": "3.1.6"}
 
-GPU pinning (``worker_gpu``): a worker started with ``CUDA_VISIBLE_DEVICES`` uses the first device it
-names, which is the worker's own: one CLI worker per GPU started with ``CUDA_VISIBLE_DEVICES=i``, or a
-``dask cuda worker``, which gives each worker every GPU of the host in a rotated order, its own first.
-A worker without it that sees several GPUs (CLI workers started with ``--resources GPU=1``, one per
-GPU, and a local pool's workers) claims the first GPU no other process of the host holds
-(``claim_gpu``: an exclusive lock file per GPU in ``/tmp``); the kernel drops the claim when the worker
-dies, so a restarted worker takes its GPU back.
+GPU pinning (``worker_gpu``): a worker that sees one device uses it. A worker that sees several claims the
+first of them, in its own order, that no other process of the host holds (``claim_gpu``: an exclusive
+lock file per GPU in ``/tmp``, named by the GPU's UUID). That one rule is right for every way workers
+start: a ``dask cuda worker`` gives each worker every GPU of the host in a rotated order, its own first,
+which is free; SLURM gives every worker of a ``--gres=gpu:4`` job ``CUDA_VISIBLE_DEVICES=0,1,2,3``, and
+the job's workers take one each; two jobs on one node that both see ``0,1`` see their own GPUs (device
+cgroups renumber them) or the same ones, and the UUIDs tell which, where indices cannot; CLI workers
+started with ``--resources GPU=1`` and a local pool's workers see every GPU of the host. The kernel drops
+a claim when its worker dies, so a restarted worker takes its GPU back.
 """
 
 from __future__ import annotations
@@ -67,11 +69,12 @@ def differences(ours: dict[str, Any], theirs: dict[str, Any]) -> list[str]:
 GPU_CLAIMS = Path("/tmp/cutswap-gpu-claims")
 
 
-def claim_gpu(count: int, folder: Path = GPU_CLAIMS) -> int | None:
-    """The index of a GPU no other process of this host holds, held by this process until it exits.
+def claim_gpu(gpus: list[str], folder: Path = GPU_CLAIMS) -> int | None:
+    """The position in ``gpus`` (this process's visible devices, by UUID, in its own order) of the first
+    GPU no other process of this host holds, held by this process until it exits.
 
-    Returns the same index on every call of one process; None when all ``count`` are held (or the
-    claims folder cannot be used), in which case the caller keeps torch's default device.
+    Returns the same position on every call of one process; None when all are held (or the claims
+    folder cannot be used), in which case the caller keeps torch's default device.
     """
     global _CLAIMED
     if _CLAIMED is not None:
@@ -84,9 +87,9 @@ def claim_gpu(count: int, folder: Path = GPU_CLAIMS) -> int | None:
             folder.chmod(0o1777)
     except OSError:
         return None
-    for index in range(count):
+    for index, uuid in enumerate(gpus):
         try:
-            fd = os.open(folder / f"gpu-{index}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+            fd = os.open(folder / f"{_file_name(uuid)}.lock", os.O_RDWR | os.O_CREAT, 0o666)
             with contextlib.suppress(OSError):
                 os.fchmod(fd, 0o666)
         except OSError:  # another user's claim file, not writable for us: that GPU is theirs
@@ -97,10 +100,22 @@ def claim_gpu(count: int, folder: Path = GPU_CLAIMS) -> int | None:
             os.close(fd)
             continue
         os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        os.write(fd, f"{os.getpid()} {os.environ.get('SLURM_JOB_ID', '')}\n".encode())
         _CLAIMED = (index, fd)  # the fd stays open: the claim lasts as long as this process
         return index
     return None
+
+
+def _file_name(uuid: str) -> str:
+    """``GPU-8f3c...`` as a file name (UUIDs are hex and dashes; anything else is replaced)."""
+    return "gpu-" + "".join(c if c.isalnum() or c == "-" else "_" for c in uuid)
+
+
+def visible_gpus() -> list[str]:
+    """The UUIDs of the CUDA devices this process sees, in torch's order (``cuda:0`` first)."""
+    import torch
+
+    return [str(torch.cuda.get_device_properties(i).uuid) for i in range(torch.cuda.device_count())]
 
 
 _CLAIMED: tuple[int, int] | None = None
@@ -109,22 +124,24 @@ _CLAIMED: tuple[int, int] | None = None
 def worker_gpu() -> int | None:
     """The CUDA device index a Dask worker's jobs use; None without CUDA (see the module docstring).
 
-    ``CUDA_VISIBLE_DEVICES`` set, or one visible device: 0. Otherwise the GPU the worker claims on its
-    host; when every GPU is claimed, None (torch's default device), with a warning.
+    One visible device: 0. Several: the first this worker claims on its host; when every one is claimed,
+    None (torch's default device), with a warning.
     """
     import torch
 
     if not torch.cuda.is_available():
         return None
-    count = torch.cuda.device_count()
-    if count == 1 or os.environ.get("CUDA_VISIBLE_DEVICES", "").strip():
+    gpus = visible_gpus()
+    if len(gpus) == 1:
         return 0
-    index = claim_gpu(count)
+    index = claim_gpu(gpus)
     if index is None:
         log.warning(
-            "all %d GPUs of this host are claimed by other workers (%s): this worker's jobs share cuda:0; "
-            "start one worker per GPU, or give each its CUDA_VISIBLE_DEVICES",
-            count,
+            "all %d GPUs this worker sees (CUDA_VISIBLE_DEVICES=%s) are claimed by other workers of the "
+            "host (%s): this worker's jobs share cuda:0; start one worker per GPU, or ask SLURM for as many "
+            "GPUs per job as workers per job (parallel.slurm.gpus)",
+            len(gpus),
+            os.environ.get("CUDA_VISIBLE_DEVICES", "unset"),
             GPU_CLAIMS,
         )
     return index

@@ -69,46 +69,70 @@ _CLAIM = """
 import sys, time
 from pathlib import Path
 from cutswap.pipeline.parallel.identity import claim_gpu
-print(claim_gpu(2, Path(sys.argv[1])), flush=True)
+print(claim_gpu(sys.argv[3].split(","), Path(sys.argv[1])), flush=True)
 time.sleep(float(sys.argv[2]))
 """
 
 
-def test_workers_of_one_host_claim_different_gpus(tmp_path):
-    """The pinning logic without GPUs: processes of one host each claim a free device index, a third
-    finds none, and a claim ends with its process (a restarted worker takes the GPU back)."""
+class _Claimer:
+    """A process of the host that sees ``gpus`` (UUIDs, in its own order) and holds its claim ``seconds``."""
 
-    def claimer(seconds: float) -> subprocess.Popen:
-        return subprocess.Popen(
-            [sys.executable, "-c", textwrap.dedent(_CLAIM), str(tmp_path), str(seconds)],
+    def __init__(self, folder: Path, gpus: str, seconds: float = 30) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", textwrap.dedent(_CLAIM), str(folder), str(seconds), gpus],
             stdout=subprocess.PIPE,
             text=True,
         )
+        self.claim = self.process.stdout.readline().strip()
 
-    first, second = claimer(30), claimer(30)
+    def stop(self) -> None:
+        self.process.kill()
+        self.process.wait()
+
+
+def test_workers_of_one_host_claim_different_gpus(tmp_path):
+    """The pinning logic without GPUs: processes of one host each claim a free device, a third finds
+    none, and a claim ends with its process (a restarted worker takes the GPU back)."""
+    first, second = _Claimer(tmp_path, "GPU-a,GPU-b"), _Claimer(tmp_path, "GPU-a,GPU-b")
     try:
-        claims = {first.stdout.readline().strip(), second.stdout.readline().strip()}
-        assert claims == {"0", "1"}
-        third = subprocess.run(
-            [sys.executable, "-c", textwrap.dedent(_CLAIM), str(tmp_path), "0"],
-            capture_output=True,
-            text=True,
-        )
-        assert third.stdout.strip() == "None"
-        first.kill()
-        first.wait()
+        assert {first.claim, second.claim} == {"0", "1"}
+        assert _Claimer(tmp_path, "GPU-a,GPU-b", 0).claim == "None"
+        taken = first.claim
+        first.stop()
         time.sleep(0.2)
-        again = subprocess.run(
-            [sys.executable, "-c", textwrap.dedent(_CLAIM), str(tmp_path), "0"],
-            capture_output=True,
-            text=True,
-        )
-        assert again.stdout.strip() in claims and again.stdout.strip() != "None"
+        assert _Claimer(tmp_path, "GPU-a,GPU-b", 0).claim == taken
     finally:
-        for process in (first, second):
-            process.kill()
-            process.wait()
-    assert claim_gpu(0, tmp_path / "none") is None  # no GPUs: nothing to claim
+        first.stop()
+        second.stop()
+    assert claim_gpu([], tmp_path / "none") is None  # no GPUs: nothing to claim
+
+
+def test_claims_follow_the_gpu_not_its_index(tmp_path):
+    """SLURM and dask-cuda, simulated by the device lists they give. Two jobs on one node both see
+    ``0,1``: with device cgroups those are other GPUs (other UUIDs), so both take their own first one;
+    without, the same GPUs, so the second job's worker takes the other. dask-cuda's rotated lists: each
+    worker takes its own GPU, listed first."""
+    claimers = []
+    try:
+        claimers += [
+            _Claimer(tmp_path / "cgroups", "GPU-a,GPU-b"),
+            _Claimer(tmp_path / "cgroups", "GPU-c,GPU-d"),
+        ]
+        assert [c.claim for c in claimers] == ["0", "0"]
+        shared = [_Claimer(tmp_path / "shared", "GPU-a,GPU-b"), _Claimer(tmp_path / "shared", "GPU-a,GPU-b")]
+        claimers += shared
+        assert sorted(c.claim for c in shared) == ["0", "1"]
+        rotated = ["GPU-a,GPU-b,GPU-c", "GPU-b,GPU-c,GPU-a", "GPU-c,GPU-a,GPU-b"]
+        cuda = [_Claimer(tmp_path / "dask-cuda", gpus) for gpus in rotated]
+        claimers += cuda
+        assert [c.claim for c in cuda] == ["0", "0", "0"]
+        # SLURM's --gres=gpu:3 job with three workers: all see 0,1,2 in one order and take one each.
+        job = [_Claimer(tmp_path / "gres", "GPU-a,GPU-b,GPU-c") for _ in range(3)]
+        claimers += job
+        assert sorted(c.claim for c in job) == ["0", "1", "2"]
+    finally:
+        for claimer in claimers:
+            claimer.stop()
 
 
 def _torch_threads() -> int:
@@ -135,25 +159,25 @@ def test_a_cpu_job_on_a_cluster_by_address_keeps_to_its_workers_threads():
             dask.close()
 
 
-def test_a_worker_uses_its_own_visible_gpu_else_claims_one(monkeypatch, caplog):
-    """The pinning rule without GPUs: CUDA_VISIBLE_DEVICES set (one device, or dask-cuda's rotated list
-    whose first is the worker's own) means cuda:0; otherwise the worker's claim, with a warning when
-    every GPU of the host is claimed."""
+def test_a_worker_uses_its_only_gpu_else_claims_one(monkeypatch, caplog):
+    """The pinning rule without GPUs: one visible device means cuda:0 (no claim); several, whatever
+    ``CUDA_VISIBLE_DEVICES`` says, the worker's claim among them, with a warning when every one is
+    claimed."""
     import torch
 
     from cutswap.pipeline.parallel import identity
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    monkeypatch.setattr(identity, "visible_gpus", lambda: ["GPU-b"])
     claims = []
-    monkeypatch.setattr(identity, "claim_gpu", lambda count: claims.append(count) or 2)
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1,2,3,0")  # dask cuda worker's second worker
+    monkeypatch.setattr(identity, "claim_gpu", lambda gpus: claims.append(gpus) or 2)
     assert identity.worker_gpu() == 0 and claims == []
-    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
-    assert identity.worker_gpu() == 2 and claims == [4]
-    monkeypatch.setattr(identity, "claim_gpu", lambda count: None)
+    monkeypatch.setattr(identity, "visible_gpus", lambda: ["GPU-a", "GPU-b", "GPU-c", "GPU-d"])
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3")  # every worker of a --gres=gpu:4 SLURM job
+    assert identity.worker_gpu() == 2 and claims == [["GPU-a", "GPU-b", "GPU-c", "GPU-d"]]
+    monkeypatch.setattr(identity, "claim_gpu", lambda gpus: None)
     assert identity.worker_gpu() is None
-    assert "all 4 GPUs of this host are claimed" in caplog.text
+    assert "all 4 GPUs this worker sees (CUDA_VISIBLE_DEVICES=0,1,2,3) are claimed" in caplog.text
 
 
 def test_a_job_reaching_a_worker_with_other_code_is_refused_naming_it():
