@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -126,6 +127,18 @@ def store_path(storage_root: str | Path, stage: str, name: str, key: str) -> str
 
 #: What a stage name and a key look like (``stage_key`` gives 16 hex digits).
 _PLAIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*\Z")
+
+
+def writer() -> dict[str, str | int]:
+    """Who wrote a store: host and process, and the SLURM job it ran in (``SLURM_JOB_ID``, set in every
+    process of a job, Dask workers started by ``parallel.slurm`` included), so a wrong number can be
+    traced to the job's log (``slurm-<id>.out``) and node."""
+    import socket
+
+    out: dict[str, str | int] = {"host": socket.gethostname(), "pid": os.getpid()}
+    if job := os.environ.get("SLURM_JOB_ID"):
+        out["slurm_job_id"] = job
+    return out
 
 
 def library_versions() -> dict[str, str]:

@@ -31,7 +31,14 @@ import cutswap.pipeline.stores.posix as posix
 from cutswap import atomic, roots
 from cutswap.errors import StoreError
 from cutswap.pipeline.stores.checksums import damage_of
-from cutswap.pipeline.stores.keys import CODE_VERSIONS, StoreRef, jsonable, library_versions, stage_key
+from cutswap.pipeline.stores.keys import (
+    CODE_VERSIONS,
+    StoreRef,
+    jsonable,
+    library_versions,
+    stage_key,
+    writer,
+)
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +218,11 @@ def build_store(
         "code_version": CODE_VERSIONS[stage],
         "settings": settings,
         "inputs": {k: v.to_dict() for k, v in inputs.items()},
-        "provenance": {"versions": library_versions(), "started": datetime.now(UTC).isoformat()},
+        "provenance": {
+            "versions": library_versions(),
+            "started": datetime.now(UTC).isoformat(),
+            "writer": writer(),
+        },
         **(extra_attrs or {}),
     }
     waited: list[str] = []

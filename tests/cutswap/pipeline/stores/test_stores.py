@@ -3,6 +3,7 @@ from __future__ import annotations
 import functools
 import multiprocessing
 import os
+import socket
 import time
 from pathlib import Path
 
@@ -45,6 +46,15 @@ def test_build_store_publishes_then_reuses(any_root):
     _, forced = build_store(any_root, "cluster", "cat", {"k": 3}, {}, write, mode="force")
     assert forced and len(calls) == 2
     assert open_store(ref).attrs["provenance"]["seconds"] >= 0
+
+
+def test_a_store_names_its_writer_and_slurm_job(tmp_path, monkeypatch):
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    ref, _ = build_store(
+        tmp_path, "cluster", "cat", {"k": 3}, {}, lambda g: write_array(g, "x", np.zeros((2, 1)))
+    )
+    writer = open_store(ref).attrs["provenance"]["writer"]
+    assert writer == {"host": socket.gethostname(), "pid": os.getpid(), "slurm_job_id": "4242"}
 
 
 def _slow_write(calls: str, group) -> None:
