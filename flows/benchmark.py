@@ -257,7 +257,7 @@ def cutswap(
         jobs = _row_seeds(run_rows(settings), settings.train.seeds)
         shown.start(*stage_tasks(len(names), len(jobs), precomputed_chains(settings)))
         images = {c: ingest(settings, root, c, table, mode["ingest"]) for c in names}
-        with dask_pool(**settings.parallel.model_dump()) as dask:
+        with dask_pool(**settings.parallel.model_dump(), run=settings.run) as dask:
             plans = [_plan_category(settings, c, images[c], jobs, mode, dask) for c in names]
             # Every job runs to its end, whatever the others do: a failed one is reported, not fatal.
             failures = {job: job.failure() for plan in plans for job in plan.jobs}

@@ -146,6 +146,7 @@ class _Stop:
         import psutil
 
         _say(f"\n{why}: ending it and its child processes now\n")
+        stopping.last_calls()
         children = [c for c in psutil.Process().children(recursive=True) if not _is_resource_tracker(c)]
         for child in children:
             with contextlib.suppress(psutil.Error):

@@ -1,7 +1,8 @@
 """What a run needs from the machine, checked before Prefect, Dask or torch start.
 
 The settings model (``cutswap.pipeline.settings``) checks values against each other; this checks them
-against the world: the roots can be written, the Dask scheduler named in ``parallel.address`` answers, and
+against the world: the roots can be written, the Dask scheduler named in ``parallel.address`` answers, SLURM (``parallel.slurm``) answers
+and has the partition and the walltime asked for, and
 the ImageNet weights of every trunk the run needs are at hand. Each of these otherwise fails minutes into
 the run, inside a worker, as a traceback.
 
@@ -39,6 +40,11 @@ def check_environment(settings: Settings) -> None:
             _check_bucket(name, root)
     if settings.parallel.address is not None:
         _check_scheduler(settings.parallel.address)
+    if (slurm := settings.parallel.slurm) is not None:
+        from cutswap.pipeline.parallel.slurm import check_scheduler_host, check_slurm
+
+        check_slurm(slurm.partition, slurm.walltime)
+        check_scheduler_host(slurm.scheduler_host)
     for setting, weights, allow_download in _resnet18_needs(settings):
         _check_resnet18(setting, weights, allow_download)
     _check_tracking(settings)

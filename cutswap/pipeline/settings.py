@@ -334,6 +334,41 @@ class EvaluateSettings(_Section):
     threshold_fpr: float = Field(0.01, gt=0.0, lt=1.0)
 
 
+class SlurmSettings(_Section):
+    """Dask workers as SLURM jobs (``cutswap.pipeline.parallel.slurm``): what each job asks SLURM for.
+
+    ``partition`` (None: the cluster's default), ``account``, ``walltime`` (``HH:MM:SS`` or ``D-HH:MM:SS``;
+    a training that outlives its job resumes from its checkpoint in the next), ``cpus`` and ``memory`` per
+    job (``16GB``), ``gpus`` per job (``--gres=gpu:N``; the job then runs one worker per GPU, each pinned
+    to its own by UUID), ``extra`` sbatch lines (``--constraint=a100``, ``--qos=long``), ``max_jobs`` at
+    once (jobs start when the run has work for them and end when it has none), ``python``: the workers'
+    interpreter (None: this one; the nodes must see it, as they see the roots). ``scheduler_host``: where
+    the jobs reach the run's scheduler, which listens there; loopback by default, which serves a
+    single-node SLURM only (a run whose nodes are other hosts is refused until it names this host's
+    address on the cluster's network). ``log_folder``: the jobs' ``slurm-<id>.out`` files.
+    """
+
+    partition: str | None = None
+    account: str | None = None
+    walltime: str = "04:00:00"
+
+    @field_validator("walltime")
+    @classmethod
+    def _walltime(cls, walltime: str) -> str:
+        if not re.fullmatch(r"(\d+-)?\d+(:\d{2}){0,2}", walltime):
+            raise ValueError(f"{walltime!r} is not a SLURM time; give HH:MM:SS or D-HH:MM:SS, e.g. 04:00:00")
+        return walltime
+
+    cpus: int = Field(4, ge=1)
+    memory: str = Field("16GB", pattern=r"^\d+(\.\d+)?\s*[KMGT]i?B$")
+    gpus: int = Field(0, ge=0)
+    extra: list[str] = []
+    max_jobs: int = Field(4, ge=1)
+    python: str | None = None
+    scheduler_host: str = "127.0.0.1"
+    log_folder: str = "slurm-logs"
+
+
 class ParallelSettings(_Section):
     """Where precompute shards and training/evaluation jobs run; never part of a key.
 
@@ -343,7 +378,8 @@ class ParallelSettings(_Section):
     time), else ``workers`` CPU workers that run ``cpu_jobs`` jobs at once (None: one per worker), each job
     with its share of the cores; ``benchmarks/bench_jobs.py`` times the choices on a machine. ``workers: 0``
     computes everything in-process, one job at a time. With ``address``, ``gpus`` says whether jobs ask
-    for a GPU (None: when any worker advertises one).
+    for a GPU (None: when any worker advertises one). ``slurm`` (``SlurmSettings``) starts the workers as
+    SLURM jobs instead, for the run, with a scheduler in this process.
 
     Faults end the run (``cutswap.pipeline.parallel``): a job whose worker dies is rerun (a training job from
     its last checkpoint) at most ``allowed_failures`` times (a local pool's; a remote scheduler keeps its
@@ -368,6 +404,13 @@ class ParallelSettings(_Section):
     cpu_jobs: int | None = Field(None, ge=1)
     allowed_failures: int = Field(3, ge=0)
     worker_timeout: float = Field(300.0, gt=0)
+    slurm: SlurmSettings | None = None
+
+    @model_validator(mode="after")
+    def _one_cluster(self) -> ParallelSettings:
+        if self.slurm is not None and self.address is not None:
+            raise ValueError("parallel.slurm and parallel.address name two clusters; unset one of them")
+        return self
 
 
 #: The metrics a confirmatory question may name (``cutswap.report.compare.METRICS``; a test keeps them equal).

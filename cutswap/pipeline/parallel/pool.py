@@ -9,6 +9,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from cutswap.app import stopping
@@ -52,7 +53,12 @@ class DaskPool:
         cpu_jobs: int | None = None,
         allowed_failures: int = 3,
         worker_timeout: float = 300.0,
+        slurm: dict[str, Any] | None = None,
+        run: str = "run",
     ) -> None:
+        self.slurm, self.run = slurm, run
+        if slurm is not None:  # jobs ask for a GPU exactly when the SLURM jobs have GPUs
+            gpus = slurm.get("gpus", 0)
         if gpus is None and address is None:
             import torch
 
@@ -77,7 +83,7 @@ class DaskPool:
     @property
     def local_cpu(self) -> bool:
         """A local pool without GPUs: the one whose cores the jobs share."""
-        return self.address is None and not self.gpus
+        return self.address is None and self.slurm is None and not self.gpus
 
     @property
     def client(self) -> Any:
@@ -100,6 +106,8 @@ class DaskPool:
             self._watch_workers(client)
             log.info("dask: connected to %s", self.address)
             return client
+        if self.slurm is not None:
+            return self._start_slurm()
         # Dask sets MALLOC_TRIM_THRESHOLD_ in its workers, which turns off glibc's adaptive mmap threshold:
         # every large tensor is then a fresh mmap, and its page faults made training jobs there slower
         # than in-process (benchmarks/bench_jobs.py: 0.55x with it, 1.02x without, 2 cores).
@@ -135,6 +143,31 @@ class DaskPool:
             self.workers,
             " (one GPU each)" if self.gpus else "",
             client.dashboard_link,
+        )
+        return client
+
+    def _start_slurm(self) -> Any:
+        """Workers as SLURM jobs (``slurm``), cancelled when the pool closes, or, when the run is ended at
+        once, by its last call (``cutswap.app.stopping``)."""
+        from distributed import Client
+
+        from cutswap.pipeline.parallel.slurm import cancel_jobs, job_name, slurm_cluster
+
+        cluster = slurm_cluster(self.run, **self.slurm, failures=self.allowed_failures)
+        self._stack.callback(cluster.close)
+        stopping.at_exit_now(lambda: cancel_jobs(self.run))
+        client = Client(cluster, set_as_default=False)
+        self._stack.callback(client.close)
+        client.subscribe_topic(WORKER_LOGS, log_worker_record)
+        client.register_plugin(route_logs_plugin(), name="cutswap-logs")
+        self._watch_workers(client)
+        log.info(
+            "dask: workers as SLURM jobs %s on partition %s (at most %d at once%s), job logs in %s",
+            job_name(self.run),
+            self.slurm.get("partition") or "(default)",
+            self.slurm.get("max_jobs", 1),
+            f", {self.gpus} GPUs each" if self.gpus else "",
+            Path(self.slurm.get("log_folder", ".")).resolve(),
         )
         return client
 
@@ -232,6 +265,8 @@ class DaskPool:
         return {"GPU": 1} if any(w.get("resources", {}).get("GPU") for w in workers) else None
 
     def _where(self) -> str:
+        if self.slurm is not None:
+            return "the SLURM jobs' workers"
         return f"the Dask scheduler at {self.address}" if self.address else "the local Dask pool"
 
     def check_can_run(self, name: str, resources: dict[str, float] | None) -> None:
@@ -387,12 +422,17 @@ def dask_pool(
     cpu_jobs: int | None = None,
     allowed_failures: int = 3,
     worker_timeout: float = 300.0,
+    slurm: dict[str, Any] | None = None,
+    run: str = "run",
 ) -> Iterator[DaskPool | None]:
-    """A lazily started :class:`DaskPool`, or None for in-process work (``workers=0`` and no address)."""
-    if address is None and workers <= 0:
+    """A lazily started :class:`DaskPool`, or None for in-process work (``workers=0``, no address, no
+    SLURM)."""
+    if address is None and slurm is None and workers <= 0:
         yield None
         return
-    pool = DaskPool(workers, address, threads_per_worker, gpus, cpu_jobs, allowed_failures, worker_timeout)
+    pool = DaskPool(
+        workers, address, threads_per_worker, gpus, cpu_jobs, allowed_failures, worker_timeout, slurm, run
+    )
     try:
         yield pool
     finally:
