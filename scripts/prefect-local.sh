@@ -205,11 +205,9 @@ start() {
     wait_for_server "$server"
   fi
   "$PREFECT" work-pool create "$CUTSWAP_POOL" --type process --overwrite >/dev/null
-  # The deployments of this pool only (remote-benchmark is for another host: README, More than one machine)
-  names=$("$PY" -c 'import yaml; print(" ".join("--name " + d["name"] for d in
-    yaml.safe_load(open("prefect.yaml"))["deployments"] if d["work_pool"]["name"] == "cutswap"))')
-  # shellcheck disable=SC2086
-  "$PREFECT" --no-prompt deploy $names >/dev/null
+  # Every deployment of prefect.yaml, all on this pool: what `prefect deploy --all` deploys (the one for
+  # another host is in prefect-remote.yaml: README, More than one machine).
+  "$PREFECT" --no-prompt deploy --all >/dev/null
   if ! worker=$(running "$WORKER_PID" worker); then
     worker=$(detached "$PREFECT_HOME/worker.log" "$PREFECT" worker start --pool "$CUTSWAP_POOL")
     echo "$worker" >"$WORKER_PID"

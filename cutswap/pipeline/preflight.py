@@ -1,10 +1,10 @@
 """What a run needs from the machine, checked before Prefect, Dask or torch start.
 
 The settings model (``cutswap.pipeline.settings``) checks values against each other; this checks them
-against the world: the roots can be written, the Dask scheduler named in ``parallel.address`` answers, SLURM (``parallel.slurm``) answers
-and has the partition and the walltime asked for, and
-the ImageNet weights of every trunk the run needs are at hand. Each of these otherwise fails minutes into
-the run, inside a worker, as a traceback.
+against the world: the roots can be written, the Dask scheduler named in ``parallel.address`` answers,
+SLURM (``parallel.slurm``) answers and has the partition and walltime asked for, and the ImageNet weights
+of every trunk the run needs are at hand. Each of these otherwise fails minutes into the run, inside a
+worker, as a traceback.
 
 Light on purpose (no torch import): ``cutswap run`` calls it on every start and must answer in about a
 second.

@@ -153,6 +153,8 @@ def slurm_cluster(
     processes = max(gpus, 1)
     directives = [*([f"--gres=gpu:{gpus}"] if gpus else []), *extra]
     worker_args = ["--resources", "GPU=1"] if gpus else []
+    if _is_loopback(scheduler_host):  # a single-node SLURM: the workers listen on loopback too
+        worker_args += ["--host", scheduler_host]
     cluster = SLURMCluster(
         queue=partition,
         account=account,
@@ -181,7 +183,7 @@ def slurm_cluster(
 def check_scheduler_host(scheduler_host: str) -> None:
     """Refuse a loopback scheduler address when SLURM's nodes are other hosts: their workers could not
     reach it, and every job would wait ``parallel.worker_timeout`` for nothing."""
-    if not scheduler_host.startswith("127.") and scheduler_host != "localhost":
+    if not _is_loopback(scheduler_host):
         return
     addresses = re.findall(r"NodeAddr=(\S+)", _scontrol("show", "nodes", "-o"))
     elsewhere = sorted({a for a in addresses if not _is_this_host(a)})
@@ -191,6 +193,10 @@ def check_scheduler_host(scheduler_host: str) -> None:
             "cannot reach a scheduler on this host's loopback; set it to this host's address on the "
             "cluster's network (`hostname -i`)"
         )
+
+
+def _is_loopback(host: str) -> bool:
+    return host.startswith("127.") or host == "localhost"
 
 
 def _is_this_host(address: str) -> bool:
