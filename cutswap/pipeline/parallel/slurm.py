@@ -148,8 +148,7 @@ def slurm_cluster(
     this host. A job runs one worker per GPU it asks for (each claims its own, ``identity.worker_gpu``,
     and advertises ``GPU=1`` so that a GPU job waits for one), else one worker with the job's CPUs.
     ``failures``: deaths of a job's worker before the job fails (the scheduler's ``allowed_failures``)."""
-    from dask_jobqueue import SLURMCluster
-
+    SLURMCluster = _slurm_cluster_class()
     processes = max(gpus, 1)
     directives = [*([f"--gres=gpu:{gpus}"] if gpus else []), *extra]
     worker_args = ["--resources", "GPU=1"] if gpus else []
@@ -178,6 +177,24 @@ def slurm_cluster(
     )
     cluster.adapt(minimum_jobs=0, maximum_jobs=max_jobs)
     return cluster
+
+
+def _slurm_cluster_class() -> Any:
+    """``dask_jobqueue.SLURMCluster``, imported without its side effect: dask-jobqueue 0.9.0's
+    ``runner`` module sets ``signal.signal(SIGINT, lambda *_: sys.exit())`` when imported. In the main
+    thread that would replace the run's own SIGINT handling (``flows.launch``: mark the flow run crashed,
+    close the pool, cancel the jobs) with a bare exit; in any other thread (the pool starts in a task's
+    thread) the import fails with ``ValueError: signal only works in main thread``. Its runner is not
+    used here, so the handler it asks for is not installed."""
+    import signal
+
+    install = signal.signal
+    signal.signal = lambda signum, handler: signal.getsignal(signum)  # type: ignore[assignment]
+    try:
+        from dask_jobqueue import SLURMCluster
+    finally:
+        signal.signal = install
+    return SLURMCluster
 
 
 def check_scheduler_host(scheduler_host: str) -> None:

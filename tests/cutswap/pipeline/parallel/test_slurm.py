@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -99,3 +102,23 @@ def test_slurm_settings_are_checked_where_they_are_read(tmp_path):
 def test_job_names_are_safe_for_scancel():
     assert slurm.job_name("demo") == "cutswap-demo"
     assert slurm.job_name("my run; rm -rf /") == "cutswap-my_run__rm_-rf__"
+
+
+def test_dask_jobqueue_is_imported_in_any_thread_without_taking_sigint():
+    """dask-jobqueue 0.9.0 sets a SIGINT handler when imported: from a task's thread that fails, and from
+    the main thread it would replace the run's own stop; ``_slurm_cluster_class`` keeps both from
+    happening."""
+    script = textwrap.dedent(
+        """
+        import signal, threading
+        from cutswap.pipeline.parallel.slurm import _slurm_cluster_class
+        ours = lambda *_: None
+        signal.signal(signal.SIGINT, ours)
+        found = []
+        thread = threading.Thread(target=lambda: found.append(_slurm_cluster_class().__name__))
+        thread.start(); thread.join()
+        print(found, signal.getsignal(signal.SIGINT) is ours)
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "['SLURMCluster'] True", done.stderr[-2000:]
