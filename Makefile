@@ -57,12 +57,11 @@ test: install $(VENV)/.tracking $(MLFLOW_SERVER_VENV)/bin/mlflow
 
 # Refresh the lock files from pyproject.toml's ranges (newest releases the indexes offer), with pip-tools in
 # an environment of its own. Commit them with the change that needed them.
+LOCK_FLAGS := --allow-unsafe --generate-hashes --no-emit-index-url --no-emit-find-links --strip-extras
 lock:
 	test -x .venv-lock/bin/pip-compile || ($(PYTHON) -m venv .venv-lock && .venv-lock/bin/pip install -q "pip-tools==7.7.0")
-	.venv-lock/bin/pip-compile -q --generate-hashes --allow-unsafe --strip-extras --extra test --extra tracking \
-		-o $(DEV_LOCK) pyproject.toml requirements/torch.in
-	.venv-lock/bin/pip-compile -q --generate-hashes --allow-unsafe --strip-extras -c $(DEV_LOCK) \
-		-o $(LOCK) pyproject.toml requirements/torch.in
+	.venv-lock/bin/pip-compile -q $(LOCK_FLAGS) --extra=test --extra=tracking -o $(DEV_LOCK) pyproject.toml requirements/torch.in
+	.venv-lock/bin/pip-compile -q $(LOCK_FLAGS) --constraint=$(DEV_LOCK) -o $(LOCK) pyproject.toml requirements/torch.in
 
 lint: install
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
