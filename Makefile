@@ -53,6 +53,7 @@ mlflow-server: $(MLFLOW_SERVER_VENV)/bin/mlflow
 
 test: install $(VENV)/.tracking $(MLFLOW_SERVER_VENV)/bin/mlflow
 	scripts/ensure-chromium.sh
+	scripts/ensure-slurm.sh
 	$(PY) -m pytest
 
 # Refresh the lock files from pyproject.toml's ranges (newest releases the indexes offer), with pip-tools in
