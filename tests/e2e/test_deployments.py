@@ -151,6 +151,12 @@ def test_the_readme_server_path_as_written(project):
     timings["make server"] = time.monotonic() - began
     assert started.returncode == 0, started.stdout[-3000:] + started.stderr[-3000:]
     assert f"http://127.0.0.1:{PORT}" in started.stdout
+    # What Prefect users type: every deployment of prefect.yaml, the same ones `make server` deployed.
+    deployed = _sh(project, ".venv/bin/prefect --no-prompt deploy --all", timeout=300)
+    assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
+    listed = set(re.findall(r"cutswap/([a-z-]+)", _sh(project, ".venv/bin/prefect deployment ls").stdout))
+    names = {d["name"] for d in yaml.safe_load((project / "prefect.yaml").read_text())["deployments"]}
+    assert listed == names, (listed, names)
 
     began = time.monotonic()
     run = _watched(project, full)

@@ -224,3 +224,32 @@ def test_a_stopped_run_leaves_no_job_in_the_queue(slurm, data, tmp_path):
     assert run.returncode == 130, out[-4000:]
     drained = _empty_queue_within(30)
     print(f"SIGINT: exit 130, queue empty {drained:.1f} s later")
+
+
+def test_the_flow_runs_as_a_batch_job_with_its_workers_as_further_jobs(slurm, data, tmp_path):
+    """``sbatch scripts/slurm-run.sh PRESET``: the documented way to run the flow itself inside SLURM."""
+    preset = _preset(tmp_path, data)
+    config = yaml.safe_load(preset.read_text())
+    config["parallel"]["slurm"]["max_jobs"] = 1  # the flow's job holds one of the node's cores
+    preset.write_text(yaml.safe_dump(config))
+    started = time.monotonic()
+    sbatch = ["sbatch", "--wait", "--parsable", "--cpus-per-task=1", "--mem=3G"]
+    env = {**os.environ, "CUTSWAP_PYTHON": sys.executable, "PYTHONPATH": str(REPO)}
+    env["PREFECT_HOME"] = str(tmp_path / "prefect")
+    done = subprocess.run(
+        [*sbatch, "--output", str(tmp_path / "flow-%j.out"), "scripts/slurm-run.sh", str(preset)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+    )
+    flow_job = done.stdout.strip().split(";")[0]
+    out = next(tmp_path.glob("flow-*.out"), None)
+    said = out.read_text() if out else ""
+    assert done.returncode == 0, done.stderr + said[-4000:]
+    print(f"sbatch scripts/slurm-run.sh: {time.monotonic() - started:.0f} s")
+    assert "Done. Report:" in said and (tmp_path / "reports" / "slurm" / "summary.md").is_file()
+    writers = [a["provenance"]["writer"] for a in _stores(tmp_path, "train").values()]
+    assert writers and all(w.get("slurm_job_id") not in (None, flow_job) for w in writers), writers
+    _empty_queue_within(30)
