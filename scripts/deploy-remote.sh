@@ -10,9 +10,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PREFECT=${PREFECT:-.venv/bin/prefect}
-export CUTSWAP_COMMIT=${CUTSWAP_COMMIT:-$(git rev-parse HEAD)}
+CUTSWAP_COMMIT=${CUTSWAP_COMMIT:-$(git rev-parse HEAD 2>/dev/null || true)}
+export CUTSWAP_COMMIT
 missing=()
-for name in CUTSWAP_REPOSITORY CUTSWAP_STORAGE_ROOT CUTSWAP_REPORTS_ROOT CUTSWAP_SCHEDULER; do
+for name in CUTSWAP_REPOSITORY CUTSWAP_COMMIT CUTSWAP_STORAGE_ROOT CUTSWAP_REPORTS_ROOT CUTSWAP_SCHEDULER; do
   [[ -n ${!name:-} ]] || missing+=("$name")
 done
 if (( ${#missing[@]} )); then

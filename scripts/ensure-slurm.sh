@@ -3,7 +3,8 @@
 # browser tests): installed when missing and this is a root shell with apt-get; otherwise the test skips
 # and says why.
 set -uo pipefail
-command -v slurmctld >/dev/null && command -v munged >/dev/null && exit 0
+command -v slurmctld >/dev/null && command -v slurmd >/dev/null && command -v sbatch >/dev/null \
+  && command -v munged >/dev/null && exit 0
 if [[ $(id -u) != 0 ]] || ! command -v apt-get >/dev/null; then
   echo "ensure-slurm: SLURM is not installed and this is not a root shell with apt-get; its test will skip" >&2
   exit 0

@@ -25,8 +25,12 @@ slurm_start "$BASE"
   --set parallel.slurm.partition=debug --set parallel.slurm.walltime=00:30:00 \
   --set parallel.slurm.cpus=1 --set parallel.slurm.memory=3GB --set parallel.slurm.max_jobs=2 \
   --set parallel.slurm.log_folder="$BASE/slurm-logs"
-left=$(squeue -h -o %i)
-[[ -z $left ]] || { echo "error: SLURM jobs left after the run: $left" >&2; exit 1; }
+for _ in $(seq 1 60); do  # jobs still completing (SLURM's KillWait) leave the queue within seconds
+  left=$(squeue -h -o %i)
+  [[ -z $left ]] && break
+  sleep 0.5
+done
+[[ -z $left ]] || { echo "error: SLURM jobs left 30 s after the run: $left" >&2; exit 1; }
 .venv/bin/python - "$BASE/storage" <<'PYEOF'
 import json, sys
 from pathlib import Path

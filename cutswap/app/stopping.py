@@ -30,10 +30,18 @@ def requested() -> bool:
     return _REQUESTED.is_set()
 
 
-def at_exit_now(call: Callable[[], None]) -> None:
+def at_exit_now(call: Callable[[], None]) -> Callable[[], None]:
     """Have ``call`` run when the run is ended at once (Ctrl-C twice, or the grace after a signal ran
-    out), before its child processes are killed: what must not outlive it elsewhere (SLURM jobs)."""
+    out), before its child processes are killed: what must not outlive it elsewhere (SLURM jobs). Returns
+    ``call``, for ``forget`` once what it would end has ended by itself."""
     _LAST_CALLS.append(call)
+    return call
+
+
+def forget(call: Callable[[], None]) -> None:
+    """No longer run ``call`` at the end (its pool closed normally)."""
+    with contextlib.suppress(ValueError):
+        _LAST_CALLS.remove(call)
 
 
 def last_calls() -> None:

@@ -41,10 +41,12 @@ def check_environment(settings: Settings) -> None:
     if settings.parallel.address is not None:
         _check_scheduler(settings.parallel.address)
     if (slurm := settings.parallel.slurm) is not None:
-        from cutswap.pipeline.parallel.slurm import check_scheduler_host, check_slurm
+        from cutswap.pipeline.parallel.slurm import check_slurm, resolve_scheduler_host
 
-        check_slurm(slurm.partition, slurm.walltime)
-        check_scheduler_host(slurm.scheduler_host)
+        check_slurm(
+            slurm.partition, slurm.account, slurm.walltime, slurm.cpus, slurm.memory, slurm.gpus, slurm.extra
+        )
+        resolve_scheduler_host(slurm.scheduler_host)
     for setting, weights, allow_download in _resnet18_needs(settings):
         _check_resnet18(setting, weights, allow_download)
     _check_tracking(settings)

@@ -343,14 +343,22 @@ class SlurmSettings(_Section):
     to its own by UUID), ``extra`` sbatch lines (``--constraint=a100``, ``--qos=long``), ``max_jobs`` at
     once (jobs start when the run has work for them and end when it has none), ``python``: the workers'
     interpreter (None: this one; the nodes must see it, as they see the roots). ``scheduler_host``: where
-    the jobs reach the run's scheduler, which listens there; loopback by default, which serves a
-    single-node SLURM only (a run whose nodes are other hosts is refused until it names this host's
-    address on the cluster's network). ``log_folder``: the jobs' ``slurm-<id>.out`` files.
+    the jobs reach the run's scheduler, which listens there (None: loopback when SLURM's only node is this
+    host, else this host's address on the route to the nodes). ``log_folder``: the jobs' output,
+    ``cutswap-<run>-<job id>.out`` and ``.err``.
     """
 
     partition: str | None = None
     account: str | None = None
     walltime: str = "04:00:00"
+    cpus: int = Field(4, ge=1)
+    memory: str = Field("16GB", pattern=r"^\d+(\.\d+)?\s*[KMGT]i?B$")
+    gpus: int = Field(0, ge=0)
+    extra: list[str] = []
+    max_jobs: int = Field(4, ge=1)
+    python: str | None = None
+    scheduler_host: str | None = None
+    log_folder: str = "slurm-logs"
 
     @field_validator("walltime")
     @classmethod
@@ -359,14 +367,14 @@ class SlurmSettings(_Section):
             raise ValueError(f"{walltime!r} is not a SLURM time; give HH:MM:SS or D-HH:MM:SS, e.g. 04:00:00")
         return walltime
 
-    cpus: int = Field(4, ge=1)
-    memory: str = Field("16GB", pattern=r"^\d+(\.\d+)?\s*[KMGT]i?B$")
-    gpus: int = Field(0, ge=0)
-    extra: list[str] = []
-    max_jobs: int = Field(4, ge=1)
-    python: str | None = None
-    scheduler_host: str = "127.0.0.1"
-    log_folder: str = "slurm-logs"
+    @model_validator(mode="after")
+    def _a_core_per_gpu(self) -> SlurmSettings:
+        if self.cpus < self.gpus:
+            raise ValueError(
+                f"parallel.slurm.cpus {self.cpus} is below parallel.slurm.gpus {self.gpus}: each GPU's "
+                "worker needs at least one core of the job; raise cpus"
+            )
+        return self
 
 
 class ParallelSettings(_Section):
@@ -555,7 +563,8 @@ class Settings(_Section):
 
     @model_validator(mode="after")
     def _roots_every_worker_reaches(self) -> Settings:
-        clustered = self.parallel.address is not None or self.parallel.workers > 0
+        parallel = self.parallel
+        clustered = parallel.address is not None or parallel.slurm is not None or parallel.workers > 0
         for name in ("storage_root", "reports_root"):
             root = getattr(self, name)
             if clustered and roots.scheme(root) == "memory":
@@ -582,6 +591,17 @@ class Settings(_Section):
         ):  # cutswap.report.runs_page: the folder of the pages that set two runs side by side
             raise ValueError("run 'compare' is the reports' folder of run comparisons; choose another name")
         return run
+
+    @model_validator(mode="after")
+    def _slurm_jobs_hold_a_training(self) -> Settings:
+        slurm = self.parallel.slurm
+        if slurm is not None and self.train.nproc > 1:
+            raise ValueError(
+                f"train.nproc {self.train.nproc} with parallel.slurm is not supported: a SLURM job runs one "
+                "worker per GPU, and a data-parallel training needs one worker holding all of its GPUs; "
+                "set train.nproc: 1, or run it on a cluster by address (parallel.address)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _patches_fit_images(self) -> Settings:

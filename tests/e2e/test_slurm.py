@@ -152,7 +152,7 @@ def test_a_run_on_slurm_jobs_ends_with_a_report_and_an_empty_queue(slurm, data, 
         for stage in ("train", "evaluate")
     }
     assert all(ids and None not in ids for ids in jobs.values()), jobs  # every one written in a job
-    assert list((tmp_path / "slurm-logs").glob("*.err")) or list((tmp_path / "slurm-logs").iterdir())
+    assert list((tmp_path / "slurm-logs").glob("cutswap-slurm-*.out"))  # the jobs' own output
 
 
 @pytest.mark.parametrize(
@@ -253,3 +253,21 @@ def test_the_flow_runs_as_a_batch_job_with_its_workers_as_further_jobs(slurm, da
     writers = [a["provenance"]["writer"] for a in _stores(tmp_path, "train").values()]
     assert writers and all(w.get("slurm_job_id") not in (None, flow_job) for w in writers), writers
     _empty_queue_within(30)
+
+
+def test_a_worker_near_its_walltime_hands_its_training_on_without_a_failure(slurm, data, tmp_path):
+    """A 3-minute walltime: workers retire after 60-90 s (``--lifetime``), so a longer training moves to a
+    new job, resumes from its checkpoint, and no death counts against it (``allowed_failures: 0`` would fail
+    the run at the first)."""
+    preset = _preset(tmp_path, data, methods=["cutpaste"], steps=100000, checkpoint_every=20, log_every=20)
+    config = yaml.safe_load(preset.read_text())
+    config["parallel"]["slurm"].update(walltime="00:03:00", max_jobs=1)
+    config["parallel"]["allowed_failures"] = 0
+    preset.write_text(yaml.safe_dump(config))
+    run = _run(preset, "--set", "train.steps=2000")
+    out, _ = run.communicate(timeout=900)
+    assert run.returncode == 0, out[-4000:]
+    (train,) = _stores(tmp_path, "train").values()
+    print(f"retired near the walltime: resumed from step {train['resumed_from']}")
+    assert train["resumed_from"] and train["resumed_from"] > 0, train
+    assert "died during" not in out, out[-4000:]

@@ -1,4 +1,4 @@
-"""Parallel work over a Dask pool: a local one by default, an existing one by address.
+"""Parallel work over a Dask pool: a local one by default, an existing one by address, or SLURM jobs.
 
 A *pool* is the Dask scheduler and workers a run sends work to (what Dask calls a cluster: in this project
 "cluster" is only the clustering stage).
@@ -15,16 +15,16 @@ Two kinds of work go to the pool:
 * **Jobs** (``run_job``): one training or evaluation (category x method x seed) each. When the workers
   advertise a ``GPU`` resource (a local pool on a CUDA machine starts one worker per GPU with
   ``{"GPU": 1}``; start remote workers with ``--resources GPU=1``), every job asks for one, so each GPU runs
-  one job at a time and each job sees its worker's GPU as ``cuda`` (``identity.worker_gpu``: the first
-  device its ``CUDA_VISIBLE_DEVICES`` names, or a GPU the worker claims on its host). A data-parallel
-  training asks one worker for ``nproc`` GPUs.
+  one job at a time and each job sees its worker's GPU as ``cuda`` (``identity.worker_gpu``: its only
+  visible device, or the first of several that no other process of the host has claimed, by UUID). A
+  data-parallel training asks one worker for ``nproc`` GPUs.
 
-Every worker, of a local pool or one reached by address, must run this process's code: on connecting,
-their ``identity.code_fingerprint`` (cutswap version, a hash of its sources, stage code versions, torch,
-zarr) is compared with ours and the run is refused, naming the workers that differ; every shard and job
-carries our fingerprint too, so a worker restarted on other code mid-run answers it with a ``JobError``
-naming the worker instead of running it. Shards and jobs receive store references and URLs, never a path
-of this host (``cutswap.roots``).
+Every worker must run this process's code: on connecting to a local pool or one by address (a SLURM
+pool's workers come later, one job at a time), their ``identity.code_fingerprint`` (cutswap version, a
+hash of its sources, stage code versions, torch, zarr) is compared with ours and the run is refused,
+naming the workers that differ; every shard and job carries our fingerprint too, so a worker restarted
+on other code mid-run answers it with a ``JobError`` naming the worker instead of running it. Shards and
+jobs receive store references and URLs, never a path of this host (``cutswap.roots``).
 
 Without GPUs, ``cpu_jobs`` jobs run at once (default: one per worker), each with its share of the cores
 (``benchmarks/bench_jobs.py`` compares the choices on a machine). Log records of the ``cutswap`` loggers a
@@ -51,8 +51,13 @@ Faults end a run; they never hang it (``JobError`` names the job, the reason and
   once when the pool's workers lack the resource, and after ``worker_timeout`` seconds when the workers
   are gone (they died or left) and none comes back.
 
+A SLURM pool (``slurm``) submits its workers as SLURM jobs through dask-jobqueue, as many as the queue
+of work asks for (at most ``max_jobs``), and cancels them when it closes; time its jobs spend in SLURM's
+queue does not count towards ``worker_timeout``.
+
 Modules: ``pool`` (the pool and its lifecycle), ``jobs`` (shards and jobs), ``identity`` (what a
-worker must share with us, and its GPU), ``worker_logs`` (the workers' log records, back here).
+worker must share with us, and its GPU), ``slurm`` (workers as SLURM jobs, and the checks before a SLURM
+run), ``worker_logs`` (the workers' log records, back here).
 """
 
 from cutswap.pipeline.parallel.jobs import (

@@ -88,11 +88,8 @@ def claim_gpu(gpus: list[str], folder: Path = GPU_CLAIMS) -> int | None:
     except OSError:
         return None
     for index, uuid in enumerate(gpus):
-        try:
-            fd = os.open(folder / f"{_file_name(uuid)}.lock", os.O_RDWR | os.O_CREAT, 0o666)
-            with contextlib.suppress(OSError):
-                os.fchmod(fd, 0o666)
-        except OSError:  # another user's claim file, not writable for us: that GPU is theirs
+        fd = _open_claim(folder / f"{_file_name(uuid)}.lock")
+        if fd is None:  # another user's claim file, not writable for us: that GPU is theirs
             continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -103,6 +100,24 @@ def claim_gpu(gpus: list[str], folder: Path = GPU_CLAIMS) -> int | None:
         os.write(fd, f"{os.getpid()} {os.environ.get('SLURM_JOB_ID', '')}\n".encode())
         _CLAIMED = (index, fd)  # the fd stays open: the claim lasts as long as this process
         return index
+    return None
+
+
+def _open_claim(path: Path) -> int | None:
+    """The claim file, opened for writing: an existing one without ``O_CREAT`` (Linux's
+    ``fs.protected_regular`` refuses ``O_CREAT`` on another user's file in a sticky folder such as this,
+    even one every user may write), else created, readable and writable by every user's workers."""
+    for flags in (os.O_RDWR, os.O_RDWR | os.O_CREAT | os.O_EXCL, os.O_RDWR):
+        try:
+            fd = os.open(path, flags, 0o666)
+        except (FileNotFoundError, FileExistsError):  # created, or removed, meanwhile: try the next way
+            continue
+        except OSError:
+            return None
+        if flags & os.O_CREAT:
+            with contextlib.suppress(OSError):
+                os.fchmod(fd, 0o666)
+        return fd
     return None
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import threading
 import time
@@ -78,6 +79,7 @@ class DaskPool:
         self._resuming: dict[str, str] = {}  # Dask key -> the worker that died running it, until it reruns
         self._watched_lock = threading.Lock()
         self._closing = False
+        self._cluster: Any = None  # a SLURM pool's cluster (its jobs)
         self._scheduler_failures: int | None = None  # a remote scheduler's allowed-failures, once read
 
     @property
@@ -151,25 +153,53 @@ class DaskPool:
         once, by its last call (``cutswap.app.stopping``)."""
         from distributed import Client
 
-        from cutswap.pipeline.parallel.slurm import cancel_jobs, job_name, slurm_cluster
+        from cutswap.pipeline.parallel import slurm
 
-        cluster = slurm_cluster(self.run, **self.slurm, failures=self.allowed_failures)
+        spec = self.slurm
+        host = slurm.resolve_scheduler_host(spec["scheduler_host"])
+        cluster = slurm.slurm_cluster(
+            self.run,
+            partition=spec["partition"],
+            account=spec["account"],
+            walltime=spec["walltime"],
+            cpus=spec["cpus"],
+            memory=spec["memory"],
+            gpus=spec["gpus"],
+            extra=spec["extra"],
+            max_jobs=spec["max_jobs"],
+            python=spec["python"],
+            scheduler_host=host,
+            log_folder=spec["log_folder"],
+            failures=self.allowed_failures,
+        )
+        self._cluster = cluster
         self._stack.callback(cluster.close)
-        stopping.at_exit_now(lambda: cancel_jobs(self.run))
+        last_call = stopping.at_exit_now(lambda: slurm.cancel_jobs(slurm.job_ids(cluster)))
+        self._stack.callback(stopping.forget, last_call)
         client = Client(cluster, set_as_default=False)
         self._stack.callback(client.close)
         client.subscribe_topic(WORKER_LOGS, log_worker_record)
         client.register_plugin(route_logs_plugin(), name="cutswap-logs")
         self._watch_workers(client)
         log.info(
-            "dask: workers as SLURM jobs %s on partition %s (at most %d at once%s), job logs in %s",
-            job_name(self.run),
-            self.slurm.get("partition") or "(default)",
-            self.slurm.get("max_jobs", 1),
+            "dask: workers as SLURM jobs %s on partition %s (at most %d at once%s), scheduler on %s, "
+            "job logs in %s",
+            slurm.job_name(self.run),
+            spec["partition"] or "(default)",
+            spec["max_jobs"],
             f", {self.gpus} GPUs each" if self.gpus else "",
-            Path(self.slurm.get("log_folder", ".")).resolve(),
+            host,
+            Path(spec["log_folder"]).resolve(),
         )
         return client
+
+    def _queued_jobs(self) -> dict[str, str]:
+        """The pool's SLURM jobs that SLURM has not started yet, with its reason; empty for other pools."""
+        if self._cluster is None:
+            return {}
+        from cutswap.pipeline.parallel import slurm
+
+        return slurm.pending(slurm.job_ids(self._cluster))
 
     # -- workers that die running our work ------------------------------------------------------------------
     def _watch_workers(self, client: Any) -> None:
@@ -283,11 +313,13 @@ class DaskPool:
 
     def wait(self, future: Any, name: str, resources: dict[str, float] | None) -> Any:
         """The job's result; ``JobError`` once it has waited ``worker_timeout`` s with no worker to run it
-        (none connected, or none offering ``resources``), or once its workers died too often."""
+        (none connected, or none offering ``resources``), or once its workers died too often. The time a
+        SLURM pool's jobs wait in SLURM's queue does not count: a busy cluster is no fault."""
         from distributed import KilledWorker
 
         poll = min(2.0, self.worker_timeout / 4)
         stranded_since = None
+        said_queued = -math.inf
         done = threading.Event()
         future.add_done_callback(lambda _: done.set())
         while not done.wait(poll):
@@ -296,6 +328,13 @@ class DaskPool:
                 stranded_since = None
                 continue
             now = time.monotonic()
+            if queued := self._queued_jobs():  # SLURM has not started them: waiting is not stranded
+                stranded_since = None
+                if now - said_queued > 60:
+                    said_queued = now
+                    reasons = ", ".join(f"{job} ({why})" for job, why in sorted(queued.items()))
+                    log.info("job %s waits for SLURM to start worker jobs: %s", name, reasons)
+                continue
             stranded_since = now if stranded_since is None else stranded_since
             if now - stranded_since < self.worker_timeout:
                 continue
@@ -324,7 +363,12 @@ class DaskPool:
             ) from exc
 
     def job_threads(self) -> int | None:
-        """Torch threads per job on a local CPU pool (its share of the cores); None: leave as is."""
+        """Torch threads per job on a local CPU pool (its share of the cores) or a SLURM pool (its worker's
+        share of the job's CPUs); None: leave as is."""
+        if self.slurm is not None:
+            from cutswap.pipeline.parallel.slurm import threads_per_worker
+
+            return threads_per_worker(self.slurm["cpus"], self.slurm["gpus"])
         return max(1, (os.cpu_count() or 1) // self.cpu_jobs) if self.cpu_jobs else None
 
     def job_slot(self) -> contextlib.AbstractContextManager:

@@ -132,7 +132,8 @@ _PLAIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*\Z")
 def writer() -> dict[str, str | int]:
     """Who wrote a store: host and process, and the SLURM job it ran in (``SLURM_JOB_ID``, set in every
     process of a job, Dask workers started by ``parallel.slurm`` included), so a wrong number can be
-    traced to the job's log (``slurm-<id>.out``) and node."""
+    traced to the job's log (``<parallel.slurm.log_folder>/cutswap-<run>-<id>.out``) and node. A store
+    published by the flow from shards computed on workers (the precompute stages) names the flow."""
     import socket
 
     out: dict[str, str | int] = {"host": socket.gethostname(), "pid": os.getpid()}

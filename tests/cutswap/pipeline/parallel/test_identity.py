@@ -85,9 +85,12 @@ class _Claimer:
         )
         self.claim = self.process.stdout.readline().strip()
 
-    def stop(self) -> None:
+    def stop(self) -> str:
+        """Ends the process (and its claim); its claim as it printed it."""
         self.process.kill()
         self.process.wait()
+        self.process.stdout.close()
+        return self.claim
 
 
 def test_workers_of_one_host_claim_different_gpus(tmp_path):
@@ -96,11 +99,10 @@ def test_workers_of_one_host_claim_different_gpus(tmp_path):
     first, second = _Claimer(tmp_path, "GPU-a,GPU-b"), _Claimer(tmp_path, "GPU-a,GPU-b")
     try:
         assert {first.claim, second.claim} == {"0", "1"}
-        assert _Claimer(tmp_path, "GPU-a,GPU-b", 0).claim == "None"
-        taken = first.claim
-        first.stop()
+        assert _Claimer(tmp_path, "GPU-a,GPU-b", 0).stop() == "None"
+        taken = first.stop()
         time.sleep(0.2)
-        assert _Claimer(tmp_path, "GPU-a,GPU-b", 0).claim == taken
+        assert _Claimer(tmp_path, "GPU-a,GPU-b", 0).stop() == taken
     finally:
         first.stop()
         second.stop()
