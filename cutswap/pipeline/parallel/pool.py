@@ -153,7 +153,7 @@ class DaskPool:
         once, by its last call (``cutswap.app.stopping``)."""
         from distributed import Client
 
-        from cutswap.pipeline.parallel import slurm
+        import cutswap.pipeline.parallel.slurm as slurm
 
         spec = self.slurm
         host = slurm.resolve_scheduler_host(spec["scheduler_host"])
@@ -197,7 +197,7 @@ class DaskPool:
         """The pool's SLURM jobs that SLURM has not started yet, with its reason; empty for other pools."""
         if self._cluster is None:
             return {}
-        from cutswap.pipeline.parallel import slurm
+        import cutswap.pipeline.parallel.slurm as slurm
 
         return slurm.pending(slurm.job_ids(self._cluster))
 
