@@ -42,7 +42,10 @@ class DaskPool:
         cpu_jobs: jobs at once on a local pool without GPUs (at most, and by default, one per worker).
         allowed_failures: deaths of a job's worker before the job fails, on a local pool (a remote
             scheduler uses its own ``distributed.scheduler.allowed-failures``).
-        worker_timeout: seconds a job may wait while no connected worker can run it.
+        worker_timeout: seconds a job may wait while no connected worker can run it (a SLURM pool's time
+            in SLURM's queue aside).
+        slurm: ``SlurmSettings`` as a dict: the workers are SLURM jobs (``cutswap.pipeline.parallel.slurm``).
+        run: the run's name, which names its SLURM jobs.
     """
 
     def __init__(
