@@ -72,7 +72,10 @@ slurm_start() {
 
     local host cpus mem_hw mem
     host=$(hostname -s)
-    cpus=$(nproc)
+    # The node's hardware, as slurmd sees it: not `nproc`, which answers OMP_NUM_THREADS when it is set
+    # (a node of 1 CPU where 2 exist starves a batch job's worker jobs).
+    cpus=$(slurmd -C 2>/dev/null | sed -n 's/.*CPUs=\([0-9]*\).*/\1/p' | head -n1) || true
+    [ -n "$cpus" ] || cpus=$(nproc --all)
     # "slurmd -C" works without any slurm.conf; it prints RealMemory in MB.
     mem_hw=$(slurmd -C 2>/dev/null | sed -n 's/.*RealMemory=\([0-9]*\).*/\1/p' | head -n1) || true
     [ -n "$mem_hw" ] || mem_hw=$(awk '/MemTotal/ {print int($2/1024)}' /proc/meminfo)
