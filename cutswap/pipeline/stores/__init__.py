@@ -14,6 +14,7 @@ from cutswap.pipeline.stores.publish import (
     open_store,
     publishing,
     put_file,
+    record_digests,
 )
 from cutswap.roots import location_of, open_group
 
@@ -30,6 +31,7 @@ __all__ = [
     "open_store",
     "publishing",
     "put_file",
+    "record_digests",
     "stage_key",
     "store_path",
     "write_array",

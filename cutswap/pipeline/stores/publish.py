@@ -140,6 +140,18 @@ def get_file(ref: StoreRef, name: str) -> bytes:
     return data
 
 
+def record_digests(group: zarr.Group, digests: dict[str, str]) -> None:
+    """Record the sha256 of objects that other processes wrote into a group being published (the shards
+    of the precompute stages, written by Dask workers), so that its commit reads none of them back.
+
+    ``digests``: relative path under the group -> sha256, as each writer hashed what it wrote. Under a
+    local root nothing is recorded: publication hashes the files on its own disk.
+    """
+    store = group.store
+    if isinstance(store, objects.HashingStore):
+        store.hashes.update(digests)
+
+
 @contextlib.contextmanager
 def publishing(ref: StoreRef, attrs: dict[str, Any], replace: bool = False) -> Iterator[zarr.Group]:
     """Yield a new group for ``ref``'s store; publish it only if the body succeeds (see the backends)."""
