@@ -27,6 +27,7 @@ import contextlib
 import functools
 import os
 import re
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -81,13 +82,13 @@ def join(root: str, *parts: str) -> str:
     return "/".join([root.rstrip("/"), *(p.strip("/") for p in parts if p)])
 
 
-def _s3_endpoint() -> str:
+def s3_endpoint() -> str:
     """The S3 endpoint this process's environment names ("" for AWS itself)."""
     return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or ""
 
 
 def _client_options(url: str) -> dict[str, Any]:
-    if scheme(url) == "s3" and _s3_endpoint().startswith("http://"):
+    if scheme(url) == "s3" and s3_endpoint().startswith("http://"):
         return {"allow_http": True}
     return {}
 
@@ -287,11 +288,12 @@ def local_folder(root: str) -> Path:
 
 
 def check_reachable(root: str, timeout: float = 5.0) -> None:
-    """Write and delete a probe object under a URL root, with no retries and short timeouts.
+    """Create a probe object under a URL root twice, then delete it, with no retries and short timeouts.
 
     Raises:
-        StoreError: the endpoint does not answer, the bucket is missing or the credentials are refused;
-            one line, without the client's debug dump.
+        StoreError: the endpoint does not answer, the bucket is missing or the credentials are refused,
+            or the second create-only write succeeded (``_check_create_only``); one line, without the
+            client's debug dump.
     """
     from datetime import timedelta
 
@@ -309,15 +311,43 @@ def check_reachable(root: str, timeout: float = 5.0) -> None:
             store = object_store(root)
         else:
             store = obstore.store.from_url(root, client_options=options, retry_config=retry)
-        probe = f".cutswap-write-check-{os.getpid()}"
-        obstore.put(store, probe, b"")
-        obstore.delete(store, probe)
+        probe = f".cutswap-write-check-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        obstore.put(store, probe, b"", mode="create")
     except Exception as exc:  # noqa: BLE001 (obstore raises its own classes for every backend error)
-        endpoint = _s3_endpoint() if scheme(root) == "s3" else None
+        endpoint = s3_endpoint() if scheme(root) == "s3" else None
         raise StoreError(
             f"{root}{f' (endpoint {endpoint})' if endpoint else ''}: cannot write there: "
             f"{one_line(exc)[:300]}"
         ) from None
+    try:
+        _check_create_only(store, probe, root)
+    finally:
+        with contextlib.suppress(Exception):
+            obstore.delete(store, probe)
+
+
+def _check_create_only(store: Any, probe: str, root: str) -> None:
+    """Refuse a storage that lets a create-only PUT (``If-None-Match: *``) overwrite an object.
+
+    Every commit of the object protocol is such a PUT: on a server (or a gateway in front of one) that
+    ignores the condition, two writers of one store would both "win", and a reader could take a marker
+    that names an attempt its writer then deletes. Said up front, before any work.
+    """
+    import obstore
+
+    try:
+        obstore.put(store, probe, b"again", mode="create")
+    except Exception as exc:  # noqa: BLE001
+        if isinstance(exc, FileExistsError) or type(exc).__name__ == "AlreadyExistsError":
+            return
+        why = one_line(exc)[:300]
+        raise StoreError(f"{root}: a second create-only write of a probe failed: {why}") from None
+    raise StoreError(
+        f"{root}: the storage accepted a second create-only write of one object (it ignores "
+        "If-None-Match: *), so two writers of one store could both commit; use a server that honours "
+        "conditional writes (AWS S3, GCS, Azure Blob, current MinIO and Ceph) and no proxy that drops "
+        "the header"
+    )
 
 
 def delete(url: str) -> None:

@@ -17,6 +17,8 @@
                                               the detector as ONNX (and a torch.export .pt2): uint8
                                               images in, score and anomaly map out, threshold in the
                                               metadata
+    cutswap gc ROOT [--yes]                   what under a storage root no reader can reach and no writer
+                                              writes (``cutswap.app.gc``): listed, deleted with --yes
 
 Defaults: the run's only category, the method with the best mean image AUROC on it, its first seed, and
 the decision threshold the evaluate stage chose on the run's normal calibration images
@@ -74,6 +76,7 @@ EXAMPLES = {
     "open": "cutswap open demo",
     "predict": "cutswap predict demo --category brick storage/datasets/textures/brick/test/hole",
     "export": "cutswap export demo --category brick --out exports/brick",
+    "gc": "cutswap gc s3://my-bucket/cutswap",
 }
 
 
@@ -286,7 +289,20 @@ def _commands() -> list[Command]:
             _export_arguments,
             _export,
         ),
+        Command("gc", "list (--yes: delete) a storage root's garbage", EXAMPLES["gc"], _gc_arguments, _gc),
     ]
+
+
+def _gc_arguments(parser: argparse.ArgumentParser) -> None:
+    from cutswap.app import gc
+
+    gc.arguments(parser)
+
+
+def _gc(args: argparse.Namespace) -> int:
+    from cutswap.app import gc
+
+    return gc.run(args)
 
 
 def main(argv: list[str] | None = None, extra: Sequence[Command] = ()) -> int:

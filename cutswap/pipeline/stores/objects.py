@@ -4,37 +4,39 @@ One store (a stage output under one key) is a prefix of its own::
 
     <root>/<stage>/<name>-<key>/
         attempt-<id>/            everything one writer wrote: the Zarr group and its extra files
-        attempt-<id>.alive       that writer's heartbeat, rewritten every 30 s while it writes
+        attempt-<id>.alive       that writer's heartbeat, rewritten every 30 s while it writes:
+                                 {"host", "pid", "time", "stale_seconds"}
         commit-<generation>.json the commit marker of one generation (6 digits), created at most once:
                                  {"attempt", "generation", "digest", "objects": {path: [size, etag]},
-                                  "committed", "host"}
+                                  "committed", "host", "keep_superseded_seconds"}
 
 How a store is published, and why:
 
 1. A writer writes under a fresh attempt prefix (no writer ever shares another's objects, so two writers
    never share a Zarr shard), computes the content digests of what it wrote and records them in the
    group's attrs, ``complete: true`` last. What this process wrote through the group is hashed as it is
-   written (``HashingStore``); objects written by other processes (the precompute stages' shards, by the
-   Dask workers) are read back and hashed once.
-2. It commits by creating the marker with a conditional PUT (``If-None-Match: *``): of any number of
-   writers of one generation exactly one succeeds, on S3, GCS, Azure and a local folder alike. Readers
-   only ever look through a marker, so an attempt that was never committed (a crash between upload and
-   commit, a loser of the race) is invisible. Stages are deterministic, so the loser's store equals the
-   winner's; the loser deletes its attempt and returns the winner's.
-3. A forced recompute commits the next generation instead of overwriting: a reader that opened the old
-   generation keeps reading consistent objects, and the next reader takes the highest generation.
-4. Garbage (attempts never committed, older generations) is deleted by the next writer of the key, or by
-   ``collect_garbage``, only once its heartbeat and its newest object are older than
-   ``cutswap.atomic.stale_seconds``, and the latest commit too (a superseded generation stays readable
-   that long): there is no lock to ask, and a slow live writer must never lose its attempt. A writer
-   whose own heartbeat fell silent that long (paused, cut off) does not commit; nor does one whose
-   objects are not all listed, and one that cannot tell whether its marker's PUT succeeded leaves its
-   attempt for collection instead of deleting it.
+   written (``HashingStore``), and so are the shards the Dask workers write (they return their digests,
+   ``publish.record_digests``); anything else is read back and hashed once.
+2. One listing, taken last, must hold every object the digests name and nothing else; the marker records
+   that very listing (``_sealed``). A writer whose own heartbeat fell silent too long (paused, cut off)
+   does not commit: another host may have collected its attempt meanwhile.
+3. It commits by creating the marker with a conditional PUT (``If-None-Match: *``): of any number of
+   writers of one generation exactly one succeeds, on S3, GCS, Azure and a local folder alike. A failed
+   PUT is read back and retried with backoff (S3 answers 409 to concurrent conditional writes); one
+   whose outcome stays unknown leaves its attempt for collection. Readers only ever look through a
+   marker, so an attempt that was never committed is invisible. Stages are deterministic, so a loser's
+   store equals the winner's; the loser deletes its attempt and returns the winner's.
+4. A forced recompute commits the next generation instead of overwriting. A reference opens the
+   generation its digest names (``commit_of``), and a superseded generation stays readable for
+   ``keep_superseded_seconds`` after the commit that superseded it (the newer marker records it).
+5. Garbage is deleted by ``cutswap.pipeline.stores.collect``, by server time and by each writer's own
+   limits: there is no lock to ask, and a slow live writer must never lose its attempt.
 
-A marker records every object's size and ETag, as listed after the upload: a store is verified on
-reuse by one listing (an object replaced, removed or added after the commit is named), without
-downloading it again. The sha256 digests in the attrs are the store's content identity (downstream keys
-use it), as on a local root.
+A marker records every object's size and ETag: a store is verified on reuse by one listing (an object
+replaced, removed or added after the commit is named) and one read of its ``zarr.json``, without
+downloading it again. Reads go through ``StrictStore``: an object the digests name that has gone since is
+an error, never Zarr's fill values. The sha256 digests in the attrs are the store's content identity
+(downstream keys use it), as on a local root.
 """
 
 from __future__ import annotations
@@ -44,9 +46,11 @@ import hashlib
 import json
 import logging
 import os
+import random
 import socket
+import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -79,23 +83,40 @@ def _listing(folder: str) -> tuple[list[str], list[dict[str, Any]]]:
     return [p.rstrip("/") for p in found["common_prefixes"]], list(found["objects"])
 
 
+def marker_names(objects: list[dict[str, Any]]) -> list[str]:
+    """The commit markers in a store prefix's listing, oldest generation first."""
+    return sorted(m["path"] for m in objects if m["path"].startswith(_COMMIT))
+
+
 def latest_commit(folder: str, objects: list[dict[str, Any]] | None = None) -> dict[str, Any] | None:
     """The marker of a store's highest committed generation; None when nothing was committed.
 
     ``objects``: the store prefix's listing (``_listing``), when the caller has it already.
     """
+    return commit_of(folder, None, objects)
+
+
+def commit_of(
+    folder: str, digest: str | None, objects: list[dict[str, Any]] | None = None
+) -> dict[str, Any] | None:
+    """The marker of the newest generation whose content digest is ``digest`` (any generation: None).
+
+    Why by digest: a reference (``StoreRef.digest``) names the content its holder was built from, and a
+    forced recompute elsewhere commits a newer generation meanwhile; a long run must keep reading the
+    generation it started with, never mix two. None when no generation has that digest (any more).
+    """
     if objects is None:
         _, objects = _listing(folder)
-    markers = sorted(m["path"] for m in objects if m["path"].startswith(_COMMIT))
-    if not markers:
-        return None
-    marker = _marker(folder, markers[-1])
-    if marker is None:
-        raise StoreError(
-            f"{roots.join(folder, markers[-1])} was listed but cannot be read; is another process deleting "
-            f"{folder}? Rerun"
-        )
-    return marker
+    for name in reversed(marker_names(objects)):
+        marker = _marker(folder, name)
+        if marker is None:
+            raise StoreError(
+                f"{roots.join(folder, name)} was listed but cannot be read; is another process deleting "
+                f"{folder}? Rerun"
+            )
+        if digest is None or marker.get("digest") == digest:
+            return marker
+    return None
 
 
 def _marker(folder: str, name: str) -> dict[str, Any] | None:
@@ -132,10 +153,12 @@ def _objects(url: str) -> dict[str, list[Any]]:
 def verify(folder: str, marker: dict[str, Any]) -> str | None:
     """What differs between a committed attempt's objects and those its marker recorded; None if nothing.
 
-    One listing decides when sizes and ETags match. An ETag is not the content's identity everywhere: a
-    copy of the tree (another bucket, ``aws s3 sync`` uploading in parts, a ``file://`` root, whose ETags
-    derive from inodes) gives the same bytes other ETags. So when only ETags differ, the content decides,
-    against the sha256 digests the store's attrs recorded (every object is read once).
+    One listing decides when sizes and ETags match and every object the store's digests name is listed
+    (a marker written from a listing that had lost an object would otherwise agree with itself). An ETag
+    is not the content's identity everywhere: a copy of the tree (another bucket, ``aws s3 sync``
+    uploading in parts, a ``file://`` root, whose ETags derive from inodes) gives the same bytes other
+    ETags. So when only ETags differ, the content decides, against the sha256 digests the store's attrs
+    recorded (every object is read once).
     """
     url = attempt_url(folder, marker)
     actual = _objects(url)
@@ -148,10 +171,12 @@ def verify(folder: str, marker: dict[str, Any]) -> str | None:
         retagged |= actual[path][1] != etag
     if extra := sorted(set(actual) - set(marker["objects"])):
         return f"{extra[0]} was added after its commit"
-    if not retagged:
-        return None
     if (attrs := roots.group_attrs(url)) is None:
         return "zarr.json is missing or damaged"
+    if missing := sorted(set(attrs.get("digests") or {}) - set(actual)):
+        return f"{missing[0]} is missing"
+    if not retagged:
+        return None
     return damage_of(file_digests(url), attrs.get("digests"))
 
 
@@ -205,6 +230,50 @@ class HashingStore(WrapperStore):
         self.hashes.pop(key, None)
 
 
+class StrictStore(WrapperStore):
+    """A read-only Zarr store in which an object the store's digests name cannot be absent.
+
+    Zarr reads a missing chunk (or shard) as fill values, without an error: a chunk deleted after this
+    process verified the store would read as zeros. Here it is a ``StoreError`` naming the store, which
+    the stage that reads it reports (and a rerun recomputes the store, whose check then fails).
+    """
+
+    def __init__(self, store: Any, name: str) -> None:
+        super().__init__(store)
+        self.name = name
+        self.expected: set[str] = set()
+
+    def _refuse(self, key: str) -> None:
+        if key in self.expected:
+            raise StoreError(
+                f"store {self.name}: {key} is missing (it was there when the store was published); "
+                "rerun to recompute the store"
+            )
+
+    async def get(self, key: str, prototype: Any, byte_range: Any = None) -> Any:
+        value = await self._store.get(key, prototype, byte_range)
+        if value is None:
+            self._refuse(key)
+        return value
+
+    async def get_partial_values(self, prototype: Any, key_ranges: Any) -> list[Any]:
+        key_ranges = list(key_ranges)
+        values = await self._store.get_partial_values(prototype, key_ranges)
+        for (key, _), value in zip(key_ranges, values, strict=True):
+            if value is None:
+                self._refuse(key)
+        return values
+
+
+def open_strict(location: str, name: str) -> zarr.Group:
+    """Open a published store's group read-only through a ``StrictStore`` that expects every object its
+    digests name (``name``: the store, for the error)."""
+    strict = StrictStore(roots.zarr_store(location, read_only=True), name)
+    group = zarr.open_group(store=strict, mode="r")
+    strict.expected = set(group.attrs.get("digests") or {})
+    return group
+
+
 @contextlib.contextmanager
 def publishing(folder: str, attrs: dict[str, Any], replace: bool = False) -> Iterator[Any]:
     """Yield a new group under a fresh attempt prefix; commit it only if the body succeeds.
@@ -221,10 +290,6 @@ def publishing(folder: str, attrs: dict[str, Any], replace: bool = False) -> Ite
     attempt = uuid.uuid4().hex[:16]
     url = roots.join(folder, _ATTEMPT + attempt)
     alive = roots.join(folder, _ATTEMPT + attempt + _ALIVE)
-    try:
-        collect_garbage(folder)
-    except StoreError as exc:  # a role that may not delete, say: garbage stays, the write goes on
-        log.warning("store %s: leftovers not collected: %s", folder, exc)
     hashes: dict[str, str] = {}
     heartbeat = None
     try:
@@ -241,8 +306,8 @@ def publishing(folder: str, attrs: dict[str, Any], replace: bool = False) -> Ite
         yield group
         digests = file_digests(url, hashes)
         group.attrs.update({"digests": digests, "digest": content_digest(digests), "complete": True})
-        _check_intact(folder, url, heartbeat, hashes)
-        committed = _commit(folder, attempt, group.attrs["digest"], replace)
+        listed = _sealed(folder, url, heartbeat, {*digests, *hashes})
+        committed = _commit(folder, attempt, group.attrs["digest"], listed, replace)
     except _CommitUnknown:
         committed = None
         raise
@@ -261,16 +326,30 @@ def publishing(folder: str, attrs: dict[str, Any], replace: bool = False) -> Ite
 
 class _CommitUnknown(StoreError):
     """The commit marker's PUT failed and its result cannot be read back: the attempt is left to
-    ``collect_garbage``, which keeps it if the marker turns out to name it."""
+    collection (``cutswap.pipeline.stores.collect``), which keeps it if the marker turns out to name it."""
 
 
-def _check_intact(folder: str, url: str, heartbeat: atomic.Heartbeat, hashes: dict[str, str]) -> None:
-    """Refuse to commit an attempt that another host's collection may have touched.
+def _sealed(folder: str, url: str, heartbeat: atomic.Heartbeat, expected: set[str]) -> dict[str, list]:
+    """The listing the commit records, once it holds every object ``expected`` names (the digests, and
+    what this process and its workers wrote) and nothing else.
 
-    Collection goes by heartbeats: a writer whose own heartbeat fell silent long enough (its process
-    paused, its host cut off from the storage) cannot know that its objects are all still there, and an
-    object it wrote that the listing lacks proves they are not.
+    Why one listing, taken last: the marker's object list is what every later reader checks against, so
+    it must be the very listing that was found complete. A check on one listing and a marker built from
+    another leaves a window (a pause, a collection by another host, a lagging listing) in which a chunk
+    can vanish and the marker still agree with what is left. And a writer whose own heartbeat fell
+    silent long enough (its process paused, its host cut off from the storage) may have lost objects to
+    another host's collection after this listing too: it does not commit.
     """
+    listed = _objects(url)
+    if lost := sorted({*expected, "zarr.json"} - set(listed)):
+        raise StoreError(
+            f"cannot commit {folder}: {lost[0]} vanished from its attempt; nothing was committed, rerun"
+        )
+    if extra := sorted(set(listed) - {*expected, "zarr.json"}):
+        raise StoreError(
+            f"cannot commit {folder}: {extra[0]} appeared in its attempt after its digests were taken; "
+            "nothing was committed, rerun"
+        )
     silent = heartbeat.longest_silence()
     if silent >= atomic.silence_limit():
         raise StoreError(
@@ -278,16 +357,11 @@ def _check_intact(folder: str, url: str, heartbeat: atomic.Heartbeat, hashes: di
             "process, a host cut off from the storage), so its attempt may have been collected meanwhile; "
             "nothing was committed, rerun"
         )
-    if lost := sorted(set(hashes) - set(_objects(url))):
-        raise StoreError(
-            f"cannot commit {folder}: {lost[0]} vanished from its attempt; nothing was committed, rerun"
-        )
+    return listed
 
 
-def _commit(folder: str, attempt: str, digest: str, replace: bool) -> bool:
+def _commit(folder: str, attempt: str, digest: str, listed: dict[str, list], replace: bool) -> bool:
     """Create the next generation's marker; False when another writer committed first (ours is dropped)."""
-    import obstore
-
     latest = latest_commit(folder)
     if latest is not None and not replace:
         return False  # committed meanwhile by another writer of the key; its store equals ours
@@ -296,30 +370,63 @@ def _commit(folder: str, attempt: str, digest: str, replace: bool) -> bool:
         "attempt": attempt,
         "generation": generation,
         "digest": digest,
-        "objects": _objects(roots.join(folder, _ATTEMPT + attempt)),
+        "objects": listed,
         "committed": datetime.now(UTC).isoformat(),
         "host": socket.gethostname(),
+        "keep_superseded_seconds": keep_superseded_seconds(),
     }
-    name = f"{_COMMIT}{generation:06d}.json"
-    try:
-        with waiting(folder):
-            obstore.put(roots.object_store(folder), name, json.dumps(marker).encode(), mode="create")
-        return True
-    except Exception as exc:  # noqa: BLE001 (obstore raises its own classes for every backend error)
-        exists = isinstance(exc, FileExistsError) or type(exc).__name__ == "AlreadyExistsError"
-        try:  # a request retried after a lost answer finds its own marker: the answer is in the marker
-            theirs = _marker(folder, name)
-        except Exception:  # noqa: BLE001
-            theirs = None
-        if theirs is None:
-            why = "it exists but cannot be read" if exists else one_line(exc)
-            raise _CommitUnknown(f"cannot commit {folder}/{name}: {why}; rerun") from exc
-        if theirs["attempt"] == attempt:
+    return _create_marker(folder, f"{_COMMIT}{generation:06d}.json", marker)
+
+
+#: Seconds to wait before each retry of a marker's PUT whose outcome is unknown (doubled at random up to
+#: twice that): about 12 s in all, longer than S3's conflicting conditional writes take to settle.
+BACKOFF = (0.2, 0.4, 0.8, 1.6, 3.2)
+
+
+def _create_marker(folder: str, name: str, marker: dict[str, Any]) -> bool:
+    """Create a marker object only if absent; True when it names our attempt, False when another's.
+
+    A failed PUT says nothing of the marker: the write may have landed with its answer lost, another
+    writer's may have, or S3 may answer ``409 ConditionalRequestConflict`` while a concurrent
+    conditional write of the same key is in flight. So after each failure the marker is read back: when
+    it exists, it is the answer; when it does not (yet), the PUT is retried with backoff. Only when the
+    retries run out is the outcome unknown, and the attempt is left for collection.
+    """
+    import obstore
+
+    data = json.dumps(marker).encode()
+    failure: Exception | None = None
+    for delay in (*BACKOFF, None):
+        try:
+            with waiting(folder):
+                obstore.put(roots.object_store(folder), name, data, mode="create")
             return True
-        log.info(
-            "store %s: generation %d was committed by another writer; keeping theirs", folder, generation
-        )
-        return False
+        except Exception as exc:  # noqa: BLE001 (obstore raises its own classes for every backend error)
+            failure = exc
+        with contextlib.suppress(Exception):  # a damaged or unreadable marker: tried again below
+            theirs = _marker(folder, name)
+            if theirs is not None:
+                if theirs["attempt"] != marker["attempt"]:
+                    log.info("store %s: %s was committed by another writer; keeping theirs", folder, name)
+                return theirs["attempt"] == marker["attempt"]
+        if delay is not None:
+            log.info("store %s: committing %s failed (%s); retrying", folder, name, one_line(failure))
+            time.sleep(delay * (1 + random.random()))
+    raise _CommitUnknown(f"cannot commit {folder}/{name}: {one_line(failure)}; rerun") from failure
+
+
+def keep_superseded_seconds() -> float:
+    """How long a generation stays readable after a newer one is committed over it (a forced recompute):
+    ``CUTSWAP_KEEP_SUPERSEDED_HOURS`` (default 24), recorded in the newer generation's marker so that
+    every collector honours the writer's period, whatever its own environment says."""
+    hours = os.environ.get("CUTSWAP_KEEP_SUPERSEDED_HOURS", "24")
+    try:
+        value = float(hours) * 3600
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise StoreError(f"CUTSWAP_KEEP_SUPERSEDED_HOURS={hours!r}: give a number of hours >= 0 (default 24)")
+    return value
 
 
 def _discard(url: str, alive: str) -> None:
@@ -331,98 +438,13 @@ def _discard(url: str, alive: str) -> None:
 
 
 def _holder() -> bytes:
+    """A heartbeat's body: who writes, and the staleness limit it agreed to, so that every collector
+    waits as long as this writer expects, whatever the collector's own ``CUTSWAP_GC_STALE_SECONDS``."""
     return json.dumps(
-        {"host": socket.gethostname(), "pid": os.getpid(), "time": datetime.now(UTC).isoformat()}
+        {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "time": datetime.now(UTC).isoformat(),
+            "stale_seconds": atomic.stale_seconds(),
+        }
     ).encode()
-
-
-def collect_garbage(folder: str, stale: float | None = None) -> list[str]:
-    """Delete the attempts of a store that no reader can reach and whose writer has gone silent.
-
-    An attempt is garbage when it is not the latest generation's and its heartbeat (or, without one, its
-    newest object) is older than ``stale`` seconds (default ``cutswap.atomic.stale_seconds``). Returns
-    the attempt prefixes deleted.
-    """
-    stale = atomic.stale_seconds() if stale is None else stale
-    prefixes, objects = _listing(folder)
-    marker = latest_commit(folder, objects)
-    latest = marker["attempt"] if marker else None
-    current = f"{_ATTEMPT}{latest}"  # the latest generation's attempt, which readers use
-    heartbeats = _heartbeats(objects)
-    now = datetime.now(UTC)
-
-    def recent(seen: datetime | None) -> bool:
-        return seen is not None and (now - seen).total_seconds() < stale
-
-    removed = _collect_attempts(folder, prefixes, current, heartbeats, objects, recent)
-    attempts = {p.rsplit("/", 1)[-1] for p in prefixes}
-    _collect_heartbeats(folder, heartbeats, attempts, current, recent)
-    # Markers of older generations point at deleted attempts now; the latest one is all readers use.
-    return removed
-
-
-def _heartbeats(objects: list[dict[str, Any]]) -> dict[str, datetime]:
-    """Attempt name -> when its heartbeat was last written, from the store prefix's listing.
-
-    Why from that listing: a heartbeat (``<attempt>.alive``) lies beside its attempt's prefix, not under
-    it, so the one listing that found the attempts holds every heartbeat; no request per attempt.
-    """
-    return {m["path"][: -len(_ALIVE)]: m["last_modified"] for m in objects if m["path"].endswith(_ALIVE)}
-
-
-def _collect_attempts(
-    folder: str,
-    prefixes: list[str],
-    current: str,
-    heartbeats: dict[str, datetime],
-    objects: list[dict[str, Any]],
-    recent: Callable[[datetime | None], bool],
-) -> list[str]:
-    """Delete the attempts under ``prefixes`` but ``current`` (the latest generation's) that are not in use;
-    return their names.
-
-    Why in this order: the heartbeats and the time of the latest commit come from the listing at hand,
-    while an attempt's newest object takes a listing of its own, so it is looked up only when they leave
-    the attempt unclaimed.
-    """
-    # A generation superseded by the latest commit stays readable for ``stale`` after that commit.
-    committed_at = max((m["last_modified"] for m in objects if m["path"].startswith(_COMMIT)), default=None)
-    removed = []
-    for prefix in prefixes:
-        name = prefix.rsplit("/", 1)[-1]
-        if not name.startswith(_ATTEMPT) or name == current:
-            continue
-        # The newest object too: a writer's workers may write on while its own heartbeat is late.
-        if recent(heartbeats.get(name)) or recent(committed_at) or recent(_newest(roots.join(folder, name))):
-            continue
-        _discard(roots.join(folder, name), roots.join(folder, name + _ALIVE))
-        removed.append(name)
-    return removed
-
-
-def _collect_heartbeats(
-    folder: str,
-    heartbeats: dict[str, datetime],
-    attempts: set[str],
-    current: str,
-    recent: Callable[[datetime | None], bool],
-) -> None:
-    """Delete the heartbeats that no writer keeps (best effort): one killed before its first object, or the
-    latest attempt's (``current``) after its commit's answer was lost.
-
-    Why here: ``_collect_attempts`` deletes a heartbeat only with its attempt, and these belong to no
-    attempt it deletes, so without this they would stay beside the store for good. One written within
-    ``stale`` is kept: its writer may still be at work.
-    """
-    for name, seen in heartbeats.items():
-        if (name not in attempts or name == current) and not recent(seen):
-            with contextlib.suppress(Exception):
-                roots.delete(roots.join(folder, name + _ALIVE))
-
-
-def _newest(url: str) -> datetime | None:
-    import obstore
-
-    with waiting(url):
-        metas = obstore.list(roots.object_store(url)).collect()
-    return max((m["last_modified"] for m in metas), default=None)

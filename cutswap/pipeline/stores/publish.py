@@ -26,6 +26,7 @@ from typing import Any
 
 import zarr
 
+import cutswap.pipeline.stores.collect as collect
 import cutswap.pipeline.stores.objects as objects
 import cutswap.pipeline.stores.posix as posix
 from cutswap import atomic, roots
@@ -53,7 +54,8 @@ def committed(ref: StoreRef, check: bool = True) -> tuple[str, str | None] | Non
 
     Either layout is read under either root, so a tree copied between a folder and a bucket (``aws s3
     sync``, ``gsutil rsync``, ``cp -r``) is reused as it is: a folder holding ``zarr.json`` (the rename
-    protocol), or a prefix holding commit markers (the object protocol).
+    protocol), or a prefix holding commit markers (the object protocol). Under the object protocol a
+    reference with a digest finds the generation that digest names, not merely the newest.
     """
     if roots.is_local(ref.root):
         path = Path(ref.path)
@@ -66,7 +68,11 @@ def committed(ref: StoreRef, check: bool = True) -> tuple[str, str | None] | Non
         if not posix.is_complete(attempt):
             return None
         return str(attempt), posix.verify(attempt) if check else None
-    marker = objects.latest_commit(ref.path)
+    _, listing = objects._listing(ref.path)
+    marker = objects.commit_of(ref.path, ref.digest or None, listing)
+    if marker is None and ref.digest and objects.latest_commit(ref.path, listing) is not None:
+        # A forced recompute elsewhere committed other content, and this run's generation was collected.
+        return ref.path, f"the generation this run read (digest {ref.digest}) was superseded and collected"
     if marker is None:
         return _copied_folder(ref, check)
     location = objects.attempt_url(ref.path, marker)
@@ -103,6 +109,9 @@ def is_complete(ref: StoreRef | Path | str) -> bool:
 def open_store(ref: StoreRef) -> zarr.Group:
     """Open a complete store read-only, after checking its files against what was recorded at publication.
 
+    Reads go through ``objects.StrictStore``: a chunk that vanishes after this check is an error naming
+    the store when it is read, never Zarr's fill values.
+
     Raises:
         StoreError: the store is missing, was never completed (a crashed writer, a deleted file), or its
             files differ from those recorded when it was published.
@@ -115,7 +124,7 @@ def open_store(ref: StoreRef) -> zarr.Group:
     location, problem = found
     if problem:
         raise StoreError(f"store {ref.path} is corrupt: {problem}; recompute it (--force {ref.stage})")
-    return roots.open_group(location, mode="r")
+    return objects.open_strict(location, ref.path)
 
 
 def put_file(group: zarr.Group, name: str, data: bytes) -> None:
@@ -160,6 +169,10 @@ def publishing(ref: StoreRef, attrs: dict[str, Any], replace: bool = False) -> I
         with posix.publishing(Path(ref.path), attrs, replace) as group:
             yield group
     else:
+        try:
+            collect.collect_garbage(ref.path)
+        except StoreError as exc:  # a role that may not delete, say: garbage stays, the write goes on
+            log.warning("store %s: leftovers not collected: %s", ref.path, exc)
         with objects.publishing(ref.path, attrs, replace) as group:
             yield group
 

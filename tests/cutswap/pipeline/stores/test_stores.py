@@ -175,6 +175,7 @@ def _attempt(ref) -> str:
 
 def test_forced_replacement_leaves_no_old_copy(any_root, monkeypatch):
     monkeypatch.setenv("CUTSWAP_GC_STALE_SECONDS", "0")
+    monkeypatch.setenv("CUTSWAP_KEEP_SUPERSEDED_HOURS", "0")
     ref = StoreRef("cluster", "cat", "0123", roots.normalize(any_root))
     for who in ("first", "second", "third"):
         with publishing(ref, {"who": who}, replace=True) as group:
@@ -182,9 +183,9 @@ def test_forced_replacement_leaves_no_old_copy(any_root, monkeypatch):
     assert open_store(ref).attrs["who"] == "third"
     if roots.is_local(any_root):
         assert _entries(Path(ref.path).parent) == ["cat-0123"]
-    else:  # generations 0, 1, 2 committed; the attempts of 0 collected by the writer of 2
+    else:  # generations 0, 1, 2 committed; 0 and its marker collected by the writer of 2
         listed = {p.split("/")[0] for p in _listed(ref.path)}
-        assert {p for p in listed if p.startswith("commit-")} == {f"commit-00000{g}.json" for g in range(3)}
+        assert {p for p in listed if p.startswith("commit-")} == {"commit-000001.json", "commit-000002.json"}
         assert len({p for p in listed if p.startswith("attempt-")}) == 2
 
 
@@ -436,14 +437,20 @@ build_store(sys.argv[1], "cluster", "cat", {}, {}, lambda g: write_array(g, "x",
 """
 
 
-def test_a_writer_killed_between_upload_and_commit_leaves_nothing_readable(bucket, monkeypatch):
+def test_a_writer_killed_between_upload_and_commit_leaves_nothing_readable(bucket):
+    """The orphan is invisible at once, and collected once silent for the limit its own heartbeat
+    recorded (8 s here), not the collector's (0 s)."""
     import signal
     import subprocess
     import sys
 
+    from cutswap.pipeline.stores import collect
+
+    env = {**os.environ, "CUTSWAP_GC_STALE_SECONDS": "8"}
     killed = subprocess.run(
-        [sys.executable, "-c", _KILLED_BEFORE_COMMIT, bucket], capture_output=True, text=True
+        [sys.executable, "-c", _KILLED_BEFORE_COMMIT, bucket], capture_output=True, text=True, env=env
     )
+    died = time.monotonic()
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     ref = StoreRef("cluster", "cat", stage_key("cluster", {}, {}), roots.normalize(bucket))
     orphan = {p.split("/")[0] for p in _listed(ref.path)}
@@ -456,21 +463,15 @@ def test_a_writer_killed_between_upload_and_commit_leaves_nothing_readable(bucke
     )
     assert computed and again.key == ref.key
     np.testing.assert_array_equal(open_store(again)["x"][:], np.arange(10))
-    # The orphan's heartbeat is fresh: the rerun left it alone. Once it has been silent long enough, it goes.
-    from cutswap.pipeline.stores import objects
 
-    assert (
-        len(
-            [
-                p
-                for p in {q.split("/")[0] for q in _listed(ref.path)}
-                if p.startswith("attempt-") and not p.endswith(".alive")
-            ]
-        )
-        == 2
-    )
-    assert objects.collect_garbage(ref.path, stale=60) == []
-    removed = objects.collect_garbage(ref.path, stale=0)
+    def attempts() -> set[str]:
+        listed = {q.split("/")[0] for q in _listed(ref.path)}
+        return {p for p in listed if p.startswith("attempt-") and not p.endswith(".alive")}
+
+    assert len(attempts()) == 2  # the rerun left the young orphan alone
+    assert collect.collect_garbage(ref.path, stale=0) == []  # its heartbeat asked for 8 s
+    time.sleep(max(0.0, died + 9 - time.monotonic()))
+    removed = collect.collect_garbage(ref.path, stale=0)
     assert len(removed) == 1 and removed[0] != _attempt(again)
     assert {p.split("/")[0] for p in _listed(ref.path)} == {"commit-000000.json", _attempt(again)}
 
@@ -505,24 +506,36 @@ def test_a_committed_tree_copied_to_a_file_url_root_is_reused_by_its_content(buc
         open_store(moved)
 
 
-def test_a_superseded_generation_stays_readable_until_the_commit_is_old(bucket, monkeypatch):
-    """A forced recompute commits generation 1; generation 0, which readers may still hold, is collected
-    only once generation 1's commit is older than the staleness limit."""
-    from datetime import UTC, datetime
+def test_a_reference_reads_its_generation_until_the_period_after_its_supersession(bucket, monkeypatch):
+    """A forced recompute commits generation 1; a reference to generation 0 (by its digest) still opens
+    generation 0, until the period recorded in generation 1's marker has passed and a collector ran."""
+    from cutswap.pipeline.stores import collect, objects, publish
 
-    from cutswap.pipeline.stores import objects
-
-    ref = StoreRef("cluster", "cat", "0123", roots.normalize(bucket))
-    for replace in (False, True):
-        with publishing(ref, {}, replace=replace) as group:
-            write_array(group, "x", np.arange(3))
-    attempts = {p.split("/")[0] for p in _listed(ref.path) if p.startswith("attempt-")}
-    assert len(attempts) == 2
-    # Generation 0's objects as if written long ago: only the young commit of generation 1 keeps them.
-    monkeypatch.setattr(objects, "_newest", lambda url: datetime(2000, 1, 1, tzinfo=UTC))
-    assert objects.collect_garbage(ref.path, stale=60) == []
-    old = (attempts - {_attempt(ref)}).pop()
-    assert objects.collect_garbage(ref.path, stale=0) == [old]
+    monkeypatch.setenv("CUTSWAP_KEEP_SUPERSEDED_HOURS", str(3 / 3600))  # 3 s
+    refs = []
+    for value in (0, 1):
+        ref, _ = build_store(
+            bucket, "cluster", "cat", {}, {}, lambda g, v=value: write_array(g, "x", np.full(3, v)), "force"
+        )
+        refs.append(ref)
+    first, second = refs
+    assert first.digest != second.digest and first.key == second.key
+    assert objects.latest_commit(first.path)["keep_superseded_seconds"] == pytest.approx(3)
+    publish._VERIFIED.clear()
+    np.testing.assert_array_equal(open_store(first)["x"][:], [0, 0, 0])  # its own generation ...
+    np.testing.assert_array_equal(open_store(second)["x"][:], [1, 1, 1])  # ... not the newest
+    assert collect.collect_garbage(first.path, stale=0) == []  # superseded less than 3 s ago
+    time.sleep(3.5)
+    removed = collect.collect_garbage(first.path, stale=0)
+    assert (
+        len(removed) == 1
+        and f"attempt-{objects.commit_of(first.path, second.digest)['attempt']}" not in removed
+    )
+    assert [p for p in _listed(first.path) if p.startswith("commit-")] == ["commit-000001.json"]
+    publish._VERIFIED.clear()
+    with pytest.raises(StoreError, match=f"digest {first.digest}\\) was superseded and collected"):
+        open_store(first)
+    np.testing.assert_array_equal(open_store(second)["x"][:], [1, 1, 1])
 
 
 def test_a_writer_that_may_have_lost_its_attempt_does_not_commit(bucket, monkeypatch):
@@ -548,7 +561,7 @@ def test_a_commit_whose_answer_was_lost_is_read_back(bucket, monkeypatch):
     collection, not deleted (it may be in use)."""
     import obstore
 
-    from cutswap.pipeline.stores import objects
+    from cutswap.pipeline.stores import collect, objects
 
     real_put = obstore.put
 
@@ -559,6 +572,8 @@ def test_a_commit_whose_answer_was_lost_is_read_back(bucket, monkeypatch):
         return real_put(store, path, data, **kwargs)
 
     ref = StoreRef("cluster", "cat", "0123", roots.normalize(bucket))
+    monkeypatch.setattr(objects, "BACKOFF", (0.01, 0.01))
+    monkeypatch.setenv("CUTSWAP_GC_STALE_SECONDS", "0")  # what the writer's heartbeat records
     monkeypatch.setattr(obstore, "put", put_then_fail)
     with publishing(ref, {}) as group:
         write_array(group, "x", np.arange(3))
@@ -575,8 +590,8 @@ def test_a_commit_whose_answer_was_lost_is_read_back(bucket, monkeypatch):
         write_array(group, "x", np.arange(3))
     assert not is_complete(other)
     assert [p for p in _listed(other.path) if p.startswith("attempt-") and "/" in p]  # left, not deleted
-    monkeypatch.undo()
-    assert len(objects.collect_garbage(other.path, stale=0)) == 1
+    monkeypatch.setattr(obstore, "put", real_put)
+    assert len(collect.collect_garbage(other.path)) == 1
 
 
 def test_an_unreachable_endpoint_is_one_line_within_seconds(monkeypatch):

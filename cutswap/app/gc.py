@@ -1,0 +1,64 @@
+"""``cutswap gc ROOT [--yes]``: what under an object-storage root no reader can reach and no writer still
+writes, listed with its size, and deleted only when asked.
+
+A dry run by default: garbage is decided by the storage server's time and each writer's own limits
+(``cutswap.pipeline.stores.collect``), and a listing lets an operator see what a lifecycle rule, or
+``--yes``, would remove before anything is.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from cutswap.errors import CutswapError
+
+
+def arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("root", help="a storage root URL: s3://BUCKET/PREFIX, gs://, az://, file:///PATH")
+    parser.add_argument("--yes", action="store_true", help="delete what is listed (default: list only)")
+    parser.add_argument(
+        "--resume-days",
+        type=float,
+        default=None,
+        help="resume states of trainings untouched this long are garbage (default 7)",
+    )
+    parser.add_argument(
+        "--upload-hours",
+        type=float,
+        default=None,
+        help="incomplete multipart uploads (S3) started this long ago are garbage (default 24)",
+    )
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n} B"
+
+
+def run(args: argparse.Namespace) -> int:
+    """List (and with ``--yes`` delete) the root's garbage; one line per item, then the totals."""
+    from cutswap.pipeline.stores import collect
+
+    for name in ("resume_days", "upload_hours"):
+        if getattr(args, name) is not None and not getattr(args, name) >= 0:
+            raise CutswapError(f"--{name.replace('_', '-')} {getattr(args, name)}: give a number >= 0")
+    limits = {}
+    if args.resume_days is not None:
+        limits["resume_seconds"] = args.resume_days * 86400
+    if args.upload_hours is not None:
+        limits["upload_seconds"] = args.upload_hours * 3600
+    found = []
+    verb = "delete" if args.yes else "would delete"
+    for item in collect.root_garbage(args.root, **limits):
+        print(f"{verb}  {item.url}  {item.reason}  ({item.objects} objects, {_size(item.bytes)})", flush=True)
+        if args.yes:
+            collect.delete([item])
+        found.append(item)
+    if not collect.can_list_uploads(args.root):
+        print("incomplete multipart uploads: not looked at (install boto3 to list and abort them)")
+    total = f"{len(found)} items, {_size(sum(i.bytes for i in found))}"
+    print(f"{total} deleted" if args.yes else f"{total}: a dry run, nothing deleted (--yes deletes)")
+    return 0
