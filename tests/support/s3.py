@@ -6,6 +6,7 @@ conditional PUTs (``If-None-Match: *``) answered by the server.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -94,3 +95,58 @@ class S3Server:
         pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
         keys = [o["Key"] for page in pages for o in page.get("Contents", [])]
         return sorted(k[len(prefix) :].lstrip("/") for k in keys)
+
+
+class HeaderDroppingProxy:
+    """A TCP proxy on 127.0.0.1 in front of a server, removing one request header on the way: a gateway
+    that drops ``If-None-Match`` turns a server that honours create-only writes into one that does not.
+
+    Requests are small and plain HTTP/1.1 here, so a header never spans two reads; ``dropped`` counts the
+    headers removed.
+    """
+
+    def __init__(self, port: int, header: str) -> None:
+        import re
+        import threading
+
+        self.upstream = port
+        self.pattern = re.compile(rb"\r\n" + re.escape(header.encode()) + rb":[^\r\n]*", re.IGNORECASE)
+        self.dropped = 0
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen()
+        self.endpoint = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+
+    def __enter__(self) -> HeaderDroppingProxy:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.listener.close()
+
+    def _accept(self) -> None:
+        import threading
+
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.upstream))
+            threading.Thread(target=self._pump, args=(client, server, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, False), daemon=True).start()
+
+    def _pump(self, source: socket.socket, target: socket.socket, requests: bool) -> None:
+        try:
+            while data := source.recv(65536):
+                if requests:
+                    data, n = self.pattern.subn(b"", data)
+                    self.dropped += n
+                target.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (source, target):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
