@@ -230,7 +230,8 @@ def root_garbage(
 
 
 def _children(prefix: str) -> list[str]:
-    return sorted(_listing(prefix)[0])
+    """The URLs of the prefixes directly under ``prefix``."""
+    return sorted(roots.join(prefix, p.rsplit("/", 1)[-1]) for p in _listing(prefix)[0])
 
 
 def _resume_garbage(root: str, now: datetime, resume_seconds: float) -> Iterator[Garbage]:
