@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,16 +35,14 @@ from typing import Any
 from cutswap import atomic, roots
 from cutswap.errors import StoreError, one_line
 from cutswap.pipeline.stores.objects import (
-    _ALIVE,
-    _ATTEMPT,
-    _COMMIT,
-    _listing,
-    _marker,
+    ALIVE,
+    ATTEMPT,
+    COMMIT,
+    list_store,
     marker_names,
+    read_marker,
 )
 from cutswap.stalls import waiting
-
-log = logging.getLogger(__name__)
 
 #: A resume state nobody wrote for this long belongs to a key no run asks for any more (settings changed).
 RESUME_SECONDS = 7 * 24 * 3600.0
@@ -101,23 +98,23 @@ def store_garbage(folder: str, now: datetime, stale: float | None = None) -> lis
             default ``cutswap.atomic.stale_seconds``.
     """
     stale = atomic.stale_seconds() if stale is None else stale
-    prefixes, listing = _listing(folder)
-    attempts = {p.rsplit("/", 1)[-1] for p in prefixes if p.rsplit("/", 1)[-1].startswith(_ATTEMPT)}
+    prefixes, listing = list_store(folder)
+    attempts = {p.rsplit("/", 1)[-1] for p in prefixes if p.rsplit("/", 1)[-1].startswith(ATTEMPT)}
     times = {m["path"]: m["last_modified"] for m in listing}
-    markers = [(n, m) for n in marker_names(listing) if (m := _marker(folder, n)) is not None]
-    committed = {_ATTEMPT + m["attempt"]: m for _, m in markers}
-    latest = _ATTEMPT + markers[-1][1]["attempt"] if markers else None
+    markers = [(n, m) for n in marker_names(listing) if (m := read_marker(folder, n)) is not None]
+    committed = {ATTEMPT + m["attempt"]: m for _, m in markers}
+    latest = ATTEMPT + markers[-1][1]["attempt"] if markers else None
     found: list[Garbage] = []
     for name in sorted(attempts - {latest}):
         if name in committed:
             why = _superseded(committed[name], markers, times, now)
         else:
-            why = _abandoned(folder, name, times.get(name + _ALIVE), now, stale)
+            why = _abandoned(folder, name, times.get(name + ALIVE), now, stale)
         if why:
             found.append(_tree(roots.join(folder, name), why))
     remaining = attempts - {g.url.rsplit("/", 1)[-1] for g in found}
     for name, marker in markers[:-1]:
-        if _ATTEMPT + marker["attempt"] not in remaining:
+        if ATTEMPT + marker["attempt"] not in remaining:
             found.append(Garbage(roots.join(folder, name), "marker of a collected generation"))
     return found + _orphan_heartbeats(folder, listing, attempts - {latest}, now, stale)
 
@@ -140,7 +137,7 @@ def _superseded(
 
 def _abandoned(folder: str, name: str, beat: datetime | None, now: datetime, stale: float) -> str | None:
     """Why a never-committed attempt may go (None: its writer may be at work)."""
-    limit = _heartbeat_limit(roots.join(folder, name + _ALIVE), stale) if beat is not None else stale
+    limit = _heartbeat_limit(roots.join(folder, name + ALIVE), stale) if beat is not None else stale
     if _age(now, beat) < limit:
         return None
     # The newest object too: a writer's workers may write on while its own heartbeat is late.
@@ -168,7 +165,7 @@ def _orphan_heartbeats(
     found = []
     for meta in listing:
         path = meta["path"]
-        if not path.endswith(_ALIVE) or path[: -len(_ALIVE)] in attempts:
+        if not path.endswith(ALIVE) or path[: -len(ALIVE)] in attempts:
             continue
         url = roots.join(folder, path)
         if _age(now, meta["last_modified"]) >= _heartbeat_limit(url, stale):
@@ -195,8 +192,8 @@ def collect_garbage(folder: str, now: datetime | None = None, stale: float | Non
 
     ``now``: the server's time, when the caller read it already (``server_now``).
     """
-    prefixes, _ = _listing(folder)
-    if not any(p.rsplit("/", 1)[-1].startswith(_ATTEMPT) for p in prefixes):
+    prefixes, _ = list_store(folder)
+    if not any(p.rsplit("/", 1)[-1].startswith(ATTEMPT) for p in prefixes):
         return []  # nothing to collect: no request for the server's time
     if now is None:
         now = server_now(folder.rsplit("/", 2)[0])
@@ -231,7 +228,7 @@ def root_garbage(
 
 def _children(prefix: str) -> list[str]:
     """The URLs of the prefixes directly under ``prefix``."""
-    return sorted(roots.join(prefix, p.rsplit("/", 1)[-1]) for p in _listing(prefix)[0])
+    return sorted(roots.join(prefix, p.rsplit("/", 1)[-1]) for p in list_store(prefix)[0])
 
 
 def _resume_garbage(root: str, now: datetime, resume_seconds: float) -> Iterator[Garbage]:
@@ -239,7 +236,7 @@ def _resume_garbage(root: str, now: datetime, resume_seconds: float) -> Iterator
     ``resume_seconds`` (a key no run asks for any more)."""
     for work in _children(roots.join(root, "train", ".work")):
         name = work.rsplit("/", 1)[-1]
-        published = any(m["path"].startswith(_COMMIT) for m in _listing(roots.join(root, "train", name))[1])
+        published = any(m["path"].startswith(COMMIT) for m in list_store(roots.join(root, "train", name))[1])
         objects = _listed(work)
         age = _age(now, max((o[2] for o in objects.values()), default=None))
         if published or age >= resume_seconds:
@@ -266,15 +263,10 @@ def _upload_garbage(root: str, now: datetime, upload_seconds: float) -> Iterator
     obstore has no call to list them, so this uses boto3 (``pip install boto3``; the test extra has it),
     with the same environment (``AWS_*``). Without boto3 they are not looked at, and that is said.
     """
-    if roots.scheme(root) != "s3":
+    if roots.scheme(root) != "s3" or not can_list_uploads(root):
         return
-    try:
-        import boto3
-    except ImportError:
-        log.warning(
-            "incomplete multipart uploads under %s not looked at: install boto3 to collect them", root
-        )
-        return
+    import boto3
+
     bucket, _, prefix = root[len("s3://") :].partition("/")
     client = boto3.client("s3", endpoint_url=roots.s3_endpoint() or None)
     pages = client.get_paginator("list_multipart_uploads").paginate(Bucket=bucket, Prefix=prefix)
@@ -303,8 +295,8 @@ def delete(items: list[Garbage]) -> None:
                 _abort(item)
             elif item.tree:
                 roots.delete_tree(item.url)
-                if item.url.rsplit("/", 1)[-1].startswith(_ATTEMPT):
-                    roots.delete(item.url + _ALIVE)
+                if item.url.rsplit("/", 1)[-1].startswith(ATTEMPT):
+                    roots.delete(item.url + ALIVE)
             else:
                 roots.delete(item.url)
 

@@ -64,12 +64,12 @@ from cutswap.stalls import waiting
 
 log = logging.getLogger(__name__)
 
-_COMMIT = "commit-"
-_ATTEMPT = "attempt-"
-_ALIVE = ".alive"
+COMMIT = "commit-"
+ATTEMPT = "attempt-"
+ALIVE = ".alive"
 
 
-def _listing(folder: str) -> tuple[list[str], list[dict[str, Any]]]:
+def list_store(folder: str) -> tuple[list[str], list[dict[str, Any]]]:
     """The attempt prefixes and the objects directly under a store's prefix."""
     import obstore
 
@@ -85,13 +85,13 @@ def _listing(folder: str) -> tuple[list[str], list[dict[str, Any]]]:
 
 def marker_names(objects: list[dict[str, Any]]) -> list[str]:
     """The commit markers in a store prefix's listing, oldest generation first."""
-    return sorted(m["path"] for m in objects if m["path"].startswith(_COMMIT))
+    return sorted(m["path"] for m in objects if m["path"].startswith(COMMIT))
 
 
 def latest_commit(folder: str, objects: list[dict[str, Any]] | None = None) -> dict[str, Any] | None:
     """The marker of a store's highest committed generation; None when nothing was committed.
 
-    ``objects``: the store prefix's listing (``_listing``), when the caller has it already.
+    ``objects``: the store prefix's listing (``list_store``), when the caller has it already.
     """
     return commit_of(folder, None, objects)
 
@@ -106,9 +106,9 @@ def commit_of(
     generation it started with, never mix two. None when no generation has that digest (any more).
     """
     if objects is None:
-        _, objects = _listing(folder)
+        _, objects = list_store(folder)
     for name in reversed(marker_names(objects)):
-        marker = _marker(folder, name)
+        marker = read_marker(folder, name)
         if marker is None:
             raise StoreError(
                 f"{roots.join(folder, name)} was listed but cannot be read; is another process deleting "
@@ -119,7 +119,7 @@ def commit_of(
     return None
 
 
-def _marker(folder: str, name: str) -> dict[str, Any] | None:
+def read_marker(folder: str, name: str) -> dict[str, Any] | None:
     """One commit marker; None when it does not exist."""
     data = roots.read_bytes(roots.join(folder, name))
     if data is None:
@@ -138,7 +138,7 @@ def _marker(folder: str, name: str) -> dict[str, Any] | None:
 
 def attempt_url(folder: str, marker: dict[str, Any]) -> str:
     """Where a committed generation's objects are."""
-    return roots.join(folder, _ATTEMPT + marker["attempt"])
+    return roots.join(folder, ATTEMPT + marker["attempt"])
 
 
 def _objects(url: str) -> dict[str, list[Any]]:
@@ -288,8 +288,8 @@ def publishing(folder: str, attrs: dict[str, Any], replace: bool = False) -> Ite
         StoreError: the storage refused a write, naming the store.
     """
     attempt = uuid.uuid4().hex[:16]
-    url = roots.join(folder, _ATTEMPT + attempt)
-    alive = roots.join(folder, _ATTEMPT + attempt + _ALIVE)
+    url = roots.join(folder, ATTEMPT + attempt)
+    alive = roots.join(folder, ATTEMPT + attempt + ALIVE)
     hashes: dict[str, str] = {}
     heartbeat = None
     try:
@@ -375,7 +375,7 @@ def _commit(folder: str, attempt: str, digest: str, listed: dict[str, list], rep
         "host": socket.gethostname(),
         "keep_superseded_seconds": keep_superseded_seconds(),
     }
-    return _create_marker(folder, f"{_COMMIT}{generation:06d}.json", marker)
+    return _create_marker(folder, f"{COMMIT}{generation:06d}.json", marker)
 
 
 #: Seconds to wait before each retry of a marker's PUT whose outcome is unknown (doubled at random up to
@@ -404,7 +404,7 @@ def _create_marker(folder: str, name: str, marker: dict[str, Any]) -> bool:
         except Exception as exc:  # noqa: BLE001 (obstore raises its own classes for every backend error)
             failure = exc
         with contextlib.suppress(Exception):  # a damaged or unreadable marker: tried again below
-            theirs = _marker(folder, name)
+            theirs = read_marker(folder, name)
             if theirs is not None:
                 if theirs["attempt"] != marker["attempt"]:
                     log.info("store %s: %s was committed by another writer; keeping theirs", folder, name)

@@ -68,7 +68,7 @@ def committed(ref: StoreRef, check: bool = True) -> tuple[str, str | None] | Non
         if not posix.is_complete(attempt):
             return None
         return str(attempt), posix.verify(attempt) if check else None
-    _, listing = objects._listing(ref.path)
+    _, listing = objects.list_store(ref.path)
     marker = objects.commit_of(ref.path, ref.digest or None, listing)
     if marker is None and ref.digest and objects.latest_commit(ref.path, listing) is not None:
         # A forced recompute elsewhere committed other content, and this run's generation was collected.
