@@ -57,10 +57,11 @@ def _split(value: str | None) -> list[str] | None:
 
 
 def check(args: argparse.Namespace) -> Checked:
-    """The settings, stage names and dataset of a run, checked; ``CutswapError`` names what is wrong."""
-    from cutswap.pipeline.feasibility import check_feasible
-    from cutswap.pipeline.preflight import check_environment
-    from cutswap.pipeline.run_dataset import resolve_dataset
+    """The settings, stage names and dataset of a run, checked; ``CutswapError`` names what is wrong.
+
+    Each check imports what it needs only once the checks before it passed: a mistyped setting ends
+    before pandas (the dataset's table) is imported, let alone torch or Prefect.
+    """
     from cutswap.pipeline.settings import load_settings
 
     overrides = {}
@@ -72,6 +73,10 @@ def check(args: argparse.Namespace) -> Checked:
     stages, force = _split(args.stages), _split(args.force)
     stage_modes(stages, force)
     settings = load_settings(args.preset, overrides)
+    from cutswap.pipeline.feasibility import check_feasible
+    from cutswap.pipeline.preflight import check_environment
+    from cutswap.pipeline.run_dataset import resolve_dataset
+
     check_environment(settings)
     _, table = resolve_dataset(settings)
     check_feasible(settings, table)  # its warnings are the flow's to log (tasks.ingest.resolve), once

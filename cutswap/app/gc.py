@@ -10,25 +10,6 @@ from __future__ import annotations
 
 import argparse
 
-from cutswap.errors import CutswapError
-
-
-def arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("root", help="a storage root URL: s3://BUCKET/PREFIX, gs://, az://, file:///PATH")
-    parser.add_argument("--yes", action="store_true", help="delete what is listed (default: list only)")
-    parser.add_argument(
-        "--resume-days",
-        type=float,
-        default=None,
-        help="resume states of trainings untouched this long are garbage (default 7)",
-    )
-    parser.add_argument(
-        "--upload-hours",
-        type=float,
-        default=None,
-        help="incomplete multipart uploads (S3) started this long ago are garbage (default 24)",
-    )
-
 
 def _size(n: int) -> str:
     for unit in ("B", "kB", "MB", "GB"):
@@ -42,9 +23,6 @@ def run(args: argparse.Namespace) -> int:
     """List (and with ``--yes`` delete) the root's garbage; one line per item, then the totals."""
     from cutswap.pipeline.stores import collect
 
-    for name in ("resume_days", "upload_hours"):
-        if getattr(args, name) is not None and not getattr(args, name) >= 0:
-            raise CutswapError(f"--{name.replace('_', '-')} {getattr(args, name)}: give a number >= 0")
     limits = {}
     if args.resume_days is not None:
         limits["resume_seconds"] = args.resume_days * 86400

@@ -171,8 +171,10 @@ def test_bad_input_exits_2_with_one_line_before_prefect_or_dask_start(tmp_path, 
     )
     imported = _imported(done.stderr)
     assert "cutswap.pipeline.settings" in imported  # the check sees imports at all
-    assert not {m for m in imported if m.split(".")[0] in ("prefect", "distributed", "torch")}
     errors = [line for line in done.stderr.splitlines() if not line.startswith("import time:")]
+    # A setting's error comes before the dataset is read: nothing of pandas or scipy either.
+    unused = ("prefect", "distributed", "torch") + (("pandas", "scipy") if "settings" in errors[0] else ())
+    assert not {m for m in imported if m.split(".")[0] in unused}, errors[0]
     assert done.returncode == 2, done.stderr[-2000:]
     # One line; a dataset's problems come as one headline and one "  - " line per problem found.
     assert errors[0].startswith("error: ") and all(line.startswith("  - ") for line in errors[1:]), errors
@@ -215,7 +217,17 @@ def test_python_m_flows_benchmark_answers_before_importing_prefect(tmp_path, pre
     assert done.returncode == code, done.stderr[-2000:]
     imported = _imported(done.stderr)
     assert "flows.launch" in imported
-    assert not {m for m in imported if m.split(".")[0] in ("prefect", "distributed", "torch")}
+    unused = ("prefect", "distributed", "torch", "scipy", "pandas")
+    assert not {m for m in imported if m.split(".")[0] in unused}
+
+
+@pytest.mark.parametrize("args", [["--help"], ["gc", "--help"], ["show", "--help"], ["gc"]])
+def test_the_commands_parse_without_pandas_scipy_or_torch(tmp_path, args):
+    done, _ = _cutswap(tmp_path, *args, importtime=True)
+    assert done.returncode == (0 if "--help" in args else 2), done.stderr[-2000:]
+    imported = _imported(done.stderr)
+    assert "cutswap.app.cli" in imported
+    assert not {m for m in imported if m.split(".")[0] in ("pandas", "scipy", "torch", "prefect", "numpy")}
 
 
 def test_debug_shows_the_traceback(tmp_path, preset):

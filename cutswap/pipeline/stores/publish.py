@@ -58,16 +58,7 @@ def committed(ref: StoreRef, check: bool = True) -> tuple[str, str | None] | Non
     reference with a digest finds the generation that digest names, not merely the newest.
     """
     if roots.is_local(ref.root):
-        path = Path(ref.path)
-        if posix.is_complete(path):
-            return str(path), posix.verify(path) if check else None
-        markers = sorted(path.glob("commit-*.json")) if path.is_dir() else []
-        if not markers:
-            return None
-        attempt = Path(objects.attempt_url(str(path), json.loads(markers[-1].read_text())))
-        if not posix.is_complete(attempt):
-            return None
-        return str(attempt), posix.verify(attempt) if check else None
+        return _committed_folder(Path(ref.path), check)
     _, listing = objects.list_store(ref.path)
     marker = objects.commit_of(ref.path, ref.digest or None, listing)
     if marker is None and ref.digest and objects.latest_commit(ref.path, listing) is not None:
@@ -83,6 +74,19 @@ def committed(ref: StoreRef, check: bool = True) -> tuple[str, str | None] | Non
     if problem is None:
         _VERIFIED.add(seen)
     return location, problem
+
+
+def _committed_folder(path: Path, check: bool) -> tuple[str, str | None] | None:
+    """``committed`` under a local root: a published folder, or a bucket's tree copied here as it was."""
+    if posix.is_complete(path):
+        return str(path), posix.verify(path) if check else None
+    markers = sorted(path.glob("commit-*.json")) if path.is_dir() else []
+    if not markers:
+        return None
+    attempt = Path(objects.attempt_url(str(path), json.loads(markers[-1].read_text())))
+    if not posix.is_complete(attempt):
+        return None
+    return str(attempt), posix.verify(attempt) if check else None
 
 
 def _copied_folder(ref: StoreRef, check: bool) -> tuple[str, str | None] | None:

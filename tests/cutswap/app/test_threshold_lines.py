@@ -7,7 +7,7 @@ import argparse
 
 import numpy as np
 
-from cutswap.app.cli import _prediction_threshold, _threshold_line, _warn_if_not_holding
+from cutswap.app.detect import prediction_threshold, threshold_line, warn_if_not_holding
 from cutswap.score.detector import choose_threshold, operating_point_check
 
 
@@ -20,12 +20,12 @@ def _stored(fp: int) -> dict:
 def test_a_threshold_that_did_not_hold_is_warned_about_on_stderr(capsys):
     held, broken = _stored(1), _stored(40)
     assert broken["check"]["holds"] is False and held["check"]["holds"] is True
-    _warn_if_not_holding(held, "stored")
+    warn_if_not_holding(held, "stored")
     assert capsys.readouterr() == ("", "")
-    _warn_if_not_holding(broken, "stored")
+    warn_if_not_holding(broken, "stored")
     out, err = capsys.readouterr()
     assert out == "" and err.startswith("warning: this threshold does not hold") and "40 of 100" in err
-    _warn_if_not_holding(broken, "fpr")  # a threshold chosen anew was not what the run checked
+    warn_if_not_holding(broken, "fpr")  # a threshold chosen anew was not what the run checked
     assert capsys.readouterr() == ("", "")
 
 
@@ -35,6 +35,6 @@ def test_a_threshold_chosen_anew_names_the_runs_calibration_images():
         holdout_scores = np.arange(99.0)
 
     args = argparse.Namespace(threshold=None, fpr=0.05)
-    info, source = _prediction_threshold(args, Detector())
-    assert source == "fpr" and "normal validation images (n=99)" in _threshold_line(info, source)
-    assert "normal validation images (n=99)" in _threshold_line(Detector.threshold, "stored")
+    info, source = prediction_threshold(args, Detector())
+    assert source == "fpr" and "normal validation images (n=99)" in threshold_line(info, source)
+    assert "normal validation images (n=99)" in threshold_line(Detector.threshold, "stored")
