@@ -9,7 +9,9 @@ Features are the frozen ImageNet trunk's PatchCore features (``cutswap.score.pat
 smooth random images, so their width and spread are the real ones. Printed, each the median of
 ``--repeats`` runs after a warm-up:
 
-- ``coreset``: the greedy k-center selection (``greedy_coreset``) over all training patches;
+- ``coreset``: the greedy k-center selection (``greedy_coreset``, in blocks of the farthest patches) over
+  all training patches, against the same selection one matrix-vector product per step (``_stepwise``, the
+  code before issue 35), with their ratio and the share of equal picks;
 - ``search (coreset)``: every test patch's nearest distance in the coreset (``nearest_distances``);
 - ``search (brute force)``: ``torch.cdist`` of every test patch to every training patch, then the minimum,
   in blocks of 4,096 test patches (what a user without a coreset would run);
@@ -29,7 +31,7 @@ from scipy.stats import spearmanr
 from timing import timed
 
 from cutswap.learn.models import build_model
-from cutswap.score.patchcore import greedy_coreset, nearest_distances, patch_features
+from cutswap.score.patchcore import greedy_coreset, nearest_distances, patch_features, random_projection
 
 
 def smooth_images(n: int, size: int, seed: int) -> np.ndarray:
@@ -39,6 +41,22 @@ def smooth_images(n: int, size: int, seed: int) -> np.ndarray:
     fine = torch.nn.functional.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=False)
     noise = 0.05 * torch.randn(n, 3, size, size, generator=g)
     return ((fine + noise).clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
+
+
+def _stepwise(features: torch.Tensor, fraction: float, seed: int = 0) -> torch.Tensor:
+    """The greedy k-center selection one step at a time: each pick's distances to every patch in one
+    matrix-vector product (memory-bound), as ``greedy_coreset`` did before issue 35. The baseline."""
+    m = len(features)
+    k = max(1, int(np.ceil(fraction * m)))
+    z = features.float() @ random_projection(features.shape[1], seed).to(features.device)
+    norms = (z * z).sum(1)
+    chosen = torch.empty(k, dtype=torch.long, device=features.device)
+    chosen[0] = int(torch.randint(m, (1,), generator=torch.Generator().manual_seed(seed)))
+    nearest = (norms - 2 * (z @ z[chosen[0]]) + norms[chosen[0]]).clamp_min_(0)
+    for i in range(1, k):
+        chosen[i] = torch.argmax(nearest)
+        torch.minimum(nearest, (norms - 2 * (z @ z[chosen[i]]) + norms[chosen[i]]).clamp_min_(0), out=nearest)
+    return chosen
 
 
 def brute_force(queries: torch.Tensor, bank: torch.Tensor, block: int = 4096) -> torch.Tensor:
@@ -69,10 +87,14 @@ def main() -> None:
         f"patches, {bank.shape[1]} dims; coreset fraction {args.fraction}"
     )
     t_core, chosen = timed(lambda: greedy_coreset(bank, args.fraction), args.repeats, sync)
+    t_step, stepwise = timed(lambda: _stepwise(bank, args.fraction), args.repeats, sync)
+    equal = float((chosen == stepwise).float().mean())
     core = bank[chosen]
     t_search, near = timed(lambda: nearest_distances(queries, core), args.repeats, sync)
     t_brute, exact = timed(lambda: brute_force(queries, bank), args.repeats, sync)
     print(f"coreset ({len(core):,} patches)        {t_core:8.3f} s")
+    print(f"coreset, one step at a time     {t_step:8.3f} s")
+    print(f"ratio stepwise / blocked coreset             {t_step / t_core:6.1f}x  ({equal:.1%} equal picks)")
     print(f"search (coreset)                {t_search:8.3f} s")
     print(f"search (brute force, cdist)     {t_brute:8.3f} s")
     print(f"ratio brute force / coreset search            {t_brute / t_search:6.1f}x")

@@ -34,8 +34,9 @@ def _numpy_greedy(features: np.ndarray, k: int, start: int, projection: np.ndarr
     return chosen
 
 
-@pytest.mark.parametrize(("m", "dim", "fraction"), [(300, 40, 0.1), (500, 200, 0.05)])
+@pytest.mark.parametrize(("m", "dim", "fraction"), [(300, 40, 0.1), (500, 200, 0.05), (3000, 160, 0.05)])
 def test_greedy_coreset_equals_the_brute_force_numpy_greedy(m, dim, fraction):
+    """The last case takes 150 steps, several of the selection's blocks of farthest patches."""
     rng = np.random.default_rng(1)
     features = rng.normal(size=(m, dim)).astype(np.float32)
     got = greedy_coreset(torch.from_numpy(features), fraction, seed=3).tolist()
