@@ -39,6 +39,22 @@ def train_indices(group) -> np.ndarray:
     return np.flatnonzero((table["split"] == "train").to_numpy())
 
 
+def read_rows(array, rows: np.ndarray) -> np.ndarray:
+    """Items ``rows`` (indices along the first axis, in that order) of an ingest array (``images``,
+    ``masks``).
+
+    Why not ``array[:][rows]``: that reads every chunk of the array, under a URL root the category's whole
+    ingest store, when a job needs only some items (a training, the train split; the pixel metrics, the
+    test masks). An orthogonal selection reads only these items' chunks (one item per chunk,
+    ``cutswap.pipeline.stores.arrays``): a shard holding nothing but selected items in one request, any
+    other shard by its index and then the selected chunks.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    if len(rows) == 0:
+        return np.empty((0, *array.shape[1:]), dtype=array.dtype)
+    return np.asarray(array.get_orthogonal_selection((rows,)))
+
+
 def load_model(train: StoreRef, device: torch.device | str = "cpu") -> ProjectionNet:
     """The trained classifier of a train store, loaded safely (tensors only, no pickled code)."""
     return load_model_file(get_file(train, "checkpoint.pt"), device)

@@ -45,7 +45,15 @@ from cutswap.method.clustering import (
 from cutswap.pipeline import parallel
 from cutswap.pipeline.parallel import DaskPool, run_sharded
 from cutswap.pipeline.settings import ClusterSettings, Settings
-from cutswap.pipeline.stores import StoreRef, build_store, empty_array, location_of, open_group, open_store
+from cutswap.pipeline.stores import (
+    StoreRef,
+    build_store,
+    empty_array,
+    location_of,
+    open_store,
+    record_digests,
+)
+from cutswap.pipeline.stores.shards import open_for_shards
 
 
 def cluster_key(cfg: ClusterSettings) -> dict:
@@ -82,15 +90,18 @@ def _anchor(
     return centroids, top, ranks
 
 
-def _shard(start: int, stop: int, *, saliency: StoreRef, out: str, cfg: ClusterSettings) -> None:
+def _shard(start: int, stop: int, *, saliency: StoreRef, out: str, cfg: ClusterSettings) -> dict[str, str]:
+    """Clusters the maps of images ``start:stop`` and writes their shards; returns the digests of what it
+    wrote (``open_for_shards``), so that the store's commit reads nothing back."""
     maps = open_store(saliency)["maps"][start:stop]
     n, levels, h, w = maps.shape
     flat = torch.from_numpy(maps.reshape(n * levels, h, w).astype(np.float32))
     centroids, top, rank = _anchor(flat, cfg, start * levels)
-    group = open_group(out, mode="r+")
+    group, digests = open_for_shards(out)
     group["centroids"][start:stop] = centroids.cpu().numpy().reshape(n, levels, cfg.k).astype(np.float32)
     group["top"][start:stop] = top.cpu().numpy().reshape(n, levels, h, w)
     group["rank"][start:stop] = rank.cpu().numpy().reshape(n, levels, h, w)
+    return digests
 
 
 def cluster_category(
@@ -105,7 +116,8 @@ def cluster_category(
         empty_array(group, "rank", (n, levels, h, w), "uint8", per_shard=parallel.SHARD)
         shard = functools.partial(_shard, saliency=saliency, out=location_of(group), cfg=cfg)
         workers: list[str] = []
-        run_sharded(shard, n, dask, parallel.SHARD, workers)
+        for digests in run_sharded(shard, n, dask, parallel.SHARD, workers):
+            record_digests(group, digests)
         group.attrs["workers"] = sorted(set(workers))
 
     return build_store(

@@ -60,7 +60,7 @@ import pandas as pd
 from cutswap.learn.execution import resolve_device
 from cutswap.method.registry import get_method
 from cutswap.pipeline.parallel import current_worker
-from cutswap.pipeline.readers import load_model, samples
+from cutswap.pipeline.readers import load_model, read_rows, samples
 from cutswap.pipeline.settings import EvaluateSettings, Settings
 from cutswap.pipeline.stores import StoreRef, build_store, open_store, write_array
 from cutswap.pipeline.stores.arrays import SHARD
@@ -146,6 +146,8 @@ class _Category:
         fit, held, calibration = calibration_split(
             table["split"].to_numpy(), table["label"].to_numpy(), holdout
         )
+        # Every image is read: the fitted, calibration and test rows cover every split (train, val, test),
+        # all but a validation split's anomalous images, which datasets hardly have (MVTec AD has no val).
         return cls(source, source["images"][:], table, test, fit, held, calibration)
 
 
@@ -228,7 +230,7 @@ def _score_maps(group: Any, cfg: EvaluateSettings, detector: Detector, data: _Ca
     if maps is None or unmasked:
         metrics = dict.fromkeys(PIXEL_METRICS, float("nan"))
     else:
-        metrics = pixel_metrics(maps, data.source["masks"][:][data.test], FPR_LIMIT, cfg.pixel_bins)
+        metrics = pixel_metrics(maps, read_rows(data.source["masks"], data.test), FPR_LIMIT, cfg.pixel_bins)
     normal_max = None
     if maps is not None and len(data.held):
         normal_max = float(detector.anomaly_maps(data.images[data.held]).max())

@@ -26,11 +26,23 @@ from cutswap.method.pairs import STEP_RANDOM, STEPS, sample_pair_bank, step_coun
 from cutswap.pipeline import parallel
 from cutswap.pipeline.parallel import DaskPool, run_sharded
 from cutswap.pipeline.settings import PairSettings, Settings
-from cutswap.pipeline.stores import StoreRef, build_store, empty_array, location_of, open_group, open_store
+from cutswap.pipeline.stores import (
+    StoreRef,
+    build_store,
+    empty_array,
+    location_of,
+    open_store,
+    record_digests,
+)
+from cutswap.pipeline.stores.shards import open_for_shards
 
 
-def _shard(start: int, stop: int, *, cluster: StoreRef, out: str, cfg: PairSettings) -> list[list[int]]:
-    """Samples images ``start:stop`` and writes them; returns per-level draw counts per step (L, steps)."""
+def _shard(
+    start: int, stop: int, *, cluster: StoreRef, out: str, cfg: PairSettings
+) -> tuple[list[list[int]], dict[str, str]]:
+    """Samples images ``start:stop`` and writes their shards; returns per-level draw counts per step
+    (L, steps) and the digests of what it wrote (``open_for_shards``: the store's commit reads nothing
+    back)."""
     source = open_store(cluster)
     top = source["top"][start:stop]
     ranks = source["rank"][start:stop]
@@ -46,11 +58,11 @@ def _shard(start: int, stop: int, *, cluster: StoreRef, out: str, cfg: PairSetti
         ranks=ranks.reshape(n * levels, h, w),
     )
     step = bank.step.reshape(n, levels, cfg.draws)
-    group = open_group(out, mode="r+")
+    group, digests = open_for_shards(out)
     group["boxes"][start:stop] = bank.boxes.reshape(n, levels, cfg.draws, 6)
     group["step"][start:stop] = step
     group["fallback"][start:stop] = bank.fallback.reshape(n, levels, cfg.draws)
-    return [step_counts(step[:, level]).tolist() for level in range(levels)]
+    return [step_counts(step[:, level]).tolist() for level in range(levels)], digests
 
 
 def level_names(cluster: StoreRef) -> list[str]:
@@ -72,8 +84,9 @@ def pairs_category(
         shard = functools.partial(_shard, cluster=cluster, out=location_of(group), cfg=cfg)
         counts = np.zeros((levels, len(STEPS)), dtype=np.int64)
         workers: list[str] = []
-        for part in run_sharded(shard, n, dask, parallel.SHARD, workers):
+        for part, digests in run_sharded(shard, n, dask, parallel.SHARD, workers):
             counts += np.asarray(part, dtype=np.int64)
+            record_digests(group, digests)
         group.attrs["workers"] = sorted(set(workers))
         per_level = max(n * cfg.draws, 1)
         group.attrs["fallback_rate"] = float(counts[:, STEP_RANDOM].sum()) / (per_level * levels)

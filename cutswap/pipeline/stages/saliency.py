@@ -41,10 +41,11 @@ from cutswap.pipeline.stores import (
     build_store,
     empty_array,
     location_of,
-    open_group,
     open_store,
+    record_digests,
     write_array,
 )
+from cutswap.pipeline.stores.shards import open_for_shards
 
 
 @functools.lru_cache(maxsize=4)
@@ -61,7 +62,9 @@ def _exact_backbone(name: str, sha256: str, source: str | None, allow_download: 
 
 def _shard(
     start: int, stop: int, *, ingest: StoreRef, out: str, cfg: SaliencySettings, resolved: dict, device: str
-) -> None:
+) -> dict[str, str]:
+    """Computes images ``start:stop`` and writes their shards; returns the digests of what it wrote
+    (``open_for_shards``), so that the store's commit reads nothing back."""
     source = open_store(ingest)
     index = train_indices(source)[start:stop]
     images = source["images"].get_orthogonal_selection((index,))
@@ -71,9 +74,10 @@ def _shard(
         backbone, cfg.levels, cfg.target_class, cfg.shallow_tanh, input_size=cfg.input_size, cam=cfg.cam
     ) as extractor:
         maps, targets = saliency_maps(extractor, images, batch_size=cfg.batch_size, device=dev)
-    group = open_group(out, mode="r+")
+    group, digests = open_for_shards(out)
     group["maps"][start:stop] = maps
     group["targets"][start:stop] = targets
+    return digests
 
 
 def saliency_key(cfg: SaliencySettings, backbone_provenance: dict) -> dict:
@@ -115,7 +119,8 @@ def saliency_category(
             device=settings.train.device,
         )
         workers: list[str] = []
-        run_sharded(shard, len(index), dask, parallel.SHARD, workers)
+        for digests in run_sharded(shard, len(index), dask, parallel.SHARD, workers):
+            record_digests(group, digests)
         group.attrs["workers"] = sorted(set(workers))
         group.attrs["device"] = worker_device(settings.train.device) if dask is None else "dask workers"
 

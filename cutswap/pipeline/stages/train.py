@@ -50,7 +50,7 @@ from cutswap.learn.models import ProjectionNet, build_model
 from cutswap.method.pairs import random_swap_boxes
 from cutswap.method.registry import get_method
 from cutswap.pipeline.parallel import current_worker
-from cutswap.pipeline.readers import train_indices
+from cutswap.pipeline.readers import read_rows, train_indices
 from cutswap.pipeline.settings import FINE_TUNING_NEUTRAL, Settings, TrainSettings
 from cutswap.pipeline.stores import (
     StoreRef,
@@ -244,7 +244,7 @@ def train_run(
             )
             return record(group, outcome)
         source = open_store(ingest)
-        images = source["images"][:][train_indices(source)]
+        images = read_rows(source["images"], train_indices(source))  # the train split only
         bank = None
         if spec.bank == "saliency":
             bank = open_store(pairs)["boxes"][:]
