@@ -287,6 +287,36 @@ def local_folder(root: str) -> Path:
     return cache / re.sub(r"[^A-Za-z0-9._-]+", "_", normalize(root))
 
 
+def browser_url(url: str) -> str:
+    """The https address at which a person opens an object of a URL root in a browser, with their own
+    sign-in: for links that outlive the run (Prefect artifacts), which an ``s3://`` URL is not (browsers
+    do not open it).
+
+    ``s3://`` on an S3-compatible server (``AWS_ENDPOINT_URL``: MinIO, Ceph) is the server's path-style
+    address; on AWS itself, the S3 console's page of the object (a private bucket's own https address
+    answers AccessDenied to a browser). ``gs://`` is Cloud Storage's authenticated browser address;
+    ``az://`` the blob's address when ``AZURE_STORAGE_ACCOUNT_NAME`` names the account. Never a presigned
+    address: it expires within days while an artifact stays, and it would put a credential in Prefect's
+    database. Anything else (``file://``, ``memory://``, a folder) is returned as it is.
+    """
+    from urllib.parse import quote
+
+    kind = scheme(url)
+    if kind not in ("s3", "gs", "az"):
+        return url
+    bucket, _, key = url[len(kind) + 3 :].partition("/")
+    if kind == "s3" and s3_endpoint():
+        return f"{s3_endpoint().rstrip('/')}/{bucket}/{quote(key)}"
+    if kind == "s3":
+        region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+        where = f"region={region}&" if region else ""
+        return f"https://s3.console.aws.amazon.com/s3/object/{bucket}?{where}prefix={quote(key, safe='')}"
+    if kind == "gs":
+        return f"https://storage.cloud.google.com/{bucket}/{quote(key)}"
+    account = os.environ.get("AZURE_STORAGE_ACCOUNT_NAME") or os.environ.get("AZURE_STORAGE_ACCOUNT")
+    return f"https://{account}.blob.core.windows.net/{bucket}/{quote(key)}" if account else url
+
+
 def check_reachable(root: str, timeout: float = 5.0) -> None:
     """Create a probe object under a URL root twice, then delete it, with no retries and short timeouts.
 

@@ -228,7 +228,9 @@ def execute(
     page = folder / "index.html"
     print(f"\nDone. Report: {folder}/summary.md" + (f" and {page}" if page.is_file() else ""))
     if not roots.is_local(root := checked.settings.reports_root):  # built on this host, then uploaded
-        print(f"In the bucket: {roots.join(root, checked.settings.run)}/ (index.html, summary.md, ...)")
+        print(
+            f"In the bucket: {roots.join(root, checked.settings.run)}/ (index.html, summary.md, run.log, ...)"
+        )
     print(f"Full log: {log}")
     return 0
 

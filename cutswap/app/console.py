@@ -9,7 +9,7 @@
 * **The run's log file** (``run``): every record from INFO (DEBUG for ``cutswap``), Dask's and Prefect's
   included, with tracebacks, in ``<reports_root>/<run>/run.log``. The report stage replaces its folder
   whole, so the file is written beside it (``.<run>.run.log.tmp-<pid>-<token>``) and moved in when the
-  run ends.
+  run ends; under a URL reports_root it is built in this host's folder for it and uploaded then.
 * **Progress** (``Display``): stage tasks done, jobs done of total, each running training's steps and
   throughput and an estimate of the time left: a ``rich`` live display on a terminal, plain lines
   elsewhere (CI, a Prefect worker, a pipe): one per finished job, and at most one per running job every
@@ -536,3 +536,23 @@ def run(reports_root: Path, name: str, debug: bool = False) -> Iterator[Display]
         final.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(partial, final)
         writer.release()
+        _upload_log(reports_root, name, final)
+
+
+def _upload_log(reports_root: str | Path, name: str, final: Path) -> None:
+    """Under a URL reports_root, the run's log goes beside its report in the bucket (``<run>/run.log``),
+    where the report's readers on other hosts find it; whatever the run's outcome, since a failed run's
+    log is the one most wanted. An upload that fails leaves the log on this host and says so: the run's
+    own outcome stands."""
+    from cutswap import roots
+
+    root = roots.normalize(reports_root)
+    if roots.is_local(root):
+        return
+    where = roots.join(root, name, "run.log")
+    try:
+        roots.write_bytes(where, final.read_bytes())
+    except Exception as exc:  # noqa: BLE001 (obstore raises its own classes for every backend error)
+        logging.getLogger(__name__).warning(
+            "run.log stays on this host (%s): uploading to %s failed: %s", final, where, exc
+        )

@@ -17,10 +17,14 @@ Work directory layout (shared with the single-process path, see ``cutswap.pipeli
     job.json      {"method", "seed", "model": ModelSpec, "recipe": Recipe, "execution": Execution (resolved
                    by the caller; each rank takes its own GPU of it), "swaps", "area", "aspect",
                    "identity", "images": "images.npy", "bank": "bank.npy" | null,
-                   "checkpoint": "resume.pt", "out": <store>/checkpoint.pt, "result": "result.json"}
+                   "checkpoint": "resume.pt" (or the URL of an object), "out": <store>/checkpoint.pt,
+                   "result": "result.json"}
     images.npy    uint8 (N, H, W, 3) normal training images
     bank.npy      int32 (N, L, D, 6) pair bank, for the swap methods
-    resume.pt     the resumable checkpoint, written by rank 0 every ``checkpoint_every`` steps
+    resume.pt     the resumable checkpoint, written by rank 0 every ``checkpoint_every`` steps; under a URL
+                  storage root it is an object of the work prefix instead, read by every rank at the start
+                  and replaced by rank 0 at each checkpoint with one PUT (``cutswap.learn.checkpoint.save``),
+                  so a SIGKILL of the whole job, or of the host, keeps the last checkpoint
     result.json   {"log": [...], "seconds", "images_per_s", "resumed_from", "parts", "oom_retries", "amp",
                    "channels_last", "num_classes", "world_size", "trunk": {name, pretrained, sha256}}
 
@@ -80,6 +84,7 @@ def launch(
     out: Path,
     progress: Callable[[dict[str, float]], None] | None = None,
     log_line: Callable[[str], None] | None = None,
+    checkpoint: str | None = None,
 ) -> dict[str, Any]:
     """Run one training job over ``nproc`` processes and wait for it.
 
@@ -92,6 +97,8 @@ def launch(
             in the store directory.
         progress: called with each log entry, in order.
         log_line: called with every other output line of the ranks and of torchrun.
+        checkpoint: the URL of the resumable state (an object the ranks read and rank 0 replaces at
+            every checkpoint); None keeps it in ``work`` as ``resume.pt``.
 
     Returns:
         The result file's content (log entries and run statistics).
@@ -100,7 +107,7 @@ def launch(
         DistributedTrainingError: the job exited non-zero or wrote no result.
     """
     _check_devices(job["execution"], nproc)
-    result_path = _write_job(job, work, out)
+    result_path = _write_job(job, work, out, checkpoint or "resume.pt")
     output = _Output(progress, log_line)
     with subprocess.Popen(
         command(nproc, work / "job.json"),
@@ -115,7 +122,7 @@ def launch(
             output.line(raw.rstrip("\n"))
         code = proc.wait()
     if code != 0 or not result_path.is_file():
-        raise output.failure(job, nproc, work, code)
+        raise output.failure(job, nproc, checkpoint or str(work / "resume.pt"), code)
     return json.loads(result_path.read_text())
 
 
@@ -130,7 +137,7 @@ def _check_devices(execution: Execution, nproc: int) -> None:
         )
 
 
-def _write_job(job: dict[str, Any], work: Path, out: Path) -> Path:
+def _write_job(job: dict[str, Any], work: Path, out: Path, checkpoint: str) -> Path:
     """Writes the job's arrays and ``job.json`` into ``work`` (module docstring) and removes a previous
     result file, so that only this run's result can be read back. Returns the result file's path."""
     execution: Execution = job["execution"]
@@ -153,7 +160,7 @@ def _write_job(job: dict[str, Any], work: Path, out: Path) -> Path:
         "identity": job["identity"],
         "images": "images.npy",
         "bank": "bank.npy" if bank is not None else None,
-        "checkpoint": "resume.pt",
+        "checkpoint": checkpoint,
         "out": str(Path(out).resolve()),
         "result": "result.json",
     }
@@ -202,13 +209,13 @@ class _Output:
         if self.log_line is not None:
             self.log_line(line)
 
-    def failure(self, job: dict[str, Any], nproc: int, work: Path, code: int) -> DistributedTrainingError:
+    def failure(self, job: dict[str, Any], nproc: int, resume: str, code: int) -> DistributedTrainingError:
         """The error of a run that exited non-zero or wrote no result: its first cause and last lines."""
         last = "\n".join(self.tail) or "(no output)"
         why = f": {self.causes[0]}" if self.causes else ""
         return DistributedTrainingError(
             f"DDP training of {job['method']} seed {job['seed']} over {nproc} processes failed (exit {code})"
-            f"{why}; rerunning resumes from the last checkpoint in {work}. Last output:\n{last}"
+            f"{why}; rerunning resumes from the last checkpoint, {resume}. Last output:\n{last}"
         )
 
 
@@ -217,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     import torch.distributed as dist
 
+    from cutswap import roots
     from cutswap.learn.checkpoint import model_payload, save
     from cutswap.learn.loop import train_classifier
 
@@ -251,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
             area=tuple(job["area"]),
             aspect=tuple(job["aspect"]),
             progress=progress if rank == 0 else None,
-            checkpoint=work / job["checkpoint"],
+            checkpoint=job["checkpoint"] if roots.scheme(job["checkpoint"]) else work / job["checkpoint"],
             identity=job["identity"],
         )
         if rank == 0:

@@ -190,10 +190,23 @@ def _download_resnet18(dest: Path) -> None:
     torch.hub.download_url_to_file(url, str(dest), hash_prefix=RESNET18_SHA256[:8], progress=False)
 
 
-def _find_resnet18_weights(weights: str | Path | None, allow_download: bool) -> tuple[Path | None, str]:
+@dataclass(frozen=True)
+class _Missing:
+    """Why ResNet-18's weights could not be had: ``reason`` names no path and no error text of this host
+    (it becomes ``fallback_reason``, part of the provenance that saliency keys by, so two hosts sharing a
+    bucket that both fall back arrive at the same key); ``detail`` adds them, for the log and errors."""
+
+    reason: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.reason} ({self.detail})"
+
+
+def _find_resnet18_weights(weights: str | Path | None, allow_download: bool) -> tuple[Path | None, _Missing]:
     """Locate a verified ResNet-18 weights file.
 
-    Returns ``(path, "")`` on success or ``(None, reason)`` when the file cannot be had without breaking a
+    Returns ``(path, empty)`` on success or ``(None, why)`` when the file cannot be had without breaking a
     rule (no file in the cache, download not allowed or failed). An explicitly given path that is missing or
     wrong is always an error, never a silent fallback: the caller asked for that file.
     """
@@ -205,23 +218,27 @@ def _find_resnet18_weights(weights: str | Path | None, allow_download: bool) -> 
                 f"(sha256 {RESNET18_SHA256}) or omit weights= to use torch's hub cache."
             )
         _check_hash(path, RESNET18_SHA256, "torchvision ResNet-18 IMAGENET1K_V1")
-        return path, ""
+        return path, _Missing("", "")
     cached = _resnet18_cache_path()
     if cached.is_file():
         actual = sha256_file(cached)
         if actual == RESNET18_SHA256:
             return cached, ""
-        return None, (
-            f"{cached} has sha256 {actual}, not the expected {RESNET18_SHA256} (corrupt or partial download)"
+        return None, _Missing(
+            "torch's hub cache holds ResNet-18 weights with another sha256 (corrupt or partial download)",
+            f"{cached} has sha256 {actual}, not the expected {RESNET18_SHA256}",
         )
     if not allow_download:
-        return None, f"ResNet-18 weights are not in torch's hub cache ({cached}) and download is not allowed"
+        return None, _Missing(
+            "ResNet-18 weights are not in torch's hub cache and download is not allowed",
+            f"looked in {cached}",
+        )
     try:
         _download_resnet18(cached)
     except Exception as exc:  # network errors come in many types (URLError, OSError, RuntimeError)
-        return None, f"downloading ResNet-18 weights to {cached} failed: {exc}"
+        return None, _Missing("downloading ResNet-18 weights failed", f"to {cached}: {exc}")
     _check_hash(cached, RESNET18_SHA256, "torchvision ResNet-18 IMAGENET1K_V1")
-    return cached, ""
+    return cached, _Missing("", "")
 
 
 def _load_state_dict(path: Path) -> dict[str, Tensor]:
@@ -433,7 +450,7 @@ def load_backbone(
         RESNET18_SHA256,
         _resnet18_cache_path().parent,
     )
-    return _build_effnet(None, fallback_reason=reason)
+    return _build_effnet(None, fallback_reason=reason.reason)
 
 
 def load_exact_backbone(

@@ -89,8 +89,9 @@ class DatasetSettings(_Section):
     of refusing the category. ``fingerprint`` says how source files are recognised as unchanged: ``stat``
     (path, size, modification time; cheap) or ``content`` (a hash of every byte; survives copies that
     reset times, costs a full read per run). ``auto`` is ``content`` for the embedded datasets (a few tens
-    of MB, rebuilt byte-identical by a fresh clone, whose stores must then be reused) and ``stat`` for
-    datasets on disk.
+    of MB, rebuilt byte-identical by a fresh clone, whose stores must then be reused) and under a URL
+    ``storage_root`` (hosts with their own copies of a dataset share the bucket's stores), ``stat`` for
+    datasets on disk with a local root.
     """
 
     name: Literal["textures", "mnist", "mvtec", "visa", "btad", "loco", "folder"] = "textures"

@@ -15,7 +15,8 @@ Store layout (``storage/ingest/<category>-<key>/``)::
 The key covers the dataset settings that change the store (layout, working size, ``lenient``) and a
 fingerprint of the source: the sample table itself (so a changed split or label re-ingests) and, for
 every image and mask file, its path with its size and modification time (``dataset.fingerprint: stat``)
-or a hash of its bytes (``content``; the default for the embedded datasets). An edited dataset is therefore
+or a hash of its bytes (``content``; the default for the embedded datasets and under a URL storage root,
+whose stores hosts with their own copies of the dataset share). An edited dataset is therefore
 re-ingested and every stage after it recomputes, while an untouched one is reused.
 
 Every image and mask is decoded before anything is written, and every problem of the category is
@@ -38,6 +39,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cutswap import roots
 from cutswap.data.datasets import BUILT_IN
 from cutswap.data.images import DECODE_THREADS, load_mask, load_rgb
 from cutswap.data.layouts.common import IMAGE_EXTENSIONS
@@ -97,12 +99,20 @@ def dataset_fingerprint(root: Path, table: pd.DataFrame, how: str = "stat") -> s
     return h.hexdigest()[:16]
 
 
-def _fingerprint_kind(dataset: str, setting: str) -> str:
-    """``dataset.fingerprint``'s ``auto``: file times cannot recognise an embedded dataset rebuilt
-    byte-identical, so a fresh clone would recompute every stage."""
+def _fingerprint_kind(dataset: str, setting: str, storage_root: str) -> str:
+    """``dataset.fingerprint``'s ``auto``: ``content`` where file times cannot recognise the same files,
+    ``stat`` elsewhere.
+
+    File times differ between copies: an embedded dataset rebuilt byte-identical by a fresh clone, and any
+    dataset under a URL storage root, where a bucket's stores are shared by every host that runs with it
+    (each with its own copy of the dataset, in its own folder). Hashing the bytes costs about a second per
+    600 MB on a run that reuses everything (a few ms with ``stat``), so local roots keep ``stat``.
+    """
     if setting != "auto":
         return setting
-    return "content" if dataset in BUILT_IN else "stat"
+    if dataset in BUILT_IN or not roots.is_local(roots.normalize(storage_root)):
+        return "content"
+    return "stat"
 
 
 def ingest_category(
@@ -122,7 +132,9 @@ def ingest_category(
         "category": category,
         "image_size": size,
         "lenient": cfg.lenient,
-        "fingerprint": dataset_fingerprint(root, table, _fingerprint_kind(cfg.name, cfg.fingerprint)),
+        "fingerprint": dataset_fingerprint(
+            root, table, _fingerprint_kind(cfg.name, cfg.fingerprint, str(settings.storage_root))
+        ),
     }
 
     def write(group):

@@ -50,7 +50,7 @@ from cutswap.report.negatives import draw_negatives, make_negatives
 from cutswap.report.picking import shown_methods
 from cutswap.report.prose import summary_markdown
 from cutswap.report.redraws import redraw_test_sets
-from cutswap.report.runs_page import write_index
+from cutswap.report.runs_page import COMPARE, write_index
 from cutswap.report.tables import metrics_of
 from cutswap.score.resample import N_REDRAWS
 from cutswap.track.tensorboard_events import FOLDER as TENSORBOARD
@@ -194,7 +194,8 @@ def write_report(
 
     A report under a URL ``reports_root`` is built in this host's folder for that root
     (``cutswap.roots.local_folder``) and uploaded, ``provenance.json`` last: a reader takes the report
-    as complete only once it is there.
+    as complete only once it is there. The runs index is then made from every run in the bucket and
+    uploaded too (the run's ``run.log`` follows when the run ends: ``cutswap.app.console``).
 
     Returns:
         The run's folder on this host and whether it was written now (False: an identical report was
@@ -229,5 +230,60 @@ def write_report(
         (tmp / "provenance.json").write_text(json.dumps(provenance, indent=2, default=str))
     if not roots.is_local(root):  # built here, then uploaded with provenance.json (its marker) last
         roots.upload_tree(final, where, last="provenance.json")
+        _bring_runs(root, final.parent)
     write_index(final.parent)
+    if not roots.is_local(root):
+        _upload_index(root, final.parent)
     return final, True
+
+
+#: A run's files that the runs index reads (``cutswap.report.tables.list_runs``, its comparison pages).
+_INDEXED = ("results.csv", "comparisons.csv", "provenance.json")
+
+
+def _bring_runs(root: str, local: Path) -> None:
+    """This host's folder for a URL reports_root made to hold what the runs index reads of every run in
+    the bucket (other hosts' runs included): those of a run whose ``provenance.json`` differs here are
+    downloaded, ``provenance.json`` last; a run whose report left the bucket leaves the folder too, so
+    the index lists the bucket's runs, no more, no fewer."""
+    import shutil
+
+    import obstore
+
+    from cutswap.atomic import atomic_file
+
+    listed = obstore.list_with_delimiter(roots.object_store(root))
+    runs = {p.rstrip("/") for p in listed["common_prefixes"]} - {COMPARE}
+    for run in sorted(r for r in runs if not r.startswith(".")):
+        recorded = roots.read_bytes(roots.join(root, run, "provenance.json"))
+        here = local / run
+        if (
+            recorded is None
+            or (here / "provenance.json").is_file()
+            and ((here / "provenance.json").read_bytes() == recorded)
+        ):
+            continue
+        here.mkdir(parents=True, exist_ok=True)
+        for name in _INDEXED:
+            data = recorded if name == "provenance.json" else roots.read_bytes(roots.join(root, run, name))
+            if data is None:
+                (here / name).unlink(missing_ok=True)
+                continue
+            with atomic_file(here / name) as tmp:
+                Path(tmp).write_bytes(data)
+    for gone in [p.parent for p in local.glob("*/provenance.json") if p.parent.name not in runs]:
+        shutil.rmtree(gone, ignore_errors=True)
+
+
+def _upload_index(root: str, local: Path) -> None:
+    """The runs index and its comparison pages, from this host's folder to the bucket: the pages first,
+    the index last (each object whole), and the comparison pages no longer written deleted."""
+    import obstore
+
+    pages = {p.name for p in (local / COMPARE).glob("*.html")}
+    for page in sorted(pages):
+        roots.write_bytes(roots.join(root, COMPARE, page), (local / COMPARE / page).read_bytes())
+    roots.write_bytes(roots.join(root, "index.html"), (local / "index.html").read_bytes())
+    for meta in obstore.list(roots.object_store(root), prefix=f"{COMPARE}/").collect():
+        if meta["path"].rpartition("/")[2] not in pages:
+            roots.delete(roots.join(root, meta["path"]))

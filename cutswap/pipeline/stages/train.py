@@ -20,6 +20,7 @@ prefix of objects under a URL root, so a job rerun on another host resumes)::
     resume.pt       the resumable state (``cutswap.learn.checkpoint``), every ``train.checkpoint_every`` steps
     job.json, images.npy, bank.npy, result.json     the hand-over to and from a DDP run (``nproc > 1``), in
                     the work folder under a local root and in the worker's temporary folder otherwise
+                    (``resume.pt`` stays in the work prefix then: rank 0 replaces it at each checkpoint)
 
 A killed run leaves its work folder, and the next run with the same key resumes from ``resume.pt``; it
 is deleted once the store is published. The key holds everything that changes the weights: the train
@@ -288,9 +289,10 @@ def _train_ddp(
     log_line: Callable[[str], None],
 ) -> dict[str, Any]:
     """A data-parallel training (``cutswap.learn.ddp``): its ranks hand files over in a local folder, the
-    work folder itself under a local root, else a temporary one on this host, into which the resume state
-    is brought from the work prefix first and from which it goes back there if the training fails (so a
-    rerun on another host resumes)."""
+    work folder itself under a local root, else a temporary one on this host. Under a URL root the resume
+    state stays an object of the work prefix: the ranks read it there and rank 0 replaces it at every
+    checkpoint (one PUT, whole or not at all), so a SIGKILL of the job or a preempted host keeps the last
+    checkpoint and a rerun on any host resumes from it."""
     from cutswap.learn.ddp import launch
 
     if roots.is_local(work):
@@ -298,17 +300,10 @@ def _train_ddp(
         outcome = launch(job, nproc, folder, folder / "checkpoint.pt", progress, log_line)
         put_file(group, "checkpoint.pt", (folder / "checkpoint.pt").read_bytes())
         return outcome
-    resume = roots.join(work, "resume.pt")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        if (state := roots.read_bytes(resume)) is not None:
-            (folder / "resume.pt").write_bytes(state)
-        try:
-            outcome = launch(job, nproc, folder, folder / "checkpoint.pt", progress, log_line)
-        except BaseException:
-            if (folder / "resume.pt").exists():
-                roots.write_bytes(resume, (folder / "resume.pt").read_bytes())
-            raise
+        resume = roots.join(work, "resume.pt")
+        outcome = launch(job, nproc, folder, folder / "checkpoint.pt", progress, log_line, checkpoint=resume)
         put_file(group, "checkpoint.pt", (folder / "checkpoint.pt").read_bytes())
     return outcome
 

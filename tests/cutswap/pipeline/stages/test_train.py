@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import torch
 from cutswap.pipeline.readers import load_model
 from cutswap.pipeline.settings import Settings, TrainSettings
 from cutswap.pipeline.stages.train import train_key, train_run, work_dir
-from cutswap.pipeline.stores import build_store, open_store, write_array
+from cutswap.pipeline.stores import StoreRef, build_store, open_store, write_array
 
 
 @pytest.fixture
@@ -149,33 +150,73 @@ def test_the_resume_state_is_an_object_under_a_bucket_root(bucket, stripes, inge
     assert load_model(ref).state_dict()  # the checkpoint is an object of the committed store
 
 
-def test_a_data_parallel_trainings_resume_state_travels_through_the_bucket(bucket, monkeypatch):
-    """Its ranks need a local folder: a failed attempt's ``resume.pt`` goes back to the work prefix, and
-    the next attempt, on any host, starts with it in its folder (``launch`` stands in for torchrun)."""
+def _ddp_stores(root: str) -> tuple[Settings, StoreRef]:
+    """The settings and ingest store of a small data-parallel training (2 CPU ranks, 16 px stripes, a
+    checkpoint every 2 steps), the same in every process that asks."""
+    rng = np.random.default_rng(0)
+    plane = np.broadcast_to(np.linspace(0, 255, 16, dtype=np.float32)[None, :, None], (16, 16, 3))
+    images = np.stack([np.clip(plane + rng.normal(0, 8, plane.shape), 0, 255) for _ in range(12)])
+    images = images.astype(np.uint8)
+
+    def write(group):
+        write_array(group, "images", images)
+        write_array(group, "masks", np.zeros(images.shape[:3], bool))
+        group.attrs["samples"] = [
+            {"split": "train", "label": 0, "defect_type": "good", "image_path": f"{i}.png", "mask_path": None}
+            for i in range(len(images))
+        ]
+
+    ingest = build_store(root, "ingest", "stripes", {"n": len(images)}, {}, write)[0]
+    return _settings(root, nproc=2, steps=60, batch_size=4, log_every=1, checkpoint_every=2), ingest
+
+
+def _ddp_training(root: str) -> None:
+    """The training of ``_ddp_stores``, as a process of its own runs it (``python -c``)."""
+    settings, ingest = _ddp_stores(root)
+    train_run(settings, ingest, "cutpaste", 0)
+
+
+@pytest.mark.slow
+def test_a_data_parallel_training_killed_after_a_checkpoint_resumes_from_it(tmp_path):
+    """Under a URL root (``file://``; torchrun + gloo, 2 CPU ranks) rank 0 puts the resume state into the
+    work prefix at every checkpoint, whole: a SIGKILL of the job's whole process group (nothing of it
+    runs on to upload anything) leaves the state of its last checkpoint there, and the next run resumes
+    from exactly that step."""
+    import contextlib
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
     from cutswap import roots
-    from cutswap.learn import ddp
-    from cutswap.pipeline.stages import train
 
-    work = roots.join(bucket, "train", ".work", "brick-x")
-    seen = []
-
-    def dies(job, nproc, folder, out, progress, log_line):
-        (folder / "resume.pt").write_bytes(b"state at step 2")
-        raise RuntimeError("rank 1 died")
-
-    def resumes(job, nproc, folder, out, progress, log_line):
-        seen.append((folder / "resume.pt").read_bytes())
-        out.write_bytes(b"weights")
-        return {"resumed_from": 2}
-
-    monkeypatch.setattr(ddp, "launch", dies)
-    with pytest.raises(RuntimeError, match="rank 1 died"):
-        train._train_ddp({}, 2, work, None, print, print)
-    assert roots.read_bytes(roots.join(work, "resume.pt")) == b"state at step 2"
-    monkeypatch.setattr(ddp, "launch", resumes)
-    monkeypatch.setattr(train, "put_file", lambda group, name, data: seen.append((name, data)))
-    assert train._train_ddp({}, 2, work, None, print, print) == {"resumed_from": 2}
-    assert seen == [b"state at step 2", ("checkpoint.pt", b"weights")]
+    root = (tmp_path / "bucket").as_uri()
+    settings, ingest = _ddp_stores(root)
+    work = roots.join(root, "train", ".work")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    code = "import sys, tests.cutswap.pipeline.stages.test_train as t; t._ddp_training(sys.argv[1])"
+    job = subprocess.Popen([sys.executable, "-c", code, root], env=env, start_new_session=True)
+    resume = None
+    try:
+        deadline = time.monotonic() + 240
+        while resume is None and time.monotonic() < deadline and job.poll() is None:
+            found = [p for p in (tmp_path / "bucket" / "train" / ".work").rglob("resume.pt")]
+            resume = found[0] if found else None
+            time.sleep(0.05)
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # (the job ended by itself)
+            os.killpg(job.pid, signal.SIGKILL)
+        job.wait()
+    assert resume is not None, f"no resume state in {work} while the training ran (exit {job.returncode})"
+    state = torch.load(io.BytesIO(resume.read_bytes()), weights_only=True)
+    assert 2 <= state["step"] < 60 and state["step"] % 2 == 0
+    name = resume.parent.name
+    ref, computed = train_run(settings, ingest, "cutpaste", 0)
+    assert computed and name == f"{ref.name}-{ref.key}"
+    assert open_store(ref).attrs["resumed_from"] == state["step"]
+    assert open_store(ref)["log"].shape[0] == 60  # the resumed history and the steps after it
+    assert not resume.exists()  # the work prefix is emptied once the store is committed
 
 
 def test_without_a_progress_callback_progress_goes_to_the_module_logger(
