@@ -16,6 +16,10 @@ smooth random images, so their width and spread are the real ones. Printed, each
 - ``search (brute force)``: ``torch.cdist`` of every test patch to every training patch, then the minimum,
   in blocks of 4,096 test patches (what a user without a coreset would run);
 
+- ``evaluation``: the test images' scores and maps as the evaluate stage gets them, from one pass of patch
+  features and distances (``PatchCore.patch_scores`` once, what ``Detector.score`` does), against the two
+  passes it made before issue 35 (scores, then maps, each computing every patch feature);
+
 then the ratios brute force / coreset search and brute force / (coreset + search), and what the speed
 costs: the coreset's patch distances relative to the exact ones (never smaller, by construction) and the
 Spearman correlation of the image scores (largest patch distance) of the two.
@@ -31,7 +35,13 @@ from scipy.stats import spearmanr
 from timing import timed
 
 from cutswap.learn.models import build_model
-from cutswap.score.patchcore import greedy_coreset, nearest_distances, patch_features, random_projection
+from cutswap.score.patchcore import (
+    PatchCore,
+    greedy_coreset,
+    nearest_distances,
+    patch_features,
+    random_projection,
+)
 
 
 def smooth_images(n: int, size: int, seed: int) -> np.ndarray:
@@ -96,6 +106,19 @@ def main() -> None:
     print(f"coreset, one step at a time     {t_step:8.3f} s")
     print(f"ratio stepwise / blocked coreset             {t_step / t_core:6.1f}x  ({equal:.1%} equal picks)")
     print(f"search (coreset)                {t_search:8.3f} s")
+    scorer = PatchCore(core.cpu().numpy(), sigma=4.0, fraction=args.fraction)
+    images = smooth_images(args.test, args.size, 1)
+
+    def passes(n: int) -> None:
+        for _ in range(n):  # before issue 35: image_scores, then anomaly_maps, each from the images
+            patches = scorer.patch_scores(model, images, 16, device)
+        scorer.image_scores(patches), scorer.maps(patches, args.size)
+
+    t_one, _ = timed(lambda: passes(1), args.repeats, sync)
+    t_two, _ = timed(lambda: passes(2), args.repeats, sync)
+    print(
+        f"evaluation, one feature pass    {t_one:8.3f} s  (two passes: {t_two:.3f} s, {t_two / t_one:.2f}x)"
+    )
     print(f"search (brute force, cdist)     {t_brute:8.3f} s")
     print(f"ratio brute force / coreset search            {t_brute / t_search:6.1f}x")
     print(f"ratio brute force / (coreset + search)        {t_brute / (t_core + t_search):6.1f}x")

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 import zarr
 
-from cutswap.pipeline.readers import samples, train_indices
+from cutswap.pipeline.readers import read_rows, samples, train_indices
 from cutswap.pipeline.results import CategoryRefs
 from cutswap.pipeline.stores import StoreRef, open_store
 from cutswap.report.examples import ExampleSet, PickedImage
@@ -160,7 +160,7 @@ def read_saliency_examples(refs: CategoryRefs, n_images: int = 2) -> SaliencyExa
     idx = train_indices(ingest)[:n_images]
     saliency = open_store(refs.saliency)
     return SaliencyExamples(
-        ingest["images"][:][idx],
+        read_rows(ingest["images"], idx),
         saliency["maps"][: len(idx)],
         open_store(refs.cluster)["top"][: len(idx)],
         open_store(refs.pairs)["boxes"][: len(idx)],
@@ -184,4 +184,4 @@ def scored_test_sets(categories: dict[str, CategoryRefs]) -> Iterator[ScoredTest
 
 def ingest_masks(categories: dict[str, CategoryRefs], category: str, index: np.ndarray) -> np.ndarray:
     """The category's ingest masks at rows ``index`` (its test images)."""
-    return open_store(categories[category].ingest)["masks"][:][index]
+    return read_rows(open_store(categories[category].ingest)["masks"], index)

@@ -15,16 +15,16 @@ Store layout (``storage/evaluate/<category>-<method>-s<seed>-<key>/``)::
     maps    float16 (T, S, S)  anomaly map of each test image divided by ``map_scale`` (so in [0, 1]); one
                                map per chunk, ``SHARD`` per shard; absent when ``localization`` is ``none``
     attrs   metrics: {image_AUROC, image_F1Max, pixel_AUROC, pixel_AUPRO, pixel_F1Max} (NaN: undefined, no
-            maps, or anomalous test images without masks: ``anomalous_without_mask`` > 0),
-            metric_definitions: {name: text}, metric_resolution: [S, S] (the working size the
-            pixel metrics were computed at, not the original image size), fpr_limit, pixel_bins,
-            localization: {the settings that made the maps}, scorer (gde | patchcore), l2_normalize
-            (gde), coreset: {fraction, size, layers} (patchcore), map_scale, holdout_map_max (largest map
-            value on the held-out normal images; None without maps), map_seconds, n_train (images the
-            densities were fitted on), n_holdout, n_test, method, seed, category, worker (Dask worker or
-            in-process), threshold: {value, fpr_target, n_holdout, rank, expected_fpr, holdout_fpr,
-            resolved, rule, holdout, source ("validation" | "train holdout"), test: {precision, recall,
-            fpr, tp, fp, fn, tn}, check: {allowed_fp, p_value, holds, level}}
+            maps, or anomalous test images without masks: ``anomalous_without_mask`` > 0), metric_definitions:
+            {name: text}, metric_resolution: [S, S] (the working size the pixel metrics were computed at, not
+            the original image size), fpr_limit, pixel_bins, localization: {the settings that made the maps},
+            scorer (gde | patchcore), l2_normalize (gde), coreset: {fraction, size, layers} (patchcore),
+            map_scale, holdout_map_max (largest map value on the held-out normal images; None without maps),
+            score_seconds (fitting and scoring, maps included), n_train (images the densities were fitted on),
+            n_holdout, n_test, method, seed, category, worker (Dask worker or in-process), threshold: {value,
+            fpr_target, n_holdout, rank, expected_fpr, holdout_fpr, resolved, rule, holdout, source
+            ("validation" | "train holdout"), test: {precision, recall, fpr, tp, fp, fn, tn}, check:
+            {allowed_fp, p_value, holds, level}}
 
 The threshold is chosen on normal calibration images only, the category's validation images when it has
 any, else training images held out of the fits (``cutswap.score.detector``: an order statistic of their
@@ -194,12 +194,25 @@ def _fit_detector(
     return detector, fit_seconds
 
 
-def _score_images(group: Any, cfg: EvaluateSettings, detector: Detector, data: _Category) -> dict[str, Any]:
-    """Image scores of the held-out and test images, the threshold chosen on the held-out ones, the
-    densities: written to ``group``; returns the threshold and the image metrics."""
-    holdout_scores = detector.image_scores(data.images[data.held])
+def _scored(detector: Detector, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """Image scores and maps of one image set in one pass (PatchCore's patch distances serve both, where
+    asking for each computed every patch feature twice); no maps for an empty set."""
+    if len(images) == 0:
+        return detector.image_scores(images), None
+    return detector.score(images)
+
+
+def _score_images(
+    group: Any,
+    cfg: EvaluateSettings,
+    detector: Detector,
+    data: _Category,
+    holdout_scores: np.ndarray,
+    scores: np.ndarray,
+) -> dict[str, Any]:
+    """The threshold chosen on the held-out images' scores, the test scores, the densities: written to
+    ``group``; returns the threshold and the image metrics."""
     threshold = choose_threshold(holdout_scores, cfg.threshold_fpr)
-    scores = detector.image_scores(data.images[data.test])
     labels = data.table["label"].to_numpy()[data.test].astype(np.uint8)
     threshold["holdout"] = cfg.threshold_holdout
     threshold["source"] = data.calibration
@@ -220,10 +233,15 @@ def _score_images(group: Any, cfg: EvaluateSettings, detector: Detector, data: _
     return {"threshold": threshold, "metrics": metrics}
 
 
-def _score_maps(group: Any, cfg: EvaluateSettings, detector: Detector, data: _Category) -> dict[str, Any]:
-    """Anomaly maps of the test images (written to ``group``, scaled to [0, 1]), the pixel metrics, and
-    the largest map value of the held-out normal images (what a normal image reaches, for display)."""
-    maps = detector.anomaly_maps(data.images[data.test])
+def _score_maps(
+    group: Any,
+    cfg: EvaluateSettings,
+    data: _Category,
+    maps: np.ndarray | None,
+    holdout_maps: np.ndarray | None,
+) -> dict[str, Any]:
+    """The test images' anomaly maps (written to ``group``, scaled to [0, 1]), the pixel metrics, and the
+    largest map value of the held-out normal images (what a normal image reaches, for display)."""
     # An anomalous image without a ground-truth mask (a folder dataset without ``mask_dir``) would count
     # all its pixels as normal, so the pixel metrics are undefined rather than computed.
     unmasked = int((data.table["mask_path"].isna() & (data.table["label"] == 1)).to_numpy()[data.test].sum())
@@ -232,8 +250,8 @@ def _score_maps(group: Any, cfg: EvaluateSettings, detector: Detector, data: _Ca
     else:
         metrics = pixel_metrics(maps, read_rows(data.source["masks"], data.test), FPR_LIMIT, cfg.pixel_bins)
     normal_max = None
-    if maps is not None and len(data.held):
-        normal_max = float(detector.anomaly_maps(data.images[data.held]).max())
+    if holdout_maps is not None and len(data.held):
+        normal_max = float(holdout_maps.max())
     scale = 1.0
     if maps is not None:
         scale = float(maps.max()) if len(maps) and maps.max() > 0 else 1.0
@@ -269,10 +287,12 @@ def evaluate_run(
         device = resolve_device(settings.train.device)
         data = _Category.read(ingest, cfg.threshold_holdout)
         detector, fit_seconds = _fit_detector(cfg, load_model(train, device), data, device, scorer, l2)
-        image = _score_images(group, cfg, detector, data)
         start = time.perf_counter()
-        pixel = _score_maps(group, cfg, detector, data)
+        holdout_scores, holdout_maps = _scored(detector, data.images[data.held])
+        scores, maps = _scored(detector, data.images[data.test])
         seconds = time.perf_counter() - start + fit_seconds
+        image = _score_images(group, cfg, detector, data, holdout_scores, scores)
+        pixel = _score_maps(group, cfg, data, maps, holdout_maps)
         group.attrs.update(
             {
                 "metrics": {**image["metrics"], **pixel.pop("metrics")},
@@ -285,7 +305,7 @@ def evaluate_run(
                 **_scorer_attrs(detector),
                 "threshold": image["threshold"],
                 **pixel,
-                "map_seconds": round(seconds, 3),
+                "score_seconds": round(seconds, 3),
                 "n_train": int(len(data.fit)),
                 "n_holdout": int(len(data.held)),
                 "n_test": int(len(data.test)),
