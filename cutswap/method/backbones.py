@@ -223,7 +223,7 @@ def _find_resnet18_weights(weights: str | Path | None, allow_download: bool) -> 
     if cached.is_file():
         actual = sha256_file(cached)
         if actual == RESNET18_SHA256:
-            return cached, ""
+            return cached, _Missing("", "")
         return None, _Missing(
             "torch's hub cache holds ResNet-18 weights with another sha256 (corrupt or partial download)",
             f"{cached} has sha256 {actual}, not the expected {RESNET18_SHA256}",
