@@ -63,9 +63,10 @@ the same parameters and ``GENERATOR_VERSION`` is reused as it is.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -79,7 +80,9 @@ __all__ = [
     "GENERATOR_VERSION",
     "MARKER",
     "VISIBLE_CHANGE",
+    "CategoryCounts",
     "add_defect",
+    "build_counted_textures",
     "build_textures",
 ]
 
@@ -181,6 +184,109 @@ def build_textures(
     return build_once(root, "textures", MARKER, wanted, write, defaults={"defect_scale": 1.0})
 
 
+@dataclass(frozen=True)
+class CategoryCounts:
+    """The image counts of one category of a counted build (``build_counted_textures``).
+
+    ``defects`` maps each defect folder (``test/<name>``, with masks in ``ground_truth/<name>``) to its
+    number of test images, in the order their random streams are numbered; ``validation`` normal images go
+    to ``validation/good`` (MVTec AD has none: 0 writes no folder).
+    """
+
+    train: int
+    test_good: int
+    defects: Mapping[str, int] = field(default_factory=dict)
+    validation: int = 0
+
+    def as_json(self) -> dict[str, Any]:
+        """The counts as the build marker holds them: defects as ``[name, count]`` pairs, whose order
+        numbers the random streams (a JSON object would not keep it)."""
+        defects = [[str(name), int(n)] for name, n in self.defects.items()]
+        return {
+            "train": self.train,
+            "test_good": self.test_good,
+            "validation": self.validation,
+            "defects": defects,
+        }
+
+
+def build_counted_textures(
+    root: Path,
+    counts: Mapping[str, CategoryCounts],
+    seed: int = 0,
+    image_size: int = 256,
+    defect_scale: float = 1.0,
+) -> Path:
+    """Build (or reuse) a textures dataset with any categories and image counts, in the MVTec AD layout.
+
+    The demo's ``build_textures`` has three categories (one per photograph) and four defect kinds of equal
+    count; a dataset of another's shape (MVTec AD's 15 categories and their counts,
+    ``cutswap.data.builtin.mvtec_counts``) is what a benchmark of that dataset's cost needs, with no
+    download. Categories are cut from the photographs in turn (``CATEGORIES``: brick, grass, gravel,
+    brick, ...) and differ by their random streams; a defect folder named like a ``DEFECT_KINDS`` entry gets
+    that drawer, any other the kinds in turn by its position. The images are as ``build_textures`` makes
+    them (same crops, defects, masks, grayscale PNGs); the build is as deterministic and atomic.
+
+    Args:
+        root: Folder to hold the dataset: absent, empty, or an earlier textures build (replaced).
+        counts: Category folder -> its counts, in the order their random streams are numbered.
+        seed: Seed of every random choice; the same seed and counts give byte-identical files.
+        image_size: Side of the square images, in pixels (at least 32).
+        defect_scale: Linear size of the defects relative to the reference design (0.25 to 2).
+
+    Returns:
+        ``root``, holding a complete build.
+
+    Raises:
+        DatasetError: ``root`` is a file, or a non-empty folder that is not a textures build.
+        ValueError: no category, a bad folder name, a count or size out of range, or a category without
+            training or test images.
+        OSError: The build cannot be written; nothing half-written is left.
+    """
+    root = Path(root)
+    params = _check_params(seed, image_size, 1, 1, 0, defect_scale, 0)
+    plan = _check_counts(counts)
+    wanted = {
+        "generator": "cutswap.data.builtin.textures.build_counted_textures",
+        "version": GENERATOR_VERSION,
+        "seed": params["seed"],
+        "image_size": params["image_size"],
+        "defect_scale": params["defect_scale"],
+        "categories": [{"name": p.name, "photo": p.photo, **p.counts.as_json()} for p in plan],
+    }
+
+    def write(tmp: Path) -> dict:
+        provenance = _write_categories(
+            tmp, plan, params["seed"], params["image_size"], params["defect_scale"]
+        )
+        _write_counted_readme(tmp / "README.md", wanted, plan, provenance)
+        return provenance
+
+    return build_once(root, "textures", MARKER, wanted, write)
+
+
+def _check_counts(counts: Mapping[str, CategoryCounts]) -> list[_Planned]:
+    """The categories as planned (each with its photograph), or ValueError naming what is wrong."""
+    if not counts:
+        raise ValueError("counts names no category")
+    photos = list(CATEGORIES)
+    plan = []
+    for position, (name, c) in enumerate(counts.items()):
+        if not isinstance(c, CategoryCounts):
+            raise ValueError(f"category {name!r}: expected CategoryCounts, got {type(c).__name__}")
+        for folder in (name, *c.defects):
+            if not folder or folder in {".", "..", "good"} or "/" in folder or folder.startswith("."):
+                raise ValueError(f"category {name!r}: {folder!r} is not a usable folder name")
+        numbers = {"train": c.train, "test_good": c.test_good, "validation": c.validation, **c.defects}
+        for what, n in numbers.items():
+            if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 0:
+                raise ValueError(f"category {name!r}: {what} must be an integer >= 0, got {n!r}")
+        if c.train < 1 or c.test_good + sum(c.defects.values()) == 0:
+            raise ValueError(f"category {name!r} needs training images and test images, got {c}")
+        plan.append(_Planned(str(name), photos[position % len(photos)], c))
+    return plan
+
+
 def _check_params(
     seed: int,
     image_size: int,
@@ -221,39 +327,87 @@ def _write_dataset(
     defect_scale: float,
     n_validation: int,
 ) -> dict:
-    """Write every category into ``out``; returns provenance (library versions, photo checksums)."""
+    """Write every category into ``out``; returns provenance (library versions, photo checksums).
+
+    The demo's build is the counted build with one photograph per category and ``n_test_defect`` images of
+    each defect kind, so both share one writer (and the demo's files stay what they were)."""
+    plan = [
+        _Planned(
+            name,
+            name,
+            CategoryCounts(
+                n_train, n_test_good, {kind: n_test_defect for kind in DEFECT_KINDS}, n_validation
+            ),
+        )
+        for name in CATEGORIES
+    ]
+    return _write_categories(out, plan, seed, image_size, defect_scale)
+
+
+@dataclass(frozen=True)
+class _Planned:
+    name: str  # the category's folder
+    photo: str  # key of CATEGORIES whose photograph it is cut from
+    counts: CategoryCounts
+
+
+def _drawers_of(counts: CategoryCounts) -> dict[str, str]:
+    """Defect folder -> its drawer (a ``DEFECT_KINDS`` entry): the one of that name, else cycled by
+    position."""
+    return {
+        name: name if name in DEFECT_KINDS else DEFECT_KINDS[position % len(DEFECT_KINDS)]
+        for position, name in enumerate(counts.defects)
+    }
+
+
+def _write_categories(
+    out: Path, plan: list[_Planned], seed: int, image_size: int, defect_scale: float
+) -> dict:
+    """Write each planned category into ``out``; returns provenance (library versions, photo checksums).
+
+    Every image has a random stream of its own, ``SeedSequence([seed, category position, split, defect
+    position + 1 (0: normal), index])``, so changing one count never changes the other images."""
     import skimage
     import skimage.data
 
-    digests = {}
-    width = max(3, len(str(max(n_train, n_test_good, n_test_defect, n_validation) - 1)))
-    for cat_index, (category, photo_spec) in enumerate(CATEGORIES.items()):
-        raw = getattr(skimage.data, photo_spec.loader)()
-        digests[category] = hashlib.sha256(np.ascontiguousarray(raw).tobytes()).hexdigest()
-        photo = _to_gray(raw)
-        if photo_spec.vanishing_point is not None:
-            photo = _rectify(photo, photo_spec.vanishing_point)
-        photo = _flatten_illumination(photo)
-        cat_dir = out / category
+    digests: dict[str, str] = {}
+    photos: dict[str, np.ndarray] = {}
+    largest = max(
+        max(p.counts.train, p.counts.test_good, p.counts.validation, *p.counts.defects.values(), 0)
+        for p in plan
+    )
+    width = max(3, len(str(largest - 1)))
+    for cat_index, planned in enumerate(plan):
+        spec = CATEGORIES[planned.photo]
+        if planned.photo not in photos:
+            raw = getattr(skimage.data, spec.loader)()
+            digests[planned.photo] = hashlib.sha256(np.ascontiguousarray(raw).tobytes()).hexdigest()
+            photo = _to_gray(raw)
+            if spec.vanishing_point is not None:
+                photo = _rectify(photo, spec.vanishing_point)
+            photos[planned.photo] = _flatten_illumination(photo)
+        cat_dir = out / planned.name
 
         def rng_for(split: int, kind: int, index: int, cat_index: int = cat_index) -> np.random.Generator:
             # One independent stream per image: changing a count never changes the other images.
             return np.random.default_rng(np.random.SeedSequence([seed, cat_index, split, kind, index]))
 
-        crop = _Cropper(photo, photo_spec.rotations, image_size)
-        for i in range(n_train):
+        crop = _Cropper(photos[planned.photo], spec.rotations, image_size)
+        counts = planned.counts
+        for i in range(counts.train):
             _save_png(cat_dir / "train" / "good" / f"{i:0{width}d}.png", crop.train(rng_for(0, 0, i)))
-        for i in range(n_test_good):
+        for i in range(counts.test_good):
             _save_png(cat_dir / "test" / "good" / f"{i:0{width}d}.png", crop.test(rng_for(1, 0, i)))
-        for i in range(n_validation):  # cut as the normal test crops are, from streams of their own
+        for i in range(counts.validation):  # cut as the normal test crops are, from streams of their own
             _save_png(cat_dir / "validation" / "good" / f"{i:0{width}d}.png", crop.test(rng_for(2, 0, i)))
-        for kind_index, kind in enumerate(DEFECT_KINDS, start=1):
-            for i in range(n_test_defect):
+        drawers = _drawers_of(counts)
+        for kind_index, (folder, n) in enumerate(counts.defects.items(), start=1):
+            for i in range(n):
                 rng = rng_for(1, kind_index, i)
-                image, mask = add_defect(crop.test(rng), kind, rng, defect_scale)
+                image, mask = add_defect(crop.test(rng), drawers[folder], rng, defect_scale)
                 stem = f"{i:0{width}d}"
-                _save_png(cat_dir / "test" / kind / f"{stem}.png", image)
-                _save_png(cat_dir / "ground_truth" / kind / f"{stem}_mask.png", mask.astype(np.uint8) * 255)
+                _save_png(cat_dir / "test" / folder / f"{stem}.png", image)
+                _save_png(cat_dir / "ground_truth" / folder / f"{stem}_mask.png", mask.astype(np.uint8) * 255)
     return {
         "photo_sha256": digests,
         "scikit_image_version": skimage.__version__,
@@ -611,6 +765,49 @@ def _write_readme(path: Path, params: dict, provenance: dict) -> None:
         f"- Masks hold the defect's core plus every pixel it changed by at least {VISIBLE_CHANGE:g} grey "
         "levels, with enclosed holes filled.",
         "- Deterministic: the same parameters and library versions (here Pillow "
+        f"{provenance['pillow_version']}, NumPy {provenance['numpy_version']}) give byte-identical files.",
+        "",
+    ]
+    path.write_text("\n".join(lines), encoding="utf-8")
+
+
+def _write_counted_readme(path: Path, wanted: dict, plan: list[_Planned], provenance: dict) -> None:
+    size = wanted["image_size"]
+    rows = [
+        f"| {p.name} | {p.photo} | {p.counts.train} | {p.counts.validation} | {p.counts.test_good} | "
+        + ", ".join(
+            f"{folder} {n} ({drawer})"
+            for (folder, n), drawer in zip(
+                p.counts.defects.items(), _drawers_of(p.counts).values(), strict=True
+            )
+        )
+        + " |"
+        for p in plan
+    ]
+    total = {
+        "train": sum(p.counts.train for p in plan),
+        "test": sum(p.counts.test_good + sum(p.counts.defects.values()) for p in plan),
+    }
+    lines = [
+        "# textures (counted): cutswap's synthetic dataset in another dataset's shape",
+        "",
+        "Generated by `cutswap.data.builtin.textures.build_counted_textures`, generator version "
+        f"{GENERATOR_VERSION}. Do not edit it; rebuild it instead. MVTec AD layout. The images are the "
+        "embedded `textures` dataset's (real CC0 photographs inside scikit-image "
+        f"{provenance['scikit_image_version']}, synthetic defects with exact masks; see that build's "
+        "README): "
+        "only the categories and their counts differ. It stands in for a dataset of this shape where its "
+        "cost is measured, not its accuracy.",
+        "",
+        f"Seed: {wanted['seed']}. Images: {size} x {size} px, 8-bit grayscale PNG. Defect scale: "
+        f"{wanted['defect_scale']:g}. {total['train']} training and {total['test']} test images.",
+        "",
+        "| category | photograph | train/good | validation/good | test/good "
+        "| test defects: folder count (drawer) |",
+        "| --- | --- | --- | --- | --- | --- |",
+        *rows,
+        "",
+        "Deterministic: the same parameters and library versions (here Pillow "
         f"{provenance['pillow_version']}, NumPy {provenance['numpy_version']}) give byte-identical files.",
         "",
     ]
