@@ -28,7 +28,8 @@ __all__ = ["MVTEC_AD", "MVTEC_AD_SOURCE", "build_mvtec_shaped", "scaled"]
 MVTEC_AD_SOURCE = (
     "Bergmann, Fauser, Sattlegger, Steger: MVTec AD - A Comprehensive Real-World Dataset for Unsupervised "
     "Anomaly Detection, CVPR 2019, Table 1 (train and test counts per category: 3629 training, 1725 test "
-    "images); per-defect counts: the folders of the released mvtec_anomaly_detection.tar.xz"
+    "images); per-defect counts: the released archive's folder sizes as commonly listed, not checked "
+    "against the archive here (each category's counts sum to its Table 1 test total, which the tests check)"
 )
 
 MVTEC_AD: dict[str, CategoryCounts] = {
