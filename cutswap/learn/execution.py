@@ -52,15 +52,17 @@ def amp_name(dtype: torch.dtype | None) -> str:
 
 
 def resolve_channels_last(setting: str | bool, device: torch.device) -> bool:
-    """``auto`` is channels-last on CUDA (faster convolutions with tensor cores) and on the CPU, where
-    oneDNN's convolutions run faster in it too: a training step of EfficientNet-Lite0 (depthwise
-    convolutions) 2.4x faster at 128 px and 3.8x at 256 px, ResNet-18's 1.03x and 1.11x, on 2 cores
-    (``benchmarks/bench_channels_last.py``). Other devices keep the default layout.
+    """``auto`` is channels-last on CUDA (faster convolutions with tensor cores), not on the CPU.
 
-    A memory format changes the order of a convolution's sums, so a training in one is not bit-identical
-    to a training in the other; like the device, it is an execution knob and not in the store's key.
+    Why not on the CPU, although oneDNN runs a training step faster in it there too (EfficientNet-Lite0
+    2.4x at 128 px and 3.8x at 256 px, ResNet-18 1.03x and 1.11x, on 2 cores:
+    ``benchmarks/bench_channels_last.py``): its convolutions' sums then depend far more on how many threads
+    run them. Three steps of ResNet-18 at 1 and at 2 threads end 0.009 apart in some weight channels-last,
+    0.0005 contiguous, and a run's trainings on 1-thread Dask workers stopped matching the same run in one
+    2-thread process (``tests/flows/test_benchmark.py``). A CPU user who wants the speed over that
+    agreement sets ``train.channels_last: true``; like the device, it is not in the store's key.
     """
-    return device.type in ("cuda", "cpu") if setting == "auto" else bool(setting)
+    return device.type == "cuda" if setting == "auto" else bool(setting)
 
 
 @dataclass(frozen=True)

@@ -134,11 +134,13 @@ class _Images(Exception):
 
 def test_a_training_reads_only_its_splits_chunks_of_the_ingest_images(bucket, through_proxy, monkeypatch):
     """Noise does not compress, so each image's chunk holds about its own size: a job that read one chunk
-    more than its train split's would read more than the split's images plus one."""
+    more than its train split's would read more than the split's images plus one. The one image of slack
+    is the metadata the job reads besides (the stores' listings and ``zarr.json``, their digests
+    included: about 32 kB here), so the images are large enough for it to fit."""
     from cutswap.pipeline.settings import TrainSettings
     from cutswap.pipeline.stages import train as train_stage
 
-    images = np.random.default_rng(1).integers(0, 256, (24, 96, 96, 3), dtype=np.uint8)
+    images = np.random.default_rng(1).integers(0, 256, (24, 160, 160, 3), dtype=np.uint8)
     split = np.array([2, 9, 10, 21])
     ingest = _ingest(bucket, images, split)
 
