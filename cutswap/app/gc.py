@@ -10,19 +10,21 @@ from __future__ import annotations
 
 import argparse
 
+from cutswap.pipeline.stores import collect
+
 
 def _size(n: int) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n} B"
+    """Bytes in decimal units, as storage providers bill them."""
+    value = float(n)
+    for unit in ("B", "kB", "MB"):
+        if value < 1000:
+            return f"{value:.0f} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} GB"
 
 
 def run(args: argparse.Namespace) -> int:
     """List (and with ``--yes`` delete) the root's garbage; one line per item, then the totals."""
-    from cutswap.pipeline.stores import collect
-
     limits = {}
     if args.resume_days is not None:
         limits["resume_seconds"] = args.resume_days * 86400
