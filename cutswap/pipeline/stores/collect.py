@@ -116,7 +116,7 @@ def store_garbage(folder: str, now: datetime, stale: float | None = None) -> lis
     for name, marker in markers[:-1]:
         if ATTEMPT + marker["attempt"] not in remaining:
             found.append(Garbage(roots.join(folder, name), "marker of a collected generation"))
-    return found + _orphan_heartbeats(folder, listing, attempts - {latest}, now, stale)
+    return found + _orphan_heartbeats(folder, listing, attempts - {latest}, now)
 
 
 def _superseded(
@@ -136,8 +136,12 @@ def _superseded(
 
 
 def _abandoned(folder: str, name: str, beat: datetime | None, now: datetime, stale: float) -> str | None:
-    """Why a never-committed attempt may go (None: its writer may be at work)."""
-    limit = _heartbeat_limit(roots.join(folder, name + ALIVE), stale) if beat is not None else stale
+    """Why a never-committed attempt may go (None: its writer may be at work, or has just finished)."""
+    limit = stale
+    if beat is not None:
+        limit = _heartbeat_limit(roots.join(folder, name + ALIVE))
+        if limit is None:  # listed, then gone: its writer has just committed or discarded it
+            return None
     if _age(now, beat) < limit:
         return None
     # The newest object too: a writer's workers may write on while its own heartbeat is late.
@@ -147,17 +151,26 @@ def _abandoned(folder: str, name: str, beat: datetime | None, now: datetime, sta
     return f"never committed; its writer silent for {_duration(min(_age(now, beat), _age(now, newest)))}"
 
 
-def _heartbeat_limit(url: str, stale: float) -> float:
-    """The stale limit a heartbeat's writer recorded; ``stale`` for one that records none."""
+def _heartbeat_limit(url: str) -> float | None:
+    """The stale limit a heartbeat's writer recorded (``atomic.stale_seconds``' default for a writer that
+    recorded none); None when the heartbeat is gone.
+
+    Why None matters: a writer deletes its heartbeat right after its commit, so a heartbeat that was
+    listed a moment ago and cannot be read now belongs to an attempt that may have just been committed,
+    after the listing that found no marker for it. Such an attempt is left for the next collection, which
+    sees the marker; taking it as silent would delete a live store.
+    """
+    data = roots.read_bytes(url)
+    if data is None:
+        return None
     try:
-        body = json.loads(roots.read_bytes(url) or b"{}")
-        return float(body.get("stale_seconds", stale))
+        return float(json.loads(data).get("stale_seconds", atomic.stale_seconds()))
     except (ValueError, TypeError, AttributeError):
-        return stale
+        return atomic.stale_seconds()
 
 
 def _orphan_heartbeats(
-    folder: str, listing: list[dict[str, Any]], attempts: set[str], now: datetime, stale: float
+    folder: str, listing: list[dict[str, Any]], attempts: set[str], now: datetime
 ) -> list[Garbage]:
     """Heartbeats that no writer keeps: one whose writer died before its first object, or whose commit's
     answer was lost, silent for their own limit. The heartbeats of ``attempts`` (those not the latest
@@ -168,7 +181,8 @@ def _orphan_heartbeats(
         if not path.endswith(ALIVE) or path[: -len(ALIVE)] in attempts:
             continue
         url = roots.join(folder, path)
-        if _age(now, meta["last_modified"]) >= _heartbeat_limit(url, stale):
+        limit = _heartbeat_limit(url)
+        if limit is not None and _age(now, meta["last_modified"]) >= limit:
             found.append(Garbage(url, "heartbeat no writer keeps", 1, meta["size"]))
     return found
 
