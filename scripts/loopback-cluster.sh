@@ -8,7 +8,7 @@
 #   KEEP=1 scripts/loopback-cluster.sh     # leave the servers running (their pids are printed)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-make -s install  # the project and its test extra (moto_server) in .venv, once
+make -s install .venv/.tracking  # the project, then the test extra (moto_server, boto3) from the dev lock, once
 PY=${PY:-.venv/bin/python}
 PY="$(cd "$(dirname "$PY")" && pwd)/$(basename "$PY")"  # absolute: the workers start in their own folders
 BIN=$(dirname "$PY")
